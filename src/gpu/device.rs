@@ -1,0 +1,249 @@
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use super::shaders::Shader;
+use crate::error::{Error, Result};
+
+/// How to pick an adapter. `Default` reads `TAILOR_ADAPTER` and `TAILOR_BACKEND`.
+#[derive(Clone, Debug, Default)]
+pub struct GpuOptions {
+    /// Pick the first adapter whose name contains this (case-insensitive).
+    pub adapter: Option<String>,
+    /// `vulkan`, `metal`, `dx12` or `gl`; all of them when `None`.
+    pub backend: Option<String>,
+}
+
+impl GpuOptions {
+    pub fn from_env() -> Self {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        GpuOptions { adapter: var("TAILOR_ADAPTER"), backend: var("TAILOR_BACKEND") }
+    }
+}
+
+/// The features tailor uses when the adapter has them.
+pub fn wanted_features() -> wgpu::Features {
+    wgpu::Features::SUBGROUP
+        | wgpu::Features::SHADER_F16
+        | wgpu::Features::TIMESTAMP_QUERY
+        | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
+        | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES
+}
+
+fn parse_backends(name: Option<&str>) -> Result<wgpu::Backends> {
+    Ok(match name.map(|s| s.to_ascii_lowercase()) {
+        None => wgpu::Backends::all(),
+        Some(s) => match s.as_str() {
+            "vulkan" | "vk" => wgpu::Backends::VULKAN,
+            "metal" | "mtl" => wgpu::Backends::METAL,
+            "dx12" | "d3d12" => wgpu::Backends::DX12,
+            "gl" | "gles" | "opengl" => wgpu::Backends::GL,
+            other => {
+                return Err(Error::Invalid(format!(
+                    "unknown backend '{other}' (TAILOR_BACKEND / --backend): use vulkan, metal, dx12 or gl"
+                )))
+            }
+        },
+    })
+}
+
+fn instance(backends: wgpu::Backends) -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = backends;
+    wgpu::Instance::new(desc)
+}
+
+/// Every adapter the backends can see, in the order tailor prefers them.
+pub fn list_adapters(backend: Option<&str>) -> Result<Vec<wgpu::Adapter>> {
+    let inst = instance(parse_backends(backend)?);
+    let mut adapters = pollster::block_on(inst.enumerate_adapters(parse_backends(backend)?));
+    adapters.sort_by_key(|a| rank(&a.get_info()));
+    Ok(adapters)
+}
+
+/// Discrete before integrated before virtual before CPU; Vulkan/Metal/DX12 before GL.
+fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
+    let kind = match info.device_type {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    };
+    let api = if info.backend == wgpu::Backend::Gl { 1 } else { 0 };
+    (kind, api)
+}
+
+type PipelineKey = (&'static str, String, Vec<(String, u64)>);
+
+/// An open device with its queue, limits and caches. Cheap to share behind an `Arc`.
+pub struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    pub features: wgpu::Features,
+    modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
+    pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
+    lost: Arc<Mutex<Option<String>>>,
+}
+
+impl Gpu {
+    /// Opens the adapter chosen by `TAILOR_ADAPTER` / `TAILOR_BACKEND`, or the best one.
+    pub fn new() -> Result<Arc<Gpu>> {
+        Gpu::with_options(&GpuOptions::from_env())
+    }
+
+    pub fn with_options(opts: &GpuOptions) -> Result<Arc<Gpu>> {
+        let adapters = list_adapters(opts.backend.as_deref())?;
+        let adapter = match &opts.adapter {
+            Some(want) => {
+                let w = want.to_lowercase();
+                let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
+                adapters
+                    .into_iter()
+                    .find(|a| a.get_info().name.to_lowercase().contains(&w))
+                    .ok_or_else(|| {
+                        Error::NoAdapter(format!(
+                            " whose name contains '{want}' (found: {})",
+                            if names.is_empty() { "none".to_string() } else { names.join(", ") }
+                        ))
+                    })?
+            }
+            None => adapters.into_iter().next().ok_or_else(|| {
+                Error::NoAdapter(match &opts.backend {
+                    Some(b) => format!(" for backend '{b}'"),
+                    None => String::new(),
+                })
+            })?,
+        };
+        Gpu::open(adapter)
+    }
+
+    /// Opens a device on `adapter` with its full limits and the optional features tailor uses.
+    pub fn open(adapter: wgpu::Adapter) -> Result<Arc<Gpu>> {
+        let info = adapter.get_info();
+        let features = adapter.features() & wanted_features();
+        let limits = adapter.limits();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("tailor"),
+            required_features: features,
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .map_err(|e| Error::RequestDevice { adapter: info.name.clone(), msg: e.to_string() })?;
+        let lost = Arc::new(Mutex::new(None));
+        let lost2 = lost.clone();
+        device.set_device_lost_callback(move |reason, msg| {
+            *lost2.lock().unwrap() = Some(format!("{reason:?}: {msg}"));
+        });
+        // Errors are caught by error scopes where we create things; anything else that slips
+        // through is remembered and reported at the next submission instead of panicking.
+        let lost3 = lost.clone();
+        device.on_uncaptured_error(Arc::new(move |e| {
+            let mut l = lost3.lock().unwrap();
+            if l.is_none() {
+                *l = Some(format!("uncaptured GPU error: {e}"));
+            }
+        }));
+        Ok(Arc::new(Gpu {
+            device,
+            queue,
+            info,
+            limits,
+            features,
+            modules: Mutex::new(HashMap::new()),
+            pipelines: Mutex::new(HashMap::new()),
+            lost,
+        }))
+    }
+
+    /// A short description: name, backend and driver.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} ({:?}, {:?}, {} {})",
+            self.info.name, self.info.backend, self.info.device_type, self.info.driver, self.info.driver_info
+        )
+    }
+
+    /// Fails if the device was lost or an uncaptured error happened since the last check.
+    pub fn check_alive(&self) -> Result<()> {
+        match self.lost.lock().unwrap().take() {
+            Some(msg) => Err(Error::DeviceLost(msg)),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs `f` inside validation and out-of-memory error scopes and turns what they catch
+    /// into errors that name `what`.
+    pub fn scoped<T>(&self, what: &str, f: impl FnOnce() -> T) -> Result<T> {
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let val = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let out = f();
+        let v = pollster::block_on(val.pop());
+        let o = pollster::block_on(oom.pop());
+        if let Some(e) = o {
+            let _ = e;
+            return Err(Error::OutOfMemory { what: what.to_string() });
+        }
+        if let Some(e) = v {
+            return Err(Error::Validation { what: what.to_string(), msg: e.to_string() });
+        }
+        Ok(out)
+    }
+
+    fn module(&self, shader: Shader) -> Result<wgpu::ShaderModule> {
+        let mut modules = self.modules.lock().unwrap();
+        if let Some(m) = modules.get(shader.name) {
+            return Ok(m.clone());
+        }
+        let m = self.scoped(&format!("shader {}", shader.name), || {
+            self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(shader.name),
+                source: wgpu::ShaderSource::Wgsl(shader.source.into()),
+            })
+        })?;
+        modules.insert(shader.name, m.clone());
+        Ok(m)
+    }
+
+    /// The compute pipeline for `entry` in `shader` with the given pipeline constants (tile and
+    /// workgroup sizes), created on first use and cached for the life of the device.
+    pub fn pipeline(&self, shader: Shader, entry: &str, constants: &[(&str, f64)]) -> Result<Arc<wgpu::ComputePipeline>> {
+        let mut sorted: Vec<(String, u64)> = constants.iter().map(|(k, v)| (k.to_string(), v.to_bits())).collect();
+        sorted.sort();
+        let key = (shader.name, entry.to_string(), sorted);
+        if let Some(p) = self.pipelines.lock().unwrap().get(&key) {
+            return Ok(p.clone());
+        }
+        let module = self.module(shader)?;
+        let label = format!("{}::{entry}", shader.name);
+        let pipeline = self.scoped(&label, || {
+            self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&label),
+                layout: None,
+                module: &module,
+                entry_point: Some(entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants,
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            })
+        })?;
+        let pipeline = Arc::new(pipeline);
+        self.pipelines.lock().unwrap().insert(key, pipeline.clone());
+        Ok(pipeline)
+    }
+
+    /// How many pipelines have been compiled so far (for reports).
+    pub fn pipeline_count(&self) -> usize {
+        self.pipelines.lock().unwrap().len()
+    }
+
+    /// The largest buffer one storage binding may cover, in bytes.
+    pub fn max_binding(&self) -> u64 {
+        self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size)
+    }
+}

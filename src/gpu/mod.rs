@@ -1,0 +1,10 @@
+//! The device layer: adapter choice, buffers, shader modules and a cache of compute pipelines.
+//! Everything above it records work as a list of [`Dispatch`]es and submits it in one go.
+
+mod buffer;
+mod device;
+mod dispatch;
+pub mod shaders;
+
+pub use device::*;
+pub use dispatch::*;

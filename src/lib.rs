@@ -1,0 +1,11 @@
+//! tailor: train DenseNet image classifiers with class-balanced losses on any Vulkan, Metal or
+//! DX12 GPU, with hand-written WGSL kernels.
+
+pub mod cli;
+pub mod error;
+pub mod gpu;
+pub mod ops;
+pub mod rng;
+
+pub use error::{Error, Result};
+pub use gpu::{Gpu, GpuOptions};

@@ -1,0 +1,46 @@
+//! Elementwise ops on flat buffers: ReLU (standalone; inside DenseNet it is fused into batch norm).
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::error::Result;
+use crate::gpu::{ceil_div, grid, shaders, Dispatch, Gpu, Launch};
+
+const WG: u32 = 256;
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Params {
+    n: u32,
+    accumulate: u32,
+    _pad: [u32; 2],
+}
+
+fn launch(gpu: &Gpu, entry: &str, n: usize, accumulate: bool, buffers: &[&wgpu::Buffer]) -> Result<Vec<Dispatch>> {
+    let params = Params { n: n as u32, accumulate: accumulate as u32, _pad: [0; 2] };
+    Ok(vec![gpu.dispatch(Launch {
+        shader: shaders::ELEMENTWISE,
+        entry,
+        constants: &[("WG", WG as f64)],
+        params: bytemuck::bytes_of(&params),
+        buffers,
+        workgroups: grid(ceil_div(n, WG as usize)),
+    })?])
+}
+
+/// y = max(x, 0) over `n` elements.
+pub fn relu_forward(gpu: &Gpu, x: &wgpu::Buffer, y: &wgpu::Buffer, n: usize) -> Result<Vec<Dispatch>> {
+    launch(gpu, "relu_forward", n, false, &[x, y])
+}
+
+/// dx (+)= dy · [x > 0] over `n` elements.
+pub fn relu_backward(gpu: &Gpu, x: &wgpu::Buffer, dy: &wgpu::Buffer, dx: &wgpu::Buffer, n: usize, accumulate: bool) -> Result<Vec<Dispatch>> {
+    launch(gpu, "relu_backward", n, accumulate, &[x, dx, dy])
+}
+
+pub fn relu_forward_ref(x: &[f64]) -> Vec<f64> {
+    x.iter().map(|&v| v.max(0.0)).collect()
+}
+
+pub fn relu_backward_ref(x: &[f64], dy: &[f64]) -> Vec<f64> {
+    x.iter().zip(dy).map(|(&v, &g)| if v > 0.0 { g } else { 0.0 }).collect()
+}

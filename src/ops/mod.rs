@@ -1,0 +1,38 @@
+//! The kernels, one module per op family. Each module holds, side by side:
+//! - the shape rules of the op (a small `Copy` struct and its output shape),
+//! - the GPU side: functions that build the op's [`Dispatch`](crate::gpu::Dispatch)es once,
+//!   from buffers, for the executor to replay (`forward`, `backward_*`),
+//! - the CPU reference: plain loops over `f64` (`forward_ref`, `backward_*_ref`), the
+//!   ground truth the kernel tests compare the WGSL kernels against.
+//!
+//! Conventions shared by every kernel:
+//! - activations are NCHW f32; an [`Act`] view lets a kernel read or write a channel range of a
+//!   larger buffer (a dense block's shared buffer) without copies;
+//! - backward kernels that produce an input gradient take `accumulate`: when true they add to
+//!   what is there (a dense block's channels get gradient from every later layer);
+//! - parameters go in a uniform block at binding 0, storage buffers at bindings 1, 2, …; a
+//!   binding number means the same access (read or read_write) in every entry point of a file;
+//! - a kernel that needs temporary storage says how much with a `*_scratch_len` function and
+//!   takes the buffer as an argument, so the planner can account for it.
+
+pub mod elementwise;
+
+/// A view of an NCHW activation: `channels` channels starting at channel `c_off` of a buffer
+/// that holds `c_total` channels per image. A whole tensor is `c_off = 0, c_total = channels`.
+#[derive(Clone, Copy, Debug)]
+pub struct Act<'a> {
+    pub buf: &'a wgpu::Buffer,
+    pub c_off: u32,
+    pub c_total: u32,
+}
+
+impl<'a> Act<'a> {
+    /// The whole buffer as a tensor of `channels` channels.
+    pub fn whole(buf: &'a wgpu::Buffer, channels: usize) -> Self {
+        Act { buf, c_off: 0, c_total: channels as u32 }
+    }
+    /// Channels `c_off..` of a buffer with `c_total` channels per image.
+    pub fn slice(buf: &'a wgpu::Buffer, c_off: usize, c_total: usize) -> Self {
+        Act { buf, c_off: c_off as u32, c_total: c_total as u32 }
+    }
+}
