@@ -49,12 +49,18 @@ pub fn run(cli: &super::Cli, args: &Args) -> Result<()> {
         println!("no adapters found; on Debian run scripts/install-lavapipe.sh to install lavapipe");
     }
     for (n, d) in out.iter().enumerate() {
-        println!("[{n}] {}  ({}, {})", d["name"].as_str().unwrap_or(""), d["backend"].as_str().unwrap_or(""), d["type"].as_str().unwrap_or(""));
+        println!(
+            "[{n}] {}  ({}, {})",
+            d["name"].as_str().unwrap_or(""),
+            d["backend"].as_str().unwrap_or(""),
+            d["type"].as_str().unwrap_or("")
+        );
         println!("    driver: {} {}", d["driver"].as_str().unwrap_or(""), d["driver_info"].as_str().unwrap_or(""));
         for (k, v) in d["limits"].as_object().into_iter().flatten() {
             println!("    {k}: {v}");
         }
-        let feats: Vec<&str> = d["optional_features"].as_array().into_iter().flatten().filter_map(|v| v.as_str()).collect();
+        let feats: Vec<&str> =
+            d["optional_features"].as_array().into_iter().flatten().filter_map(|v| v.as_str()).collect();
         println!("    optional features: {}", if feats.is_empty() { "none".to_string() } else { feats.join(", ") });
     }
     Ok(())

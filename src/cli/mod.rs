@@ -5,7 +5,11 @@ mod devices;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "tailor", version, about = "Train DenseNet classifiers with class-balanced losses on any Vulkan/Metal/DX12 GPU")]
+#[command(
+    name = "tailor",
+    version,
+    about = "Train DenseNet classifiers with class-balanced losses on any Vulkan/Metal/DX12 GPU"
+)]
 pub struct Cli {
     /// Use the first adapter whose name contains this (see `tailor devices`).
     #[arg(long, global = true, env = "TAILOR_ADAPTER")]

@@ -99,15 +99,12 @@ impl Gpu {
             Some(want) => {
                 let w = want.to_lowercase();
                 let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
-                adapters
-                    .into_iter()
-                    .find(|a| a.get_info().name.to_lowercase().contains(&w))
-                    .ok_or_else(|| {
-                        Error::NoAdapter(format!(
-                            " whose name contains '{want}' (found: {})",
-                            if names.is_empty() { "none".to_string() } else { names.join(", ") }
-                        ))
-                    })?
+                adapters.into_iter().find(|a| a.get_info().name.to_lowercase().contains(&w)).ok_or_else(|| {
+                    Error::NoAdapter(format!(
+                        " whose name contains '{want}' (found: {})",
+                        if names.is_empty() { "none".to_string() } else { names.join(", ") }
+                    ))
+                })?
             }
             None => adapters.into_iter().next().ok_or_else(|| {
                 Error::NoAdapter(match &opts.backend {
@@ -210,7 +207,12 @@ impl Gpu {
 
     /// The compute pipeline for `entry` in `shader` with the given pipeline constants (tile and
     /// workgroup sizes), created on first use and cached for the life of the device.
-    pub fn pipeline(&self, shader: Shader, entry: &str, constants: &[(&str, f64)]) -> Result<Arc<wgpu::ComputePipeline>> {
+    pub fn pipeline(
+        &self,
+        shader: Shader,
+        entry: &str,
+        constants: &[(&str, f64)],
+    ) -> Result<Arc<wgpu::ComputePipeline>> {
         let mut sorted: Vec<(String, u64)> = constants.iter().map(|(k, v)| (k.to_string(), v.to_bits())).collect();
         sorted.sort();
         let key = (shader.name, entry.to_string(), sorted);

@@ -76,7 +76,8 @@ impl Gpu {
 
     /// Records `dispatches` into one compute pass.
     pub fn record(&self, enc: &mut wgpu::CommandEncoder, dispatches: &[Dispatch]) {
-        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("tailor"), timestamp_writes: None });
+        let mut pass =
+            enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("tailor"), timestamp_writes: None });
         for d in dispatches {
             pass.set_pipeline(&d.pipeline);
             pass.set_bind_group(0, &d.bind_group, &[]);

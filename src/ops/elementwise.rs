@@ -33,7 +33,14 @@ pub fn relu_forward(gpu: &Gpu, x: &wgpu::Buffer, y: &wgpu::Buffer, n: usize) -> 
 }
 
 /// dx (+)= dy · [x > 0] over `n` elements.
-pub fn relu_backward(gpu: &Gpu, x: &wgpu::Buffer, dy: &wgpu::Buffer, dx: &wgpu::Buffer, n: usize, accumulate: bool) -> Result<Vec<Dispatch>> {
+pub fn relu_backward(
+    gpu: &Gpu,
+    x: &wgpu::Buffer,
+    dy: &wgpu::Buffer,
+    dx: &wgpu::Buffer,
+    n: usize,
+    accumulate: bool,
+) -> Result<Vec<Dispatch>> {
     launch(gpu, "relu_backward", n, accumulate, &[x, dx, dy])
 }
 
