@@ -10,3 +10,4 @@ pub mod rng;
 pub use error::{Error, Result};
 pub use gpu::{Gpu, GpuOptions};
 pub mod graph;
+pub mod nn;

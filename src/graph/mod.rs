@@ -13,7 +13,6 @@ pub mod autodiff;
 mod build;
 pub mod plan;
 
-pub use build::*;
 
 /// Index of a tensor in its graph.
 pub type TensorId = usize;

@@ -1,0 +1,3 @@
+//! Models, losses and optimisers.
+
+pub mod densenet;
