@@ -17,4 +17,5 @@ macro_rules! shaders {
 
 shaders! {
     ELEMENTWISE => "elementwise.wgsl",
+    FILL => "fill.wgsl",
 }
