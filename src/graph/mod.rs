@@ -12,6 +12,7 @@
 pub mod autodiff;
 mod build;
 pub mod plan;
+pub mod store;
 
 
 /// Index of a tensor in its graph.
