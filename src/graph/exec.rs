@@ -1,0 +1,193 @@
+//! The executor: turns a planned graph into buffers and dispatches, once, and replays them.
+//! A run is recorded into one compute pass and one submission; nothing is read back inside it.
+
+use std::sync::Arc;
+
+use super::plan::{plan, storage, Plan, Slot};
+use super::store::Store;
+use super::{Graph, Node, Op, Role, TensorId};
+use crate::error::{Error, Result};
+use crate::gpu::{Dispatch, Gpu};
+use crate::ops::{self, Act};
+
+/// A graph with every buffer allocated and every dispatch built.
+pub struct Executable {
+    pub gpu: Arc<Gpu>,
+    pub graph: Graph,
+    pub plan: Plan,
+    /// One buffer per storage tensor (None for views and unused tensors).
+    bufs: Vec<Option<wgpu::Buffer>>,
+    pub dispatches: Vec<Dispatch>,
+    /// Index of the first dispatch of each node, for per-node reports.
+    pub node_starts: Vec<usize>,
+    pub scratch_bytes: u64,
+}
+
+/// Device memory an executable uses, by kind, in bytes.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct MemoryReport {
+    pub params_and_state: u64,
+    pub param_grads: u64,
+    pub activations_pool: u64,
+    pub activations_unshared: u64,
+    pub io: u64,
+    pub scratch: u64,
+}
+
+impl MemoryReport {
+    pub fn total(&self) -> u64 {
+        self.params_and_state + self.param_grads + self.activations_pool + self.io + self.scratch
+    }
+}
+
+pub fn mib(b: u64) -> String {
+    format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0))
+}
+
+impl std::fmt::Display for MemoryReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(
+            f,
+            "{} total: parameters and statistics {}, parameter gradients {}, activations {} (shared pool; {} unshared), inputs/outputs {}, scratch {}",
+            mib(self.total()),
+            mib(self.params_and_state),
+            mib(self.param_grads),
+            mib(self.activations_pool),
+            mib(self.activations_unshared),
+            mib(self.io),
+            mib(self.scratch)
+        )
+    }
+}
+
+fn nchw(s: &[usize]) -> [usize; 4] {
+    match *s {
+        [n, c, h, w] => [n, c, h, w],
+        [n, c] => [n, c, 1, 1],
+        _ => [1, s.iter().product(), 1, 1],
+    }
+}
+
+impl Executable {
+    /// Plans `graph`, allocates its buffers (parameters and statistics come from `store`) and
+    /// builds every dispatch.
+    pub fn new(gpu: Arc<Gpu>, graph: Graph, store: &Store) -> Result<Executable> {
+        let plan = plan(&graph, gpu.max_binding())?;
+        let mut pool = Vec::with_capacity(plan.pool.len());
+        for (i, &bytes) in plan.pool.iter().enumerate() {
+            pool.push(gpu.zeros(&format!("pool{i}"), (bytes / 4) as usize)?);
+        }
+        let mut bufs: Vec<Option<wgpu::Buffer>> = vec![None; graph.tensors.len()];
+        for (t, tensor) in graph.tensors.iter().enumerate() {
+            bufs[t] = match plan.slots[t] {
+                Slot::View => None,
+                Slot::Pool(b) => Some(pool[b].clone()),
+                Slot::Own => match tensor.role {
+                    Role::Param | Role::State => Some(store.expect(&tensor.name, &tensor.shape)?.buf.clone()),
+                    Role::Activation | Role::Saved | Role::Grad => None, // planned but never used
+                    _ => Some(gpu.zeros(&tensor.name, tensor.numel())?),
+                },
+            };
+        }
+        let scratch_len = graph.nodes.iter().map(|n| scratch_len(&graph, n)).max().unwrap_or(0);
+        let scratch = gpu.zeros("scratch", scratch_len)?;
+        let mut exe = Executable {
+            gpu,
+            graph,
+            plan,
+            bufs,
+            dispatches: Vec::new(),
+            node_starts: Vec::new(),
+            scratch_bytes: (scratch_len * 4) as u64,
+        };
+        let mut dispatches = Vec::new();
+        for node in &exe.graph.nodes {
+            exe.node_starts.push(dispatches.len());
+            let d = exe.lower(node, &scratch).map_err(|e| match e {
+                Error::Shape { op, msg } => Error::Shape { op: format!("{op} (node '{}')", node.name), msg },
+                other => other,
+            })?;
+            dispatches.extend(d);
+        }
+        exe.dispatches = dispatches;
+        Ok(exe)
+    }
+
+    /// The buffer holding tensor `t` (its base's for a view).
+    pub fn buffer(&self, t: TensorId) -> &wgpu::Buffer {
+        self.bufs[storage(&self.graph, t)].as_ref().expect("tensor has storage")
+    }
+
+    /// Tensor `t` as an NCHW channel view.
+    fn act(&self, t: TensorId) -> Act<'_> {
+        let tensor = &self.graph.tensors[t];
+        match tensor.view {
+            Some(v) => Act::slice(self.buffer(v.base), v.c_off, self.graph.tensors[v.base].shape[1]),
+            None => Act::whole(self.buffer(t), nchw(&tensor.shape)[1]),
+        }
+    }
+
+    fn dims(&self, t: TensorId) -> [usize; 4] {
+        nchw(&self.graph.tensors[t].shape)
+    }
+
+    /// Device memory by kind.
+    pub fn memory(&self) -> MemoryReport {
+        let mut r = MemoryReport {
+            activations_pool: self.plan.pool_bytes(),
+            activations_unshared: super::plan::unshared_bytes(&self.graph),
+            scratch: self.scratch_bytes,
+            ..Default::default()
+        };
+        for &(role, b) in &self.plan.own_bytes {
+            match role {
+                Role::Param | Role::State => r.params_and_state += b,
+                Role::ParamGrad => r.param_grads += b,
+                Role::Activation | Role::Saved | Role::Grad => r.activations_pool += b,
+                _ => r.io += b,
+            }
+        }
+        r
+    }
+
+    /// Records every dispatch into `enc` as one compute pass.
+    pub fn record(&self, enc: &mut wgpu::CommandEncoder) {
+        self.gpu.record(enc, &self.dispatches);
+    }
+
+    /// Runs the whole graph once and waits.
+    pub fn run(&self) -> Result<()> {
+        self.gpu.run(&self.dispatches)
+    }
+
+    /// Reads tensor `t` (a whole tensor, not a view) back to the host.
+    pub fn read(&self, t: TensorId) -> Result<Vec<f32>> {
+        if self.graph.tensors[t].view.is_some() {
+            return Err(Error::Invalid(format!("'{}' is a view; read its base", self.graph.tensors[t].name)));
+        }
+        self.gpu.read(self.buffer(t), self.graph.tensors[t].numel())
+    }
+
+    /// Queues an upload of `data` into tensor `t` (takes effect before the next submission).
+    pub fn write<T: bytemuck::Pod>(&self, t: TensorId, data: &[T]) -> Result<()> {
+        let tensor = &self.graph.tensors[t];
+        if data.len() != tensor.numel() {
+            return Err(Error::shape(
+                format!("input '{}'", tensor.name),
+                format!("got {} values, the graph expects {:?} = {}", data.len(), tensor.shape, tensor.numel()),
+            ));
+        }
+        self.gpu.write(self.buffer(t), data);
+        Ok(())
+    }
+
+    fn lower(&self, n: &Node, scratch: &wgpu::Buffer) -> Result<Vec<Dispatch>> {
+        lower::lower(self, n, scratch)
+    }
+}
+
+fn scratch_len(g: &Graph, n: &Node) -> usize {
+    lower::scratch_len(g, n)
+}
+
+mod lower;
