@@ -1,0 +1,54 @@
+//! Inference: the same planner and executor with a forward-only, eval-mode graph. A predictor
+//! shares the model's weight buffers, so it sees every training step without copies.
+
+use super::model::Model;
+use crate::error::{Error, Result};
+use crate::graph::exec::{Executable, MemoryReport};
+use crate::graph::{Graph, TensorId};
+
+pub struct Predictor {
+    exe: Executable,
+    input: TensorId,
+    logits: TensorId,
+    pub batch: usize,
+    pub classes: usize,
+    image_len: usize,
+}
+
+impl Predictor {
+    /// Plans inference on batches of up to `batch` images of `height`×`width`.
+    pub fn new(model: &Model, batch: usize, height: usize, width: usize) -> Result<Predictor> {
+        let mut g = Graph::new();
+        let built = model.net.build(&mut g, batch, height, width, false)?;
+        let exe = Executable::new(model.store.gpu.clone(), g, &model.store)?;
+        let image_len = model.net.config.in_channels * height * width;
+        Ok(Predictor { exe, input: built.input, logits: built.logits, batch, classes: model.net.config.num_classes, image_len })
+    }
+
+    pub fn memory(&self) -> MemoryReport {
+        self.exe.memory()
+    }
+
+    /// Logits [n, classes] for `n` images (any n: run in batches, the last one padded).
+    pub fn logits(&self, images: &[f32]) -> Result<Vec<f32>> {
+        if images.len() % self.image_len != 0 {
+            return Err(Error::shape("predict", format!("{} values is not a whole number of {}-value images", images.len(), self.image_len)));
+        }
+        let n = images.len() / self.image_len;
+        let mut out = Vec::with_capacity(n * self.classes);
+        for chunk in images.chunks(self.batch * self.image_len) {
+            let m = chunk.len() / self.image_len;
+            if m == self.batch {
+                self.exe.write(self.input, chunk)?;
+            } else {
+                let mut padded = chunk.to_vec();
+                padded.resize(self.batch * self.image_len, 0.0);
+                self.exe.write(self.input, &padded)?;
+            }
+            self.exe.run()?;
+            let l = self.exe.read(self.logits)?;
+            out.extend_from_slice(&l[..m * self.classes]);
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,279 @@
+//! One training step on the device: upload the batch, forward, loss, backward and the optimiser
+//! update, recorded into one submission. The loss is copied into a small ring of mappable
+//! buffers and read when it is ready, so the next step never waits for it.
+
+use std::sync::{Arc, Mutex};
+
+use super::model::Model;
+use super::optim::{OptimizerConfig, OptimizerKind};
+use crate::error::{Error, Result};
+use crate::gpu::{Dispatch, Gpu};
+use crate::graph::exec::{Executable, MemoryReport};
+use crate::graph::{autodiff::autodiff, Graph, LossKind, Role, TensorId};
+use crate::ops::adam;
+
+/// What a training step needs besides the model.
+#[derive(Clone, Debug)]
+pub struct TrainConfig {
+    pub batch: usize,
+    pub height: usize,
+    pub width: usize,
+    pub loss: LossKind,
+    /// One weight per class (see [`crate::nn::weights`]).
+    pub class_weights: Vec<f32>,
+    pub optimizer: OptimizerConfig,
+}
+
+/// Targets of a batch: class ids (softmax) or a [batch × classes] 0/1 matrix (sigmoid).
+pub enum Targets<'a> {
+    Classes(&'a [u32]),
+    Multi(&'a [f32]),
+}
+
+struct Group {
+    hyper: wgpu::Buffer,
+    weight_decay: f64,
+}
+
+const RING: usize = 4;
+
+struct Slot {
+    buf: wgpu::Buffer,
+    /// (step, mapping result once the device is done)
+    pending: Option<(u64, Arc<Mutex<Option<bool>>>)>,
+}
+
+pub struct Trainer {
+    pub model: Model,
+    pub config: TrainConfig,
+    exe: Executable,
+    optimizer: Vec<Dispatch>,
+    groups: Vec<Group>,
+    /// Adam moments, kept so training can resume exactly.
+    moments: Vec<(String, wgpu::Buffer, wgpu::Buffer, usize)>,
+    input: TensorId,
+    target: TensorId,
+    loss: TensorId,
+    logits: TensorId,
+    ring: Vec<Slot>,
+    /// Steps taken (the optimiser's t).
+    pub step: u64,
+    finished: Vec<(u64, f32)>,
+}
+
+impl Trainer {
+    /// Builds, plans and allocates the training step for `model`.
+    pub fn new(model: Model, config: TrainConfig) -> Result<Trainer> {
+        config.optimizer.validate()?;
+        let gpu = model.store.gpu.clone();
+        let classes = model.net.config.num_classes;
+        if config.class_weights.len() != classes {
+            return Err(Error::shape(
+                "class weights",
+                format!("{} weights for a model with {classes} classes", config.class_weights.len()),
+            ));
+        }
+        let mut g = Graph::new();
+        let built = model.net.build(&mut g, config.batch, config.height, config.width, true)?;
+        let (loss, _, target, weights) = g.loss("loss", built.logits, config.loss)?;
+        autodiff(&mut g)?;
+        let grads = g.grads.clone();
+        let exe = Executable::new(gpu.clone(), g, &model.store)?;
+        exe.write(weights, &config.class_weights)?;
+
+        // One hyper-parameter block per group: 0 decays, 1 does not.
+        let opt = &config.optimizer;
+        let wd_group = |no_decay: bool| if opt.no_decay_bn_bias && no_decay { 0.0 } else { opt.weight_decay };
+        let groups: Vec<Group> = [false, true]
+            .iter()
+            .map(|&nd| {
+                Ok(Group { hyper: gpu.upload("adam hyper", &[adam::AdamHyper::zeroed()])?, weight_decay: wd_group(nd) })
+            })
+            .collect::<Result<_>>()?;
+        let mut optimizer = Vec::new();
+        let mut moments = Vec::new();
+        for (t, tensor) in exe.graph.tensors.iter().enumerate() {
+            if tensor.role != Role::Param {
+                continue;
+            }
+            let spec = model.net.params.iter().find(|p| p.name == tensor.name).expect("graph params come from the model");
+            let n = tensor.numel();
+            let m = gpu.zeros(&format!("{}.exp_avg", tensor.name), n)?;
+            let v = gpu.zeros(&format!("{}.exp_avg_sq", tensor.name), n)?;
+            let grad = exe.buffer(grads[&t]);
+            let group = &groups[(opt.no_decay_bn_bias && spec.no_decay) as usize];
+            optimizer.extend(adam::step(&gpu, &group.hyper, exe.buffer(t), grad, &m, &v, 0, n)?);
+            moments.push((tensor.name.clone(), m, v, n));
+        }
+        let ring = (0..RING)
+            .map(|i| Slot {
+                buf: gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some(&format!("loss readback {i}")),
+                    size: 4,
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                }),
+                pending: None,
+            })
+            .collect();
+        Ok(Trainer {
+            model,
+            config,
+            exe,
+            optimizer,
+            groups,
+            moments,
+            input: built.input,
+            target,
+            loss,
+            logits: built.logits,
+            ring,
+            step: 0,
+            finished: Vec::new(),
+        })
+    }
+
+    pub fn gpu(&self) -> &Arc<Gpu> {
+        &self.exe.gpu
+    }
+
+    /// Device memory of the step (plus the optimiser's two moments per parameter).
+    pub fn memory(&self) -> MemoryReport {
+        let mut r = self.exe.memory();
+        r.params_and_state += self.moments.iter().map(|(_, _, _, n)| (*n * 8) as u64).sum::<u64>();
+        r
+    }
+
+    /// Number of dispatches in one step.
+    pub fn dispatch_count(&self) -> usize {
+        self.exe.dispatches.len() + self.optimizer.len()
+    }
+
+    /// Queues one training step on `images` ([batch, c, h, w], normalised) and `targets`.
+    /// Returns the losses of earlier steps that have finished since the last call.
+    pub fn step(&mut self, images: &[f32], targets: Targets) -> Result<Vec<(u64, f32)>> {
+        self.exe.write(self.input, images)?;
+        match (targets, self.config.loss) {
+            (Targets::Classes(c), LossKind::Softmax { .. }) => {
+                let classes = self.model.net.config.num_classes as u32;
+                if let Some(bad) = c.iter().find(|&&v| v >= classes) {
+                    return Err(Error::Invalid(format!("target class {bad} is out of range for {classes} classes")));
+                }
+                self.exe.write(self.target, c)?
+            }
+            (Targets::Multi(m), LossKind::Sigmoid { .. }) => self.exe.write(self.target, m)?,
+            _ => return Err(Error::Invalid("targets do not match the loss (class ids for softmax, a 0/1 matrix for sigmoid)".into())),
+        }
+        self.step += 1;
+        let opt = &self.config.optimizer;
+        let lr = opt.lr_at(self.step);
+        for g in &self.groups {
+            let h = adam::AdamHyper::new(self.step, lr, opt.beta1, opt.beta2, opt.eps, g.weight_decay, opt.kind == OptimizerKind::AdamW);
+            self.exe.gpu.write(&g.hyper, &[h]);
+        }
+        let slot = (self.step as usize) % RING;
+        self.collect(Some(slot))?;
+        let gpu = self.exe.gpu.clone();
+        let mut enc = gpu.device.create_command_encoder(&Default::default());
+        {
+            let mut all: Vec<&Dispatch> = self.exe.dispatches.iter().collect();
+            all.extend(self.optimizer.iter());
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("train step"), timestamp_writes: None });
+            for d in all {
+                pass.set_pipeline(&d.pipeline);
+                pass.set_bind_group(0, &d.bind_group, &[]);
+                pass.dispatch_workgroups(d.workgroups[0], d.workgroups[1], d.workgroups[2]);
+            }
+        }
+        enc.copy_buffer_to_buffer(self.exe.buffer(self.loss), 0, &self.ring[slot].buf, 0, 4);
+        gpu.queue.submit([enc.finish()]);
+        let done = Arc::new(Mutex::new(None));
+        let d2 = done.clone();
+        self.ring[slot].buf.map_async(wgpu::MapMode::Read, .., move |r| *d2.lock().unwrap() = Some(r.is_ok()));
+        self.ring[slot].pending = Some((self.step, done));
+        self.model.batches_tracked += 1;
+        gpu.check_alive()?;
+        self.collect(None)?;
+        Ok(std::mem::take(&mut self.finished))
+    }
+
+    /// Reads the losses that are ready; with `wait_for`, first waits until that slot is free.
+    fn collect(&mut self, wait_for: Option<usize>) -> Result<()> {
+        let gpu = self.exe.gpu.clone();
+        if let Some(s) = wait_for {
+            if self.ring[s].pending.is_some() {
+                gpu.wait()?;
+            }
+        } else {
+            let _ = gpu.device.poll(wgpu::PollType::Poll);
+        }
+        for slot in &mut self.ring {
+            let Some((step, done)) = &slot.pending else { continue };
+            let Some(ok) = *done.lock().unwrap() else { continue };
+            if !ok {
+                return Err(Error::DeviceLost("could not read the loss back".into()));
+            }
+            let v = {
+                let view = slot.buf.get_mapped_range(..).map_err(|e| Error::DeviceLost(e.to_string()))?;
+                f32::from_le_bytes(view[..4].try_into().unwrap())
+            };
+            slot.buf.unmap();
+            let step = *step;
+            slot.pending = None;
+            if !v.is_finite() {
+                return Err(Error::Invalid(format!(
+                    "the loss became {v} at step {step}: lower the learning rate (--lr) or check the data for bad values"
+                )));
+            }
+            self.finished.push((step, v));
+        }
+        self.finished.sort_by_key(|(s, _)| *s);
+        Ok(())
+    }
+
+    /// Waits for every queued step and returns the losses not yet returned.
+    pub fn finish(&mut self) -> Result<Vec<(u64, f32)>> {
+        self.exe.gpu.wait()?;
+        self.collect(None)?;
+        Ok(std::mem::take(&mut self.finished))
+    }
+
+    /// The logits of the last step (train mode), after [`Trainer::finish`].
+    pub fn last_logits(&self) -> Result<Vec<f32>> {
+        self.exe.read(self.logits)
+    }
+
+    /// The gradient of parameter `name` from the last step.
+    pub fn grad(&self, name: &str) -> Result<Vec<f32>> {
+        let t = (0..self.exe.graph.tensors.len())
+            .find(|&t| self.exe.graph.tensors[t].name == name && self.exe.graph.tensors[t].role == Role::Param)
+            .ok_or_else(|| Error::Invalid(format!("no parameter '{name}'")))?;
+        self.exe.read(self.exe.graph.grads[&t])
+    }
+
+    /// The optimiser's moments by parameter name, for checkpoints.
+    pub fn optimizer_state(&self) -> Result<Vec<(String, Vec<f32>, Vec<f32>)>> {
+        self.moments
+            .iter()
+            .map(|(n, m, v, len)| Ok((n.clone(), self.exe.gpu.read(m, *len)?, self.exe.gpu.read(v, *len)?)))
+            .collect()
+    }
+
+    /// Restores the optimiser's moments and step count.
+    pub fn load_optimizer_state(&mut self, step: u64, state: &[(String, Vec<f32>, Vec<f32>)]) -> Result<()> {
+        for (name, m, v) in state {
+            let (_, mb, vb, len) = self
+                .moments
+                .iter()
+                .find(|(n, ..)| n == name)
+                .ok_or_else(|| Error::Invalid(format!("optimiser state for unknown parameter '{name}'")))?;
+            if m.len() != *len || v.len() != *len {
+                return Err(Error::shape("optimiser state", format!("'{name}' has {} values, expected {len}", m.len())));
+            }
+            self.exe.gpu.write(mb, m);
+            self.exe.gpu.write(vb, v);
+        }
+        self.step = step;
+        Ok(())
+    }
+}
