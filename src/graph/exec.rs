@@ -84,7 +84,7 @@ impl Executable {
                 Slot::Pool(b) => Some(pool[b].clone()),
                 Slot::Own => match tensor.role {
                     Role::Param | Role::State => Some(store.expect(&tensor.name, &tensor.shape)?.buf.clone()),
-                    Role::Activation | Role::Saved | Role::Grad => None, // planned but never used
+                    Role::Activation | Role::Saved | Role::Grad if !graph.keep.contains(&t) => None, // never used
                     _ => Some(gpu.zeros(&tensor.name, tensor.numel())?),
                 },
             };

@@ -136,4 +136,6 @@ pub struct Graph {
     pub nodes: Vec<Node>,
     /// The gradient of each tensor, once autodiff has run.
     pub grads: std::collections::HashMap<TensorId, TensorId>,
+    /// Tensors that keep a buffer of their own so they can be read after a run (outputs).
+    pub keep: Vec<TensorId>,
 }

@@ -63,7 +63,9 @@ pub fn plan(g: &Graph, max_binding: u64) -> Result<Plan> {
 
     // Greedy by first use; best fit among free buffers, else grow the largest free one.
     let mut order: Vec<TensorId> =
-        (0..n).filter(|&t| g.tensors[t].view.is_none() && pooled(g.tensors[t].role) && live[t].is_some()).collect();
+        (0..n)
+        .filter(|&t| g.tensors[t].view.is_none() && pooled(g.tensors[t].role) && live[t].is_some() && !g.keep.contains(&t))
+        .collect();
     order.sort_by_key(|&t| (live[t].unwrap().0, std::cmp::Reverse(bytes(g, t))));
     let mut slots: Vec<Slot> = (0..n).map(|t| if g.tensors[t].view.is_some() { Slot::View } else { Slot::Own }).collect();
     let mut pool: Vec<u64> = Vec::new();
@@ -90,7 +92,7 @@ pub fn plan(g: &Graph, max_binding: u64) -> Result<Plan> {
 
     let mut own_bytes: Vec<(Role, u64)> = Vec::new();
     for t in 0..n {
-        if slots[t] == Slot::Own && !(pooled(g.tensors[t].role) && live[t].is_none()) {
+        if slots[t] == Slot::Own && (!pooled(g.tensors[t].role) || g.keep.contains(&t)) {
             let role = g.tensors[t].role;
             match own_bytes.iter_mut().find(|(r, _)| *r == role) {
                 Some((_, b)) => *b += bytes(g, t),

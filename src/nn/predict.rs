@@ -20,6 +20,7 @@ impl Predictor {
     pub fn new(model: &Model, batch: usize, height: usize, width: usize) -> Result<Predictor> {
         let mut g = Graph::new();
         let built = model.net.build(&mut g, batch, height, width, false)?;
+        g.keep.push(built.logits);
         let exe = Executable::new(model.store.gpu.clone(), g, &model.store)?;
         let image_len = model.net.config.in_channels * height * width;
         Ok(Predictor { exe, input: built.input, logits: built.logits, batch, classes: model.net.config.num_classes, image_len })

@@ -75,6 +75,7 @@ impl Trainer {
         }
         let mut g = Graph::new();
         let built = model.net.build(&mut g, config.batch, config.height, config.width, true)?;
+        g.keep.push(built.logits);
         let (loss, _, target, weights) = g.loss("loss", built.logits, config.loss)?;
         autodiff(&mut g)?;
         let grads = g.grads.clone();

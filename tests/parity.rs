@@ -1,0 +1,185 @@
+//! End-to-end parity with PyTorch (`../shared/fixtures/densenet_tiny.*`, see its README): the
+//! same weights in give the same logits, losses, gradients and Adam/AdamW steps out.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tailor::graph::LossKind;
+use tailor::nn::checkpoint::StateDict;
+use tailor::nn::densenet::DenseNetConfig;
+use tailor::nn::model::Model;
+use tailor::nn::optim::{OptimizerConfig, OptimizerKind};
+use tailor::nn::predict::Predictor;
+use tailor::nn::train::{Targets, TrainConfig, Trainer};
+use tailor::nn::weights::{class_weights, Weighting};
+use tailor::Gpu;
+
+struct Fixture {
+    t: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    init: StateDict,
+}
+
+fn fixture() -> Fixture {
+    let dir = std::env::var("TAILOR_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"));
+    let path = dir.join("densenet_tiny.safetensors");
+    assert!(path.is_file(), "fixture {} not found (set TAILOR_FIXTURES)", path.display());
+    let all = StateDict::load(&path).unwrap();
+    let mut init = StateDict::default();
+    for (k, v) in &all.tensors {
+        if let Some(n) = k.strip_prefix("init.") {
+            init.tensors.insert(n.to_string(), v.clone());
+        }
+    }
+    for (k, v) in &all.counters {
+        if let Some(n) = k.strip_prefix("init.") {
+            init.counters.insert(n.to_string(), *v);
+        }
+    }
+    Fixture { t: all.tensors, init }
+}
+
+impl Fixture {
+    fn get(&self, k: &str) -> &[f32] {
+        &self.t.get(k).unwrap_or_else(|| panic!("fixture has no '{k}'")).1
+    }
+}
+
+fn config() -> DenseNetConfig {
+    let mut c = DenseNetConfig::densenet121(5);
+    c.growth_rate = 8;
+    c.block_config = vec![2, 2];
+    c.num_init_features = 16;
+    c.bn_size = 2;
+    c
+}
+
+fn gpu() -> Arc<Gpu> {
+    Gpu::new().expect("no GPU adapter: run scripts/install-lavapipe.sh")
+}
+
+fn model(g: &Arc<Gpu>, f: &Fixture, memory_efficient: bool) -> Model {
+    let mut c = config();
+    c.memory_efficient = memory_efficient;
+    let mut m = Model::new(g.clone(), c, 0).unwrap();
+    m.load_state_dict(&f.init).unwrap();
+    m
+}
+
+fn max_abs(v: &[f32]) -> f64 {
+    v.iter().fold(0.0f64, |m, &x| m.max(x.abs() as f64))
+}
+
+fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (&a, &b)) in got.iter().zip(want).enumerate() {
+        assert!(((a - b) as f64).abs() <= atol, "{what}[{i}]: {a} vs PyTorch {b} (tolerance {atol})");
+    }
+}
+
+fn weights(f: &Fixture, scheme: &str) -> Vec<f32> {
+    let w = match scheme {
+        "nw" => Weighting::Nw,
+        "ifw" => Weighting::Ifw,
+        _ => Weighting::Iew { beta: 0.99 },
+    };
+    let got = class_weights(&[600, 150, 40, 9, 3], w, None).unwrap();
+    let got: Vec<f32> = got.iter().map(|&v| v as f32).collect();
+    assert_close(&format!("weights.{scheme}"), &got, f.get(&format!("weights.{scheme}")), 1e-7);
+    got
+}
+
+fn trainer(g: &Arc<Gpu>, f: &Fixture, kind: &str, scheme: &str, opt: OptimizerKind, me: bool) -> Trainer {
+    let loss = if kind == "softmax" { LossKind::Softmax { gamma: 0.0 } } else { LossKind::Sigmoid { gamma: 0.0 } };
+    let optimizer = OptimizerConfig {
+        kind: opt,
+        weight_decay: if opt == OptimizerKind::AdamW { 1e-2 } else { 0.0 },
+        ..OptimizerConfig::default()
+    };
+    let cfg = TrainConfig { batch: 4, height: 32, width: 32, loss, class_weights: weights(f, scheme), optimizer };
+    Trainer::new(model(g, f, me), cfg).unwrap()
+}
+
+fn step(t: &mut Trainer, f: &Fixture, kind: &str) {
+    let input = f.get("input").to_vec();
+    if kind == "softmax" {
+        let y: Vec<u32> = f.get("target_single").iter().map(|&v| v as u32).collect();
+        t.step(&input, Targets::Classes(&y)).unwrap();
+    } else {
+        t.step(&input, Targets::Multi(f.get("target_multi"))).unwrap();
+    }
+}
+
+#[test]
+fn eval_logits_match_pytorch() {
+    let (g, f) = (gpu(), fixture());
+    let m = model(&g, &f, true);
+    let p = Predictor::new(&m, 4, 32, 32).unwrap();
+    let logits = p.logits(f.get("input")).unwrap();
+    assert_close("logits.eval", &logits, f.get("logits.eval"), 1e-4);
+}
+
+#[test]
+fn train_logits_losses_and_gradients_match_pytorch() {
+    let (g, f) = (gpu(), fixture());
+    for me in [true, false] {
+        for kind in ["sigmoid", "softmax"] {
+            for scheme in ["nw", "ifw", "iew"] {
+                let case = format!("{kind}.{scheme} (memory-efficient {me})");
+                let mut t = trainer(&g, &f, kind, scheme, OptimizerKind::Adam, me);
+                step(&mut t, &f, kind);
+                let losses = t.finish().unwrap();
+                assert_close(&format!("logits.train {case}"), &t.last_logits().unwrap(), f.get("logits.train"), 1e-4);
+                let want = f.get(&format!("loss.{kind}.{scheme}"))[0] as f64;
+                let got = losses[0].1 as f64;
+                assert!((got - want).abs() <= 1e-5 * want.abs(), "loss {case}: {got} vs PyTorch {want}");
+                for p in t.model.net.params.clone().iter().filter(|p| p.trainable) {
+                    let want = f.get(&format!("grad.{kind}.{scheme}.{}", p.name));
+                    let got = t.grad(&p.name).unwrap();
+                    assert_close(&format!("grad {} {case}", p.name), &got, want, 1e-3 * max_abs(want).max(1e-12));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn three_adam_and_adamw_steps_match_pytorch() {
+    let (g, f) = (gpu(), fixture());
+    for kind in ["sigmoid", "softmax"] {
+        for (opt, oname) in [(OptimizerKind::Adam, "adam"), (OptimizerKind::AdamW, "adamw")] {
+            let case = format!("{kind}.iew.{oname}");
+            let mut t = trainer(&g, &f, kind, "iew", opt, true);
+            for _ in 0..3 {
+                step(&mut t, &f, kind);
+            }
+            let losses: Vec<f32> = t.finish().unwrap().into_iter().map(|(_, l)| l).collect();
+            let want = f.get(&format!("losses.{case}"));
+            for (s, (&a, &b)) in losses.iter().zip(want).enumerate() {
+                assert!(((a - b) as f64).abs() <= 1e-4 * (b as f64).abs(), "{case} loss at step {}: {a} vs PyTorch {b}", s + 1);
+            }
+            let sd = t.model.state_dict().unwrap();
+            for p in &t.model.net.params {
+                let want = f.get(&format!("after.{case}.{}", p.name));
+                let got = &sd.tensors[&p.name].1;
+                if !p.trainable {
+                    assert_close(&format!("{} after {case}", p.name), got, want, 1e-4);
+                    continue;
+                }
+                // Adam turns rounding noise in near-zero gradients into updates of up to lr per
+                // step (see the fixtures' README), so elements whose reference gradient is below
+                // 1e-6 in magnitude are skipped here.
+                let grad = f.get(&format!("grad.{kind}.iew.{}", p.name));
+                for (i, ((&a, &b), &gr)) in got.iter().zip(want).zip(grad).enumerate() {
+                    if gr.abs() < 1e-6 {
+                        continue;
+                    }
+                    assert!(((a - b) as f64).abs() <= 1e-3, "{}[{i}] after {case}: {a} vs PyTorch {b}", p.name);
+                }
+            }
+            assert_eq!(t.model.batches_tracked, 3);
+        }
+    }
+}
