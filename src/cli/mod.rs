@@ -1,5 +1,6 @@
 //! The `tailor` command line.
 
+mod bench;
 mod devices;
 
 use clap::{Parser, Subcommand};
@@ -25,6 +26,8 @@ pub struct Cli {
 pub enum Command {
     /// List every GPU adapter with its compute limits and optional features.
     Devices(devices::Args),
+    /// Time training steps of the benchmark workloads (W1, W2) on the device.
+    Bench(bench::Args),
 }
 
 impl Cli {
@@ -38,5 +41,6 @@ pub fn main() -> crate::Result<()> {
     let cli = Cli::parse();
     match &cli.command {
         Command::Devices(a) => devices::run(&cli, a),
+        Command::Bench(a) => bench::run(&cli, a),
     }
 }

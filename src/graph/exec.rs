@@ -155,6 +155,20 @@ impl Executable {
         self.gpu.record(enc, &self.dispatches);
     }
 
+    /// Runs every node in a submission of its own and times it (wall clock, including the
+    /// submission overhead): (node index, seconds).
+    pub fn profile(&self) -> Result<Vec<(usize, f64)>> {
+        let mut out = Vec::with_capacity(self.graph.nodes.len());
+        for i in 0..self.graph.nodes.len() {
+            let end = self.node_starts.get(i + 1).copied().unwrap_or(self.dispatches.len());
+            let d = &self.dispatches[self.node_starts[i]..end];
+            let t = std::time::Instant::now();
+            self.gpu.run(d)?;
+            out.push((i, t.elapsed().as_secs_f64()));
+        }
+        Ok(out)
+    }
+
     /// Runs the whole graph once and waits.
     pub fn run(&self) -> Result<()> {
         self.gpu.run(&self.dispatches)

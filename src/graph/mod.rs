@@ -139,3 +139,47 @@ pub struct Graph {
     /// Tensors that keep a buffer of their own so they can be read after a run (outputs).
     pub keep: Vec<TensorId>,
 }
+
+impl Op {
+    /// The kernel family, for per-kernel reports.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::Conv2d { .. } => "conv forward",
+            Op::Conv2dBackwardData { .. } => "conv backward data",
+            Op::Conv2dBackwardWeight { .. } => "conv backward weight",
+            Op::BatchNormTrain { .. } => "batch norm forward (train)",
+            Op::BatchNormEval { .. } => "batch norm forward (eval)",
+            Op::BatchNormRecompute { .. } => "batch norm recompute",
+            Op::BatchNormBackward { .. } => "batch norm backward",
+            Op::MaxPool { .. } | Op::AvgPool { .. } | Op::GlobalAvgPool => "pooling forward",
+            Op::MaxPoolBackward { .. } | Op::AvgPoolBackward { .. } | Op::GlobalAvgPoolBackward => "pooling backward",
+            Op::Relu | Op::ReluBackward => "relu",
+            Op::Linear | Op::LinearBackwardData | Op::LinearBackwardParams => "linear",
+            Op::Loss(_) => "loss",
+            Op::Zero => "zero fill",
+        }
+    }
+}
+
+impl Graph {
+    /// Floating-point operations of a node (multiply-adds count 2; 0 for bandwidth-bound ops).
+    pub fn flops(&self, n: &Node) -> f64 {
+        let numel = |t: TensorId| self.tensors[t].numel() as f64;
+        let w_per_out = |w: TensorId| {
+            let s = &self.tensors[w].shape;
+            (s[1] * s[2] * s[3]) as f64
+        };
+        match n.op {
+            // y: [n, c_out, p, q]; each output is c_in·kh·kw multiply-adds
+            Op::Conv2d { .. } => 2.0 * numel(n.outs[0]) * w_per_out(n.ins[1]),
+            // dy [n, c_out, p, q] (ins[0]) times w
+            Op::Conv2dBackwardData { .. } => 2.0 * numel(n.ins[0]) * w_per_out(n.ins[1]),
+            // dy (ins[1]) times the weight shape (outs[0])
+            Op::Conv2dBackwardWeight { .. } => 2.0 * numel(n.ins[1]) * w_per_out(n.outs[0]),
+            Op::Linear => 2.0 * numel(n.outs[0]) * self.tensors[n.ins[1]].shape[1] as f64,
+            Op::LinearBackwardData => 2.0 * numel(n.outs[0]) * self.tensors[n.ins[0]].shape[1] as f64,
+            Op::LinearBackwardParams => 2.0 * numel(n.outs[0]) * self.tensors[n.ins[0]].shape[0] as f64,
+            _ => 0.0,
+        }
+    }
+}

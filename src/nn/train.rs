@@ -88,7 +88,7 @@ impl Trainer {
         let groups: Vec<Group> = [false, true]
             .iter()
             .map(|&nd| {
-                Ok(Group { hyper: gpu.upload("adam hyper", &[adam::AdamHyper::zeroed()])?, weight_decay: wd_group(nd) })
+                Ok(Group { hyper: adam::hyper_buffer(&gpu)?, weight_decay: wd_group(nd) })
             })
             .collect::<Result<_>>()?;
         let mut optimizer = Vec::new();
@@ -103,7 +103,8 @@ impl Trainer {
             let v = gpu.zeros(&format!("{}.exp_avg_sq", tensor.name), n)?;
             let grad = exe.buffer(grads[&t]);
             let group = &groups[(opt.no_decay_bn_bias && spec.no_decay) as usize];
-            optimizer.extend(adam::step(&gpu, &group.hyper, exe.buffer(t), grad, &m, &v, 0, n)?);
+            let bufs = adam::AdamBuffers { hyper: &group.hyper, param: exe.buffer(t), grad, m: &m, v: &v };
+            optimizer.extend(adam::adam_step(&gpu, adam::AdamRange { offset: 0, len: n }, bufs)?);
             moments.push((tensor.name.clone(), m, v, n));
         }
         let ring = (0..RING)
@@ -169,8 +170,15 @@ impl Trainer {
         let opt = &self.config.optimizer;
         let lr = opt.lr_at(self.step);
         for g in &self.groups {
-            let h = adam::AdamHyper::new(self.step, lr, opt.beta1, opt.beta2, opt.eps, g.weight_decay, opt.kind == OptimizerKind::AdamW);
-            self.exe.gpu.write(&g.hyper, &[h]);
+            let cfg = adam::AdamConfig {
+                beta1: opt.beta1,
+                beta2: opt.beta2,
+                eps: opt.eps,
+                weight_decay: g.weight_decay,
+                decoupled: opt.kind == OptimizerKind::AdamW,
+            };
+            let h = adam::hyper_for_step(self.step as u32, lr, &cfg)?;
+            adam::write_hyper(&self.exe.gpu, &g.hyper, &h);
         }
         let slot = (self.step as usize) % RING;
         self.collect(Some(slot))?;
@@ -250,6 +258,29 @@ impl Trainer {
             .find(|&t| self.exe.graph.tensors[t].name == name && self.exe.graph.tensors[t].role == Role::Param)
             .ok_or_else(|| Error::Invalid(format!("no parameter '{name}'")))?;
         self.exe.read(self.exe.graph.grads[&t])
+    }
+
+    /// Time per kernel family over one step, each node submitted and timed on its own:
+    /// (kind, seconds, flops), slowest first. Changes the weights like a step does.
+    pub fn profile(&mut self) -> Result<Vec<(String, f64, f64)>> {
+        self.exe.gpu.wait()?;
+        let mut by_kind: Vec<(String, f64, f64)> = Vec::new();
+        let mut add = |kind: &str, secs: f64, flops: f64| match by_kind.iter_mut().find(|(k, ..)| k == kind) {
+            Some(e) => {
+                e.1 += secs;
+                e.2 += flops;
+            }
+            None => by_kind.push((kind.to_string(), secs, flops)),
+        };
+        for (i, secs) in self.exe.profile()? {
+            let n = &self.exe.graph.nodes[i];
+            add(n.op.kind(), secs, self.exe.graph.flops(n));
+        }
+        let t = std::time::Instant::now();
+        self.exe.gpu.run(&self.optimizer)?;
+        add("adam", t.elapsed().as_secs_f64(), 0.0);
+        by_kind.sort_by(|a, b| b.1.total_cmp(&a.1));
+        Ok(by_kind)
     }
 
     /// The optimiser's moments by parameter name, for checkpoints.

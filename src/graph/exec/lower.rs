@@ -4,7 +4,7 @@ use super::Executable;
 use crate::error::Result;
 use crate::gpu::Dispatch;
 use crate::graph::{Graph, LossKind, Node, Op};
-use crate::ops::{batchnorm, conv, elementwise, gemm, linear, loss, pool};
+use crate::ops::{batchnorm, conv, elementwise, linear, loss, pool, Act};
 
 fn dims(g: &Graph, t: usize) -> [usize; 4] {
     super::nchw(&g.tensors[t].shape)
@@ -44,7 +44,7 @@ pub fn scratch_len(g: &Graph, n: &Node) -> usize {
         }
         Op::Loss(_) => {
             let [b, c, _, _] = dims(g, n.ins[0]);
-            loss::scratch_len(b, c)
+            loss::LossShape::new(b, c).map(loss::scratch_len).unwrap_or(0)
         }
         _ => 0,
     }
@@ -126,11 +126,11 @@ pub fn lower(e: &Executable, n: &Node, scratch: &wgpu::Buffer) -> Result<Vec<Dis
         }
         Op::GlobalAvgPool => {
             let [nb, c, h, w] = dims(g, i[0]);
-            pool::global_avg_forward(gpu, nb, c, h * w, e.act(i[0]), e.buffer(o[0]))
+            pool::global_avg_forward(gpu, nb, c, h * w, e.act(i[0]), Act::whole(e.buffer(o[0]), c))
         }
         Op::GlobalAvgPoolBackward => {
             let [nb, c, h, w] = dims(g, o[0]);
-            pool::global_avg_backward(gpu, nb, c, h * w, e.buffer(i[0]), e.act(o[0]), acc)
+            pool::global_avg_backward(gpu, nb, c, h * w, Act::whole(e.buffer(i[0]), c), e.act(o[0]), acc)
         }
         Op::Relu => elementwise::relu_forward(gpu, e.buffer(i[0]), e.buffer(o[0]), g.tensors[i[0]].numel()),
         Op::ReluBackward => elementwise::relu_backward(gpu, e.buffer(i[0]), e.buffer(i[1]), e.buffer(o[0]), g.tensors[i[0]].numel(), acc),
@@ -154,11 +154,19 @@ pub fn lower(e: &Executable, n: &Node, scratch: &wgpu::Buffer) -> Result<Vec<Dis
         Op::Loss(kind) => {
             // ins [logits, target, weights], outs [loss, dlogits]
             let [b, c, _, _] = dims(g, i[0]);
-            let (logits, target, w, l, dl) = (e.buffer(i[0]), e.buffer(i[1]), e.buffer(i[2]), e.buffer(o[0]), e.buffer(o[1]));
-            match kind {
-                LossKind::Softmax { gamma } => loss::softmax(gpu, b, c, gamma, logits, target, w, l, dl, scratch),
-                LossKind::Sigmoid { gamma } => loss::sigmoid(gpu, b, c, gamma, logits, target, w, l, dl, scratch),
-            }
+            let bufs = loss::LossBuffers {
+                logits: e.buffer(i[0]),
+                targets: e.buffer(i[1]),
+                weights: e.buffer(i[2]),
+                loss: e.buffer(o[0]),
+                grad: e.buffer(o[1]),
+                scratch,
+            };
+            let (k, gamma) = match kind {
+                LossKind::Softmax { gamma } => (loss::LossKind::Softmax, gamma),
+                LossKind::Sigmoid { gamma } => (loss::LossKind::Sigmoid, gamma),
+            };
+            loss::loss(gpu, k, loss::LossShape::new(b, c)?, loss::LossOpts { gamma, scale: 1.0 }, bufs)
         }
         Op::Zero => {
             let [nb, c, h, w] = dims(g, o[0]);
@@ -166,6 +174,3 @@ pub fn lower(e: &Executable, n: &Node, scratch: &wgpu::Buffer) -> Result<Vec<Dis
         }
     }
 }
-
-#[allow(unused_imports)]
-use gemm as _;

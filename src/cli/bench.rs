@@ -1,0 +1,138 @@
+//! `tailor bench`: the training-step workloads of the benchmarks (W1, W2 or your own shape),
+//! timed on the device: time to the first finished step (pipeline compilation included), the
+//! median step, images/s, the planner's device memory, peak RSS and a per-kernel breakdown.
+
+use std::time::Instant;
+
+use crate::error::Result;
+use crate::graph::exec::mib;
+use crate::graph::LossKind;
+use crate::nn::densenet::DenseNetConfig;
+use crate::nn::model::Model;
+use crate::nn::optim::OptimizerConfig;
+use crate::nn::train::{Targets, TrainConfig, Trainer};
+use crate::rng::Rng;
+use crate::Gpu;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// w1: DenseNet-BC k=12 (6,6,6), batch 64 × 3×32×32; w2: DenseNet-121, batch 8 × 3×224×224.
+    #[arg(long, default_value = "w1")]
+    workload: String,
+    /// Override the architecture (densenet121/161/169/201, densenet-bc).
+    #[arg(long)]
+    arch: Option<String>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    #[arg(long)]
+    image_size: Option<usize>,
+    #[arg(long, default_value_t = 10)]
+    classes: usize,
+    /// Timed steps after warm-up (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    steps: usize,
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Keep every dense layer's first BN-ReLU output instead of recomputing it in backward.
+    #[arg(long)]
+    no_memory_efficient: bool,
+    /// Skip the per-kernel breakdown.
+    #[arg(long)]
+    no_breakdown: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Peak resident set size of this process in bytes (Linux), if known.
+pub fn peak_rss() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+pub fn run(cli: &super::Cli, a: &Args) -> Result<()> {
+    let t0 = Instant::now();
+    let (arch, batch, size) = match a.workload.as_str() {
+        "w2" => ("densenet121", 8, 224),
+        _ => ("densenet-bc", 64, 32),
+    };
+    let arch = a.arch.clone().unwrap_or(arch.to_string());
+    let batch = a.batch_size.unwrap_or(batch);
+    let size = a.image_size.unwrap_or(size);
+    let mut config = DenseNetConfig::preset(&arch, a.classes, 3)?;
+    config.memory_efficient = !a.no_memory_efficient;
+    let gpu = Gpu::with_options(&cli.gpu_options())?;
+    let model = Model::new(gpu.clone(), config, 0)?;
+    let params = model.net.num_params();
+    // The peers' loss: weighted sigmoid BCE with weights 0.5 + 0.1·c, Adam lr 1e-3.
+    let w: Vec<f32> = (0..a.classes).map(|c| 0.5 + 0.1 * c as f32).collect();
+    let cfg = TrainConfig {
+        batch,
+        height: size,
+        width: size,
+        loss: LossKind::Sigmoid { gamma: 0.0 },
+        class_weights: w,
+        optimizer: OptimizerConfig::default(),
+    };
+    let mut trainer = Trainer::new(model, cfg)?;
+    let memory = trainer.memory();
+    if !a.json {
+        eprintln!("{} on {}: {params} parameters, {} dispatches per step", arch, gpu.describe(), trainer.dispatch_count());
+        eprintln!("device memory (planned): {memory}");
+    }
+    let mut rng = Rng::new(1);
+    let images: Vec<f32> = (0..batch * 3 * size * size).map(|_| rng.normal() as f32).collect();
+    let targets: Vec<f32> = (0..batch * a.classes).map(|_| (rng.uniform() < 0.3) as u8 as f32).collect();
+    let mut step = |t: &mut Trainer| -> Result<f64> {
+        let s = Instant::now();
+        t.step(&images, Targets::Multi(&targets))?;
+        t.finish()?;
+        Ok(s.elapsed().as_secs_f64())
+    };
+    step(&mut trainer)?;
+    let first = t0.elapsed().as_secs_f64();
+    for _ in 0..a.warmup {
+        step(&mut trainer)?;
+    }
+    let mut times = Vec::new();
+    for _ in 0..a.steps.max(1) {
+        times.push(step(&mut trainer)?);
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    let breakdown = if a.no_breakdown { Vec::new() } else { trainer.profile()? };
+    let rss = peak_rss();
+    let total: f64 = breakdown.iter().map(|b| b.1).sum();
+    if a.json {
+        let kernels: Vec<_> = breakdown
+            .iter()
+            .map(|(k, s, f)| serde_json::json!({"kind": k, "seconds": s, "share": s / total, "gflops": f / s / 1e9}))
+            .collect();
+        let out = serde_json::json!({
+            "workload": a.workload, "arch": arch, "batch": batch, "image_size": size, "device": gpu.describe(),
+            "parameters": params, "first_step_s": first, "median_step_s": median, "steps_s": times,
+            "images_per_s": batch as f64 / median, "device_memory_bytes": memory.total(),
+            "memory": memory, "peak_rss_bytes": rss, "kernels": kernels,
+        });
+        println!("{}", serde_json::to_string_pretty(&out).unwrap());
+        return Ok(());
+    }
+    println!("| metric | value |\n| --- | --- |");
+    println!("| workload | {} ({arch}, batch {batch}, {size}×{size}) |", a.workload);
+    println!("| first finished step (incl. compilation) | {first:.2} s |");
+    println!("| median step ({} steps) | {median:.3} s |", times.len());
+    println!("| images/s | {:.1} |", batch as f64 / median);
+    println!("| device memory (planner) | {} |", mib(memory.total()));
+    println!("| peak RSS | {} |", rss.map(mib).unwrap_or_else(|| "unknown".into()));
+    if !breakdown.is_empty() {
+        println!("\n| kernel | time | share | GFLOP/s |\n| --- | --- | --- | --- |");
+        for (k, s, f) in &breakdown {
+            let gf = if *f > 0.0 { format!("{:.1}", f / s / 1e9) } else { "-".into() };
+            println!("| {k} | {:.1} ms | {:.1}% | {gf} |", s * 1e3, 100.0 * s / total);
+        }
+        println!("(each kernel family timed in submissions of its own: {:.3} s in all)", total);
+    }
+    Ok(())
+}
