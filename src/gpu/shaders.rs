@@ -16,5 +16,6 @@ macro_rules! shaders {
 }
 
 shaders! {
+    CONV => "conv.wgsl",
     ELEMENTWISE => "elementwise.wgsl",
 }
