@@ -36,3 +36,4 @@ fn relu_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     if (p.accumulate != 0u) { g += out[i]; }
     out[i] = g;
 }
+

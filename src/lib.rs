@@ -9,3 +9,5 @@ pub mod rng;
 
 pub use error::{Error, Result};
 pub use gpu::{Gpu, GpuOptions};
+pub mod graph;
+pub mod nn;

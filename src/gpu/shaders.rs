@@ -18,4 +18,5 @@ macro_rules! shaders {
 shaders! {
     CONV => "conv.wgsl",
     ELEMENTWISE => "elementwise.wgsl",
+    FILL => "fill.wgsl",
 }

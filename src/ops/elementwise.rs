@@ -3,6 +3,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::error::Result;
+use super::Act;
 use crate::gpu::{ceil_div, grid, shaders, Dispatch, Gpu, Launch};
 
 const WG: u32 = 256;
@@ -42,6 +43,30 @@ pub fn relu_backward(
     accumulate: bool,
 ) -> Result<Vec<Dispatch>> {
     launch(gpu, "relu_backward", n, accumulate, &[x, dx, dy])
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct FillParams {
+    n: u32,
+    c: u32,
+    hw: u32,
+    c_off: u32,
+    c_total: u32,
+    _pad: [u32; 3],
+}
+
+/// Zeroes `c` channels of `n` images of `hw` pixels in the view `x`.
+pub fn fill_zero(gpu: &Gpu, n: usize, c: usize, hw: usize, x: Act) -> Result<Vec<Dispatch>> {
+    let params = FillParams { n: n as u32, c: c as u32, hw: hw as u32, c_off: x.c_off, c_total: x.c_total, _pad: [0; 3] };
+    Ok(vec![gpu.dispatch(Launch {
+        shader: shaders::FILL,
+        entry: "fill_zero",
+        constants: &[("WG", WG as f64)],
+        params: bytemuck::bytes_of(&params),
+        buffers: &[x.buf],
+        workgroups: grid(ceil_div(n * c * hw, WG as usize)),
+    })?])
 }
 
 pub fn relu_forward_ref(x: &[f64]) -> Vec<f64> {

@@ -36,3 +36,22 @@ fn relu_backward_reference_matches_finite_differences() {
     let fd = finite_diff(&x, 1e-6, |x| dot(&ew::relu_forward_ref(x), &dy));
     assert_close("relu fd", &ew::relu_backward_ref(&x, &dy), &fd, 1e-6, 1e-6);
 }
+
+#[test]
+fn fill_zero_clears_only_its_channel_view() {
+    let g = gpu();
+    let mut rng = Rng::new(3);
+    let (n, c_total, hw, c_off, c) = (3usize, 13usize, 7 * 5, 4usize, 6usize);
+    let x = rng.vec(n * c_total * hw, 0.5, 1.0);
+    let b = up(&g, &x);
+    let got = run_read(&g, &ew::fill_zero(&g, n, c, hw, tailor::ops::Act::slice(&b, c_off, c_total)).unwrap(), &b, x.len());
+    let mut want = x.clone();
+    for img in 0..n {
+        for ch in c_off..c_off + c {
+            for p in 0..hw {
+                want[(img * c_total + ch) * hw + p] = 0.0;
+            }
+        }
+    }
+    assert_close("fill_zero", &got, &want, 0.0, 0.0);
+}

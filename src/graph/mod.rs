@@ -1,0 +1,139 @@
+//! A model as a graph of ops over tensors with static shapes.
+//!
+//! Build a forward graph with the methods of [`Graph`] (shapes are checked as you go and errors
+//! name the op), let [`autodiff`] append the backward nodes, then hand it to the [`plan`]ner,
+//! which gives every tensor a buffer by liveness and builds every dispatch once, and to the
+//! [`exec`]utor, which replays the whole step as one submission.
+//!
+//! Dense blocks concatenate without copies: a block's features live in one *base* tensor and
+//! each layer writes its new channels into a channel *view* of it, reading the prefix view that
+//! holds every earlier feature (Pleiss et al. 2017).
+
+pub mod autodiff;
+mod build;
+pub mod plan;
+pub mod store;
+
+
+/// Index of a tensor in its graph.
+pub type TensorId = usize;
+
+/// What a tensor is for; decides where its storage comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// A batch input uploaded before each step (images).
+    Input,
+    /// Loss targets uploaded before each step.
+    Target,
+    /// Per-class loss weights, uploaded once.
+    ClassWeights,
+    /// A trainable parameter, owned by the parameter store.
+    Param,
+    /// Non-trainable state updated in place (batch norm running statistics).
+    State,
+    /// A forward intermediate.
+    Activation,
+    /// Statistics saved by a forward op for its backward.
+    Saved,
+    /// The gradient of an activation.
+    Grad,
+    /// The gradient of a parameter (kept: the optimiser and users read it).
+    ParamGrad,
+    /// The loss value.
+    Loss,
+}
+
+#[derive(Clone, Debug)]
+pub struct Tensor {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub role: Role,
+    /// Some: this tensor is channels `c_off..c_off+shape[1]` of the NCHW tensor `base`.
+    pub view: Option<View>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct View {
+    pub base: TensorId,
+    pub c_off: usize,
+}
+
+impl Tensor {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// The loss a graph ends in.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum LossKind {
+    /// Softmax cross-entropy with one class id per sample; `gamma > 0` makes it focal.
+    Softmax { gamma: f32 },
+    /// Sigmoid binary cross-entropy with 0/1 targets per class; `gamma > 0` makes it focal.
+    Sigmoid { gamma: f32 },
+}
+
+/// Every op the executor can run. Forward ops are built by [`Graph`]'s methods; backward ops
+/// are appended by [`autodiff`]. Inputs and outputs are listed in each variant's comment.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    /// [x, w, (b)] → [y]
+    Conv2d { stride: usize, pad: usize, bias: bool },
+    /// [x, gamma, beta, running_mean, running_var] → [y, save_mean, save_invstd] (batch statistics)
+    BatchNormTrain { eps: f32, momentum: f32, relu: bool, recompute: bool },
+    /// [x, gamma, beta, running_mean, running_var] → [y] (running statistics)
+    BatchNormEval { eps: f32, relu: bool },
+    /// [x] → [y]
+    MaxPool { k: usize, stride: usize, pad: usize },
+    /// [x] → [y]
+    AvgPool { k: usize, stride: usize, pad: usize },
+    /// [x] → [y] with y of shape [n, c]
+    GlobalAvgPool,
+    /// [x] → [y]
+    Relu,
+    /// [x, w, b] → [y]
+    Linear,
+    /// [logits, target, class_weights] → [loss, dlogits]: value and gradient in one pass
+    Loss(LossKind),
+    /// [] → [x]: fills with zeros
+    Zero,
+    /// [dy, w] → [dx]
+    Conv2dBackwardData { stride: usize, pad: usize },
+    /// [x, dy] → [dw, (db)]
+    Conv2dBackwardWeight { stride: usize, pad: usize, bias: bool },
+    /// [x, gamma, beta, save_mean, save_invstd, dy] → [dx, dgamma, dbeta]
+    BatchNormBackward { relu: bool },
+    /// [x, gamma, beta, save_mean, save_invstd] → [y]: recomputes a forward output in backward
+    BatchNormRecompute { relu: bool },
+    /// [x, dy] → [dx]
+    MaxPoolBackward { k: usize, stride: usize, pad: usize },
+    /// [dy] → [dx]
+    AvgPoolBackward { k: usize, stride: usize, pad: usize },
+    /// [dy] → [dx]
+    GlobalAvgPoolBackward,
+    /// [x, dy] → [dx]
+    ReluBackward,
+    /// [dy, w] → [dx]
+    LinearBackwardData,
+    /// [x, dy] → [dw, db]
+    LinearBackwardParams,
+}
+
+/// One op applied to tensors. `accumulate`: the first output is added to, not overwritten.
+#[derive(Clone, Debug)]
+pub struct Node {
+    pub name: String,
+    pub op: Op,
+    pub ins: Vec<TensorId>,
+    pub outs: Vec<TensorId>,
+    pub accumulate: bool,
+}
+
+/// Tensors and nodes in execution order.
+#[derive(Clone, Debug, Default)]
+pub struct Graph {
+    pub tensors: Vec<Tensor>,
+    pub nodes: Vec<Node>,
+    /// The gradient of each tensor, once autodiff has run.
+    pub grads: std::collections::HashMap<TensorId, TensorId>,
+}

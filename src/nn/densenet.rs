@@ -1,0 +1,296 @@
+//! DenseNet (Huang et al. 2017) as torchvision builds it, with torchvision's parameter names, and
+//! the small-image DenseNet-BC (3×3 stem, no max-pool) of the paper's CIFAR experiments.
+//!
+//! Dense blocks are memory-efficient (Pleiss et al. 2017): every layer writes its new channels
+//! into one buffer per block (no concatenation copies) and, when `memory_efficient` is on, the
+//! first BN-ReLU output of each layer is recomputed in backward instead of kept.
+
+use crate::error::{Error, Result};
+use crate::graph::{Graph, TensorId};
+use crate::rng::Rng;
+
+/// The stem: torchvision's ImageNet stem or the small-image one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stem {
+    /// 7×7/2 conv, BN, ReLU, 3×3/2 max-pool (torchvision).
+    Imagenet,
+    /// 3×3/1 conv only (DenseNet-BC for 28×28 to 64×64 images).
+    Small,
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DenseNetConfig {
+    pub growth_rate: usize,
+    pub block_config: Vec<usize>,
+    pub num_init_features: usize,
+    pub bn_size: usize,
+    /// Fraction of channels a transition keeps (torchvision: 0.5).
+    pub compression: f64,
+    pub num_classes: usize,
+    pub in_channels: usize,
+    pub stem: Stem,
+    /// Recompute each dense layer's first BN-ReLU in backward instead of storing it.
+    pub memory_efficient: bool,
+}
+
+impl DenseNetConfig {
+    fn torchvision(growth_rate: usize, block_config: &[usize], num_init_features: usize, num_classes: usize) -> Self {
+        DenseNetConfig {
+            growth_rate,
+            block_config: block_config.to_vec(),
+            num_init_features,
+            bn_size: 4,
+            compression: 0.5,
+            num_classes,
+            in_channels: 3,
+            stem: Stem::Imagenet,
+            memory_efficient: true,
+        }
+    }
+    pub fn densenet121(num_classes: usize) -> Self {
+        Self::torchvision(32, &[6, 12, 24, 16], 64, num_classes)
+    }
+    pub fn densenet161(num_classes: usize) -> Self {
+        Self::torchvision(48, &[6, 12, 36, 24], 96, num_classes)
+    }
+    pub fn densenet169(num_classes: usize) -> Self {
+        Self::torchvision(32, &[6, 12, 32, 32], 64, num_classes)
+    }
+    pub fn densenet201(num_classes: usize) -> Self {
+        Self::torchvision(32, &[6, 12, 48, 32], 64, num_classes)
+    }
+    /// DenseNet-BC for small images: growth k, 3×3 stem to 2k channels, no max-pool.
+    pub fn small(growth_rate: usize, block_config: &[usize], in_channels: usize, num_classes: usize) -> Self {
+        DenseNetConfig {
+            growth_rate,
+            block_config: block_config.to_vec(),
+            num_init_features: 2 * growth_rate,
+            bn_size: 4,
+            compression: 0.5,
+            num_classes,
+            in_channels,
+            stem: Stem::Small,
+            memory_efficient: true,
+        }
+    }
+    /// A preset by name: densenet121/161/169/201, or `densenet-bc` (growth 12, 3 blocks of 6).
+    pub fn preset(name: &str, num_classes: usize, in_channels: usize) -> Result<Self> {
+        let mut c = match name {
+            "densenet121" => Self::densenet121(num_classes),
+            "densenet161" => Self::densenet161(num_classes),
+            "densenet169" => Self::densenet169(num_classes),
+            "densenet201" => Self::densenet201(num_classes),
+            "densenet-bc" | "densenet_bc" | "small" => Self::small(12, &[6, 6, 6], in_channels, num_classes),
+            other => {
+                return Err(Error::Invalid(format!(
+                    "unknown architecture '{other}': use densenet121, densenet161, densenet169, densenet201 or densenet-bc"
+                )))
+            }
+        };
+        c.in_channels = in_channels;
+        Ok(c)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |m: &str| Err(Error::Invalid(format!("DenseNet config: {m}")));
+        if self.growth_rate == 0 || self.bn_size == 0 || self.num_init_features == 0 {
+            return bad("growth_rate, bn_size and num_init_features must be at least 1");
+        }
+        if self.block_config.is_empty() || self.block_config.contains(&0) {
+            return bad("block_config needs at least one block, each with at least one layer");
+        }
+        if self.num_classes == 0 || self.in_channels == 0 {
+            return bad("num_classes and in_channels must be at least 1");
+        }
+        if !(self.compression > 0.0 && self.compression <= 1.0) {
+            return bad("compression must be in (0, 1]");
+        }
+        Ok(())
+    }
+}
+
+/// How a parameter is initialised (torchvision's scheme).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Init {
+    /// Kaiming normal, fan-in, gain √2.
+    Conv,
+    /// U(−1/√fan_in, 1/√fan_in), PyTorch's Linear default.
+    LinearWeight,
+    Zeros,
+    Ones,
+}
+
+/// A named tensor of the model's state dict.
+#[derive(Clone, Debug)]
+pub struct ParamSpec {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub init: Init,
+    /// Trained by the optimiser (false: running statistics).
+    pub trainable: bool,
+    /// Batch norm scales and biases: the group that may skip weight decay.
+    pub no_decay: bool,
+}
+
+/// A DenseNet architecture: its parameters and how to build its graph.
+#[derive(Clone, Debug)]
+pub struct DenseNet {
+    pub config: DenseNetConfig,
+    pub params: Vec<ParamSpec>,
+}
+
+struct Builder<'a> {
+    g: &'a mut Graph,
+    train: bool,
+    params: Vec<ParamSpec>,
+}
+
+impl Builder<'_> {
+    fn param(&mut self, name: &str, shape: &[usize], init: Init, trainable: bool, no_decay: bool) -> TensorId {
+        self.params.push(ParamSpec { name: name.to_string(), shape: shape.to_vec(), init, trainable, no_decay });
+        if trainable {
+            self.g.param(name, shape)
+        } else {
+            self.g.state(name, shape)
+        }
+    }
+
+    fn conv(&mut self, name: &str, x: TensorId, cout: usize, k: usize, stride: usize, pad: usize, into: Option<TensorId>) -> Result<TensorId> {
+        let cin = self.g.shape(x)[1];
+        let w = self.param(&format!("{name}.weight"), &[cout, cin, k, k], Init::Conv, true, false);
+        self.g.conv2d(name, x, w, None, stride, pad, into)
+    }
+
+    fn bn_relu(&mut self, name: &str, x: TensorId, recompute: bool) -> Result<TensorId> {
+        let c = self.g.shape(x)[1];
+        let p = [
+            self.param(&format!("{name}.weight"), &[c], Init::Ones, true, true),
+            self.param(&format!("{name}.bias"), &[c], Init::Zeros, true, true),
+            self.param(&format!("{name}.running_mean"), &[c], Init::Zeros, false, false),
+            self.param(&format!("{name}.running_var"), &[c], Init::Ones, false, false),
+        ];
+        self.g.batch_norm(name, x, p, self.train, true, recompute && self.train)
+    }
+}
+
+/// The graph a DenseNet built: its image input and its logits.
+pub struct Built {
+    pub input: TensorId,
+    pub logits: TensorId,
+}
+
+impl DenseNet {
+    pub fn new(config: DenseNetConfig) -> Result<Self> {
+        config.validate()?;
+        // Build once on a throwaway graph to list the parameters and check the shapes.
+        // The smallest image every stage can halve down to at least one pixel.
+        let halvings = config.block_config.len() - 1 + if config.stem == Stem::Imagenet { 2 } else { 0 };
+        let size = 1usize << halvings.min(20);
+        let (_, params) = Self::build_into(&config, &mut Graph::new(), 1, size, size, false)?;
+        Ok(DenseNet { config, params })
+    }
+
+    /// Adds the forward graph for a batch of `batch` images of `h`×`w` to `g`.
+    pub fn build(&self, g: &mut Graph, batch: usize, h: usize, w: usize, train: bool) -> Result<Built> {
+        Ok(Self::build_into(&self.config, g, batch, h, w, train)?.0)
+    }
+
+    fn build_into(c: &DenseNetConfig, g: &mut Graph, batch: usize, h: usize, w: usize, train: bool) -> Result<(Built, Vec<ParamSpec>)> {
+        let mut b = Builder { g, train, params: Vec::new() };
+        let input = b.g.input("input", &[batch, c.in_channels, h, w]);
+        let mut channels = c.num_init_features;
+        // The stem writes straight into the first block's buffer.
+        let block_channels = |start: usize, layers: usize| start + layers * c.growth_rate;
+        let mut x = match c.stem {
+            Stem::Imagenet => {
+                let y = b.conv("features.conv0", input, channels, 7, 2, 3, None)?;
+                b.bn_relu("features.norm0", y, false)?
+            }
+            Stem::Small => input,
+        };
+        let nblocks = c.block_config.len();
+        for (bi, &layers) in c.block_config.iter().enumerate() {
+            let total = block_channels(channels, layers);
+            let (n, hh, ww) = {
+                let s = b.g.shape(x);
+                match c.stem {
+                    // max-pool 3/2 pad 1 after the ImageNet stem, avg-pool 2/2 after a transition
+                    Stem::Imagenet if bi == 0 => (s[0], (s[2] + 2 - 3) / 2 + 1, (s[3] + 2 - 3) / 2 + 1),
+                    _ if bi > 0 => (s[0], s[2] / 2, s[3] / 2),
+                    _ => (s[0], s[2], s[3]),
+                }
+            };
+            let block = b.g.tensor(format!("features.denseblock{}", bi + 1), &[n, total, hh, ww], crate::graph::Role::Activation);
+            let head = b.g.slice(block, 0, channels)?;
+            match (c.stem, bi) {
+                (Stem::Imagenet, 0) => {
+                    b.g.max_pool("features.pool0", x, 3, 2, 1, Some(head))?;
+                }
+                (Stem::Small, 0) => {
+                    b.conv("features.conv0", x, channels, 3, 1, 1, Some(head))?;
+                }
+                _ => {
+                    let name = format!("features.transition{}.pool", bi);
+                    b.g.avg_pool(&name, x, 2, 2, 0, Some(head))?;
+                }
+            }
+            for l in 0..layers {
+                let cin = channels + l * c.growth_rate;
+                let p = format!("features.denseblock{}.denselayer{}", bi + 1, l + 1);
+                let prefix = b.g.slice(block, 0, cin)?;
+                let a = b.bn_relu(&format!("{p}.norm1"), prefix, c.memory_efficient)?;
+                let bott = b.conv(&format!("{p}.conv1"), a, c.bn_size * c.growth_rate, 1, 1, 0, None)?;
+                let a2 = b.bn_relu(&format!("{p}.norm2"), bott, false)?;
+                let out = b.g.slice(block, cin, c.growth_rate)?;
+                b.conv(&format!("{p}.conv2"), a2, c.growth_rate, 3, 1, 1, Some(out))?;
+            }
+            channels = total;
+            if bi + 1 < nblocks {
+                let t = format!("features.transition{}", bi + 1);
+                let a = b.bn_relu(&format!("{t}.norm"), block, false)?;
+                let out = ((channels as f64) * c.compression).floor() as usize;
+                x = b.conv(&format!("{t}.conv"), a, out.max(1), 1, 1, 0, None)?;
+                channels = out.max(1);
+            } else {
+                x = block;
+            }
+        }
+        let a = b.bn_relu("features.norm5", x, false)?;
+        let pooled = b.g.global_avg_pool("pool", a)?;
+        let wt = b.param("classifier.weight", &[c.num_classes, channels], Init::LinearWeight, true, false);
+        let bias = b.param("classifier.bias", &[c.num_classes], Init::Zeros, true, true);
+        let logits = b.g.linear("classifier", pooled, wt, bias)?;
+        Ok((Built { input, logits }, b.params))
+    }
+
+    /// Initial values of every parameter and running statistic, as torchvision initialises them.
+    pub fn init(&self, seed: u64) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+        let mut rng = Rng::new(seed);
+        self.params
+            .iter()
+            .map(|p| {
+                let n: usize = p.shape.iter().product();
+                let fan_in: usize = p.shape[1..].iter().product::<usize>().max(1);
+                let v: Vec<f32> = match p.init {
+                    Init::Zeros => vec![0.0; n],
+                    Init::Ones => vec![1.0; n],
+                    Init::Conv => {
+                        let std = (2.0 / fan_in as f64).sqrt();
+                        (0..n).map(|_| (rng.normal() * std) as f32).collect()
+                    }
+                    Init::LinearWeight => {
+                        let a = 1.0 / (fan_in as f64).sqrt();
+                        (0..n).map(|_| rng.range(-a, a) as f32).collect()
+                    }
+                };
+                (p.name.clone(), p.shape.clone(), v)
+            })
+            .collect()
+    }
+
+    /// Trainable parameter count.
+    pub fn num_params(&self) -> usize {
+        self.params.iter().filter(|p| p.trainable).map(|p| p.shape.iter().product::<usize>()).sum()
+    }
+}

@@ -1,0 +1,5 @@
+//! Models, losses and optimisers.
+
+pub mod checkpoint;
+pub mod densenet;
+pub mod model;
