@@ -95,16 +95,16 @@ pub struct Tiles {
     pub tn: u32,
 }
 
-const MAX_TM: u32 = 32;
-const MAX_TN: u32 = 8;
+const MAX_TM: u32 = 16;
+const MAX_TN: u32 = 4;
 const RWG: u32 = 256;
 
 impl Tiles {
     pub fn forward(_s: &Conv2dShape) -> Tiles {
-        Tiles { wg: 64, tm: 16, tn: 2 }
+        Tiles { wg: 64, tm: 16, tn: 4 }
     }
     pub fn backward_data(_s: &Conv2dShape) -> Tiles {
-        Tiles { wg: 64, tm: 16, tn: 2 }
+        Tiles { wg: 64, tm: 16, tn: 4 }
     }
     pub fn backward_weight(s: &Conv2dShape) -> Tiles {
         // Columns are c_in·kh·kw, often only a few dozen: do not leave most lanes idle.

@@ -230,11 +230,14 @@ fn rates(s: &Conv2dShape, t: Option<conv::Tiles>) -> [f64; 3] {
     dispatches.map(|d| {
         let d = d.unwrap();
         g.run(&d).unwrap();
-        let reps = 3;
-        let start = std::time::Instant::now();
-        for _ in 0..reps {
-            g.run(&d).unwrap();
-        }
-        s.flops() * reps as f64 / start.elapsed().as_secs_f64() / 1e9
+        // The best of a few runs: the CPU running lavapipe is shared.
+        let best = (0..4)
+            .map(|_| {
+                let start = std::time::Instant::now();
+                g.run(&d).unwrap();
+                start.elapsed().as_secs_f64()
+            })
+            .fold(f64::INFINITY, f64::min);
+        s.flops() / best / 1e9
     })
 }
