@@ -16,6 +16,7 @@ macro_rules! shaders {
 }
 
 shaders! {
+    CONV => "conv.wgsl",
     ELEMENTWISE => "elementwise.wgsl",
     FILL => "fill.wgsl",
 }

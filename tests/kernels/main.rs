@@ -2,5 +2,6 @@
 //! finite-difference checks of every backward reference. One binary: one device for all.
 
 mod common;
+mod conv;
 mod elementwise;
 mod shaders;

@@ -1,0 +1,612 @@
+// 2-D convolution (NCHW activations, OIHW weights) as register-tiled implicit GEMM.
+//
+// Each GEMM puts one matrix dimension on the lanes (pixels or weight columns: TN <= 4
+// consecutive columns per invocation, held as a vec4) and the other on the workgroup (TM <= 16
+// channels per invocation, the same for every lane). Storage loads are the cost on llvmpipe:
+// every one is a per-lane loop with a bounds check, even when all lanes read the same address.
+// So the channel operand, which all lanes need, is not loaded by every lane: in a block of 8
+// K steps, lane i of each subgroup loads the TM values of step i and subgroupBroadcast hands
+// them to the others. Per K step an invocation then loads TN + TM/8 values for TM*TN FMAs.
+// This needs subgroups of at least 8 invocations (the builders check).
+//
+// The register tile, the block of 8 steps and the epilogue are written out with guards on the
+// override constants instead of loops over TM, TN and the steps: wgpu bounds every loop with an
+// extra iteration counter, which stops the driver from unrolling it, and an accumulator array
+// indexed inside a loop that is not unrolled lives in memory instead of registers.
+//
+// No loop bound or early return depends on the lane (subgroupBroadcast needs all lanes); rows
+// and columns out of range are clamped for loads and only the final stores are guarded. The
+// flat workgroup index is wid.x + wid.y * nwg.x (see gpu::grid); where the grid overshoots,
+// the spare workgroups recompute the last tile and store nothing.
+
+struct Params {
+    n: u32,
+    cin: u32,
+    h: u32,
+    w: u32,
+    cout: u32,
+    kh: u32,
+    kw: u32,
+    stride: u32,
+    pad: u32,
+    p: u32, // output height
+    q: u32, // output width
+    accumulate: u32, // backward data: 1 = dx += result
+    a_off: u32, // channel view of the input-side tensor (x or dx): first channel
+    a_tot: u32, // ... and channels per image of its buffer
+    b_off: u32, // channel view of the output-side tensor (y or dy)
+    b_tot: u32,
+    splits: u32, // backward weight: number of slices of the n*p*q reduction
+    split_len: u32, // ... and the length of each
+    len: u32, // reduce: elements of one partial result
+    _pad: u32,
+}
+
+override WG: u32 = 64u; // invocations per workgroup
+override TM: u32 = 16u; // channels per invocation (workgroup-uniform), 1..=16
+override TN: u32 = 4u; // consecutive columns per invocation, 1..=4
+override RWG: u32 = 256u; // reductions: invocations per workgroup, a power of two <= 256
+
+const MAX_TM: u32 = 16u;
+const MAX_RWG: u32 = 256u;
+const LANE4 = vec4<u32>(0u, 1u, 2u, 3u);
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> src: array<f32>; // x, dy (backward data) or partials
+@group(0) @binding(2) var<storage, read_write> dst: array<f32>; // y, dx, partials, dweight, dbias
+@group(0) @binding(3) var<storage, read> wt: array<f32>; // weight, or dy (backward weight)
+@group(0) @binding(4) var<storage, read> bias: array<f32>;
+
+var<workgroup> red: array<f32, MAX_RWG>;
+
+alias Acc = array<vec4<f32>, MAX_TM>;
+alias Row = array<f32, MAX_TM>;
+alias X8 = array<vec4<f32>, 8>;
+
+fn flat(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return wid.x + wid.y * nwg.x;
+}
+
+// The tile a workgroup owns: channel block fastest, so consecutive workgroups (run back to back
+// on one core) share the same columns of the lane-side operand while it is in cache.
+struct Tile {
+    m0: u32, // first channel
+    cols: vec4<u32>, // this invocation's columns (the first TN count)
+    extra: u32, // what is left of the flat index (the split, for backward weight)
+}
+
+fn tile(f: u32, lid: u32, rows: u32, ncols: u32, extra: u32) -> Tile {
+    let mblocks = (rows + TM - 1u) / TM;
+    let nblocks = (ncols + WG * TN - 1u) / (WG * TN);
+    let fc = min(f, mblocks * nblocks * extra - 1u);
+    let nb = (fc / mblocks) % nblocks;
+    return Tile((fc % mblocks) * TM, (nb * WG + lid) * TN + LANE4, fc / (mblocks * nblocks));
+}
+
+// Where row m of the channel operand starts: rows past the end are clamped to the last one.
+struct Rows {
+    m0: u32,
+    last: u32,
+    stride: u32,
+}
+
+fn row_off(r: Rows, m: u32) -> u32 {
+    return min(r.m0 + m, r.last) * r.stride;
+}
+
+// This lane's K step of the channel operand: wt[base + row m] for the TM rows (0 if !valid).
+fn load_rows(r: Rows, base: u32, valid: bool) -> Row {
+    var w: Row;
+    w[0] = select(0.0, wt[base + row_off(r, 0u)], valid);
+    if (TM > 1u) { w[1] = select(0.0, wt[base + row_off(r, 1u)], valid); }
+    if (TM > 2u) { w[2] = select(0.0, wt[base + row_off(r, 2u)], valid); }
+    if (TM > 3u) { w[3] = select(0.0, wt[base + row_off(r, 3u)], valid); }
+    if (TM > 4u) { w[4] = select(0.0, wt[base + row_off(r, 4u)], valid); }
+    if (TM > 5u) { w[5] = select(0.0, wt[base + row_off(r, 5u)], valid); }
+    if (TM > 6u) { w[6] = select(0.0, wt[base + row_off(r, 6u)], valid); }
+    if (TM > 7u) { w[7] = select(0.0, wt[base + row_off(r, 7u)], valid); }
+    if (TM > 8u) { w[8] = select(0.0, wt[base + row_off(r, 8u)], valid); }
+    if (TM > 9u) { w[9] = select(0.0, wt[base + row_off(r, 9u)], valid); }
+    if (TM > 10u) { w[10] = select(0.0, wt[base + row_off(r, 10u)], valid); }
+    if (TM > 11u) { w[11] = select(0.0, wt[base + row_off(r, 11u)], valid); }
+    if (TM > 12u) { w[12] = select(0.0, wt[base + row_off(r, 12u)], valid); }
+    if (TM > 13u) { w[13] = select(0.0, wt[base + row_off(r, 13u)], valid); }
+    if (TM > 14u) { w[14] = select(0.0, wt[base + row_off(r, 14u)], valid); }
+    if (TM > 15u) { w[15] = select(0.0, wt[base + row_off(r, 15u)], valid); }
+    return w;
+}
+
+// acc[m] += (row m at step u, from lane u) * xs[u] for 8 K steps.
+fn block8(acc: ptr<function, Acc>, w: Row, xs: X8) {
+    // k-step 0
+    (*acc)[0] = fma(vec4(subgroupBroadcast(w[0], 0u)), xs[0], (*acc)[0]);
+    if (TM > 1u) { (*acc)[1] = fma(vec4(subgroupBroadcast(w[1], 0u)), xs[0], (*acc)[1]); }
+    if (TM > 2u) { (*acc)[2] = fma(vec4(subgroupBroadcast(w[2], 0u)), xs[0], (*acc)[2]); }
+    if (TM > 3u) { (*acc)[3] = fma(vec4(subgroupBroadcast(w[3], 0u)), xs[0], (*acc)[3]); }
+    if (TM > 4u) { (*acc)[4] = fma(vec4(subgroupBroadcast(w[4], 0u)), xs[0], (*acc)[4]); }
+    if (TM > 5u) { (*acc)[5] = fma(vec4(subgroupBroadcast(w[5], 0u)), xs[0], (*acc)[5]); }
+    if (TM > 6u) { (*acc)[6] = fma(vec4(subgroupBroadcast(w[6], 0u)), xs[0], (*acc)[6]); }
+    if (TM > 7u) { (*acc)[7] = fma(vec4(subgroupBroadcast(w[7], 0u)), xs[0], (*acc)[7]); }
+    if (TM > 8u) { (*acc)[8] = fma(vec4(subgroupBroadcast(w[8], 0u)), xs[0], (*acc)[8]); }
+    if (TM > 9u) { (*acc)[9] = fma(vec4(subgroupBroadcast(w[9], 0u)), xs[0], (*acc)[9]); }
+    if (TM > 10u) { (*acc)[10] = fma(vec4(subgroupBroadcast(w[10], 0u)), xs[0], (*acc)[10]); }
+    if (TM > 11u) { (*acc)[11] = fma(vec4(subgroupBroadcast(w[11], 0u)), xs[0], (*acc)[11]); }
+    if (TM > 12u) { (*acc)[12] = fma(vec4(subgroupBroadcast(w[12], 0u)), xs[0], (*acc)[12]); }
+    if (TM > 13u) { (*acc)[13] = fma(vec4(subgroupBroadcast(w[13], 0u)), xs[0], (*acc)[13]); }
+    if (TM > 14u) { (*acc)[14] = fma(vec4(subgroupBroadcast(w[14], 0u)), xs[0], (*acc)[14]); }
+    if (TM > 15u) { (*acc)[15] = fma(vec4(subgroupBroadcast(w[15], 0u)), xs[0], (*acc)[15]); }
+    // k-step 1
+    (*acc)[0] = fma(vec4(subgroupBroadcast(w[0], 1u)), xs[1], (*acc)[0]);
+    if (TM > 1u) { (*acc)[1] = fma(vec4(subgroupBroadcast(w[1], 1u)), xs[1], (*acc)[1]); }
+    if (TM > 2u) { (*acc)[2] = fma(vec4(subgroupBroadcast(w[2], 1u)), xs[1], (*acc)[2]); }
+    if (TM > 3u) { (*acc)[3] = fma(vec4(subgroupBroadcast(w[3], 1u)), xs[1], (*acc)[3]); }
+    if (TM > 4u) { (*acc)[4] = fma(vec4(subgroupBroadcast(w[4], 1u)), xs[1], (*acc)[4]); }
+    if (TM > 5u) { (*acc)[5] = fma(vec4(subgroupBroadcast(w[5], 1u)), xs[1], (*acc)[5]); }
+    if (TM > 6u) { (*acc)[6] = fma(vec4(subgroupBroadcast(w[6], 1u)), xs[1], (*acc)[6]); }
+    if (TM > 7u) { (*acc)[7] = fma(vec4(subgroupBroadcast(w[7], 1u)), xs[1], (*acc)[7]); }
+    if (TM > 8u) { (*acc)[8] = fma(vec4(subgroupBroadcast(w[8], 1u)), xs[1], (*acc)[8]); }
+    if (TM > 9u) { (*acc)[9] = fma(vec4(subgroupBroadcast(w[9], 1u)), xs[1], (*acc)[9]); }
+    if (TM > 10u) { (*acc)[10] = fma(vec4(subgroupBroadcast(w[10], 1u)), xs[1], (*acc)[10]); }
+    if (TM > 11u) { (*acc)[11] = fma(vec4(subgroupBroadcast(w[11], 1u)), xs[1], (*acc)[11]); }
+    if (TM > 12u) { (*acc)[12] = fma(vec4(subgroupBroadcast(w[12], 1u)), xs[1], (*acc)[12]); }
+    if (TM > 13u) { (*acc)[13] = fma(vec4(subgroupBroadcast(w[13], 1u)), xs[1], (*acc)[13]); }
+    if (TM > 14u) { (*acc)[14] = fma(vec4(subgroupBroadcast(w[14], 1u)), xs[1], (*acc)[14]); }
+    if (TM > 15u) { (*acc)[15] = fma(vec4(subgroupBroadcast(w[15], 1u)), xs[1], (*acc)[15]); }
+    // k-step 2
+    (*acc)[0] = fma(vec4(subgroupBroadcast(w[0], 2u)), xs[2], (*acc)[0]);
+    if (TM > 1u) { (*acc)[1] = fma(vec4(subgroupBroadcast(w[1], 2u)), xs[2], (*acc)[1]); }
+    if (TM > 2u) { (*acc)[2] = fma(vec4(subgroupBroadcast(w[2], 2u)), xs[2], (*acc)[2]); }
+    if (TM > 3u) { (*acc)[3] = fma(vec4(subgroupBroadcast(w[3], 2u)), xs[2], (*acc)[3]); }
+    if (TM > 4u) { (*acc)[4] = fma(vec4(subgroupBroadcast(w[4], 2u)), xs[2], (*acc)[4]); }
+    if (TM > 5u) { (*acc)[5] = fma(vec4(subgroupBroadcast(w[5], 2u)), xs[2], (*acc)[5]); }
+    if (TM > 6u) { (*acc)[6] = fma(vec4(subgroupBroadcast(w[6], 2u)), xs[2], (*acc)[6]); }
+    if (TM > 7u) { (*acc)[7] = fma(vec4(subgroupBroadcast(w[7], 2u)), xs[2], (*acc)[7]); }
+    if (TM > 8u) { (*acc)[8] = fma(vec4(subgroupBroadcast(w[8], 2u)), xs[2], (*acc)[8]); }
+    if (TM > 9u) { (*acc)[9] = fma(vec4(subgroupBroadcast(w[9], 2u)), xs[2], (*acc)[9]); }
+    if (TM > 10u) { (*acc)[10] = fma(vec4(subgroupBroadcast(w[10], 2u)), xs[2], (*acc)[10]); }
+    if (TM > 11u) { (*acc)[11] = fma(vec4(subgroupBroadcast(w[11], 2u)), xs[2], (*acc)[11]); }
+    if (TM > 12u) { (*acc)[12] = fma(vec4(subgroupBroadcast(w[12], 2u)), xs[2], (*acc)[12]); }
+    if (TM > 13u) { (*acc)[13] = fma(vec4(subgroupBroadcast(w[13], 2u)), xs[2], (*acc)[13]); }
+    if (TM > 14u) { (*acc)[14] = fma(vec4(subgroupBroadcast(w[14], 2u)), xs[2], (*acc)[14]); }
+    if (TM > 15u) { (*acc)[15] = fma(vec4(subgroupBroadcast(w[15], 2u)), xs[2], (*acc)[15]); }
+    // k-step 3
+    (*acc)[0] = fma(vec4(subgroupBroadcast(w[0], 3u)), xs[3], (*acc)[0]);
+    if (TM > 1u) { (*acc)[1] = fma(vec4(subgroupBroadcast(w[1], 3u)), xs[3], (*acc)[1]); }
+    if (TM > 2u) { (*acc)[2] = fma(vec4(subgroupBroadcast(w[2], 3u)), xs[3], (*acc)[2]); }
+    if (TM > 3u) { (*acc)[3] = fma(vec4(subgroupBroadcast(w[3], 3u)), xs[3], (*acc)[3]); }
+    if (TM > 4u) { (*acc)[4] = fma(vec4(subgroupBroadcast(w[4], 3u)), xs[3], (*acc)[4]); }
+    if (TM > 5u) { (*acc)[5] = fma(vec4(subgroupBroadcast(w[5], 3u)), xs[3], (*acc)[5]); }
+    if (TM > 6u) { (*acc)[6] = fma(vec4(subgroupBroadcast(w[6], 3u)), xs[3], (*acc)[6]); }
+    if (TM > 7u) { (*acc)[7] = fma(vec4(subgroupBroadcast(w[7], 3u)), xs[3], (*acc)[7]); }
+    if (TM > 8u) { (*acc)[8] = fma(vec4(subgroupBroadcast(w[8], 3u)), xs[3], (*acc)[8]); }
+    if (TM > 9u) { (*acc)[9] = fma(vec4(subgroupBroadcast(w[9], 3u)), xs[3], (*acc)[9]); }
+    if (TM > 10u) { (*acc)[10] = fma(vec4(subgroupBroadcast(w[10], 3u)), xs[3], (*acc)[10]); }
+    if (TM > 11u) { (*acc)[11] = fma(vec4(subgroupBroadcast(w[11], 3u)), xs[3], (*acc)[11]); }
+    if (TM > 12u) { (*acc)[12] = fma(vec4(subgroupBroadcast(w[12], 3u)), xs[3], (*acc)[12]); }
+    if (TM > 13u) { (*acc)[13] = fma(vec4(subgroupBroadcast(w[13], 3u)), xs[3], (*acc)[13]); }
+    if (TM > 14u) { (*acc)[14] = fma(vec4(subgroupBroadcast(w[14], 3u)), xs[3], (*acc)[14]); }
+    if (TM > 15u) { (*acc)[15] = fma(vec4(subgroupBroadcast(w[15], 3u)), xs[3], (*acc)[15]); }
+    // k-step 4
+    (*acc)[0] = fma(vec4(subgroupBroadcast(w[0], 4u)), xs[4], (*acc)[0]);
+    if (TM > 1u) { (*acc)[1] = fma(vec4(subgroupBroadcast(w[1], 4u)), xs[4], (*acc)[1]); }
+    if (TM > 2u) { (*acc)[2] = fma(vec4(subgroupBroadcast(w[2], 4u)), xs[4], (*acc)[2]); }
+    if (TM > 3u) { (*acc)[3] = fma(vec4(subgroupBroadcast(w[3], 4u)), xs[4], (*acc)[3]); }
+    if (TM > 4u) { (*acc)[4] = fma(vec4(subgroupBroadcast(w[4], 4u)), xs[4], (*acc)[4]); }
+    if (TM > 5u) { (*acc)[5] = fma(vec4(subgroupBroadcast(w[5], 4u)), xs[4], (*acc)[5]); }
+    if (TM > 6u) { (*acc)[6] = fma(vec4(subgroupBroadcast(w[6], 4u)), xs[4], (*acc)[6]); }
+    if (TM > 7u) { (*acc)[7] = fma(vec4(subgroupBroadcast(w[7], 4u)), xs[4], (*acc)[7]); }
+    if (TM > 8u) { (*acc)[8] = fma(vec4(subgroupBroadcast(w[8], 4u)), xs[4], (*acc)[8]); }
+    if (TM > 9u) { (*acc)[9] = fma(vec4(subgroupBroadcast(w[9], 4u)), xs[4], (*acc)[9]); }
+    if (TM > 10u) { (*acc)[10] = fma(vec4(subgroupBroadcast(w[10], 4u)), xs[4], (*acc)[10]); }
+    if (TM > 11u) { (*acc)[11] = fma(vec4(subgroupBroadcast(w[11], 4u)), xs[4], (*acc)[11]); }
+    if (TM > 12u) { (*acc)[12] = fma(vec4(subgroupBroadcast(w[12], 4u)), xs[4], (*acc)[12]); }
+    if (TM > 13u) { (*acc)[13] = fma(vec4(subgroupBroadcast(w[13], 4u)), xs[4], (*acc)[13]); }
+    if (TM > 14u) { (*acc)[14] = fma(vec4(subgroupBroadcast(w[14], 4u)), xs[4], (*acc)[14]); }
+    if (TM > 15u) { (*acc)[15] = fma(vec4(subgroupBroadcast(w[15], 4u)), xs[4], (*acc)[15]); }
+    // k-step 5
+    (*acc)[0] = fma(vec4(subgroupBroadcast(w[0], 5u)), xs[5], (*acc)[0]);
+    if (TM > 1u) { (*acc)[1] = fma(vec4(subgroupBroadcast(w[1], 5u)), xs[5], (*acc)[1]); }
+    if (TM > 2u) { (*acc)[2] = fma(vec4(subgroupBroadcast(w[2], 5u)), xs[5], (*acc)[2]); }
+    if (TM > 3u) { (*acc)[3] = fma(vec4(subgroupBroadcast(w[3], 5u)), xs[5], (*acc)[3]); }
+    if (TM > 4u) { (*acc)[4] = fma(vec4(subgroupBroadcast(w[4], 5u)), xs[5], (*acc)[4]); }
+    if (TM > 5u) { (*acc)[5] = fma(vec4(subgroupBroadcast(w[5], 5u)), xs[5], (*acc)[5]); }
+    if (TM > 6u) { (*acc)[6] = fma(vec4(subgroupBroadcast(w[6], 5u)), xs[5], (*acc)[6]); }
+    if (TM > 7u) { (*acc)[7] = fma(vec4(subgroupBroadcast(w[7], 5u)), xs[5], (*acc)[7]); }
+    if (TM > 8u) { (*acc)[8] = fma(vec4(subgroupBroadcast(w[8], 5u)), xs[5], (*acc)[8]); }
+    if (TM > 9u) { (*acc)[9] = fma(vec4(subgroupBroadcast(w[9], 5u)), xs[5], (*acc)[9]); }
+    if (TM > 10u) { (*acc)[10] = fma(vec4(subgroupBroadcast(w[10], 5u)), xs[5], (*acc)[10]); }
+    if (TM > 11u) { (*acc)[11] = fma(vec4(subgroupBroadcast(w[11], 5u)), xs[5], (*acc)[11]); }
+    if (TM > 12u) { (*acc)[12] = fma(vec4(subgroupBroadcast(w[12], 5u)), xs[5], (*acc)[12]); }
+    if (TM > 13u) { (*acc)[13] = fma(vec4(subgroupBroadcast(w[13], 5u)), xs[5], (*acc)[13]); }
+    if (TM > 14u) { (*acc)[14] = fma(vec4(subgroupBroadcast(w[14], 5u)), xs[5], (*acc)[14]); }
+    if (TM > 15u) { (*acc)[15] = fma(vec4(subgroupBroadcast(w[15], 5u)), xs[5], (*acc)[15]); }
+    // k-step 6
+    (*acc)[0] = fma(vec4(subgroupBroadcast(w[0], 6u)), xs[6], (*acc)[0]);
+    if (TM > 1u) { (*acc)[1] = fma(vec4(subgroupBroadcast(w[1], 6u)), xs[6], (*acc)[1]); }
+    if (TM > 2u) { (*acc)[2] = fma(vec4(subgroupBroadcast(w[2], 6u)), xs[6], (*acc)[2]); }
+    if (TM > 3u) { (*acc)[3] = fma(vec4(subgroupBroadcast(w[3], 6u)), xs[6], (*acc)[3]); }
+    if (TM > 4u) { (*acc)[4] = fma(vec4(subgroupBroadcast(w[4], 6u)), xs[6], (*acc)[4]); }
+    if (TM > 5u) { (*acc)[5] = fma(vec4(subgroupBroadcast(w[5], 6u)), xs[6], (*acc)[5]); }
+    if (TM > 6u) { (*acc)[6] = fma(vec4(subgroupBroadcast(w[6], 6u)), xs[6], (*acc)[6]); }
+    if (TM > 7u) { (*acc)[7] = fma(vec4(subgroupBroadcast(w[7], 6u)), xs[6], (*acc)[7]); }
+    if (TM > 8u) { (*acc)[8] = fma(vec4(subgroupBroadcast(w[8], 6u)), xs[6], (*acc)[8]); }
+    if (TM > 9u) { (*acc)[9] = fma(vec4(subgroupBroadcast(w[9], 6u)), xs[6], (*acc)[9]); }
+    if (TM > 10u) { (*acc)[10] = fma(vec4(subgroupBroadcast(w[10], 6u)), xs[6], (*acc)[10]); }
+    if (TM > 11u) { (*acc)[11] = fma(vec4(subgroupBroadcast(w[11], 6u)), xs[6], (*acc)[11]); }
+    if (TM > 12u) { (*acc)[12] = fma(vec4(subgroupBroadcast(w[12], 6u)), xs[6], (*acc)[12]); }
+    if (TM > 13u) { (*acc)[13] = fma(vec4(subgroupBroadcast(w[13], 6u)), xs[6], (*acc)[13]); }
+    if (TM > 14u) { (*acc)[14] = fma(vec4(subgroupBroadcast(w[14], 6u)), xs[6], (*acc)[14]); }
+    if (TM > 15u) { (*acc)[15] = fma(vec4(subgroupBroadcast(w[15], 6u)), xs[6], (*acc)[15]); }
+    // k-step 7
+    (*acc)[0] = fma(vec4(subgroupBroadcast(w[0], 7u)), xs[7], (*acc)[0]);
+    if (TM > 1u) { (*acc)[1] = fma(vec4(subgroupBroadcast(w[1], 7u)), xs[7], (*acc)[1]); }
+    if (TM > 2u) { (*acc)[2] = fma(vec4(subgroupBroadcast(w[2], 7u)), xs[7], (*acc)[2]); }
+    if (TM > 3u) { (*acc)[3] = fma(vec4(subgroupBroadcast(w[3], 7u)), xs[7], (*acc)[3]); }
+    if (TM > 4u) { (*acc)[4] = fma(vec4(subgroupBroadcast(w[4], 7u)), xs[7], (*acc)[4]); }
+    if (TM > 5u) { (*acc)[5] = fma(vec4(subgroupBroadcast(w[5], 7u)), xs[7], (*acc)[5]); }
+    if (TM > 6u) { (*acc)[6] = fma(vec4(subgroupBroadcast(w[6], 7u)), xs[7], (*acc)[6]); }
+    if (TM > 7u) { (*acc)[7] = fma(vec4(subgroupBroadcast(w[7], 7u)), xs[7], (*acc)[7]); }
+    if (TM > 8u) { (*acc)[8] = fma(vec4(subgroupBroadcast(w[8], 7u)), xs[7], (*acc)[8]); }
+    if (TM > 9u) { (*acc)[9] = fma(vec4(subgroupBroadcast(w[9], 7u)), xs[7], (*acc)[9]); }
+    if (TM > 10u) { (*acc)[10] = fma(vec4(subgroupBroadcast(w[10], 7u)), xs[7], (*acc)[10]); }
+    if (TM > 11u) { (*acc)[11] = fma(vec4(subgroupBroadcast(w[11], 7u)), xs[7], (*acc)[11]); }
+    if (TM > 12u) { (*acc)[12] = fma(vec4(subgroupBroadcast(w[12], 7u)), xs[7], (*acc)[12]); }
+    if (TM > 13u) { (*acc)[13] = fma(vec4(subgroupBroadcast(w[13], 7u)), xs[7], (*acc)[13]); }
+    if (TM > 14u) { (*acc)[14] = fma(vec4(subgroupBroadcast(w[14], 7u)), xs[7], (*acc)[14]); }
+    if (TM > 15u) { (*acc)[15] = fma(vec4(subgroupBroadcast(w[15], 7u)), xs[7], (*acc)[15]); }
+}
+
+// The TN columns of `src` at `i`: one per-lane load each.
+fn gather(i: vec4<u32>) -> vec4<f32> {
+    var v = vec4(0.0);
+    v.x = src[i.x];
+    if (TN > 1u) { v.y = src[i.y]; }
+    if (TN > 2u) { v.z = src[i.z]; }
+    if (TN > 3u) { v.w = src[i.w]; }
+    return v;
+}
+
+// The lane operand at K step k < kend of a column matrix with element (k, col) at
+// off[col] + k * stride; 0 where !ok or past the end.
+fn col_at(off: vec4<u32>, stride: u32, k: u32, kend: u32, ok: vec4<bool>) -> vec4<f32> {
+    let v = gather(off + min(k, kend - 1u) * stride);
+    return select(vec4(0.0), v, ok & vec4(k < kend));
+}
+
+fn cols8(off: vec4<u32>, stride: u32, k0: u32, kend: u32, ok: vec4<bool>) -> X8 {
+    return X8(col_at(off, stride, k0, kend, ok), col_at(off, stride, k0 + 1u, kend, ok),
+              col_at(off, stride, k0 + 2u, kend, ok), col_at(off, stride, k0 + 3u, kend, ok),
+              col_at(off, stride, k0 + 4u, kend, ok), col_at(off, stride, k0 + 5u, kend, ok),
+              col_at(off, stride, k0 + 6u, kend, ok), col_at(off, stride, k0 + 7u, kend, ok));
+}
+
+// K steps k0..k0+8 of a GEMM whose channel operand row m, step k is at wt[k * kstride + kbase
+// + row m] and whose column operand is cols8's.
+fn gemm_block(acc: ptr<function, Acc>, r: Rows, l8: u32, k0: u32, kend: u32, kstride: u32, kbase: u32,
+              off: vec4<u32>, stride: u32, ok: vec4<bool>) {
+    let kl = k0 + l8;
+    let w = load_rows(r, min(kl, kend - 1u) * kstride + kbase, kl < kend);
+    block8(acc, w, cols8(off, stride, k0, kend, ok));
+}
+
+// Where a tile goes: dst[col[t] + row * stride] for valid columns and rows < rows.
+struct Out {
+    col: vec4<u32>,
+    ok: vec4<bool>,
+    row0: u32,
+    rows: u32,
+    stride: u32,
+    add: bool, // add to what is there
+}
+
+fn put(i: u32, v: f32, add: bool) {
+    var s = v;
+    if (add) {
+        s += dst[i];
+    }
+    dst[i] = s;
+}
+
+fn store_row(o: Out, m: u32, v: vec4<f32>) {
+    let row = o.row0 + m;
+    if (row >= o.rows) {
+        return;
+    }
+    let i = o.col + vec4(row * o.stride);
+    if (o.ok.x) { put(i.x, v.x, o.add); }
+    if (TN > 1u && o.ok.y) { put(i.y, v.y, o.add); }
+    if (TN > 2u && o.ok.z) { put(i.z, v.z, o.add); }
+    if (TN > 3u && o.ok.w) { put(i.w, v.w, o.add); }
+}
+
+fn store_tile(acc: ptr<function, Acc>, o: Out) {
+    store_row(o, 0u, (*acc)[0]);
+    if (TM > 1u) { store_row(o, 1u, (*acc)[1]); }
+    if (TM > 2u) { store_row(o, 2u, (*acc)[2]); }
+    if (TM > 3u) { store_row(o, 3u, (*acc)[3]); }
+    if (TM > 4u) { store_row(o, 4u, (*acc)[4]); }
+    if (TM > 5u) { store_row(o, 5u, (*acc)[5]); }
+    if (TM > 6u) { store_row(o, 6u, (*acc)[6]); }
+    if (TM > 7u) { store_row(o, 7u, (*acc)[7]); }
+    if (TM > 8u) { store_row(o, 8u, (*acc)[8]); }
+    if (TM > 9u) { store_row(o, 9u, (*acc)[9]); }
+    if (TM > 10u) { store_row(o, 10u, (*acc)[10]); }
+    if (TM > 11u) { store_row(o, 11u, (*acc)[11]); }
+    if (TM > 12u) { store_row(o, 12u, (*acc)[12]); }
+    if (TM > 13u) { store_row(o, 13u, (*acc)[13]); }
+    if (TM > 14u) { store_row(o, 14u, (*acc)[14]); }
+    if (TM > 15u) { store_row(o, 15u, (*acc)[15]); }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forward: y[n, co, oh, ow] = b[co] + sum_{ci, ky, kx} w[co, ci, ky, kx] x[n, ci, oh*s-pad+ky, ...]
+// GEMM rows = output channels, columns = output pixels n*p*q (lanes), K = cin*kh*kw, walked
+// tap by tap (outside) and channel by channel (inside) so the im2col index math and padding
+// test happen once per tap.
+
+fn forward_body(f: u32, lid: u32, sid: u32, init: Acc, pointwise: bool) {
+    let pq = p.p * p.q;
+    let hw = p.h * p.w;
+    let kk = p.kh * p.kw;
+    let npix = p.n * pq;
+    let tl = tile(f, lid, p.cout, npix, 1u);
+    let rows = Rows(tl.m0, p.cout - 1u, p.cin * kk);
+    let l8 = sid & 7u;
+
+    let g = min(tl.cols, vec4(npix - 1u));
+    let img = g / pq;
+    let r = g % pq;
+    let xbase = (img * p.a_tot + p.a_off) * hw;
+
+    var acc = init;
+    if (pointwise) {
+        // 1x1, stride 1, pad 0: x is already the column matrix.
+        for (var k0 = 0u; k0 < p.cin; k0 += 8u) {
+            gemm_block(&acc, rows, l8, k0, p.cin, 1u, 0u, xbase + r, hw, vec4(true));
+        }
+    } else {
+        let oy = vec4<i32>((r / p.q) * p.stride) - i32(p.pad);
+        let ox = vec4<i32>((r % p.q) * p.stride) - i32(p.pad);
+        for (var tap = 0u; tap < kk; tap++) {
+            let iy = oy + i32(tap / p.kw);
+            let ix = ox + i32(tap % p.kw);
+            let ok = (iy >= vec4(0)) & (iy < vec4(i32(p.h))) & (ix >= vec4(0)) & (ix < vec4(i32(p.w)));
+            let off = select(vec4(0u), xbase + vec4<u32>(iy) * p.w + vec4<u32>(ix), ok);
+            for (var k0 = 0u; k0 < p.cin; k0 += 8u) {
+                gemm_block(&acc, rows, l8, k0, p.cin, kk, tap, off, hw, ok);
+            }
+        }
+    }
+    let ycol = (img * p.b_tot + p.b_off) * pq + r;
+    store_tile(&acc, Out(ycol, tl.cols < vec4(npix), tl.m0, p.cout, pq, false));
+}
+
+fn bias_init(f: u32) -> Acc {
+    let m0 = tile(f, 0u, p.cout, p.n * p.p * p.q, 1u).m0;
+    var b: Acc;
+    for (var m = 0u; m < TM; m++) {
+        b[m] = vec4(bias[min(m0 + m, p.cout - 1u)]);
+    }
+    return b;
+}
+
+@compute @workgroup_size(WG)
+fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
+    forward_body(flat(wid, nwg), lid, sid, Acc(), false);
+}
+
+@compute @workgroup_size(WG)
+fn forward_bias(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
+    let f = flat(wid, nwg);
+    forward_body(f, lid, sid, bias_init(f), false);
+}
+
+@compute @workgroup_size(WG)
+fn forward_1x1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
+    forward_body(flat(wid, nwg), lid, sid, Acc(), true);
+}
+
+@compute @workgroup_size(WG)
+fn forward_1x1_bias(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
+    let f = flat(wid, nwg);
+    forward_body(f, lid, sid, bias_init(f), true);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backward data: dx[n, ci, iy, ix] (+)= sum_{co, ky, kx} w[co, ci, ky, kx] dy[n, co, oy, ox]
+// over the taps with iy + pad - ky = oy * stride (and the same for x); the others are masked.
+// GEMM rows = input channels, columns = input pixels n*h*w (lanes), K = cout*kh*kw.
+
+fn backward_data_body(f: u32, lid: u32, sid: u32, pointwise: bool) {
+    let pq = p.p * p.q;
+    let hw = p.h * p.w;
+    let kk = p.kh * p.kw;
+    let npix = p.n * hw;
+    let tl = tile(f, lid, p.cin, npix, 1u);
+    let rows = Rows(tl.m0, p.cin - 1u, kk);
+    let wstep = p.cin * kk; // from one output channel's weights to the next
+    let l8 = sid & 7u;
+
+    let g = min(tl.cols, vec4(npix - 1u));
+    let img = g / hw;
+    let r = g % hw;
+    let dybase = (img * p.b_tot + p.b_off) * pq;
+    var acc: Acc;
+    if (pointwise) {
+        for (var k0 = 0u; k0 < p.cout; k0 += 8u) {
+            gemm_block(&acc, rows, l8, k0, p.cout, wstep, 0u, dybase + r, pq, vec4(true));
+        }
+    } else {
+        let iy = vec4<i32>(r / p.w) + i32(p.pad);
+        let ix = vec4<i32>(r % p.w) + i32(p.pad);
+        let s = vec4(i32(p.stride));
+        for (var tap = 0u; tap < kk; tap++) {
+            // The output pixel this tap reads from, if the tap lands on one.
+            let ty = iy - i32(tap / p.kw);
+            let tx = ix - i32(tap % p.kw);
+            let oy = ty / s;
+            let ox = tx / s;
+            let ok = (ty >= vec4(0)) & (tx >= vec4(0)) & (oy * s == ty) & (ox * s == tx) & (oy < vec4(i32(p.p)))
+                & (ox < vec4(i32(p.q)));
+            let off = select(vec4(0u), dybase + vec4<u32>(oy) * p.q + vec4<u32>(ox), ok);
+            for (var k0 = 0u; k0 < p.cout; k0 += 8u) {
+                gemm_block(&acc, rows, l8, k0, p.cout, wstep, tap, off, pq, ok);
+            }
+        }
+    }
+    let dxcol = (img * p.a_tot + p.a_off) * hw + r;
+    store_tile(&acc, Out(dxcol, tl.cols < vec4(npix), tl.m0, p.cin, hw, p.accumulate != 0u));
+}
+
+@compute @workgroup_size(WG)
+fn backward_data(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
+    backward_data_body(flat(wid, nwg), lid, sid, false);
+}
+
+@compute @workgroup_size(WG)
+fn backward_data_1x1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
+    backward_data_body(flat(wid, nwg), lid, sid, true);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backward weight, split-K: partial[s, co, j] = sum over slice s of the n*p*q output pixels of
+// dy[n, co, oy, ox] * x[n, ci, oy*stride-pad+ky, ox*stride-pad+kx], with j = (ci, ky, kx).
+// GEMM rows = output channels (dy), columns = cin*kh*kw (lanes), K = output pixels.
+
+// Output pixel counters (image, oy, ox), advanced without branches.
+fn advance(c: vec3<u32>) -> vec3<u32> {
+    var n = c;
+    n.z += 1u;
+    let wx = n.z == p.q;
+    n.z = select(n.z, 0u, wx);
+    n.y += u32(wx);
+    let wy = n.y == p.p;
+    n.y = select(n.y, 0u, wy);
+    n.x += u32(wy);
+    return n;
+}
+
+// The x values the columns multiply at output pixel c (0 where the tap is padding or !valid).
+fn x_cols(c: vec3<u32>, xoff: vec4<u32>, ky: vec4<i32>, kx: vec4<i32>, valid: bool, pointwise: bool) -> vec4<f32> {
+    let base = min(c.x, p.n - 1u) * p.a_tot * p.h * p.w;
+    if (pointwise) {
+        return select(vec4(0.0), gather(xoff + (base + c.y * p.w + c.z)), vec4(valid));
+    }
+    let yy = vec4(i32(c.y * p.stride)) + ky;
+    let xx = vec4(i32(c.z * p.stride)) + kx;
+    let ok = (yy >= vec4(0)) & (yy < vec4(i32(p.h))) & (xx >= vec4(0)) & (xx < vec4(i32(p.w))) & vec4(valid);
+    let i = select(vec4(0u), xoff + base + vec4<u32>(yy) * p.w + vec4<u32>(xx), ok);
+    return select(vec4(0.0), gather(i), ok);
+}
+
+fn backward_weight_body(f: u32, lid: u32, sid: u32, pointwise: bool) {
+    let pq = p.p * p.q;
+    let hw = p.h * p.w;
+    let kk = p.kh * p.kw;
+    let ncols = p.cin * kk;
+    let tl = tile(f, lid, p.cout, ncols, p.splits);
+    let rows = Rows(tl.m0, p.cout - 1u, pq);
+    let l8 = sid & 7u;
+
+    let j = min(tl.cols, vec4(ncols - 1u));
+    let tap = j % kk;
+    let xoff = (p.a_off + j / kk) * hw;
+    let ky = vec4<i32>(tap / p.kw) - i32(p.pad);
+    let kx = vec4<i32>(tap % p.kw) - i32(p.pad);
+
+    let total = p.n * pq;
+    let r0 = min(tl.extra * p.split_len, total);
+    let r1 = min(r0 + p.split_len, total);
+    // This lane's output pixel for the dy loads, and the block's first one for the x loads.
+    var img_l = (r0 + l8) / pq;
+    var pix_l = (r0 + l8) % pq;
+    var c = vec3(r0 / pq, (r0 % pq) / p.q, (r0 % pq) % p.q);
+    var acc: Acc;
+    for (var k0 = r0; k0 < r1; k0 += 8u) {
+        let dyb = (min(img_l, p.n - 1u) * p.b_tot + p.b_off) * pq + pix_l;
+        let w = load_rows(rows, dyb, k0 + l8 < r1);
+        var xs: X8;
+        xs[0] = x_cols(c, xoff, ky, kx, k0 < r1, pointwise);
+        c = advance(c);
+        xs[1] = x_cols(c, xoff, ky, kx, k0 + 1u < r1, pointwise);
+        c = advance(c);
+        xs[2] = x_cols(c, xoff, ky, kx, k0 + 2u < r1, pointwise);
+        c = advance(c);
+        xs[3] = x_cols(c, xoff, ky, kx, k0 + 3u < r1, pointwise);
+        c = advance(c);
+        xs[4] = x_cols(c, xoff, ky, kx, k0 + 4u < r1, pointwise);
+        c = advance(c);
+        xs[5] = x_cols(c, xoff, ky, kx, k0 + 5u < r1, pointwise);
+        c = advance(c);
+        xs[6] = x_cols(c, xoff, ky, kx, k0 + 6u < r1, pointwise);
+        c = advance(c);
+        xs[7] = x_cols(c, xoff, ky, kx, k0 + 7u < r1, pointwise);
+        c = advance(c);
+        block8(&acc, w, xs);
+        pix_l += 8u;
+        while (pix_l >= pq) {
+            pix_l -= pq;
+            img_l += 1u;
+        }
+    }
+    let col = tl.extra * p.cout * ncols + tl.cols;
+    store_tile(&acc, Out(col, tl.cols < vec4(ncols), tl.m0, p.cout, ncols, false));
+}
+
+@compute @workgroup_size(WG)
+fn backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
+    backward_weight_body(flat(wid, nwg), lid, sid, false);
+}
+
+@compute @workgroup_size(WG)
+fn backward_weight_1x1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                       @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
+    backward_weight_body(flat(wid, nwg), lid, sid, true);
+}
+
+// dweight[i] = sum_s partial[s, i]: one invocation per weight, over the few (<= 64) slices.
+@compute @workgroup_size(RWG)
+fn reduce_splits(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * RWG;
+    if (i >= p.len) {
+        return;
+    }
+    var s = 0.0;
+    for (var k = 0u; k < p.splits; k++) {
+        s += src[k * p.len + i];
+    }
+    dst[i] = s;
+}
+
+// dbias[co] = sum over n, oy, ox of dy: one workgroup per channel, strided partial sums, then a
+// tree in workgroup memory.
+@compute @workgroup_size(RWG)
+fn bias_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let co = wid.x;
+    let pq = p.p * p.q;
+    var s = 0.0;
+    for (var img = 0u; img < p.n; img++) {
+        let base = (img * p.b_tot + p.b_off + co) * pq;
+        for (var i = lid; i < pq; i += RWG) {
+            s += src[base + i];
+        }
+    }
+    red[lid] = s;
+    workgroupBarrier();
+    for (var k = RWG / 2u; k > 0u; k >>= 1u) {
+        if (lid < k) {
+            red[lid] += red[lid + k];
+        }
+        workgroupBarrier();
+    }
+    if (lid == 0u) {
+        dst[co] = red[0];
+    }
+}

@@ -1,0 +1,432 @@
+//! 2-D convolution (NCHW activations, OIHW weights, square stride and padding), forward and
+//! backward, as register-tiled implicit GEMMs (see `shaders/conv.wgsl`).
+//!
+//! - forward: rows = output channels, columns = output pixels `n·p·q`, K = `c_in·kh·kw`;
+//! - backward data: rows = input channels, columns = input pixels `n·h·w`, K = `c_out·kh·kw`;
+//! - backward weight: rows = output channels, columns = `c_in·kh·kw`, K = `n·p·q`, split into
+//!   slices whose partial sums go to a scratch buffer and are then added up in parallel.
+//!
+//! 1×1 stride-1 unpadded convolutions (most of DenseNet) use entry points without im2col index
+//! math.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::Act;
+use crate::error::{Error, Result};
+use crate::gpu::{ceil_div, grid, shaders, Dispatch, Gpu, Launch};
+
+/// Shape of a convolution: input `n × c_in × h × w`, weight `c_out × c_in × kh × kw`, the same
+/// stride and zero padding along both axes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Conv2dShape {
+    pub n: usize,
+    pub c_in: usize,
+    pub h: usize,
+    pub w: usize,
+    pub c_out: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: usize,
+    pub pad: usize,
+}
+
+const OP: &str = "conv2d";
+
+impl Conv2dShape {
+    /// Output height, PyTorch's rule: (h + 2·pad − kh) / stride + 1.
+    pub fn p(&self) -> usize {
+        (self.h + 2 * self.pad - self.kh) / self.stride + 1
+    }
+    /// Output width.
+    pub fn q(&self) -> usize {
+        (self.w + 2 * self.pad - self.kw) / self.stride + 1
+    }
+    pub fn x_len(&self) -> usize {
+        self.n * self.c_in * self.h * self.w
+    }
+    pub fn y_len(&self) -> usize {
+        self.n * self.c_out * self.p() * self.q()
+    }
+    pub fn weight_len(&self) -> usize {
+        self.c_out * self.c_in * self.kh * self.kw
+    }
+    /// Multiply-adds ×2 of one pass (forward, backward data and backward weight all do this many).
+    pub fn flops(&self) -> f64 {
+        2.0 * (self.n * self.p() * self.q()) as f64 * (self.c_out * self.c_in * self.kh * self.kw) as f64
+    }
+    /// 1×1, stride 1, no padding: a plain GEMM.
+    pub fn is_pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == 0
+    }
+
+    /// Checks that the shape makes sense and that its indices fit the kernels' 32-bit arithmetic.
+    pub fn validate(&self) -> Result<()> {
+        let s = self;
+        let dims = [("n", s.n), ("c_in", s.c_in), ("h", s.h), ("w", s.w), ("c_out", s.c_out)];
+        let dims = dims.into_iter().chain([("kh", s.kh), ("kw", s.kw), ("stride", s.stride)]);
+        for (name, v) in dims {
+            if v == 0 {
+                return Err(Error::shape(OP, format!("{name} is 0 in {s:?}")));
+            }
+        }
+        if s.h + 2 * s.pad < s.kh || s.w + 2 * s.pad < s.kw {
+            return Err(Error::shape(
+                OP,
+                format!("the {}x{} kernel is larger than the padded {}x{} input", s.kh, s.kw, s.h, s.w),
+            ));
+        }
+        if s.c_out > 65535 {
+            return Err(Error::shape(OP, format!("c_out {} exceeds 65535", s.c_out)));
+        }
+        let biggest = [s.x_len(), s.y_len(), s.weight_len(), backward_weight_scratch_len(s)];
+        if biggest.iter().any(|&v| v >= 1 << 31) {
+            return Err(Error::shape(OP, format!("{s:?} has tensors of 2^31 or more elements")));
+        }
+        Ok(())
+    }
+}
+
+/// Register-tile sizes: `tm` channels × `tn` columns per invocation, `wg` invocations per
+/// workgroup. Defaults come from [`Tiles::forward`] and friends; other values are for tuning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tiles {
+    pub wg: u32,
+    pub tm: u32,
+    pub tn: u32,
+}
+
+const MAX_TM: u32 = 16;
+const MAX_TN: u32 = 4;
+const RWG: u32 = 256;
+
+impl Tiles {
+    pub fn forward(_s: &Conv2dShape) -> Tiles {
+        Tiles { wg: 64, tm: 16, tn: 4 }
+    }
+    pub fn backward_data(_s: &Conv2dShape) -> Tiles {
+        Tiles { wg: 64, tm: 16, tn: 4 }
+    }
+    pub fn backward_weight(s: &Conv2dShape) -> Tiles {
+        // Columns are c_in·kh·kw, often only a few dozen: do not leave most lanes idle.
+        let cols = (s.c_in * s.kh * s.kw) as u32;
+        let wg = if cols <= 32 { 32 } else { 64 };
+        let tn = if cols <= wg { 1 } else { 2 };
+        Tiles { wg, tm: 16, tn }
+    }
+    fn check(&self) -> Result<()> {
+        let ok = (1..=MAX_TM).contains(&self.tm) && (1..=MAX_TN).contains(&self.tn) && (1..=1024).contains(&self.wg);
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::shape(OP, format!("tiles {self:?}: need 1 <= tm <= {MAX_TM}, 1 <= tn <= {MAX_TN}, wg <= 1024")))
+        }
+    }
+    fn constants(&self) -> [(&'static str, f64); 3] {
+        [("WG", self.wg as f64), ("TM", self.tm as f64), ("TN", self.tn as f64)]
+    }
+    fn groups(&self, rows: usize, cols: usize) -> usize {
+        rows.div_ceil(self.tm as usize) * cols.div_ceil((self.wg * self.tn) as usize)
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable, Default)]
+struct Params {
+    n: u32,
+    cin: u32,
+    h: u32,
+    w: u32,
+    cout: u32,
+    kh: u32,
+    kw: u32,
+    stride: u32,
+    pad: u32,
+    p: u32,
+    q: u32,
+    accumulate: u32,
+    a_off: u32,
+    a_tot: u32,
+    b_off: u32,
+    b_tot: u32,
+    splits: u32,
+    split_len: u32,
+    len: u32,
+    _pad: u32,
+}
+
+/// `a` is the input-side tensor (x or dx), `b` the output-side one (y or dy).
+fn params(s: &Conv2dShape, a: &Act, b: &Act) -> Params {
+    Params {
+        n: s.n as u32,
+        cin: s.c_in as u32,
+        h: s.h as u32,
+        w: s.w as u32,
+        cout: s.c_out as u32,
+        kh: s.kh as u32,
+        kw: s.kw as u32,
+        stride: s.stride as u32,
+        pad: s.pad as u32,
+        p: s.p() as u32,
+        q: s.q() as u32,
+        a_off: a.c_off,
+        a_tot: a.c_total,
+        b_off: b.c_off,
+        b_tot: b.c_total,
+        ..Default::default()
+    }
+}
+
+/// Checks that a view of `channels` channels of `pixels` pixels per image fits its buffer.
+fn check_act(name: &str, a: &Act, n: usize, channels: usize, pixels: usize) -> Result<()> {
+    let (off, tot) = (a.c_off as usize, a.c_total as usize);
+    if off + channels > tot {
+        return Err(Error::shape(OP, format!("{name}: channels {off}..{} exceed c_total {tot}", off + channels)));
+    }
+    check_buf(name, a.buf, n * tot * pixels)
+}
+
+fn check_buf(name: &str, buf: &wgpu::Buffer, len: usize) -> Result<()> {
+    if (buf.size() as usize) < len * 4 {
+        return Err(Error::shape(OP, format!("{name}: buffer of {} bytes, need {} f32", buf.size(), len)));
+    }
+    if len >= 1 << 31 {
+        return Err(Error::shape(OP, format!("{name}: {len} elements do not fit 32-bit indices")));
+    }
+    Ok(())
+}
+
+fn launch(
+    gpu: &Gpu,
+    entry: &str,
+    t: &Tiles,
+    p: &Params,
+    buffers: &[&wgpu::Buffer],
+    groups: usize,
+) -> Result<Dispatch> {
+    gpu.dispatch(Launch {
+        shader: shaders::CONV,
+        entry,
+        constants: &t.constants(),
+        params: bytemuck::bytes_of(p),
+        buffers,
+        workgroups: grid(groups as u32),
+    })
+}
+
+/// y = conv(x, weight) + bias. `x` views `c_in` channels, `y` `c_out` channels (both may be
+/// channel slices of larger buffers); `weight` is OIHW, `bias` has `c_out` values.
+pub fn forward(
+    gpu: &Gpu,
+    s: &Conv2dShape,
+    x: Act,
+    weight: &wgpu::Buffer,
+    bias: Option<&wgpu::Buffer>,
+    y: Act,
+) -> Result<Vec<Dispatch>> {
+    forward_tiled(gpu, s, x, weight, bias, y, Tiles::forward(s))
+}
+
+/// [`forward`] with explicit tile sizes (for tuning).
+pub fn forward_tiled(
+    gpu: &Gpu,
+    s: &Conv2dShape,
+    x: Act,
+    weight: &wgpu::Buffer,
+    bias: Option<&wgpu::Buffer>,
+    y: Act,
+    t: Tiles,
+) -> Result<Vec<Dispatch>> {
+    s.validate()?;
+    t.check()?;
+    check_act("x", &x, s.n, s.c_in, s.h * s.w)?;
+    check_act("y", &y, s.n, s.c_out, s.p() * s.q())?;
+    check_buf("weight", weight, s.weight_len())?;
+    let p = params(s, &x, &y);
+    let groups = t.groups(s.c_out, s.n * s.p() * s.q());
+    let entry = if s.is_pointwise() { "forward_1x1" } else { "forward" };
+    let d = match bias {
+        Some(b) => {
+            check_buf("bias", b, s.c_out)?;
+            launch(gpu, &format!("{entry}_bias"), &t, &p, &[x.buf, y.buf, weight, b], groups)?
+        }
+        None => launch(gpu, entry, &t, &p, &[x.buf, y.buf, weight], groups)?,
+    };
+    Ok(vec![d])
+}
+
+/// dx (+)= the gradient of the convolution with respect to its input, given `dy`.
+pub fn backward_data(
+    gpu: &Gpu,
+    s: &Conv2dShape,
+    dy: Act,
+    weight: &wgpu::Buffer,
+    dx: Act,
+    accumulate: bool,
+) -> Result<Vec<Dispatch>> {
+    backward_data_tiled(gpu, s, dy, weight, dx, accumulate, Tiles::backward_data(s))
+}
+
+/// [`backward_data`] with explicit tile sizes (for tuning).
+pub fn backward_data_tiled(
+    gpu: &Gpu,
+    s: &Conv2dShape,
+    dy: Act,
+    weight: &wgpu::Buffer,
+    dx: Act,
+    accumulate: bool,
+    t: Tiles,
+) -> Result<Vec<Dispatch>> {
+    s.validate()?;
+    t.check()?;
+    check_act("dy", &dy, s.n, s.c_out, s.p() * s.q())?;
+    check_act("dx", &dx, s.n, s.c_in, s.h * s.w)?;
+    check_buf("weight", weight, s.weight_len())?;
+    let p = Params { accumulate: accumulate as u32, ..params(s, &dx, &dy) };
+    let groups = t.groups(s.c_in, s.n * s.h * s.w);
+    let entry = if s.is_pointwise() { "backward_data_1x1" } else { "backward_data" };
+    Ok(vec![launch(gpu, entry, &t, &p, &[dy.buf, dx.buf, weight], groups)?])
+}
+
+/// How many slices the n·p·q reduction of the weight gradient is cut into: enough workgroups
+/// to keep every core busy, while each slice stays long enough to amortise its setup.
+fn splits(s: &Conv2dShape) -> (usize, usize) {
+    let t = Tiles::backward_weight(s);
+    let total = s.n * s.p() * s.q();
+    let tiles = t.groups(s.c_out, s.c_in * s.kh * s.kw);
+    let want = 64usize.div_ceil(tiles).clamp(1, 64);
+    let count = want.min(total.div_ceil(256)).max(1);
+    let len = total.div_ceil(count);
+    (total.div_ceil(len), len)
+}
+
+/// f32 elements of scratch that [`backward_weight`] needs for its partial sums.
+pub fn backward_weight_scratch_len(s: &Conv2dShape) -> usize {
+    splits(s).0 * s.weight_len()
+}
+
+/// dweight = the gradient with respect to the weight (overwritten), and dbias = the per-channel
+/// sum of dy when given. `scratch` holds [`backward_weight_scratch_len`] floats.
+pub fn backward_weight(
+    gpu: &Gpu,
+    s: &Conv2dShape,
+    x: Act,
+    dy: Act,
+    dweight: &wgpu::Buffer,
+    dbias: Option<&wgpu::Buffer>,
+    scratch: &wgpu::Buffer,
+) -> Result<Vec<Dispatch>> {
+    backward_weight_tiled(gpu, s, x, dy, dweight, dbias, scratch, Tiles::backward_weight(s))
+}
+
+/// [`backward_weight`] with explicit tile sizes (for tuning).
+#[allow(clippy::too_many_arguments)]
+pub fn backward_weight_tiled(
+    gpu: &Gpu,
+    s: &Conv2dShape,
+    x: Act,
+    dy: Act,
+    dweight: &wgpu::Buffer,
+    dbias: Option<&wgpu::Buffer>,
+    scratch: &wgpu::Buffer,
+    t: Tiles,
+) -> Result<Vec<Dispatch>> {
+    s.validate()?;
+    t.check()?;
+    check_act("x", &x, s.n, s.c_in, s.h * s.w)?;
+    check_act("dy", &dy, s.n, s.c_out, s.p() * s.q())?;
+    check_buf("dweight", dweight, s.weight_len())?;
+    check_buf("scratch", scratch, backward_weight_scratch_len(s))?;
+    let (count, len) = splits(s);
+    let p = Params { splits: count as u32, split_len: len as u32, len: s.weight_len() as u32, ..params(s, &x, &dy) };
+    let groups = t.groups(s.c_out, s.c_in * s.kh * s.kw) * count;
+    let entry = if s.is_pointwise() { "backward_weight_1x1" } else { "backward_weight" };
+    let mut out = vec![launch(gpu, entry, &t, &p, &[x.buf, scratch, dy.buf], groups)?];
+    let reduce_groups = ceil_div(s.weight_len(), RWG as usize) as usize;
+    out.push(launch(gpu, "reduce_splits", &t, &p, &[scratch, dweight], reduce_groups)?);
+    if let Some(db) = dbias {
+        check_buf("dbias", db, s.c_out)?;
+        out.push(gpu.dispatch(Launch {
+            shader: shaders::CONV,
+            entry: "bias_grad",
+            constants: &[("RWG", RWG as f64)],
+            params: bytemuck::bytes_of(&p),
+            buffers: &[dy.buf, db],
+            workgroups: [s.c_out as u32, 1, 1],
+        })?);
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// CPU references: dense NCHW tensors (no channel views), f64.
+
+fn xi(s: &Conv2dShape, n: usize, c: usize, y: usize, x: usize) -> usize {
+    ((n * s.c_in + c) * s.h + y) * s.w + x
+}
+fn yi(s: &Conv2dShape, n: usize, c: usize, y: usize, x: usize) -> usize {
+    ((n * s.c_out + c) * s.p() + y) * s.q() + x
+}
+fn wi(s: &Conv2dShape, o: usize, c: usize, ky: usize, kx: usize) -> usize {
+    ((o * s.c_in + c) * s.kh + ky) * s.kw + kx
+}
+
+/// Calls `f(n, co, oy, ox, ci, iy, ix, ky, kx)` for every (output, tap) pair that reads an
+/// in-bounds input pixel.
+fn each_tap(s: &Conv2dShape, mut f: impl FnMut([usize; 9])) {
+    for n in 0..s.n {
+        for co in 0..s.c_out {
+            for oy in 0..s.p() {
+                for ox in 0..s.q() {
+                    for ci in 0..s.c_in {
+                        for ky in 0..s.kh {
+                            for kx in 0..s.kw {
+                                let iy = (oy * s.stride + ky) as isize - s.pad as isize;
+                                let ix = (ox * s.stride + kx) as isize - s.pad as isize;
+                                if iy >= 0 && ix >= 0 && (iy as usize) < s.h && (ix as usize) < s.w {
+                                    f([n, co, oy, ox, ci, iy as usize, ix as usize, ky, kx]);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub fn forward_ref(s: &Conv2dShape, x: &[f64], weight: &[f64], bias: Option<&[f64]>) -> Vec<f64> {
+    let mut y = vec![0.0; s.y_len()];
+    if let Some(b) = bias {
+        for (i, v) in y.iter_mut().enumerate() {
+            *v = b[i / (s.p() * s.q()) % s.c_out];
+        }
+    }
+    each_tap(s, |[n, co, oy, ox, ci, iy, ix, ky, kx]| {
+        y[yi(s, n, co, oy, ox)] += weight[wi(s, co, ci, ky, kx)] * x[xi(s, n, ci, iy, ix)];
+    });
+    y
+}
+
+pub fn backward_data_ref(s: &Conv2dShape, dy: &[f64], weight: &[f64]) -> Vec<f64> {
+    let mut dx = vec![0.0; s.x_len()];
+    each_tap(s, |[n, co, oy, ox, ci, iy, ix, ky, kx]| {
+        dx[xi(s, n, ci, iy, ix)] += weight[wi(s, co, ci, ky, kx)] * dy[yi(s, n, co, oy, ox)];
+    });
+    dx
+}
+
+pub fn backward_weight_ref(s: &Conv2dShape, x: &[f64], dy: &[f64]) -> Vec<f64> {
+    let mut dw = vec![0.0; s.weight_len()];
+    each_tap(s, |[n, co, oy, ox, ci, iy, ix, ky, kx]| {
+        dw[wi(s, co, ci, ky, kx)] += x[xi(s, n, ci, iy, ix)] * dy[yi(s, n, co, oy, ox)];
+    });
+    dw
+}
+
+pub fn backward_bias_ref(s: &Conv2dShape, dy: &[f64]) -> Vec<f64> {
+    let mut db = vec![0.0; s.c_out];
+    for (i, v) in dy.iter().enumerate() {
+        db[i / (s.p() * s.q()) % s.c_out] += v;
+    }
+    db
+}

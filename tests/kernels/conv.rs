@@ -1,0 +1,243 @@
+use crate::common::*;
+use tailor::ops::conv::{self, Conv2dShape};
+use tailor::ops::Act;
+
+#[allow(clippy::too_many_arguments)]
+fn shape(n: usize, c_in: usize, h: usize, w: usize, c_out: usize, k: usize, stride: usize, pad: usize) -> Conv2dShape {
+    Conv2dShape { n, c_in, h, w, c_out, kh: k, kw: k, stride, pad }
+}
+
+/// A tensor of `c` channels living at channels `off..off + c` of a buffer of `tot` channels whose
+/// other channels hold junk that the kernels must leave alone.
+struct View {
+    off: usize,
+    tot: usize,
+    full: Vec<f64>,
+}
+
+impl View {
+    fn new(rng: &mut Rng, data: &[f64], n: usize, c: usize, pix: usize, off: usize, tot: usize) -> View {
+        let mut full = rng.vec(n * tot * pix, -3.0, 3.0);
+        for i in 0..n {
+            let (dst, src) = ((i * tot + off) * pix, i * c * pix);
+            full[dst..dst + c * pix].copy_from_slice(&data[src..src + c * pix]);
+        }
+        View { off, tot, full }
+    }
+    /// `full` with channels `off..off + c` replaced by `data`.
+    fn with(&self, data: &[f64], n: usize, c: usize) -> Vec<f64> {
+        let pix = self.full.len() / (n * self.tot);
+        let mut out = self.full.clone();
+        for i in 0..n {
+            let (dst, src) = ((i * self.tot + self.off) * pix, i * c * pix);
+            out[dst..dst + c * pix].copy_from_slice(&data[src..src + c * pix]);
+        }
+        out
+    }
+    fn act<'a>(&self, buf: &'a wgpu::Buffer) -> Act<'a> {
+        Act::slice(buf, self.off, self.tot)
+    }
+}
+
+/// Sums of up to a few thousand f32 products: compare relative to the largest reference value.
+const TOL: f64 = 2e-6;
+
+/// Runs all three directions of `s` on the GPU against the references; `views` puts every
+/// activation in a channel slice of a wider buffer.
+fn check(s: Conv2dShape, with_bias: bool, views: bool, seed: u64) {
+    let g = gpu();
+    let mut rng = Rng::new(seed);
+    let (hw, pq) = (s.h * s.w, s.p() * s.q());
+    let x = rng.vec(s.x_len(), -1.0, 1.0);
+    let wgt = rng.vec(s.weight_len(), -1.0, 1.0);
+    let b = rng.vec(s.c_out, -1.0, 1.0);
+    let dy = rng.vec(s.y_len(), -1.0, 1.0);
+    let (pre, post) = if views { (5, 2) } else { (0, 0) };
+    let xv = View::new(&mut rng, &x, s.n, s.c_in, hw, pre, s.c_in + pre + post);
+    let ytot = s.c_out + pre + post;
+    let yv = View { off: post, tot: ytot, full: rng.vec(s.n * ytot * pq, -3.0, 3.0) };
+    let dyv = View::new(&mut rng, &dy, s.n, s.c_out, pq, pre, s.c_out + pre);
+    let what = format!("{s:?} bias={with_bias} views={views}");
+
+    let (bx, bw, bb) = (up(&g, &xv.full), up(&g, &wgt), up(&g, &b));
+    let bias = with_bias.then_some(&bb);
+    let by = up(&g, &yv.full);
+    let d = conv::forward(&g, &s, xv.act(&bx), &bw, bias, yv.act(&by)).unwrap();
+    let got = run_read(&g, &d, &by, yv.full.len());
+    let want = conv::forward_ref(&s, &x, &wgt, with_bias.then_some(&b[..]));
+    assert_close_scaled(&format!("forward {what}"), &got, &yv.with(&want, s.n, s.c_out), TOL);
+
+    let bdy = up(&g, &dyv.full);
+    let want = conv::backward_data_ref(&s, &dy, &wgt);
+    let old = rng.vec(s.x_len(), -1.0, 1.0);
+    for accumulate in [false, true] {
+        let bdx = up(&g, &xv.with(&old, s.n, s.c_in));
+        let d = conv::backward_data(&g, &s, dyv.act(&bdy), &bw, xv.act(&bdx), accumulate).unwrap();
+        let got = run_read(&g, &d, &bdx, xv.full.len());
+        let w: Vec<f64> = want.iter().zip(&old).map(|(a, o)| if accumulate { a + o } else { *a }).collect();
+        assert_close_scaled(&format!("backward data acc={accumulate} {what}"), &got, &xv.with(&w, s.n, s.c_in), TOL);
+    }
+
+    let bdw = up(&g, &rng.vec(s.weight_len(), -1.0, 1.0));
+    let bdb = up(&g, &rng.vec(s.c_out, -1.0, 1.0));
+    let scratch = up(&g, &rng.vec(conv::backward_weight_scratch_len(&s), -1.0, 1.0));
+    let dbias = with_bias.then_some(&bdb);
+    let d = conv::backward_weight(&g, &s, xv.act(&bx), dyv.act(&bdy), &bdw, dbias, &scratch).unwrap();
+    let got = run_read(&g, &d, &bdw, s.weight_len());
+    assert_close_scaled(&format!("backward weight {what}"), &got, &conv::backward_weight_ref(&s, &x, &dy), TOL);
+    if with_bias {
+        let got = read(&g, &bdb, s.c_out);
+        assert_close_scaled(&format!("backward bias {what}"), &got, &conv::backward_bias_ref(&s, &dy), TOL);
+    }
+}
+
+#[test]
+fn pointwise_matches_reference() {
+    check(shape(1, 13, 9, 9, 76, 1, 1, 0), true, false, 1);
+    check(shape(2, 76, 7, 7, 3, 1, 1, 0), false, true, 2);
+    check(shape(3, 3, 17, 15, 13, 1, 1, 0), true, true, 3);
+}
+
+#[test]
+fn three_by_three_matches_reference() {
+    check(shape(1, 13, 15, 15, 13, 3, 1, 1), false, false, 4);
+    check(shape(2, 3, 17, 9, 76, 3, 1, 1), true, true, 5);
+    check(shape(1, 76, 7, 7, 3, 3, 1, 0), true, true, 6);
+}
+
+#[test]
+fn strided_convs_match_reference() {
+    check(shape(1, 3, 17, 17, 13, 7, 2, 3), true, false, 7); // the stem, small
+    check(shape(2, 13, 15, 15, 3, 3, 2, 1), false, true, 8);
+    check(shape(1, 13, 9, 9, 76, 2, 2, 0), true, true, 9); // odd input: the last row is dropped
+    check(shape(2, 76, 9, 7, 13, 1, 2, 0), false, true, 10); // 1x1 strided: not pointwise
+    let s = Conv2dShape { n: 1, c_in: 3, h: 9, w: 15, c_out: 13, kh: 3, kw: 5, stride: 2, pad: 2 };
+    check(s, true, true, 11);
+}
+
+#[test]
+fn densenet_shapes_match_reference() {
+    check(shape(1, 128, 56, 56, 32, 3, 1, 1), false, true, 12); // dense layer's 3x3
+    check(shape(1, 3, 224, 224, 64, 7, 2, 3), false, false, 13); // the stem
+}
+
+#[test]
+fn bad_shapes_are_errors() {
+    assert!(shape(1, 3, 2, 2, 4, 5, 1, 1).validate().is_err()); // kernel larger than padded input
+    assert!(shape(1, 0, 8, 8, 4, 3, 1, 1).validate().is_err());
+    assert!(shape(1, 3, 8, 8, 4, 3, 0, 1).validate().is_err());
+    assert!(shape(1, 3, 8, 8, 4, 3, 1, 1).validate().is_ok());
+    let s = shape(2, 3, 8, 8, 4, 3, 1, 1);
+    assert_eq!((s.p(), s.q()), (8, 8));
+    assert_eq!(shape(1, 3, 224, 224, 64, 7, 2, 3).p(), 112);
+    assert_eq!(shape(1, 3, 9, 9, 4, 2, 2, 0).p(), 4);
+    let g = gpu();
+    let small = g.zeros("small", 10).unwrap();
+    let w = g.zeros("w", s.weight_len()).unwrap();
+    let y = g.zeros("y", s.y_len()).unwrap();
+    assert!(conv::forward(&g, &s, Act::whole(&small, 3), &w, None, Act::whole(&y, 4)).is_err());
+    let x = g.zeros("x", s.x_len()).unwrap();
+    assert!(conv::forward(&g, &s, Act::slice(&x, 1, 3), &w, None, Act::whole(&y, 4)).is_err());
+}
+
+fn fd_check(s: Conv2dShape, seed: u64) {
+    let mut rng = Rng::new(seed);
+    let x = rng.vec(s.x_len(), -1.0, 1.0);
+    let w = rng.vec(s.weight_len(), -1.0, 1.0);
+    let b = rng.vec(s.c_out, -1.0, 1.0);
+    let dy = rng.vec(s.y_len(), -1.0, 1.0);
+    let fd = finite_diff(&x, 1e-6, |x| dot(&conv::forward_ref(&s, x, &w, Some(&b)), &dy));
+    assert_close("conv fd dx", &conv::backward_data_ref(&s, &dy, &w), &fd, 1e-6, 1e-6);
+    let fd = finite_diff(&w, 1e-6, |w| dot(&conv::forward_ref(&s, &x, w, Some(&b)), &dy));
+    assert_close("conv fd dw", &conv::backward_weight_ref(&s, &x, &dy), &fd, 1e-6, 1e-6);
+    let fd = finite_diff(&b, 1e-6, |b| dot(&conv::forward_ref(&s, &x, &w, Some(b)), &dy));
+    assert_close("conv fd db", &conv::backward_bias_ref(&s, &dy), &fd, 1e-6, 1e-6);
+}
+
+#[test]
+fn backward_references_match_finite_differences() {
+    fd_check(shape(2, 3, 5, 6, 2, 3, 2, 1), 20);
+    fd_check(shape(1, 2, 5, 5, 3, 2, 2, 0), 21);
+    fd_check(shape(1, 2, 4, 4, 2, 1, 1, 0), 22);
+}
+
+/// GFLOP/s of every direction on DenseNet-121's convolution shapes at batch 8:
+/// `cargo test --release --test kernels conv::gflops -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn gflops() {
+    let mut shapes = vec![("stem", shape(8, 3, 224, 224, 64, 7, 2, 3))];
+    for (hw, cins) in [(56, [64, 224]), (28, [128, 480]), (14, [256, 992]), (7, [512, 992])] {
+        for c in cins {
+            shapes.push(("dense 1x1", shape(8, c, hw, hw, 128, 1, 1, 0)));
+        }
+        shapes.push(("dense 3x3", shape(8, 128, hw, hw, 32, 3, 1, 1)));
+    }
+    for (hw, c) in [(56, 256), (28, 512), (14, 1024)] {
+        shapes.push(("transition", shape(8, c, hw, hw, c / 2, 1, 1, 0)));
+    }
+    let only = std::env::var("CONV_ONLY").ok();
+    for (name, s) in shapes {
+        if only.as_ref().is_some_and(|o| !format!("{name} {}", s.c_in).contains(o.as_str())) {
+            continue;
+        }
+        let r = rates(&s, None);
+        println!(
+            "{name:10} {:4}->{:4} {}x{} @{:3}: fwd {:5.1}  bwd-data {:5.1}  bwd-weight {:5.1} GFLOP/s",
+            s.c_in, s.c_out, s.kh, s.kw, s.h, r[0], r[1], r[2]
+        );
+    }
+}
+
+/// Sweeps tile sizes on one shape: `CONV_TILES="64,16,2 32,8,4" cargo test ... conv::tiles -- --ignored`.
+#[test]
+#[ignore]
+fn tiles() {
+    let spec = std::env::var("CONV_SHAPE").unwrap_or("8,256,28,28,128,1,1,0".into());
+    let v: Vec<usize> = spec.split(',').map(|t| t.parse().unwrap()).collect();
+    let s = shape(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]);
+    let tiles = std::env::var("CONV_TILES").unwrap_or("64,16,2".into());
+    for t in tiles.split_whitespace() {
+        let v: Vec<u32> = t.split(',').map(|t| t.parse().unwrap()).collect();
+        let t = conv::Tiles { wg: v[0], tm: v[1], tn: v[2] };
+        let r = rates(&s, Some(t));
+        println!("{s:?} {t:?}: fwd {:5.1}  bwd-data {:5.1}  bwd-weight {:5.1} GFLOP/s", r[0], r[1], r[2]);
+    }
+}
+
+fn rates(s: &Conv2dShape, t: Option<conv::Tiles>) -> [f64; 3] {
+    let g = gpu();
+    let x = g.zeros("x", s.x_len()).unwrap();
+    let y = g.zeros("y", s.y_len()).unwrap();
+    let w = g.zeros("w", s.weight_len()).unwrap();
+    let dw = g.zeros("dw", s.weight_len()).unwrap();
+    let scratch = g.zeros("scratch", conv::backward_weight_scratch_len(s)).unwrap();
+    let (xa, ya) = (Act::whole(&x, s.c_in), Act::whole(&y, s.c_out));
+    let dispatches = [
+        match t {
+            Some(t) => conv::forward_tiled(&g, s, xa, &w, None, ya, t),
+            None => conv::forward(&g, s, xa, &w, None, ya),
+        },
+        match t {
+            Some(t) => conv::backward_data_tiled(&g, s, ya, &w, xa, false, t),
+            None => conv::backward_data(&g, s, ya, &w, xa, false),
+        },
+        match t {
+            Some(t) => conv::backward_weight_tiled(&g, s, xa, ya, &dw, None, &scratch, t),
+            None => conv::backward_weight(&g, s, xa, ya, &dw, None, &scratch),
+        },
+    ];
+    dispatches.map(|d| {
+        let d = d.unwrap();
+        g.run(&d).unwrap();
+        // The best of a few runs: the CPU running lavapipe is shared.
+        let best = (0..4)
+            .map(|_| {
+                let start = std::time::Instant::now();
+                g.run(&d).unwrap();
+                start.elapsed().as_secs_f64()
+            })
+            .fold(f64::INFINITY, f64::min);
+        s.flops() / best / 1e9
+    })
+}
