@@ -16,6 +16,7 @@ macro_rules! shaders {
 }
 
 shaders! {
+    BATCHNORM => "batchnorm.wgsl",
     ELEMENTWISE => "elementwise.wgsl",
     FILL => "fill.wgsl",
 }
