@@ -17,6 +17,7 @@ macro_rules! shaders {
 
 shaders! {
     CONV => "conv.wgsl",
+    BATCHNORM => "batchnorm.wgsl",
     ELEMENTWISE => "elementwise.wgsl",
     FILL => "fill.wgsl",
 }

@@ -16,6 +16,7 @@
 //!   takes the buffer as an argument, so the planner can account for it.
 
 pub mod conv;
+pub mod batchnorm;
 pub mod elementwise;
 
 /// A view of an NCHW activation: `channels` channels starting at channel `c_off` of a buffer

@@ -1,6 +1,7 @@
 //! Every WGSL kernel against its CPU reference, on random inputs and awkward shapes, plus
 //! finite-difference checks of every backward reference. One binary: one device for all.
 
+mod batchnorm;
 mod common;
 mod conv;
 mod elementwise;
