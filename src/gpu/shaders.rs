@@ -18,4 +18,5 @@ macro_rules! shaders {
 shaders! {
     ELEMENTWISE => "elementwise.wgsl",
     FILL => "fill.wgsl",
+    POOL => "pool.wgsl",
 }
