@@ -20,4 +20,5 @@ shaders! {
     BATCHNORM => "batchnorm.wgsl",
     ELEMENTWISE => "elementwise.wgsl",
     FILL => "fill.wgsl",
+    POOL => "pool.wgsl",
 }

@@ -18,6 +18,7 @@
 pub mod conv;
 pub mod batchnorm;
 pub mod elementwise;
+pub mod pool;
 
 /// A view of an NCHW activation: `channels` channels starting at channel `c_off` of a buffer
 /// that holds `c_total` channels per image. A whole tensor is `c_off = 0, c_total = channels`.

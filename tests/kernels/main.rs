@@ -5,4 +5,5 @@ mod batchnorm;
 mod common;
 mod conv;
 mod elementwise;
+mod pool;
 mod shaders;

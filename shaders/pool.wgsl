@@ -1,0 +1,350 @@
+// Pooling and channel copies over NCHW f32 views, matching PyTorch (floor mode; average pooling
+// with count_include_pad = true). A view is the channel range off.. of a buffer holding tot
+// channels per image; binding k's view is (off_k, tot_k).
+//
+// Bindings (the same access in every entry point):
+//   1 (read)       the input: x, or dy for the average/global backward, or the copy source
+//   2 (read_write) the output: y, dx or the copy destination
+//   3 (read)       dy of max-pool backward (which also reads x at 1)
+// Flat grids: index = global x + global y * (num_workgroups.x * WG), see gpu::grid.
+
+struct Params {
+    n: u32,
+    c: u32,
+    h: u32,     // input height (copy: pixels per channel, with w = 1)
+    w: u32,
+    oh: u32,    // output height
+    ow: u32,
+    k: u32,
+    s: u32,
+    pad: u32,
+    acc: u32,   // 1: the output is added to, 0: overwritten
+    off1: u32,
+    tot1: u32,
+    off2: u32,
+    tot2: u32,
+    off3: u32,
+    tot3: u32,
+}
+
+override WG: u32 = 256;
+// Max-pool backward input tile; one invocation per input pixel of the tile.
+override TX: u32 = 16;
+override TY: u32 = 16;
+
+// Mirrors MAX_WINDOWS in src/ops/pool.rs, which picks a tile whose windows fit.
+const MAX_WINDOWS: u32 = 1024u;
+const MAX_WG: u32 = 256u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(3) var<storage, read> grad: array<f32>;
+// vec4 aliases of 1 and 2 for planes whose size is a multiple of 4 (then every plane of every
+// view starts 16-byte aligned); an entry point uses either these or the scalar ones.
+@group(0) @binding(1) var<storage, read> src4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> dst4: array<vec4<f32>>;
+
+var<workgroup> win_idx: array<i32, MAX_WINDOWS>;
+var<workgroup> win_dy: array<f32, MAX_WINDOWS>;
+var<workgroup> part: array<f32, MAX_WG>;
+
+fn flat(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return gid.x + gid.y * nwg.x * WG;
+}
+
+// Start of plane (img, ch) of a view with `plane` elements per channel.
+fn base(img: u32, ch: u32, off: u32, tot: u32, plane: u32) -> u32 {
+    return (img * tot + off + ch) * plane;
+}
+
+struct Best {
+    v: f32,
+    i: i32, // plane-local index y * w + x
+}
+
+// PyTorch's rule: the first maximum in row-major window order wins (strict >), a NaN wins, and
+// padding never does. The clamped loop bounds visit exactly the in-image part of the window.
+fn window_max(xb: u32, oy: u32, ox: u32) -> Best {
+    let y0 = i32(oy * p.s) - i32(p.pad);
+    let x0 = i32(ox * p.s) - i32(p.pad);
+    let y1 = min(y0 + i32(p.k), i32(p.h));
+    let x1 = min(x0 + i32(p.k), i32(p.w));
+    var b = Best(0.0, -1);
+    for (var y = max(y0, 0); y < y1; y++) {
+        for (var x = max(x0, 0); x < x1; x++) {
+            let idx = y * i32(p.w) + x;
+            let v = src[xb + u32(idx)];
+            if (b.i < 0 || v > b.v || v != v) {
+                b = Best(v, idx);
+            }
+        }
+    }
+    return b;
+}
+
+// First window (along one axis) whose span o*s-pad .. o*s-pad+k-1 reaches coordinate `lo`.
+fn first_window(lo: i32) -> i32 {
+    let a = lo + i32(p.pad) - i32(p.k) + 1;
+    if (a <= 0) {
+        return 0;
+    }
+    return (a + i32(p.s) - 1) / i32(p.s);
+}
+
+// Last window (of `count`) that starts at or before coordinate `hi` (hi + pad >= 0).
+fn last_window(hi: i32, count: u32) -> i32 {
+    return min((hi + i32(p.pad)) / i32(p.s), i32(count) - 1);
+}
+
+// count_include_pad: the window clipped to the padded image, as PyTorch divides.
+fn avg_divisor(oy: i32, ox: i32) -> f32 {
+    let y0 = oy * i32(p.s) - i32(p.pad);
+    let x0 = ox * i32(p.s) - i32(p.pad);
+    let hy = min(y0 + i32(p.k), i32(p.h + p.pad)) - y0;
+    let hx = min(x0 + i32(p.k), i32(p.w + p.pad)) - x0;
+    return f32(hy * hx);
+}
+
+fn store(o: u32, v: f32) {
+    var r = v;
+    if (p.acc != 0u) {
+        r += dst[o];
+    }
+    dst[o] = r;
+}
+
+@compute @workgroup_size(WG)
+fn max_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat(gid, nwg);
+    let ohw = p.oh * p.ow;
+    if (i >= p.n * p.c * ohw) {
+        return;
+    }
+    let plane = i / ohw;
+    let r = i % ohw;
+    let img = plane / p.c;
+    let ch = plane % p.c;
+    let b = window_max(base(img, ch, p.off1, p.tot1, p.h * p.w), r / p.ow, r % p.ow);
+    dst[base(img, ch, p.off2, p.tot2, ohw) + r] = b.v;
+}
+
+// One workgroup per (plane, input tile). The argmax and dy of every window touching the tile
+// are computed once into workgroup memory; then each input pixel gathers dy from the windows
+// whose argmax it is, so no two invocations write the same dx and no atomics are needed.
+@compute @workgroup_size(TX, TY)
+fn max_backward(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let g = wid.x + wid.y * nwg.x;
+    let tiles_x = (p.w + TX - 1u) / TX;
+    let tiles = tiles_x * ((p.h + TY - 1u) / TY);
+    if (g >= p.n * p.c * tiles) {
+        return;
+    }
+    let plane = g / tiles;
+    let t = g % tiles;
+    let img = plane / p.c;
+    let ch = plane % p.c;
+    let ty0 = i32((t / tiles_x) * TY);
+    let tx0 = i32((t % tiles_x) * TX);
+    let wy0 = first_window(ty0);
+    let wx0 = first_window(tx0);
+    let nwy = max(last_window(ty0 + i32(TY) - 1, p.oh) - wy0 + 1, 0);
+    let nwx = max(last_window(tx0 + i32(TX) - 1, p.ow) - wx0 + 1, 0);
+    let xb = base(img, ch, p.off1, p.tot1, p.h * p.w);
+    let gb = base(img, ch, p.off3, p.tot3, p.oh * p.ow);
+    for (var j = i32(li); j < nwx * nwy; j += i32(TX * TY)) {
+        let oy = u32(wy0 + j / nwx);
+        let ox = u32(wx0 + j % nwx);
+        win_idx[j] = window_max(xb, oy, ox).i;
+        win_dy[j] = grad[gb + oy * p.ow + ox];
+    }
+    workgroupBarrier();
+    let y = ty0 + i32(lid.y);
+    let x = tx0 + i32(lid.x);
+    if (y >= i32(p.h) || x >= i32(p.w)) {
+        return;
+    }
+    let me = y * i32(p.w) + x;
+    // Windows in row-major order, the order in which PyTorch's backward adds them up.
+    var sum = 0.0;
+    let ox0 = first_window(x);
+    let ox1 = last_window(x, p.ow);
+    for (var oy = first_window(y); oy <= last_window(y, p.oh); oy++) {
+        for (var ox = ox0; ox <= ox1; ox++) {
+            let j = (oy - wy0) * nwx + (ox - wx0);
+            if (win_idx[j] == me) {
+                sum += win_dy[j];
+            }
+        }
+    }
+    store(base(img, ch, p.off2, p.tot2, p.h * p.w) + u32(me), sum);
+}
+
+@compute @workgroup_size(WG)
+fn avg_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat(gid, nwg);
+    let ohw = p.oh * p.ow;
+    if (i >= p.n * p.c * ohw) {
+        return;
+    }
+    let plane = i / ohw;
+    let r = i % ohw;
+    let img = plane / p.c;
+    let ch = plane % p.c;
+    let xb = base(img, ch, p.off1, p.tot1, p.h * p.w);
+    let oy = i32(r / p.ow);
+    let ox = i32(r % p.ow);
+    let y0 = oy * i32(p.s) - i32(p.pad);
+    let x0 = ox * i32(p.s) - i32(p.pad);
+    let y1 = min(y0 + i32(p.k), i32(p.h));
+    let x1 = min(x0 + i32(p.k), i32(p.w));
+    var sum = 0.0;
+    for (var y = max(y0, 0); y < y1; y++) {
+        for (var x = max(x0, 0); x < x1; x++) {
+            sum += src[xb + u32(y * i32(p.w) + x)];
+        }
+    }
+    dst[base(img, ch, p.off2, p.tot2, ohw) + r] = sum / avg_divisor(oy, ox);
+}
+
+// One invocation per input pixel, gathering dy / divisor over the windows that contain it.
+@compute @workgroup_size(WG)
+fn avg_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat(gid, nwg);
+    let hw = p.h * p.w;
+    if (i >= p.n * p.c * hw) {
+        return;
+    }
+    let plane = i / hw;
+    let r = i % hw;
+    let img = plane / p.c;
+    let ch = plane % p.c;
+    let gb = base(img, ch, p.off1, p.tot1, p.oh * p.ow);
+    let y = i32(r / p.w);
+    let x = i32(r % p.w);
+    var sum = 0.0;
+    let ox0 = first_window(x);
+    let ox1 = last_window(x, p.ow);
+    for (var oy = first_window(y); oy <= last_window(y, p.oh); oy++) {
+        for (var ox = ox0; ox <= ox1; ox++) {
+            sum += src[gb + u32(oy * i32(p.ow) + ox)] / avg_divisor(oy, ox);
+        }
+    }
+    store(base(img, ch, p.off2, p.tot2, hw) + r, sum);
+}
+
+// Tree reduction of the partial sums in `part`; WG is a power of two.
+fn reduce_part(li: u32) -> f32 {
+    for (var half = WG / 2u; half > 0u; half >>= 1u) {
+        if (li < half) {
+            part[li] += part[li + half];
+        }
+        workgroupBarrier();
+    }
+    return part[0];
+}
+
+// One workgroup per (image, channel) plane.
+@compute @workgroup_size(WG)
+fn global_avg_forward(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let plane = wid.x + wid.y * nwg.x;
+    if (plane >= p.n * p.c) {
+        return;
+    }
+    let hw = p.h * p.w;
+    let img = plane / p.c;
+    let ch = plane % p.c;
+    let xb = base(img, ch, p.off1, p.tot1, hw);
+    var s = 0.0;
+    for (var i = li; i < hw; i += WG) {
+        s += src[xb + i];
+    }
+    part[li] = s;
+    workgroupBarrier();
+    let total = reduce_part(li);
+    if (li == 0u) {
+        dst[img * p.tot2 + p.off2 + ch] = total / f32(hw);
+    }
+}
+
+// As global_avg_forward for planes of a multiple of 4 pixels: a quarter of the loads.
+@compute @workgroup_size(WG)
+fn global_avg_forward4(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let plane = wid.x + wid.y * nwg.x;
+    if (plane >= p.n * p.c) {
+        return;
+    }
+    let hw = p.h * p.w;
+    let img = plane / p.c;
+    let ch = plane % p.c;
+    let xb = base(img, ch, p.off1, p.tot1, hw / 4u);
+    var s = vec4<f32>(0.0);
+    for (var i = li; i < hw / 4u; i += WG) {
+        s += src4[xb + i];
+    }
+    part[li] = (s.x + s.y) + (s.z + s.w);
+    workgroupBarrier();
+    let total = reduce_part(li);
+    if (li == 0u) {
+        dst[img * p.tot2 + p.off2 + ch] = total / f32(hw);
+    }
+}
+
+// dx (+)= dy / (h·w), broadcast over the plane; dy is [n, c] (a view with one pixel per channel).
+@compute @workgroup_size(WG)
+fn global_avg_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat(gid, nwg);
+    let hw = p.h * p.w;
+    if (i >= p.n * p.c * hw) {
+        return;
+    }
+    let plane = i / hw;
+    let img = plane / p.c;
+    let ch = plane % p.c;
+    let g = src[img * p.tot1 + p.off1 + ch] / f32(hw);
+    store(base(img, ch, p.off2, p.tot2, hw) + i % hw, g);
+}
+
+// dst view (+)= src view, c channels of h pixels (w = 1).
+@compute @workgroup_size(WG)
+fn copy_channels(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat(gid, nwg);
+    let per_image = p.c * p.h;
+    if (i >= p.n * per_image) {
+        return;
+    }
+    let img = i / per_image;
+    let r = i % per_image;
+    store((img * p.tot2 + p.off2) * p.h + r, src[(img * p.tot1 + p.off1) * p.h + r]);
+}
+
+// As copy_channels with h counted in vec4s (planes of a multiple of 4 pixels).
+@compute @workgroup_size(WG)
+fn copy_channels4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat(gid, nwg);
+    let per_image = p.c * p.h;
+    if (i >= p.n * per_image) {
+        return;
+    }
+    let img = i / per_image;
+    let r = i % per_image;
+    let o = (img * p.tot2 + p.off2) * p.h + r;
+    var v = src4[(img * p.tot1 + p.off1) * p.h + r];
+    if (p.acc != 0u) {
+        v += dst4[o];
+    }
+    dst4[o] = v;
+}

@@ -1,0 +1,475 @@
+//! Pooling and channel copies, NCHW f32, matching PyTorch: max pooling (first maximum of a
+//! window wins), average pooling (floor mode, `count_include_pad = true`), global average pooling
+//! (`adaptive_avg_pool2d(x, 1)` flattened to [n, c]) and channel copies between views
+//! (explicit concatenation, or slicing a gradient out of a concatenated one).
+//!
+//! Every backward is a gather over input elements, so no two invocations write the same dx.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::Act;
+use crate::error::{Error, Result};
+use crate::gpu::{ceil_div, grid, shaders, Dispatch, Gpu, Launch};
+
+const WG: u32 = 256;
+/// Windows of one max-pool backward tile held in workgroup memory (mirrors pool.wgsl).
+const MAX_WINDOWS: usize = 1024;
+
+/// A pooling over [n, c, h, w] with a square `k`×`k` window, `stride` and zero `pad` on every
+/// side. The output is [n, c, out_h, out_w] with PyTorch's floor rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolShape {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub k: usize,
+    pub stride: usize,
+    pub pad: usize,
+}
+
+impl PoolShape {
+    /// The checked shape.
+    pub fn new(n: usize, c: usize, h: usize, w: usize, k: usize, stride: usize, pad: usize) -> Result<Self> {
+        let s = PoolShape { n, c, h, w, k, stride, pad };
+        s.validate("pool")?;
+        Ok(s)
+    }
+
+    /// PyTorch's rules: a non-empty input, k ≥ 1, stride ≥ 1, pad ≤ k/2 (so no window is all
+    /// padding) and a window no larger than the padded input.
+    pub fn validate(&self, op: &str) -> Result<()> {
+        let PoolShape { n, c, h, w, k, stride, pad } = *self;
+        if n == 0 || c == 0 || h == 0 || w == 0 {
+            return Err(Error::shape(op, format!("empty input [{n}, {c}, {h}, {w}]")));
+        }
+        if k == 0 || stride == 0 {
+            return Err(Error::shape(op, format!("kernel {k} and stride {stride} must be at least 1")));
+        }
+        if 2 * pad > k {
+            return Err(Error::shape(op, format!("padding {pad} must be at most half the kernel size {k}")));
+        }
+        if h + 2 * pad < k || w + 2 * pad < k {
+            return Err(Error::shape(op, format!("kernel {k} is larger than the padded input {h}×{w} (pad {pad})")));
+        }
+        check_u32(op, n * c * h * w)
+    }
+
+    /// (h + 2·pad − k) / stride + 1, rounded down.
+    pub fn out_h(&self) -> usize {
+        (self.h + 2 * self.pad - self.k) / self.stride + 1
+    }
+
+    pub fn out_w(&self) -> usize {
+        (self.w + 2 * self.pad - self.k) / self.stride + 1
+    }
+
+    pub fn in_len(&self) -> usize {
+        self.n * self.c * self.h * self.w
+    }
+
+    pub fn out_len(&self) -> usize {
+        self.n * self.c * self.out_h() * self.out_w()
+    }
+}
+
+fn check_u32(op: &str, len: usize) -> Result<()> {
+    if len > u32::MAX as usize {
+        return Err(Error::shape(op, format!("{len} elements do not fit 32-bit indexing")));
+    }
+    Ok(())
+}
+
+/// A view of `c` channels of `n` images of `plane` elements must lie inside its buffer.
+fn check_view(op: &str, name: &str, a: &Act, n: usize, c: usize, plane: usize) -> Result<()> {
+    if a.c_off as usize + c > a.c_total as usize {
+        return Err(Error::shape(
+            op,
+            format!("{name}: channels {}..{} exceed the view's {}", a.c_off, a.c_off as usize + c, a.c_total),
+        ));
+    }
+    let len = n * a.c_total as usize * plane;
+    check_u32(op, len)?;
+    if (len * 4) as u64 > a.buf.size() {
+        return Err(Error::shape(op, format!("{name}: {len} f32 do not fit its buffer of {} bytes", a.buf.size())));
+    }
+    Ok(())
+}
+
+/// One dispatch may not bind a buffer twice (read and write views of one buffer would race).
+fn check_distinct(op: &str, bufs: &[&wgpu::Buffer]) -> Result<()> {
+    for (i, a) in bufs.iter().enumerate() {
+        if bufs[i + 1..].iter().any(|b| b == a) {
+            return Err(Error::shape(op, "input and output views must be in different buffers"));
+        }
+    }
+    Ok(())
+}
+
+/// Mirrors `Params` of pool.wgsl: views (offset, total channels) in binding order 1, 2, 3.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable, Default)]
+struct Params {
+    n: u32,
+    c: u32,
+    h: u32,
+    w: u32,
+    oh: u32,
+    ow: u32,
+    k: u32,
+    s: u32,
+    pad: u32,
+    acc: u32,
+    views: [[u32; 2]; 3],
+}
+
+impl Params {
+    fn pool(s: &PoolShape, views: &[Act], accumulate: bool) -> Self {
+        let mut p = Params {
+            n: s.n as u32,
+            c: s.c as u32,
+            h: s.h as u32,
+            w: s.w as u32,
+            oh: s.out_h() as u32,
+            ow: s.out_w() as u32,
+            k: s.k as u32,
+            s: s.stride as u32,
+            pad: s.pad as u32,
+            acc: accumulate as u32,
+            ..Default::default()
+        };
+        for (v, a) in p.views.iter_mut().zip(views) {
+            *v = [a.c_off, a.c_total];
+        }
+        p
+    }
+}
+
+struct Kernel<'a> {
+    entry: &'a str,
+    constants: &'a [(&'a str, f64)],
+    params: Params,
+    views: &'a [Act<'a>],
+    workgroups: [u32; 3],
+}
+
+fn launch(gpu: &Gpu, k: Kernel) -> Result<Vec<Dispatch>> {
+    let buffers: Vec<&wgpu::Buffer> = k.views.iter().map(|a| a.buf).collect();
+    check_distinct(k.entry, &buffers)?;
+    Ok(vec![gpu.dispatch(Launch {
+        shader: shaders::POOL,
+        entry: k.entry,
+        constants: k.constants,
+        params: bytemuck::bytes_of(&k.params),
+        buffers: &buffers,
+        workgroups: k.workgroups,
+    })?])
+}
+
+fn check_pool(op: &str, s: &PoolShape, input: (&str, &Act), output: (&str, &Act)) -> Result<()> {
+    s.validate(op)?;
+    check_view(op, input.0, input.1, s.n, s.c, s.h * s.w)?;
+    check_view(op, output.0, output.1, s.n, s.c, s.out_h() * s.out_w())
+}
+
+/// y = max over each window of x (padding never wins).
+pub fn max_forward(gpu: &Gpu, s: &PoolShape, x: Act, y: Act) -> Result<Vec<Dispatch>> {
+    pooled_forward(gpu, "max_forward", s, x, y)
+}
+
+/// y = mean over each window of x, padding counted as zeros in a window of k² elements.
+pub fn avg_forward(gpu: &Gpu, s: &PoolShape, x: Act, y: Act) -> Result<Vec<Dispatch>> {
+    pooled_forward(gpu, "avg_forward", s, x, y)
+}
+
+fn pooled_forward(gpu: &Gpu, entry: &str, s: &PoolShape, x: Act, y: Act) -> Result<Vec<Dispatch>> {
+    check_pool(entry, s, ("x", &x), ("y", &y))?;
+    launch(
+        gpu,
+        Kernel {
+            entry,
+            constants: &[("WG", WG as f64)],
+            params: Params::pool(s, &[x, y], false),
+            views: &[x, y],
+            workgroups: grid(ceil_div(s.out_len(), WG as usize)),
+        },
+    )
+}
+
+/// Windows of one axis that touch a run of `t` input pixels, at most.
+fn windows_per_tile(t: usize, s: &PoolShape) -> usize {
+    (t + s.k - 2) / s.stride + 1
+}
+
+/// The square input tile of max-pool backward: as large as the image needs (up to 16×16), and
+/// small enough that the windows touching it fit the workgroup arrays.
+fn max_backward_tile(s: &PoolShape) -> Result<usize> {
+    let want = s.h.max(s.w).next_power_of_two().clamp(4, 16);
+    let mut t = want;
+    while t >= 1 {
+        if windows_per_tile(t, s).min(s.out_h()) * windows_per_tile(t, s).min(s.out_w()) <= MAX_WINDOWS {
+            return Ok(t);
+        }
+        t /= 2;
+    }
+    Err(Error::shape("max_backward", format!("kernel {} with stride {} is too large", s.k, s.stride)))
+}
+
+/// dx (+)= the gradient of max pooling: each dy goes to its window's first maximum of x.
+pub fn max_backward(gpu: &Gpu, s: &PoolShape, x: Act, dy: Act, dx: Act, accumulate: bool) -> Result<Vec<Dispatch>> {
+    check_pool("max_backward", s, ("x", &x), ("dy", &dy))?;
+    check_view("max_backward", "dx", &dx, s.n, s.c, s.h * s.w)?;
+    let t = max_backward_tile(s)?;
+    let tiles = s.h.div_ceil(t) * s.w.div_ceil(t);
+    launch(
+        gpu,
+        Kernel {
+            entry: "max_backward",
+            constants: &[("TX", t as f64), ("TY", t as f64)],
+            params: Params::pool(s, &[x, dx, dy], accumulate),
+            views: &[x, dx, dy],
+            workgroups: grid((s.n * s.c * tiles) as u32),
+        },
+    )
+}
+
+/// dx (+)= the gradient of average pooling: each input gathers dy / k² from its windows.
+pub fn avg_backward(gpu: &Gpu, s: &PoolShape, dy: Act, dx: Act, accumulate: bool) -> Result<Vec<Dispatch>> {
+    check_pool("avg_backward", s, ("dx", &dx), ("dy", &dy))?;
+    launch(
+        gpu,
+        Kernel {
+            entry: "avg_backward",
+            constants: &[("WG", WG as f64)],
+            params: Params::pool(s, &[dy, dx], accumulate),
+            views: &[dy, dx],
+            workgroups: grid(ceil_div(s.in_len(), WG as usize)),
+        },
+    )
+}
+
+fn plane_params(n: usize, c: usize, hw: usize, views: &[Act], accumulate: bool) -> Params {
+    let s = PoolShape { n, c, h: hw, w: 1, k: 1, stride: 1, pad: 0 };
+    Params::pool(&s, views, accumulate)
+}
+
+fn check_planes(op: &str, n: usize, c: usize, hw: usize) -> Result<()> {
+    if n == 0 || c == 0 || hw == 0 {
+        return Err(Error::shape(op, format!("empty tensor: {n} images, {c} channels, {hw} pixels")));
+    }
+    check_u32(op, n * c * hw)
+}
+
+/// y[n, c] = mean of each h·w plane of x: one workgroup per plane, a tree reduction.
+/// `y` is a view with one element per channel (usually `Act::whole(buf, c)`).
+pub fn global_avg_forward(gpu: &Gpu, n: usize, c: usize, hw: usize, x: Act, y: Act) -> Result<Vec<Dispatch>> {
+    let op = "global_avg_forward";
+    check_planes(op, n, c, hw)?;
+    check_view(op, "x", &x, n, c, hw)?;
+    check_view(op, "y", &y, n, c, 1)?;
+    // Enough invocations for the plane: 49 pixels do not need 256 of them.
+    let vec4 = hw % 4 == 0;
+    let loads = if vec4 { hw / 4 } else { hw };
+    let wg = loads.next_power_of_two().clamp(32, WG as usize);
+    let params = plane_params(n, c, hw, &[x, y], false);
+    launch(
+        gpu,
+        Kernel {
+            entry: if vec4 { "global_avg_forward4" } else { "global_avg_forward" },
+            constants: &[("WG", wg as f64)],
+            params,
+            views: &[x, y],
+            workgroups: grid((n * c) as u32),
+        },
+    )
+}
+
+/// dx (+)= dy[n, c] / (h·w) at every pixel of the plane.
+pub fn global_avg_backward(
+    gpu: &Gpu,
+    n: usize,
+    c: usize,
+    hw: usize,
+    dy: Act,
+    dx: Act,
+    accumulate: bool,
+) -> Result<Vec<Dispatch>> {
+    let op = "global_avg_backward";
+    check_planes(op, n, c, hw)?;
+    check_view(op, "dy", &dy, n, c, 1)?;
+    check_view(op, "dx", &dx, n, c, hw)?;
+    launch(
+        gpu,
+        Kernel {
+            entry: "global_avg_backward",
+            constants: &[("WG", WG as f64)],
+            params: plane_params(n, c, hw, &[dy, dx], accumulate),
+            views: &[dy, dx],
+            workgroups: grid(ceil_div(n * c * hw, WG as usize)),
+        },
+    )
+}
+
+/// dst (+)= src over `c` channels of `n` images of `hw` pixels, between views of two buffers.
+pub fn copy_channels(
+    gpu: &Gpu,
+    n: usize,
+    c: usize,
+    hw: usize,
+    src: Act,
+    dst: Act,
+    accumulate: bool,
+) -> Result<Vec<Dispatch>> {
+    let op = "copy_channels";
+    check_planes(op, n, c, hw)?;
+    check_view(op, "src", &src, n, c, hw)?;
+    check_view(op, "dst", &dst, n, c, hw)?;
+    // Whole planes of 4k pixels keep every view 16-byte aligned: copy vec4s.
+    let (entry, unit) = if hw % 4 == 0 { ("copy_channels4", hw / 4) } else { ("copy_channels", hw) };
+    launch(
+        gpu,
+        Kernel {
+            entry,
+            constants: &[("WG", WG as f64)],
+            params: plane_params(n, c, unit, &[src, dst], accumulate),
+            views: &[src, dst],
+            workgroups: grid(ceil_div(n * c * unit, WG as usize)),
+        },
+    )
+}
+
+// ---- CPU references (f64, dense [n, c, h, w] tensors) ----
+
+/// The in-image part of window (oy, ox): rows y0..y1, columns x0..x1, and its start with padding.
+fn window(s: &PoolShape, oy: usize, ox: usize) -> (usize, usize, usize, usize) {
+    let y0 = (oy * s.stride).saturating_sub(s.pad);
+    let x0 = (ox * s.stride).saturating_sub(s.pad);
+    let y1 = (oy * s.stride + s.k - s.pad).min(s.h);
+    let x1 = (ox * s.stride + s.k - s.pad).min(s.w);
+    (y0, y1, x0, x1)
+}
+
+/// Plane-local index of the first maximum of window (oy, ox) of `plane`, as PyTorch picks it.
+fn argmax_ref(s: &PoolShape, plane: &[f64], oy: usize, ox: usize) -> usize {
+    let (y0, y1, x0, x1) = window(s, oy, ox);
+    let mut best: Option<(f64, usize)> = None;
+    for y in y0..y1 {
+        for x in x0..x1 {
+            let v = plane[y * s.w + x];
+            if best.is_none_or(|(b, _)| v > b || v.is_nan()) {
+                best = Some((v, y * s.w + x));
+            }
+        }
+    }
+    best.expect("a window always holds an input pixel").1
+}
+
+/// PyTorch's divisor with count_include_pad: the window clipped to the padded input.
+fn divisor_ref(s: &PoolShape, oy: usize, ox: usize) -> f64 {
+    let (ys, xs) = (oy * s.stride, ox * s.stride); // window start in padded coordinates
+    let hy = (ys + s.k).min(s.h + 2 * s.pad) - ys;
+    let hx = (xs + s.k).min(s.w + 2 * s.pad) - xs;
+    (hy * hx) as f64
+}
+
+/// Calls f(plane, oy, ox, output index) for every output element, in order.
+fn for_each_output(s: &PoolShape, mut f: impl FnMut(usize, usize, usize, usize)) {
+    let (oh, ow) = (s.out_h(), s.out_w());
+    for plane in 0..s.n * s.c {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                f(plane, oy, ox, (plane * oh + oy) * ow + ox);
+            }
+        }
+    }
+}
+
+pub fn max_forward_ref(s: &PoolShape, x: &[f64]) -> Vec<f64> {
+    let hw = s.h * s.w;
+    let mut y = vec![0.0; s.out_len()];
+    for_each_output(s, |plane, oy, ox, o| {
+        let p = &x[plane * hw..(plane + 1) * hw];
+        y[o] = p[argmax_ref(s, p, oy, ox)];
+    });
+    y
+}
+
+pub fn max_backward_ref(s: &PoolShape, x: &[f64], dy: &[f64]) -> Vec<f64> {
+    let hw = s.h * s.w;
+    let mut dx = vec![0.0; s.in_len()];
+    for_each_output(s, |plane, oy, ox, o| {
+        let i = argmax_ref(s, &x[plane * hw..(plane + 1) * hw], oy, ox);
+        dx[plane * hw + i] += dy[o];
+    });
+    dx
+}
+
+pub fn avg_forward_ref(s: &PoolShape, x: &[f64]) -> Vec<f64> {
+    let hw = s.h * s.w;
+    let mut y = vec![0.0; s.out_len()];
+    for_each_output(s, |plane, oy, ox, o| {
+        let (y0, y1, x0, x1) = window(s, oy, ox);
+        let mut sum = 0.0;
+        for yy in y0..y1 {
+            for xx in x0..x1 {
+                sum += x[plane * hw + yy * s.w + xx];
+            }
+        }
+        y[o] = sum / divisor_ref(s, oy, ox);
+    });
+    y
+}
+
+pub fn avg_backward_ref(s: &PoolShape, dy: &[f64]) -> Vec<f64> {
+    let hw = s.h * s.w;
+    let mut dx = vec![0.0; s.in_len()];
+    for_each_output(s, |plane, oy, ox, o| {
+        let (y0, y1, x0, x1) = window(s, oy, ox);
+        let g = dy[o] / divisor_ref(s, oy, ox);
+        for yy in y0..y1 {
+            for xx in x0..x1 {
+                dx[plane * hw + yy * s.w + xx] += g;
+            }
+        }
+    });
+    dx
+}
+
+/// [n, c, hw] → [n, c] means.
+pub fn global_avg_forward_ref(n: usize, c: usize, hw: usize, x: &[f64]) -> Vec<f64> {
+    (0..n * c).map(|p| x[p * hw..(p + 1) * hw].iter().sum::<f64>() / hw as f64).collect()
+}
+
+pub fn global_avg_backward_ref(n: usize, c: usize, hw: usize, dy: &[f64]) -> Vec<f64> {
+    (0..n * c * hw).map(|i| dy[i / hw] / hw as f64).collect()
+}
+
+/// A CPU channel view: a slice of `c_total` channels per image, viewed from channel `c_off`.
+#[derive(Clone, Copy, Debug)]
+pub struct ViewRef {
+    pub c_off: usize,
+    pub c_total: usize,
+}
+
+/// dst (+)= src over `c` channels of `n` images of `hw` pixels, between views.
+#[allow(clippy::too_many_arguments)]
+pub fn copy_channels_ref(
+    n: usize,
+    c: usize,
+    hw: usize,
+    src: &[f64],
+    sv: ViewRef,
+    dst: &mut [f64],
+    dv: ViewRef,
+    accumulate: bool,
+) {
+    for img in 0..n {
+        for ch in 0..c {
+            for p in 0..hw {
+                let v = src[(img * sv.c_total + sv.c_off + ch) * hw + p];
+                let o = &mut dst[(img * dv.c_total + dv.c_off + ch) * hw + p];
+                *o = if accumulate { *o + v } else { v };
+            }
+        }
+    }
+}
