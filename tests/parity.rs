@@ -158,7 +158,11 @@ fn three_adam_and_adamw_steps_match_pytorch() {
             let losses: Vec<f32> = t.finish().unwrap().into_iter().map(|(_, l)| l).collect();
             let want = f.get(&format!("losses.{case}"));
             for (s, (&a, &b)) in losses.iter().zip(want).enumerate() {
-                assert!(((a - b) as f64).abs() <= 1e-4 * (b as f64).abs(), "{case} loss at step {}: {a} vs PyTorch {b}", s + 1);
+                assert!(
+                    ((a - b) as f64).abs() <= 1e-4 * (b as f64).abs(),
+                    "{case} loss at step {}: {a} vs PyTorch {b}",
+                    s + 1
+                );
             }
             let sd = t.model.state_dict().unwrap();
             for p in &t.model.net.params {

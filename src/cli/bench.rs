@@ -79,7 +79,12 @@ pub fn run(cli: &super::Cli, a: &Args) -> Result<()> {
     let mut trainer = Trainer::new(model, cfg)?;
     let memory = trainer.memory();
     if !a.json {
-        eprintln!("{} on {}: {params} parameters, {} dispatches per step", arch, gpu.describe(), trainer.dispatch_count());
+        eprintln!(
+            "{} on {}: {params} parameters, {} dispatches per step",
+            arch,
+            gpu.describe(),
+            trainer.dispatch_count()
+        );
         eprintln!("device memory (planned): {memory}");
     }
     let mut rng = Rng::new(1);

@@ -95,14 +95,23 @@ impl Differ<'_> {
             return Ok((gr, false));
         }
         if self.g.tensors[t].role == Role::Param {
-            return Err(Error::Invalid(format!("parameter '{}' is used twice; sharing parameters is not supported", self.g.tensors[t].name)));
+            return Err(Error::Invalid(format!(
+                "parameter '{}' is used twice; sharing parameters is not supported",
+                self.g.tensors[t].name
+            )));
         }
         if done < hi - lo {
             let gaps: Vec<(usize, usize)> = runs(&written[lo..hi]).into_iter().map(|(a, b)| (a + lo, b + lo)).collect();
             written[lo..hi].iter_mut().for_each(|w| *w = true);
             for (a, b) in gaps {
                 let z = self.g.slice(storage, a, b - a)?;
-                self.out.push(Node { name: format!("zero {}", self.g.tensors[z].name), op: Op::Zero, ins: vec![], outs: vec![z], accumulate: false });
+                self.out.push(Node {
+                    name: format!("zero {}", self.g.tensors[z].name),
+                    op: Op::Zero,
+                    ins: vec![],
+                    outs: vec![z],
+                    accumulate: false,
+                });
             }
         }
         Ok((gr, true))
@@ -119,7 +128,13 @@ impl Differ<'_> {
         let shape = self.g.tensors[t].shape.clone();
         let r = self.g.tensor(format!("{}.recomputed", self.g.tensors[t].name), &shape, Role::Activation);
         let ins = vec![n.ins[0], n.ins[1], n.ins[2], n.outs[1], n.outs[2]];
-        self.out.push(Node { name: format!("{} (recompute)", n.name), op: Op::BatchNormRecompute { relu }, ins, outs: vec![r], accumulate: false });
+        self.out.push(Node {
+            name: format!("{} (recompute)", n.name),
+            op: Op::BatchNormRecompute { relu },
+            ins,
+            outs: vec![r],
+            accumulate: false,
+        });
         self.recomputed.insert(t, r);
         r
     }
@@ -142,10 +157,22 @@ impl Differ<'_> {
                 if *bias {
                     outs.push(self.contribute(n.ins[2])?.0);
                 }
-                self.emit(&format!("{name} (weight)"), Op::Conv2dBackwardWeight { stride: *stride, pad: *pad, bias: *bias }, vec![x_in, dy], outs, false);
+                self.emit(
+                    &format!("{name} (weight)"),
+                    Op::Conv2dBackwardWeight { stride: *stride, pad: *pad, bias: *bias },
+                    vec![x_in, dy],
+                    outs,
+                    false,
+                );
                 if self.needs_grad(x) {
                     let (dx, acc) = self.contribute(x)?;
-                    self.emit(&format!("{name} (data)"), Op::Conv2dBackwardData { stride: *stride, pad: *pad }, vec![dy, w], vec![dx], acc);
+                    self.emit(
+                        &format!("{name} (data)"),
+                        Op::Conv2dBackwardData { stride: *stride, pad: *pad },
+                        vec![dy, w],
+                        vec![dx],
+                        acc,
+                    );
                 }
             }
             Op::BatchNormTrain { relu, .. } => {
@@ -162,10 +189,17 @@ impl Differ<'_> {
                 self.emit(&name, Op::BatchNormBackward { relu: *relu }, ins, vec![dx, dgamma, dbeta], acc);
             }
             Op::BatchNormEval { .. } => {
-                return Err(Error::Invalid(format!("'{}' is an eval-mode batch norm: build the graph in training mode to train it", n.name)));
+                return Err(Error::Invalid(format!(
+                    "'{}' is an eval-mode batch norm: build the graph in training mode to train it",
+                    n.name
+                )));
             }
-            Op::MaxPool { k, stride, pad } => self.unary(n, &name, Op::MaxPoolBackward { k: *k, stride: *stride, pad: *pad }, true, forward)?,
-            Op::AvgPool { k, stride, pad } => self.unary(n, &name, Op::AvgPoolBackward { k: *k, stride: *stride, pad: *pad }, false, forward)?,
+            Op::MaxPool { k, stride, pad } => {
+                self.unary(n, &name, Op::MaxPoolBackward { k: *k, stride: *stride, pad: *pad }, true, forward)?
+            }
+            Op::AvgPool { k, stride, pad } => {
+                self.unary(n, &name, Op::AvgPoolBackward { k: *k, stride: *stride, pad: *pad }, false, forward)?
+            }
             Op::GlobalAvgPool => self.unary(n, &name, Op::GlobalAvgPoolBackward, false, forward)?,
             Op::Relu => self.unary(n, &name, Op::ReluBackward, true, forward)?,
             Op::Linear => {
@@ -180,7 +214,9 @@ impl Differ<'_> {
                     self.emit(&format!("{name} (data)"), Op::LinearBackwardData, vec![dy, w], vec![dx], acc);
                 }
             }
-            other => return Err(Error::Invalid(format!("autodiff: '{}' ({other:?}) is already a backward op", n.name))),
+            other => {
+                return Err(Error::Invalid(format!("autodiff: '{}' ({other:?}) is already a backward op", n.name)))
+            }
         }
         Ok(())
     }

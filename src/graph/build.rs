@@ -60,7 +60,10 @@ impl Graph {
             Some(t) if self.tensors[t].shape == shape => Ok(t),
             Some(t) => Err(Error::shape(
                 format!("{op} '{name}'"),
-                format!("output has shape {:?} but '{}' has shape {:?}", shape, self.tensors[t].name, self.tensors[t].shape),
+                format!(
+                    "output has shape {:?} but '{}' has shape {:?}",
+                    shape, self.tensors[t].name, self.tensors[t].shape
+                ),
             )),
         }
     }
@@ -73,7 +76,10 @@ impl Graph {
         let s = &self.tensors[t].shape;
         match s.as_slice() {
             &[n, c, h, w] => Ok([n, c, h, w]),
-            _ => Err(Error::shape(format!("{op} '{name}'"), format!("input '{}' must be NCHW, got {:?}", self.tensors[t].name, s))),
+            _ => Err(Error::shape(
+                format!("{op} '{name}'"),
+                format!("input '{}' must be NCHW, got {:?}", self.tensors[t].name, s),
+            )),
         }
     }
 
@@ -101,16 +107,25 @@ impl Graph {
         let [n, c, h, wd] = self.nchw("conv2d", name, x)?;
         let ws = self.tensors[w].shape.clone();
         let [co, ci, kh, kw] = ws[..] else {
-            return Err(Error::shape(format!("conv2d '{name}'"), format!("weight must be [c_out, c_in, kh, kw], got {ws:?}")));
+            return Err(Error::shape(
+                format!("conv2d '{name}'"),
+                format!("weight must be [c_out, c_in, kh, kw], got {ws:?}"),
+            ));
         };
         if ci != c {
-            return Err(Error::shape(format!("conv2d '{name}'"), format!("input has {c} channels but the weight expects {ci}")));
+            return Err(Error::shape(
+                format!("conv2d '{name}'"),
+                format!("input has {c} channels but the weight expects {ci}"),
+            ));
         }
         if stride == 0 {
             return Err(Error::shape(format!("conv2d '{name}'"), "stride must be at least 1"));
         }
         let (Some(p), Some(q)) = (pool_out(h, kh, stride, pad), pool_out(wd, kw, stride, pad)) else {
-            return Err(Error::shape(format!("conv2d '{name}'"), format!("kernel {kh}×{kw} is larger than the padded input {h}×{wd}")));
+            return Err(Error::shape(
+                format!("conv2d '{name}'"),
+                format!("kernel {kh}×{kw} is larger than the padded input {h}×{wd}"),
+            ));
         };
         if let Some(b) = b {
             self.expect("conv2d", name, b, &[co])?;
@@ -144,21 +159,41 @@ impl Graph {
         if train {
             let mean = self.tensor(format!("{name}.save_mean"), &[c], Role::Saved);
             let invstd = self.tensor(format!("{name}.save_invstd"), &[c], Role::Saved);
-            self.push(name, Op::BatchNormTrain { eps: 1e-5, momentum: 0.1, relu, recompute }, ins, vec![y, mean, invstd]);
+            self.push(
+                name,
+                Op::BatchNormTrain { eps: 1e-5, momentum: 0.1, relu, recompute },
+                ins,
+                vec![y, mean, invstd],
+            );
         } else {
             self.push(name, Op::BatchNormEval { eps: 1e-5, relu }, ins, vec![y]);
         }
         Ok(y)
     }
 
-    fn pool(&mut self, name: &str, x: TensorId, k: usize, stride: usize, pad: usize, max: bool, into: Option<TensorId>) -> Result<TensorId> {
+    fn pool(
+        &mut self,
+        name: &str,
+        x: TensorId,
+        k: usize,
+        stride: usize,
+        pad: usize,
+        max: bool,
+        into: Option<TensorId>,
+    ) -> Result<TensorId> {
         let op = if max { "max_pool" } else { "avg_pool" };
         let [n, c, h, w] = self.nchw(op, name, x)?;
         if k == 0 || stride == 0 || pad * 2 > k {
-            return Err(Error::shape(format!("{op} '{name}'"), format!("kernel {k}, stride {stride}, padding {pad} is not a valid pooling")));
+            return Err(Error::shape(
+                format!("{op} '{name}'"),
+                format!("kernel {k}, stride {stride}, padding {pad} is not a valid pooling"),
+            ));
         }
         let (Some(p), Some(q)) = (pool_out(h, k, stride, pad), pool_out(w, k, stride, pad)) else {
-            return Err(Error::shape(format!("{op} '{name}'"), format!("window {k} is larger than the padded input {h}×{w}")));
+            return Err(Error::shape(
+                format!("{op} '{name}'"),
+                format!("window {k} is larger than the padded input {h}×{w}"),
+            ));
         };
         let y = self.output(op, name, vec![n, c, p, q], into)?;
         let op = if max { Op::MaxPool { k, stride, pad } } else { Op::AvgPool { k, stride, pad } };
@@ -166,11 +201,27 @@ impl Graph {
         Ok(y)
     }
 
-    pub fn max_pool(&mut self, name: &str, x: TensorId, k: usize, stride: usize, pad: usize, into: Option<TensorId>) -> Result<TensorId> {
+    pub fn max_pool(
+        &mut self,
+        name: &str,
+        x: TensorId,
+        k: usize,
+        stride: usize,
+        pad: usize,
+        into: Option<TensorId>,
+    ) -> Result<TensorId> {
         self.pool(name, x, k, stride, pad, true, into)
     }
 
-    pub fn avg_pool(&mut self, name: &str, x: TensorId, k: usize, stride: usize, pad: usize, into: Option<TensorId>) -> Result<TensorId> {
+    pub fn avg_pool(
+        &mut self,
+        name: &str,
+        x: TensorId,
+        k: usize,
+        stride: usize,
+        pad: usize,
+        into: Option<TensorId>,
+    ) -> Result<TensorId> {
         self.pool(name, x, k, stride, pad, false, into)
     }
 
@@ -208,7 +259,12 @@ impl Graph {
 
     /// The weighted loss of `logits` [b, c]: returns (loss [1], dlogits [b, c]). Targets are a
     /// [b] class-id tensor (softmax) or a [b, c] 0/1 tensor (sigmoid); weights are [c].
-    pub fn loss(&mut self, name: &str, logits: TensorId, kind: LossKind) -> Result<(TensorId, TensorId, TensorId, TensorId)> {
+    pub fn loss(
+        &mut self,
+        name: &str,
+        logits: TensorId,
+        kind: LossKind,
+    ) -> Result<(TensorId, TensorId, TensorId, TensorId)> {
         let s = self.tensors[logits].shape.clone();
         let [b, c] = s[..] else {
             return Err(Error::shape(format!("loss '{name}'"), format!("logits must be [batch, classes], got {s:?}")));

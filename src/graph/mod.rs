@@ -14,7 +14,6 @@ mod build;
 pub mod plan;
 pub mod store;
 
-
 /// Index of a tensor in its graph.
 pub type TensorId = usize;
 

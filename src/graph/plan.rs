@@ -62,12 +62,14 @@ pub fn plan(g: &Graph, max_binding: u64) -> Result<Plan> {
     }
 
     // Greedy by first use; best fit among free buffers, else grow the largest free one.
-    let mut order: Vec<TensorId> =
-        (0..n)
-        .filter(|&t| g.tensors[t].view.is_none() && pooled(g.tensors[t].role) && live[t].is_some() && !g.keep.contains(&t))
+    let mut order: Vec<TensorId> = (0..n)
+        .filter(|&t| {
+            g.tensors[t].view.is_none() && pooled(g.tensors[t].role) && live[t].is_some() && !g.keep.contains(&t)
+        })
         .collect();
     order.sort_by_key(|&t| (live[t].unwrap().0, std::cmp::Reverse(bytes(g, t))));
-    let mut slots: Vec<Slot> = (0..n).map(|t| if g.tensors[t].view.is_some() { Slot::View } else { Slot::Own }).collect();
+    let mut slots: Vec<Slot> =
+        (0..n).map(|t| if g.tensors[t].view.is_some() { Slot::View } else { Slot::Own }).collect();
     let mut pool: Vec<u64> = Vec::new();
     let mut busy_until: Vec<usize> = Vec::new();
     for t in order {
@@ -117,5 +119,8 @@ impl Plan {
 
 /// Peak-memory sum if nothing were shared: every pooled tensor in a buffer of its own.
 pub fn unshared_bytes(g: &Graph) -> u64 {
-    (0..g.tensors.len()).filter(|&t| g.tensors[t].view.is_none() && pooled(g.tensors[t].role)).map(|t| bytes(g, t)).sum()
+    (0..g.tensors.len())
+        .filter(|&t| g.tensors[t].view.is_none() && pooled(g.tensors[t].role))
+        .map(|t| bytes(g, t))
+        .sum()
 }

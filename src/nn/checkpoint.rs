@@ -28,8 +28,15 @@ fn to_f32(path: &Path, name: &str, v: &TensorView) -> Result<Vec<f32>> {
         Dtype::F16 => d.chunks_exact(2).map(|b| half_to_f32(u16::from_le_bytes([b[0], b[1]]))).collect(),
         Dtype::I64 => d.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap()) as f32).collect(),
         Dtype::I32 => d.chunks_exact(4).map(|b| i32::from_le_bytes(b.try_into().unwrap()) as f32).collect(),
-        Dtype::BF16 => d.chunks_exact(2).map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16)).collect(),
-        other => return Err(Error::file(path, format!("tensor '{name}' has dtype {other:?}; tailor reads F32, F64, F16, BF16, I64 and I32"))),
+        Dtype::BF16 => {
+            d.chunks_exact(2).map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16)).collect()
+        }
+        other => {
+            return Err(Error::file(
+                path,
+                format!("tensor '{name}' has dtype {other:?}; tailor reads F32, F64, F16, BF16, I64 and I32"),
+            ))
+        }
     })
 }
 
@@ -99,10 +106,13 @@ impl StateDict {
         }
         let views: Vec<(String, TensorView)> = raw
             .iter()
-            .map(|(n, d, s, b)| Ok((n.clone(), TensorView::new(*d, s.clone(), b).map_err(|e| Error::Invalid(e.to_string()))?)))
+            .map(|(n, d, s, b)| {
+                Ok((n.clone(), TensorView::new(*d, s.clone(), b).map_err(|e| Error::Invalid(e.to_string()))?))
+            })
             .collect::<Result<_>>()?;
         let meta = (!self.metadata.is_empty()).then(|| self.metadata.clone());
-        safetensors::serialize(views, meta).map_err(|e| Error::Invalid(format!("could not serialise a checkpoint: {e}")))
+        safetensors::serialize(views, meta)
+            .map_err(|e| Error::Invalid(format!("could not serialise a checkpoint: {e}")))
     }
 
     /// Writes to `path` through a temporary file and a rename, so a crash never leaves a

@@ -82,11 +82,9 @@ impl DenseNetConfig {
             "densenet169" => Self::densenet169(num_classes),
             "densenet201" => Self::densenet201(num_classes),
             "densenet-bc" | "densenet_bc" | "small" => Self::small(12, &[6, 6, 6], in_channels, num_classes),
-            other => {
-                return Err(Error::Invalid(format!(
-                    "unknown architecture '{other}': use densenet121, densenet161, densenet169, densenet201 or densenet-bc"
-                )))
-            }
+            other => return Err(Error::Invalid(format!(
+                "unknown architecture '{other}': use densenet121, densenet161, densenet169, densenet201 or densenet-bc"
+            ))),
         };
         c.in_channels = in_channels;
         Ok(c)
@@ -156,7 +154,16 @@ impl Builder<'_> {
         }
     }
 
-    fn conv(&mut self, name: &str, x: TensorId, cout: usize, k: usize, stride: usize, pad: usize, into: Option<TensorId>) -> Result<TensorId> {
+    fn conv(
+        &mut self,
+        name: &str,
+        x: TensorId,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+        into: Option<TensorId>,
+    ) -> Result<TensorId> {
         let cin = self.g.shape(x)[1];
         let w = self.param(&format!("{name}.weight"), &[cout, cin, k, k], Init::Conv, true, false);
         self.g.conv2d(name, x, w, None, stride, pad, into)
@@ -196,7 +203,14 @@ impl DenseNet {
         Ok(Self::build_into(&self.config, g, batch, h, w, train)?.0)
     }
 
-    fn build_into(c: &DenseNetConfig, g: &mut Graph, batch: usize, h: usize, w: usize, train: bool) -> Result<(Built, Vec<ParamSpec>)> {
+    fn build_into(
+        c: &DenseNetConfig,
+        g: &mut Graph,
+        batch: usize,
+        h: usize,
+        w: usize,
+        train: bool,
+    ) -> Result<(Built, Vec<ParamSpec>)> {
         let mut b = Builder { g, train, params: Vec::new() };
         let input = b.g.input("input", &[batch, c.in_channels, h, w]);
         let mut channels = c.num_init_features;
@@ -221,7 +235,11 @@ impl DenseNet {
                     _ => (s[0], s[2], s[3]),
                 }
             };
-            let block = b.g.tensor(format!("features.denseblock{}", bi + 1), &[n, total, hh, ww], crate::graph::Role::Activation);
+            let block = b.g.tensor(
+                format!("features.denseblock{}", bi + 1),
+                &[n, total, hh, ww],
+                crate::graph::Role::Activation,
+            );
             let head = b.g.slice(block, 0, channels)?;
             match (c.stem, bi) {
                 (Stem::Imagenet, 0) => {

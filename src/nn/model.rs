@@ -58,7 +58,10 @@ impl Model {
                 }
                 return Err(Error::shape(
                     "load weights",
-                    format!("'{}' has shape {shape:?} in the checkpoint but {:?} in this model (check --arch)", p.name, p.shape),
+                    format!(
+                        "'{}' has shape {shape:?} in the checkpoint but {:?} in this model (check --arch)",
+                        p.name, p.shape
+                    ),
                 ));
             }
             updates.push((p.name.clone(), v));
@@ -81,7 +84,11 @@ impl Model {
             self.store.write(&name, v)?;
             report.loaded += 1;
         }
-        self.batches_tracked = self.bn_names().filter_map(|b| sd.counters.get(&format!("{b}.num_batches_tracked")).copied()).max().unwrap_or(0);
+        self.batches_tracked = self
+            .bn_names()
+            .filter_map(|b| sd.counters.get(&format!("{b}.num_batches_tracked")).copied())
+            .max()
+            .unwrap_or(0);
         Ok(report)
     }
 

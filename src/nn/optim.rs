@@ -17,9 +17,15 @@ pub enum OptimizerKind {
 pub enum Schedule {
     Constant,
     /// lr·gamma^(step / every)
-    Step { every: u64, gamma: f64 },
+    Step {
+        every: u64,
+        gamma: f64,
+    },
     /// Cosine from lr to `min_lr` over `total` steps.
-    Cosine { total: u64, min_lr: f64 },
+    Cosine {
+        total: u64,
+        min_lr: f64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]

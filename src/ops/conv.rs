@@ -195,14 +195,7 @@ fn check_buf(name: &str, buf: &wgpu::Buffer, len: usize) -> Result<()> {
     Ok(())
 }
 
-fn launch(
-    gpu: &Gpu,
-    entry: &str,
-    t: &Tiles,
-    p: &Params,
-    buffers: &[&wgpu::Buffer],
-    groups: usize,
-) -> Result<Dispatch> {
+fn launch(gpu: &Gpu, entry: &str, t: &Tiles, p: &Params, buffers: &[&wgpu::Buffer], groups: usize) -> Result<Dispatch> {
     gpu.dispatch(Launch {
         shader: shaders::CONV,
         entry,

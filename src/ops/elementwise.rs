@@ -2,8 +2,8 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::error::Result;
 use super::Act;
+use crate::error::Result;
 use crate::gpu::{ceil_div, grid, shaders, Dispatch, Gpu, Launch};
 
 const WG: u32 = 256;
@@ -58,7 +58,8 @@ struct FillParams {
 
 /// Zeroes `c` channels of `n` images of `hw` pixels in the view `x`.
 pub fn fill_zero(gpu: &Gpu, n: usize, c: usize, hw: usize, x: Act) -> Result<Vec<Dispatch>> {
-    let params = FillParams { n: n as u32, c: c as u32, hw: hw as u32, c_off: x.c_off, c_total: x.c_total, _pad: [0; 3] };
+    let params =
+        FillParams { n: n as u32, c: c as u32, hw: hw as u32, c_off: x.c_off, c_total: x.c_total, _pad: [0; 3] };
     Ok(vec![gpu.dispatch(Launch {
         shader: shaders::FILL,
         entry: "fill_zero",

@@ -15,8 +15,8 @@
 //! - a kernel that needs temporary storage says how much with a `*_scratch_len` function and
 //!   takes the buffer as an argument, so the planner can account for it.
 
-pub mod conv;
 pub mod batchnorm;
+pub mod conv;
 pub mod elementwise;
 pub mod pool;
 

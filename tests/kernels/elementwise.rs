@@ -44,7 +44,8 @@ fn fill_zero_clears_only_its_channel_view() {
     let (n, c_total, hw, c_off, c) = (3usize, 13usize, 7 * 5, 4usize, 6usize);
     let x = rng.vec(n * c_total * hw, 0.5, 1.0);
     let b = up(&g, &x);
-    let got = run_read(&g, &ew::fill_zero(&g, n, c, hw, tailor::ops::Act::slice(&b, c_off, c_total)).unwrap(), &b, x.len());
+    let got =
+        run_read(&g, &ew::fill_zero(&g, n, c, hw, tailor::ops::Act::slice(&b, c_off, c_total)).unwrap(), &b, x.len());
     let mut want = x.clone();
     for img in 0..n {
         for ch in c_off..c_off + c {

@@ -4,7 +4,7 @@ use super::Executable;
 use crate::error::Result;
 use crate::gpu::Dispatch;
 use crate::graph::{Graph, LossKind, Node, Op};
-use crate::ops::{batchnorm, conv, elementwise, linear, loss, pool, Act};
+use crate::ops::{batchnorm, conv, elementwise, loss, pool, Act};
 
 fn dims(g: &Graph, t: usize) -> [usize; 4] {
     super::nchw(&g.tensors[t].shape)
@@ -14,6 +14,13 @@ fn conv_shape(g: &Graph, x: usize, w: usize, stride: usize, pad: usize) -> conv:
     let [n, c, h, wd] = dims(g, x);
     let ws = &g.tensors[w].shape;
     conv::Conv2dShape { n, c_in: c, h, w: wd, c_out: ws[0], kh: ws[2], kw: ws[3], stride, pad }
+}
+
+/// x [b, in] and w [out, in] as a 1×1 convolution.
+fn linear_shape(g: &Graph, x: usize, w: usize) -> conv::Conv2dShape {
+    let [n, c_in, _, _] = dims(g, x);
+    let c_out = g.tensors[w].shape[0];
+    conv::Conv2dShape { n, c_in, h: 1, w: 1, c_out, kh: 1, kw: 1, stride: 1, pad: 0 }
 }
 
 fn bn_shape(g: &Graph, x: usize, eps: f32, momentum: f32, relu: bool) -> batchnorm::BnShape {
@@ -37,11 +44,7 @@ pub fn scratch_len(g: &Graph, n: &Node) -> usize {
             batchnorm::forward_train_scratch_len(&bn_shape(g, n.ins[0], eps, momentum, relu))
         }
         Op::BatchNormBackward { relu } => batchnorm::backward_scratch_len(&bn_shape(g, n.ins[0], 1e-5, 0.1, relu)),
-        Op::LinearBackwardParams => {
-            let [b, fin, _, _] = dims(g, n.ins[0]);
-            let fout = g.tensors[n.ins[1]].shape[1];
-            linear::backward_params_scratch_len(b, fin, fout)
-        }
+        Op::LinearBackwardParams => conv::backward_weight_scratch_len(&linear_shape(g, n.ins[0], n.outs[0])),
         Op::Loss(_) => {
             let [b, c, _, _] = dims(g, n.ins[0]);
             loss::LossShape::new(b, c).map(loss::scratch_len).unwrap_or(0)
@@ -134,22 +137,21 @@ pub fn lower(e: &Executable, n: &Node, scratch: &wgpu::Buffer) -> Result<Vec<Dis
         }
         Op::Relu => elementwise::relu_forward(gpu, e.buffer(i[0]), e.buffer(o[0]), g.tensors[i[0]].numel()),
         Op::ReluBackward => elementwise::relu_backward(gpu, e.buffer(i[0]), e.buffer(i[1]), e.buffer(o[0]), g.tensors[i[0]].numel(), acc),
+        // A Linear layer is a 1×1 convolution of a 1×1 image: same weight layout [out, in].
         Op::Linear => {
-            let [b, fin, _, _] = dims(g, i[0]);
-            let fout = g.tensors[i[1]].shape[0];
-            linear::forward(gpu, b, fin, fout, e.buffer(i[0]), e.buffer(i[1]), e.buffer(i[2]), e.buffer(o[0]))
+            let s = linear_shape(g, i[0], i[1]);
+            conv::forward(gpu, &s, e.act(i[0]), e.buffer(i[1]), Some(e.buffer(i[2])), Act::whole(e.buffer(o[0]), s.c_out))
         }
         Op::LinearBackwardData => {
             // ins [dy, w], outs [dx]
-            let [b, fout, _, _] = dims(g, i[0]);
-            let fin = g.tensors[i[1]].shape[1];
-            linear::backward_data(gpu, b, fin, fout, e.buffer(i[0]), e.buffer(i[1]), e.buffer(o[0]), acc)
+            let s = linear_shape(g, o[0], i[1]);
+            conv::backward_data(gpu, &s, Act::whole(e.buffer(i[0]), s.c_out), e.buffer(i[1]), e.act(o[0]), acc)
         }
         Op::LinearBackwardParams => {
             // ins [x, dy], outs [dw, db]
-            let [b, fin, _, _] = dims(g, i[0]);
-            let fout = g.tensors[i[1]].shape[1];
-            linear::backward_params(gpu, b, fin, fout, e.buffer(i[0]), e.buffer(i[1]), e.buffer(o[0]), e.buffer(o[1]), scratch)
+            let s = linear_shape(g, i[0], o[0]);
+            let dy = Act::whole(e.buffer(i[1]), s.c_out);
+            conv::backward_weight(gpu, &s, e.act(i[0]), dy, e.buffer(o[0]), Some(e.buffer(o[1])), scratch)
         }
         Op::Loss(kind) => {
             // ins [logits, target, weights], outs [loss, dlogits]
