@@ -18,4 +18,6 @@ macro_rules! shaders {
 shaders! {
     ELEMENTWISE => "elementwise.wgsl",
     FILL => "fill.wgsl",
+    LOSS => "loss.wgsl",
+    ADAM => "adam.wgsl",
 }

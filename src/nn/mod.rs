@@ -3,3 +3,4 @@
 pub mod checkpoint;
 pub mod densenet;
 pub mod model;
+pub mod weights;

@@ -15,7 +15,9 @@
 //! - a kernel that needs temporary storage says how much with a `*_scratch_len` function and
 //!   takes the buffer as an argument, so the planner can account for it.
 
+pub mod adam;
 pub mod elementwise;
+pub mod loss;
 
 /// A view of an NCHW activation: `channels` channels starting at channel `c_off` of a buffer
 /// that holds `c_total` channels per image. A whole tensor is `c_off = 0, c_total = channels`.
