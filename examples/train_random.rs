@@ -36,7 +36,7 @@ fn main() -> tailor::Result<()> {
 
     // Random images whose class is written into their mean, so there is something to learn.
     let mut rng = Rng::new(7);
-    let mut batch_of = |rng: &mut Rng| {
+    let batch_of = |rng: &mut Rng| {
         let labels: Vec<u32> = (0..batch).map(|_| rng.below(classes) as u32).collect();
         let images: Vec<f32> = labels
             .iter()

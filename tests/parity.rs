@@ -102,13 +102,14 @@ fn trainer(g: &Arc<Gpu>, f: &Fixture, kind: &str, scheme: &str, opt: OptimizerKi
     Trainer::new(model(g, f, me), cfg).unwrap()
 }
 
-fn step(t: &mut Trainer, f: &Fixture, kind: &str) {
+/// Queues one step; returns the losses of earlier steps that finished meanwhile.
+fn step(t: &mut Trainer, f: &Fixture, kind: &str) -> Vec<(u64, f32)> {
     let input = f.get("input").to_vec();
     if kind == "softmax" {
         let y: Vec<u32> = f.get("target_single").iter().map(|&v| v as u32).collect();
-        t.step(&input, Targets::Classes(&y)).unwrap();
+        t.step(&input, Targets::Classes(&y)).unwrap()
     } else {
-        t.step(&input, Targets::Multi(f.get("target_multi"))).unwrap();
+        t.step(&input, Targets::Multi(f.get("target_multi"))).unwrap()
     }
 }
 
@@ -129,8 +130,8 @@ fn train_logits_losses_and_gradients_match_pytorch() {
             for scheme in ["nw", "ifw", "iew"] {
                 let case = format!("{kind}.{scheme} (memory-efficient {me})");
                 let mut t = trainer(&g, &f, kind, scheme, OptimizerKind::Adam, me);
-                step(&mut t, &f, kind);
-                let losses = t.finish().unwrap();
+                let mut losses = step(&mut t, &f, kind);
+                losses.extend(t.finish().unwrap());
                 assert_close(&format!("logits.train {case}"), &t.last_logits().unwrap(), f.get("logits.train"), 1e-4);
                 let want = f.get(&format!("loss.{kind}.{scheme}"))[0] as f64;
                 let got = losses[0].1 as f64;
@@ -152,10 +153,14 @@ fn three_adam_and_adamw_steps_match_pytorch() {
         for (opt, oname) in [(OptimizerKind::Adam, "adam"), (OptimizerKind::AdamW, "adamw")] {
             let case = format!("{kind}.iew.{oname}");
             let mut t = trainer(&g, &f, kind, "iew", opt, true);
+            let mut done = Vec::new();
             for _ in 0..3 {
-                step(&mut t, &f, kind);
+                done.extend(step(&mut t, &f, kind));
             }
-            let losses: Vec<f32> = t.finish().unwrap().into_iter().map(|(_, l)| l).collect();
+            done.extend(t.finish().unwrap());
+            let steps: Vec<u64> = done.iter().map(|(s, _)| *s).collect();
+            assert_eq!(steps, [1, 2, 3], "every step's loss is reported once, in order");
+            let losses: Vec<f32> = done.into_iter().map(|(_, l)| l).collect();
             let want = f.get(&format!("losses.{case}"));
             for (s, (&a, &b)) in losses.iter().zip(want).enumerate() {
                 assert!(

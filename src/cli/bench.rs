@@ -90,7 +90,7 @@ pub fn run(cli: &super::Cli, a: &Args) -> Result<()> {
     let mut rng = Rng::new(1);
     let images: Vec<f32> = (0..batch * 3 * size * size).map(|_| rng.normal() as f32).collect();
     let targets: Vec<f32> = (0..batch * a.classes).map(|_| (rng.uniform() < 0.3) as u8 as f32).collect();
-    let mut step = |t: &mut Trainer| -> Result<f64> {
+    let step = |t: &mut Trainer| -> Result<f64> {
         let s = Instant::now();
         t.step(&images, Targets::Multi(&targets))?;
         t.finish()?;

@@ -21,4 +21,6 @@ shaders! {
     ELEMENTWISE => "elementwise.wgsl",
     FILL => "fill.wgsl",
     POOL => "pool.wgsl",
+    LOSS => "loss.wgsl",
+    ADAM => "adam.wgsl",
 }

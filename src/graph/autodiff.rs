@@ -73,6 +73,16 @@ impl Differ<'_> {
         gr
     }
 
+    /// The gradient flowing into forward output `t`, if any reached it. A view's gradient is
+    /// the matching channels of its base's gradient, whichever views the contributions came by.
+    fn out_grad(&mut self, t: TensorId) -> Option<TensorId> {
+        if let Some(&gr) = self.g.grads.get(&t) {
+            return Some(gr);
+        }
+        let base = self.g.tensors[t].view?.base;
+        self.g.grads.contains_key(&base).then(|| self.grad_of(t))
+    }
+
     /// The storage and channel range a tensor's gradient occupies.
     fn extent(&self, gr: TensorId) -> (TensorId, usize, usize, usize) {
         let t = &self.g.tensors[gr];
@@ -145,11 +155,10 @@ impl Differ<'_> {
 
     fn backward(&mut self, _i: usize, n: &Node, forward: &[Node]) -> Result<()> {
         let name = format!("{} backward", n.name);
-        let out_grad = |d: &Self, t: TensorId| d.g.grads.get(&t).copied();
         match &n.op {
             Op::Loss(_) | Op::Zero => {}
             Op::Conv2d { stride, pad, bias } => {
-                let Some(dy) = out_grad(self, n.outs[0]) else { return Ok(()) };
+                let Some(dy) = self.out_grad(n.outs[0]) else { return Ok(()) };
                 let (x, w) = (n.ins[0], n.ins[1]);
                 let x_in = self.fwd(x, forward);
                 let (dw, _) = self.contribute(w)?;
@@ -176,7 +185,7 @@ impl Differ<'_> {
                 }
             }
             Op::BatchNormTrain { relu, .. } => {
-                let Some(dy) = out_grad(self, n.outs[0]) else { return Ok(()) };
+                let Some(dy) = self.out_grad(n.outs[0]) else { return Ok(()) };
                 let (dgamma, _) = self.contribute(n.ins[1])?;
                 let (dbeta, _) = self.contribute(n.ins[2])?;
                 let (dx, acc) = if self.needs_grad(n.ins[0]) {
@@ -203,7 +212,7 @@ impl Differ<'_> {
             Op::GlobalAvgPool => self.unary(n, &name, Op::GlobalAvgPoolBackward, false, forward)?,
             Op::Relu => self.unary(n, &name, Op::ReluBackward, true, forward)?,
             Op::Linear => {
-                let Some(dy) = out_grad(self, n.outs[0]) else { return Ok(()) };
+                let Some(dy) = self.out_grad(n.outs[0]) else { return Ok(()) };
                 let (x, w, b) = (n.ins[0], n.ins[1], n.ins[2]);
                 let x_in = self.fwd(x, forward);
                 let (dw, _) = self.contribute(w)?;
@@ -223,7 +232,7 @@ impl Differ<'_> {
 
     /// Ops with one input and one output; `reads_x`: the backward also needs the input.
     fn unary(&mut self, n: &Node, name: &str, op: Op, reads_x: bool, forward: &[Node]) -> Result<()> {
-        let Some(dy) = self.g.grads.get(&n.outs[0]).copied() else { return Ok(()) };
+        let Some(dy) = self.out_grad(n.outs[0]) else { return Ok(()) };
         let x = n.ins[0];
         if !self.needs_grad(x) {
             return Ok(());

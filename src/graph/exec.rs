@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use super::plan::{plan, storage, Plan, Slot};
 use super::store::Store;
-use super::{Graph, Node, Op, Role, TensorId};
+use super::{Graph, Node, Role, TensorId};
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu};
-use crate::ops::{self, Act};
+use crate::ops::Act;
 
 /// A graph with every buffer allocated and every dispatch built.
 pub struct Executable {
@@ -125,10 +125,6 @@ impl Executable {
             Some(v) => Act::slice(self.buffer(v.base), v.c_off, self.graph.tensors[v.base].shape[1]),
             None => Act::whole(self.buffer(t), nchw(&tensor.shape)[1]),
         }
-    }
-
-    fn dims(&self, t: TensorId) -> [usize; 4] {
-        nchw(&self.graph.tensors[t].shape)
     }
 
     /// Device memory by kind.

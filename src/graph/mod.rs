@@ -11,6 +11,7 @@
 
 pub mod autodiff;
 mod build;
+pub mod exec;
 pub mod plan;
 pub mod store;
 

@@ -82,9 +82,11 @@ impl DenseNetConfig {
             "densenet169" => Self::densenet169(num_classes),
             "densenet201" => Self::densenet201(num_classes),
             "densenet-bc" | "densenet_bc" | "small" => Self::small(12, &[6, 6, 6], in_channels, num_classes),
-            other => return Err(Error::Invalid(format!(
+            other => {
+                return Err(Error::Invalid(format!(
                 "unknown architecture '{other}': use densenet121, densenet161, densenet169, densenet201 or densenet-bc"
-            ))),
+            )))
+            }
         };
         c.in_channels = in_channels;
         Ok(c)

@@ -4,5 +4,6 @@ pub mod checkpoint;
 pub mod densenet;
 pub mod model;
 pub mod optim;
-// pub mod predict; (enabled when the kernels land)
-// pub mod train;
+pub mod predict;
+pub mod train;
+pub mod weights;

@@ -23,7 +23,14 @@ impl Predictor {
         g.keep.push(built.logits);
         let exe = Executable::new(model.store.gpu.clone(), g, &model.store)?;
         let image_len = model.net.config.in_channels * height * width;
-        Ok(Predictor { exe, input: built.input, logits: built.logits, batch, classes: model.net.config.num_classes, image_len })
+        Ok(Predictor {
+            exe,
+            input: built.input,
+            logits: built.logits,
+            batch,
+            classes: model.net.config.num_classes,
+            image_len,
+        })
     }
 
     pub fn memory(&self) -> MemoryReport {
@@ -33,7 +40,10 @@ impl Predictor {
     /// Logits [n, classes] for `n` images (any n: run in batches, the last one padded).
     pub fn logits(&self, images: &[f32]) -> Result<Vec<f32>> {
         if images.len() % self.image_len != 0 {
-            return Err(Error::shape("predict", format!("{} values is not a whole number of {}-value images", images.len(), self.image_len)));
+            return Err(Error::shape(
+                "predict",
+                format!("{} values is not a whole number of {}-value images", images.len(), self.image_len),
+            ));
         }
         let n = images.len() / self.image_len;
         let mut out = Vec::with_capacity(n * self.classes);

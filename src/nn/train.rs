@@ -87,9 +87,7 @@ impl Trainer {
         let wd_group = |no_decay: bool| if opt.no_decay_bn_bias && no_decay { 0.0 } else { opt.weight_decay };
         let groups: Vec<Group> = [false, true]
             .iter()
-            .map(|&nd| {
-                Ok(Group { hyper: adam::hyper_buffer(&gpu)?, weight_decay: wd_group(nd) })
-            })
+            .map(|&nd| Ok(Group { hyper: adam::hyper_buffer(&gpu)?, weight_decay: wd_group(nd) }))
             .collect::<Result<_>>()?;
         let mut optimizer = Vec::new();
         let mut moments = Vec::new();
@@ -97,11 +95,14 @@ impl Trainer {
             if tensor.role != Role::Param {
                 continue;
             }
-            let spec = model.net.params.iter().find(|p| p.name == tensor.name).expect("graph params come from the model");
+            let spec =
+                model.net.params.iter().find(|p| p.name == tensor.name).expect("graph params come from the model");
             let n = tensor.numel();
             let m = gpu.zeros(&format!("{}.exp_avg", tensor.name), n)?;
             let v = gpu.zeros(&format!("{}.exp_avg_sq", tensor.name), n)?;
-            let grad = exe.buffer(grads[&t]);
+            let grad = exe.buffer(*grads.get(&t).ok_or_else(|| {
+                Error::Invalid(format!("parameter '{}' gets no gradient from the loss", tensor.name))
+            })?);
             let group = &groups[(opt.no_decay_bn_bias && spec.no_decay) as usize];
             let bufs = adam::AdamBuffers { hyper: &group.hyper, param: exe.buffer(t), grad, m: &m, v: &v };
             optimizer.extend(adam::adam_step(&gpu, adam::AdamRange { offset: 0, len: n }, bufs)?);
@@ -164,7 +165,11 @@ impl Trainer {
                 self.exe.write(self.target, c)?
             }
             (Targets::Multi(m), LossKind::Sigmoid { .. }) => self.exe.write(self.target, m)?,
-            _ => return Err(Error::Invalid("targets do not match the loss (class ids for softmax, a 0/1 matrix for sigmoid)".into())),
+            _ => {
+                return Err(Error::Invalid(
+                    "targets do not match the loss (class ids for softmax, a 0/1 matrix for sigmoid)".into(),
+                ))
+            }
         }
         self.step += 1;
         let opt = &self.config.optimizer;
@@ -187,7 +192,8 @@ impl Trainer {
         {
             let mut all: Vec<&Dispatch> = self.exe.dispatches.iter().collect();
             all.extend(self.optimizer.iter());
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("train step"), timestamp_writes: None });
+            let mut pass = enc
+                .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("train step"), timestamp_writes: None });
             for d in all {
                 pass.set_pipeline(&d.pipeline);
                 pass.set_bind_group(0, &d.bind_group, &[]);
@@ -300,7 +306,10 @@ impl Trainer {
                 .find(|(n, ..)| n == name)
                 .ok_or_else(|| Error::Invalid(format!("optimiser state for unknown parameter '{name}'")))?;
             if m.len() != *len || v.len() != *len {
-                return Err(Error::shape("optimiser state", format!("'{name}' has {} values, expected {len}", m.len())));
+                return Err(Error::shape(
+                    "optimiser state",
+                    format!("'{name}' has {} values, expected {len}", m.len()),
+                ));
             }
             self.exe.gpu.write(mb, m);
             self.exe.gpu.write(vb, v);

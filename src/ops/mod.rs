@@ -15,9 +15,11 @@
 //! - a kernel that needs temporary storage says how much with a `*_scratch_len` function and
 //!   takes the buffer as an argument, so the planner can account for it.
 
+pub mod adam;
 pub mod batchnorm;
 pub mod conv;
 pub mod elementwise;
+pub mod loss;
 pub mod pool;
 
 /// A view of an NCHW activation: `channels` channels starting at channel `c_off` of a buffer

@@ -1,9 +1,12 @@
 //! Every WGSL kernel against its CPU reference, on random inputs and awkward shapes, plus
 //! finite-difference checks of every backward reference. One binary: one device for all.
 
+mod adam;
 mod batchnorm;
 mod common;
 mod conv;
 mod elementwise;
+mod loss;
 mod pool;
 mod shaders;
+mod weights;

@@ -47,7 +47,7 @@ pub fn scratch_len(g: &Graph, n: &Node) -> usize {
         Op::LinearBackwardParams => conv::backward_weight_scratch_len(&linear_shape(g, n.ins[0], n.outs[0])),
         Op::Loss(_) => {
             let [b, c, _, _] = dims(g, n.ins[0]);
-            loss::LossShape::new(b, c).map(loss::scratch_len).unwrap_or(0)
+            loss::LossShape::new(b, c).map(loss::loss_scratch_len).unwrap_or(0)
         }
         _ => 0,
     }
@@ -93,12 +93,30 @@ pub fn lower(e: &Executable, n: &Node, scratch: &wgpu::Buffer) -> Result<Vec<Dis
         }
         Op::BatchNormEval { eps, relu } => {
             let s = bn_shape(g, i[0], eps, 0.1, relu);
-            batchnorm::forward_eval(gpu, &s, e.act(i[0]), e.buffer(i[1]), e.buffer(i[2]), e.buffer(i[3]), e.buffer(i[4]), e.act(o[0]))
+            batchnorm::forward_eval(
+                gpu,
+                &s,
+                e.act(i[0]),
+                e.buffer(i[1]),
+                e.buffer(i[2]),
+                e.buffer(i[3]),
+                e.buffer(i[4]),
+                e.act(o[0]),
+            )
         }
         Op::BatchNormRecompute { relu } => {
             // ins [x, gamma, beta, mean, invstd]
             let s = bn_shape(g, i[0], 1e-5, 0.1, relu);
-            batchnorm::normalize(gpu, &s, e.act(i[0]), e.buffer(i[1]), e.buffer(i[2]), e.buffer(i[3]), e.buffer(i[4]), e.act(o[0]))
+            batchnorm::normalize(
+                gpu,
+                &s,
+                e.act(i[0]),
+                e.buffer(i[1]),
+                e.buffer(i[2]),
+                e.buffer(i[3]),
+                e.buffer(i[4]),
+                e.act(o[0]),
+            )
         }
         Op::BatchNormBackward { relu } => {
             // ins [x, gamma, beta, mean, invstd, dy], outs [dx, dgamma, dbeta]
@@ -119,11 +137,15 @@ pub fn lower(e: &Executable, n: &Node, scratch: &wgpu::Buffer) -> Result<Vec<Dis
                 scratch,
             )
         }
-        Op::MaxPool { k, stride, pad } => pool::max_forward(gpu, &pool_shape(g, i[0], k, stride, pad), e.act(i[0]), e.act(o[0])),
+        Op::MaxPool { k, stride, pad } => {
+            pool::max_forward(gpu, &pool_shape(g, i[0], k, stride, pad), e.act(i[0]), e.act(o[0]))
+        }
         Op::MaxPoolBackward { k, stride, pad } => {
             pool::max_backward(gpu, &pool_shape(g, o[0], k, stride, pad), e.act(i[0]), e.act(i[1]), e.act(o[0]), acc)
         }
-        Op::AvgPool { k, stride, pad } => pool::avg_forward(gpu, &pool_shape(g, i[0], k, stride, pad), e.act(i[0]), e.act(o[0])),
+        Op::AvgPool { k, stride, pad } => {
+            pool::avg_forward(gpu, &pool_shape(g, i[0], k, stride, pad), e.act(i[0]), e.act(o[0]))
+        }
         Op::AvgPoolBackward { k, stride, pad } => {
             pool::avg_backward(gpu, &pool_shape(g, o[0], k, stride, pad), e.act(i[0]), e.act(o[0]), acc)
         }
@@ -136,11 +158,25 @@ pub fn lower(e: &Executable, n: &Node, scratch: &wgpu::Buffer) -> Result<Vec<Dis
             pool::global_avg_backward(gpu, nb, c, h * w, Act::whole(e.buffer(i[0]), c), e.act(o[0]), acc)
         }
         Op::Relu => elementwise::relu_forward(gpu, e.buffer(i[0]), e.buffer(o[0]), g.tensors[i[0]].numel()),
-        Op::ReluBackward => elementwise::relu_backward(gpu, e.buffer(i[0]), e.buffer(i[1]), e.buffer(o[0]), g.tensors[i[0]].numel(), acc),
+        Op::ReluBackward => elementwise::relu_backward(
+            gpu,
+            e.buffer(i[0]),
+            e.buffer(i[1]),
+            e.buffer(o[0]),
+            g.tensors[i[0]].numel(),
+            acc,
+        ),
         // A Linear layer is a 1×1 convolution of a 1×1 image: same weight layout [out, in].
         Op::Linear => {
             let s = linear_shape(g, i[0], i[1]);
-            conv::forward(gpu, &s, e.act(i[0]), e.buffer(i[1]), Some(e.buffer(i[2])), Act::whole(e.buffer(o[0]), s.c_out))
+            conv::forward(
+                gpu,
+                &s,
+                e.act(i[0]),
+                e.buffer(i[1]),
+                Some(e.buffer(i[2])),
+                Act::whole(e.buffer(o[0]), s.c_out),
+            )
         }
         Op::LinearBackwardData => {
             // ins [dy, w], outs [dx]
