@@ -366,6 +366,8 @@ fn resize_pad_keeps_aspect() {
     let px = ::image::DynamicImage::ImageRgb8(::image::RgbImage::from_pixel(1, 1, ::image::Rgb([255, 0, 0])));
     assert_eq!(fit(&px, &ImageSpec::new(1, 1, 1).unwrap()), [76]);
     assert!(ImageSpec::new(4, 4, 2).is_err() && ImageSpec::new(0, 4, 3).is_err());
+    assert_eq!((ImageSpec::parse_size("32").unwrap(), ImageSpec::parse_size("48x64").unwrap()), ((32, 32), (48, 64)));
+    assert!(ImageSpec::parse_size("48x").is_err() && ImageSpec::parse_size("0").is_err());
 }
 
 #[test]
@@ -441,4 +443,30 @@ fn loader_drop_last_and_multi_hot() {
     let v = |p: f32| (p / 255.0 - 0.5) / 0.5;
     assert_eq!(b[0].images, [v(0.0), v(0.0), v(1.0), v(1.0)]);
     assert!(Loader::new(l.dataset().clone(), vec![9], LoaderOptions::new(2, 1, 0)).is_err());
+}
+
+/// The full shared sets, timed: `cargo test --release --test data -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn full_sets_load() {
+    let t = std::time::Instant::now();
+    let dir = shared().join("data/fashion-mnist");
+    let ds = load_idx(&IdxSpec::new(&dir, "train"), &ImageSpec::new(28, 28, 1).unwrap()).unwrap();
+    println!("fashion-mnist train: {} images in {:.2?}", ds.len(), t.elapsed());
+    let t = std::time::Instant::now();
+    let cols = ["gender", "masterCategory", "subCategory", "articleType", "baseColour", "season", "usage"];
+    let spec = CsvSpec::new(
+        shared().join("data/fashion-product-small/labels.csv"),
+        LabelSource::Columns(cols.iter().map(|c| c.to_string()).collect()),
+    );
+    let mut ds = load_csv(&spec, &ImageSpec::new(64, 64, 3).unwrap()).unwrap();
+    println!("fashion-product-small 64x64: {} images, {} labels in {:.2?}", ds.len(), ds.num_labels(), t.elapsed());
+    let s = split(&mut ds, &SplitSpec { min_samples: 5, ..Default::default() }).unwrap();
+    println!("split {} / {}, dropped {:?}", s.train.len(), s.val.len(), s.dropped);
+    let mut opts = LoaderOptions::new(128, 3, 0);
+    opts.augment = Augment { crop_padding: 4, hflip: true };
+    let l = Loader::new(Arc::new(ds), s.train, opts).unwrap();
+    let t = std::time::Instant::now();
+    let n: usize = l.epoch(0).map(|b| b.len()).sum();
+    println!("one epoch of {n} samples in {} batches: {:.2?}", l.len(), t.elapsed());
 }

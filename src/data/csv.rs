@@ -2,7 +2,7 @@
 //! labels come from one column (single-label), several columns (multi-label, each
 //! `column=value` a label) or one column of delimited tags (multi-label).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -129,6 +129,13 @@ fn columns_labels(table: &Table, names: &[String], missing: &[String]) -> Result
         return Err(Error::Invalid("multi-label from columns needs at least one column".into()));
     }
     let cols = names.iter().map(|n| table.column(n)).collect::<Result<Vec<_>>>()?;
+    if let Some((i, n)) = names.iter().enumerate().find(|(i, n)| names[..*i].contains(n)) {
+        return Err(Error::Invalid(format!(
+            "label column '{n}' is listed twice (at {} and {})",
+            names.iter().position(|m| m == n).unwrap() + 1,
+            i + 1
+        )));
+    }
     let mut labels = Vec::new();
     for (name, &c) in names.iter().zip(&cols) {
         let mut values: Vec<String> = (0..table.records.len())
@@ -141,13 +148,14 @@ fn columns_labels(table: &Table, names: &[String], missing: &[String]) -> Result
         sort_label_names(&mut values);
         labels.extend(values.into_iter().map(|v| format!("{name}={v}")));
     }
+    let index = label_index(&labels);
     let sets = (0..table.records.len())
         .map(|r| {
             let mut set: Vec<u32> = names
                 .iter()
                 .zip(&cols)
                 .filter(|(_, &c)| !is_missing(table.cell(r, c), missing))
-                .map(|(n, &c)| label_id(&labels, &format!("{n}={}", table.cell(r, c))))
+                .map(|(n, &c)| index[format!("{n}={}", table.cell(r, c)).as_str()])
                 .collect();
             set.sort_unstable();
             set.dedup();
@@ -173,9 +181,10 @@ fn tag_labels(table: &Table, column: &str, sep: &str, missing: &[String]) -> Res
         ));
     }
     sort_label_names(&mut labels);
+    let index = label_index(&labels);
     let sets = (0..table.records.len())
         .map(|r| {
-            let mut set: Vec<u32> = tags(r).into_iter().map(|t| label_id(&labels, t)).collect();
+            let mut set: Vec<u32> = tags(r).into_iter().map(|t| index[t]).collect();
             set.sort_unstable();
             set.dedup();
             set
@@ -184,8 +193,9 @@ fn tag_labels(table: &Table, column: &str, sep: &str, missing: &[String]) -> Res
     Ok(((0..table.records.len()).collect(), Targets::Multi(sets), labels))
 }
 
-fn label_id(labels: &[String], name: &str) -> u32 {
-    labels.iter().position(|l| l == name).expect("label collected from the same cells") as u32
+/// Label name → id; every lookup is of a name collected from the same cells.
+fn label_index(labels: &[String]) -> HashMap<&str, u32> {
+    labels.iter().enumerate().map(|(i, l)| (l.as_str(), i as u32)).collect()
 }
 
 fn image_dir(spec: &CsvSpec, table: &Table, file_col: usize) -> PathBuf {

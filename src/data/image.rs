@@ -33,6 +33,15 @@ impl ImageSpec {
         }
         Ok(ImageSpec { width, height, channels, fill: 0 })
     }
+    /// Parses "32" (square) or "48x64" (width × height).
+    pub fn parse_size(s: &str) -> Result<(usize, usize)> {
+        let bad = || Error::Invalid(format!("image size '{s}': give N for N×N or WxH such as 48x64"));
+        let num = |t: &str| t.trim().parse::<usize>().ok().filter(|&v| v > 0).ok_or_else(bad);
+        match s.split_once(['x', 'X', '×']) {
+            Some((w, h)) => Ok((num(w)?, num(h)?)),
+            None => num(s).map(|n| (n, n)),
+        }
+    }
     /// Bytes of one fitted image.
     pub fn len(&self) -> usize {
         self.width * self.height * self.channels
