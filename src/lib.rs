@@ -2,6 +2,7 @@
 //! DX12 GPU, with hand-written WGSL kernels.
 
 pub mod cli;
+pub mod data;
 pub mod error;
 pub mod gpu;
 pub mod ops;

@@ -1,0 +1,247 @@
+//! A dataset from a CSV file and an image folder: one column names each image file, and the
+//! labels come from one column (single-label), several columns (multi-label, each
+//! `column=value` a label) or one column of delimited tags (multi-label).
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::image::{load_images, ImageSpec};
+use super::table::{default_delimiter, default_missing, is_missing, read_table, Table};
+use super::{sort_label_names, Dataset, Targets};
+use crate::error::{Error, Result};
+
+/// Where the labels are in the CSV file.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LabelSource {
+    /// One class per row (softmax); rows with a missing value are skipped with a warning.
+    Column(String),
+    /// Multi-label: each `column=value` present in a row is one of its labels.
+    Columns(Vec<String>),
+    /// Multi-label: one column of tags split at `sep`.
+    Tags { column: String, sep: String },
+}
+
+#[derive(Clone, Debug)]
+pub struct CsvSpec {
+    pub csv: PathBuf,
+    /// The folder the file names are relative to; `None`: the CSV's folder, or its `images/`
+    /// subfolder when the first file is there and not beside the CSV.
+    pub image_dir: Option<PathBuf>,
+    pub image_column: String,
+    pub labels: LabelSource,
+    /// Cell values read as missing besides an empty cell (default: NA, N/A, NaN, null, …).
+    pub missing: Vec<String>,
+    /// Field delimiter; `None`: tab for .tsv, else comma.
+    pub delimiter: Option<u8>,
+}
+
+impl CsvSpec {
+    pub fn new(csv: impl Into<PathBuf>, labels: LabelSource) -> Self {
+        CsvSpec {
+            csv: csv.into(),
+            image_dir: None,
+            image_column: "file".into(),
+            labels,
+            missing: default_missing(),
+            delimiter: None,
+        }
+    }
+    /// Reads the CSV file alone (for listing its columns before choosing labels).
+    pub fn table(&self) -> Result<Table> {
+        read_table(&self.csv, self.delimiter.unwrap_or_else(|| default_delimiter(&self.csv)))
+    }
+}
+
+/// Loads the table, the labels and every image (fitted to `image`).
+pub fn load_csv(spec: &CsvSpec, image: &ImageSpec) -> Result<Dataset> {
+    let table = spec.table()?;
+    let file_col = table.column(&spec.image_column).map_err(|e| hint_image_column(e, spec))?;
+    let mut warnings = Vec::new();
+    let (records, targets, label_names) = match &spec.labels {
+        LabelSource::Column(name) => single_label(&table, name, &spec.missing, &mut warnings)?,
+        LabelSource::Columns(names) => columns_labels(&table, names, &spec.missing)?,
+        LabelSource::Tags { column, sep } => tag_labels(&table, column, sep, &spec.missing)?,
+    };
+    let dir = image_dir(spec, &table, file_col);
+    let paths = image_paths(&table, &records, file_col, &dir)?;
+    let pixels = load_images(&paths, image)?;
+    Ok(Dataset {
+        width: image.width,
+        height: image.height,
+        channels: image.channels,
+        pixels,
+        targets,
+        label_names,
+        table: Some(Arc::new(table)),
+        records,
+        warnings,
+    })
+}
+
+fn hint_image_column(e: Error, spec: &CsvSpec) -> Error {
+    match e {
+        Error::File { path, msg } => Error::File {
+            path,
+            msg: format!("{msg}; choose the image file column with --image-column (now '{}')", spec.image_column),
+        },
+        e => e,
+    }
+}
+
+type Labels = (Vec<usize>, Targets, Vec<String>);
+
+fn single_label(table: &Table, name: &str, missing: &[String], warnings: &mut Vec<String>) -> Result<Labels> {
+    let col = table.column(name)?;
+    let (mut records, mut skipped) = (Vec::new(), Vec::new());
+    for r in 0..table.records.len() {
+        if is_missing(table.cell(r, col), missing) {
+            skipped.push(table.lines[r]);
+        } else {
+            records.push(r);
+        }
+    }
+    if records.is_empty() {
+        return Err(Error::file(
+            &table.path,
+            format!("column '{name}' has no values (all are empty or missing); choose another --label-column"),
+        ));
+    }
+    if !skipped.is_empty() {
+        let first: Vec<String> = skipped.iter().take(5).map(|l| l.to_string()).collect();
+        warnings.push(format!(
+            "{}: skipped {} row(s) with a missing '{name}' (line {})",
+            table.path.display(),
+            skipped.len(),
+            first.join(", ") + if skipped.len() > 5 { ", …" } else { "" }
+        ));
+    }
+    let mut names: Vec<String> =
+        records.iter().map(|&r| table.cell(r, col).to_string()).collect::<BTreeSet<_>>().into_iter().collect();
+    sort_label_names(&mut names);
+    let ids: Vec<u32> =
+        records.iter().map(|&r| names.iter().position(|n| n == table.cell(r, col)).unwrap() as u32).collect();
+    Ok((records, Targets::Single(ids), names))
+}
+
+fn columns_labels(table: &Table, names: &[String], missing: &[String]) -> Result<Labels> {
+    if names.is_empty() {
+        return Err(Error::Invalid("multi-label from columns needs at least one column".into()));
+    }
+    let cols = names.iter().map(|n| table.column(n)).collect::<Result<Vec<_>>>()?;
+    if let Some((i, n)) = names.iter().enumerate().find(|(i, n)| names[..*i].contains(n)) {
+        return Err(Error::Invalid(format!(
+            "label column '{n}' is listed twice (at {} and {})",
+            names.iter().position(|m| m == n).unwrap() + 1,
+            i + 1
+        )));
+    }
+    let mut labels = Vec::new();
+    for (name, &c) in names.iter().zip(&cols) {
+        let mut values: Vec<String> = (0..table.records.len())
+            .map(|r| table.cell(r, c))
+            .filter(|v| !is_missing(v, missing))
+            .map(str::to_string)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        sort_label_names(&mut values);
+        labels.extend(values.into_iter().map(|v| format!("{name}={v}")));
+    }
+    let index = label_index(&labels);
+    let sets = (0..table.records.len())
+        .map(|r| {
+            let mut set: Vec<u32> = names
+                .iter()
+                .zip(&cols)
+                .filter(|(_, &c)| !is_missing(table.cell(r, c), missing))
+                .map(|(n, &c)| index[format!("{n}={}", table.cell(r, c)).as_str()])
+                .collect();
+            set.sort_unstable();
+            set.dedup();
+            set
+        })
+        .collect();
+    Ok(((0..table.records.len()).collect(), Targets::Multi(sets), labels))
+}
+
+fn tag_labels(table: &Table, column: &str, sep: &str, missing: &[String]) -> Result<Labels> {
+    if sep.is_empty() {
+        return Err(Error::Invalid("the tag separator is empty; give one such as '|' or ';' with --tag-sep".into()));
+    }
+    let col = table.column(column)?;
+    let tags =
+        |r: usize| table.cell(r, col).split(sep).map(str::trim).filter(|t| !is_missing(t, missing)).collect::<Vec<_>>();
+    let mut labels: Vec<String> =
+        (0..table.records.len()).flat_map(tags).map(str::to_string).collect::<BTreeSet<_>>().into_iter().collect();
+    if labels.is_empty() {
+        return Err(Error::file(
+            &table.path,
+            format!("column '{column}' holds no tags; check --tags-column and --tag-sep ('{sep}')"),
+        ));
+    }
+    sort_label_names(&mut labels);
+    let index = label_index(&labels);
+    let sets = (0..table.records.len())
+        .map(|r| {
+            let mut set: Vec<u32> = tags(r).into_iter().map(|t| index[t]).collect();
+            set.sort_unstable();
+            set.dedup();
+            set
+        })
+        .collect();
+    Ok(((0..table.records.len()).collect(), Targets::Multi(sets), labels))
+}
+
+/// Label name → id; every lookup is of a name collected from the same cells.
+fn label_index(labels: &[String]) -> HashMap<&str, u32> {
+    labels.iter().enumerate().map(|(i, l)| (l.as_str(), i as u32)).collect()
+}
+
+fn image_dir(spec: &CsvSpec, table: &Table, file_col: usize) -> PathBuf {
+    if let Some(d) = &spec.image_dir {
+        return d.clone();
+    }
+    let base = spec.csv.parent().map(Path::to_path_buf).unwrap_or_default();
+    let first = table.cell(0, file_col);
+    let sub = base.join("images");
+    if !base.join(first).is_file() && sub.join(first).is_file() {
+        sub
+    } else {
+        base
+    }
+}
+
+fn image_paths(table: &Table, records: &[usize], file_col: usize, dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut paths = Vec::with_capacity(records.len());
+    let mut absent = Vec::new();
+    for &r in records {
+        let name = table.cell(r, file_col);
+        if name.is_empty() {
+            return Err(Error::file(
+                &table.path,
+                format!("line {}: the image file name (column '{}') is empty", table.lines[r], table.header[file_col]),
+            ));
+        }
+        let p = dir.join(name);
+        if !p.is_file() {
+            absent.push(format!("{} (line {})", p.display(), table.lines[r]));
+        }
+        paths.push(p);
+    }
+    if !absent.is_empty() {
+        let shown: Vec<&str> = absent.iter().take(5).map(String::as_str).collect();
+        return Err(Error::file(
+            &table.path,
+            format!(
+                "{} of {} image files are missing: {}{}; check the image folder (--image-dir, now {}) and --image-column",
+                absent.len(),
+                records.len(),
+                shown.join(", "),
+                if absent.len() > 5 { ", …" } else { "" },
+                dir.display()
+            ),
+        ));
+    }
+    Ok(paths)
+}

@@ -1,0 +1,188 @@
+//! MNIST-style IDX files (`train-images-idx3-ubyte[.gz]` and friends), gzipped or raw.
+//! Only unsigned-byte data (type 0x08), which is what MNIST and Fashion-MNIST use.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use flate2::read::GzDecoder;
+
+use super::image::{fit_raw, ImageSpec};
+use super::{Dataset, Targets};
+use crate::error::{Error, Result};
+
+pub const FASHION_MNIST_CLASSES: [&str; 10] =
+    ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
+
+/// An IDX array of bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Idx {
+    pub dims: Vec<usize>,
+    pub data: Vec<u8>,
+}
+
+/// Reads an IDX file, gunzipping it when it starts with the gzip magic.
+pub fn read_idx(path: &Path) -> Result<Idx> {
+    let raw = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read the IDX file: {e}")))?;
+    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        GzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .map_err(|e| Error::file(path, format!("the gzip data is damaged ({e}); download the file again")))?;
+        out
+    } else {
+        raw
+    };
+    parse_idx(path, &bytes)
+}
+
+/// Parses IDX bytes; `path` only names the source in errors.
+pub fn parse_idx(path: &Path, bytes: &[u8]) -> Result<Idx> {
+    if bytes.is_empty() {
+        return Err(Error::file(path, "the IDX file is empty"));
+    }
+    if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 {
+        let magic: Vec<String> = bytes.iter().take(4).map(|b| format!("{b:02x}")).collect();
+        return Err(Error::file(
+            path,
+            format!(
+                "not an IDX file (magic {} should start 00 00); expected e.g. train-images-idx3-ubyte from MNIST",
+                magic.join(" ")
+            ),
+        ));
+    }
+    if bytes[2] != 0x08 {
+        return Err(Error::file(
+            path,
+            format!("IDX data type 0x{:02x} is not supported; tailor reads unsigned bytes (0x08)", bytes[2]),
+        ));
+    }
+    let nd = bytes[3] as usize;
+    let header = 4 + 4 * nd;
+    if nd == 0 || bytes.len() < header {
+        return Err(Error::file(
+            path,
+            format!("truncated IDX header: {} bytes, {nd} dimensions need {header}", bytes.len()),
+        ));
+    }
+    let dims: Vec<usize> =
+        bytes[4..header].chunks(4).map(|d| u32::from_be_bytes([d[0], d[1], d[2], d[3]]) as usize).collect();
+    let want = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+    let data = &bytes[header..];
+    match want {
+        Some(n) if n == data.len() => Ok(Idx { dims, data: data.to_vec() }),
+        Some(n) if n > data.len() => Err(Error::file(
+            path,
+            format!("truncated IDX file: dimensions {dims:?} need {n} data bytes but only {} are there; download the file again", data.len()),
+        )),
+        _ => Err(Error::file(path, format!("IDX dimensions {dims:?} do not match the {} data bytes in the file", data.len()))),
+    }
+}
+
+/// An MNIST-style folder and which half to read.
+#[derive(Clone, Debug)]
+pub struct IdxSpec {
+    pub dir: PathBuf,
+    /// File prefix: "train" or "t10k".
+    pub prefix: String,
+    /// Class names; `None`: Fashion-MNIST's when the folder name says fashion, else the digits.
+    pub names: Option<Vec<String>>,
+}
+
+impl IdxSpec {
+    pub fn new(dir: impl Into<PathBuf>, prefix: &str) -> Self {
+        IdxSpec { dir: dir.into(), prefix: prefix.into(), names: None }
+    }
+}
+
+/// Loads `<prefix>-images-idx3-ubyte[.gz]` and `<prefix>-labels-idx1-ubyte[.gz]` from a folder.
+pub fn load_idx(spec: &IdxSpec, image: &ImageSpec) -> Result<Dataset> {
+    let img_path = find(&spec.dir, &spec.prefix, "images-idx3-ubyte")?;
+    let lab_path = find(&spec.dir, &spec.prefix, "labels-idx1-ubyte")?;
+    let images = read_idx(&img_path)?;
+    let labels = read_idx(&lab_path)?;
+    if images.dims.len() != 3 {
+        return Err(Error::file(
+            &img_path,
+            format!("an image file has 3 dimensions (count, rows, columns), this one {:?}", images.dims),
+        ));
+    }
+    if labels.dims.len() != 1 {
+        return Err(Error::file(&lab_path, format!("a label file has 1 dimension, this one {:?}", labels.dims)));
+    }
+    let (n, h, w) = (images.dims[0], images.dims[1], images.dims[2]);
+    if n == 0 || h == 0 || w == 0 {
+        return Err(Error::file(&img_path, format!("the IDX file holds no images (dimensions {:?})", images.dims)));
+    }
+    if labels.dims[0] != n {
+        return Err(Error::file(
+            &lab_path,
+            format!("{} labels for {n} images in {}", labels.dims[0], img_path.display()),
+        ));
+    }
+    let names = class_names(spec, &labels.data);
+    if let Some((i, &l)) = labels.data.iter().enumerate().find(|(_, &l)| l as usize >= names.len()) {
+        return Err(Error::file(
+            &lab_path,
+            format!("label {l} of image {i} is not below the {} class names given", names.len()),
+        ));
+    }
+    let pixels = fit_all(&images.data, n, w, h, image);
+    Ok(Dataset {
+        width: image.width,
+        height: image.height,
+        channels: image.channels,
+        pixels,
+        targets: Targets::Single(labels.data.iter().map(|&l| l as u32).collect()),
+        label_names: names,
+        table: None,
+        records: Vec::new(),
+        warnings: Vec::new(),
+    })
+}
+
+fn find(dir: &Path, prefix: &str, kind: &str) -> Result<PathBuf> {
+    let dotted = kind.replacen('-', ".", 1);
+    let names = [
+        format!("{prefix}-{kind}.gz"),
+        format!("{prefix}-{kind}"),
+        format!("{prefix}-{dotted}.gz"),
+        format!("{prefix}-{dotted}"),
+    ];
+    names.iter().map(|n| dir.join(n)).find(|p| p.is_file()).ok_or_else(|| {
+        Error::file(
+            dir,
+            format!(
+                "no {} file here (looked for {}); point to a folder with MNIST-style IDX files",
+                kind,
+                names.join(", ")
+            ),
+        )
+    })
+}
+
+fn class_names(spec: &IdxSpec, labels: &[u8]) -> Vec<String> {
+    if let Some(n) = &spec.names {
+        return n.clone();
+    }
+    let fashion =
+        spec.dir.components().any(|c| c.as_os_str().to_string_lossy().to_ascii_lowercase().contains("fashion"));
+    let max = labels.iter().copied().max().map_or(0, |m| m as usize + 1);
+    if fashion && max <= 10 {
+        FASHION_MNIST_CLASSES.iter().map(|s| s.to_string()).collect()
+    } else {
+        (0..max.max(10)).map(|i| i.to_string()).collect()
+    }
+}
+
+fn fit_all(data: &[u8], n: usize, w: usize, h: usize, spec: &ImageSpec) -> Vec<u8> {
+    let mut out = Vec::with_capacity(n * spec.len());
+    for img in data.chunks(w * h) {
+        if spec.channels == 3 {
+            let rgb: Vec<u8> = img.iter().flat_map(|&v| [v, v, v]).collect();
+            out.extend(fit_raw(&rgb, w, h, spec));
+        } else {
+            out.extend(fit_raw(img, w, h, spec));
+        }
+    }
+    out
+}

@@ -1,0 +1,249 @@
+//! Decoding, fitting to the input size, normalisation and augmentation. The per-batch path
+//! matches torchvision's `ToTensor` + `Normalize` (and `RandomCrop(padding)` +
+//! `RandomHorizontalFlip`): RGB, x / 255, (x − mean) / std, CHW f32.
+
+use std::path::Path;
+
+use image::imageops::FilterType;
+use image::{DynamicImage, GrayImage, ImageBuffer, Pixel, RgbImage};
+
+use crate::error::{Error, Result};
+use crate::rng::Rng;
+
+/// The size and channels every image is fitted to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImageSpec {
+    pub width: usize,
+    pub height: usize,
+    /// 1 (gray) or 3 (RGB).
+    pub channels: usize,
+    /// The value of the padding around an image whose aspect ratio differs from the target's.
+    pub fill: u8,
+}
+
+impl ImageSpec {
+    pub fn new(width: usize, height: usize, channels: usize) -> Result<Self> {
+        if width == 0 || height == 0 {
+            return Err(Error::Invalid(format!(
+                "image size {width}×{height} is empty; give a positive size such as 32 or 48x64"
+            )));
+        }
+        if channels != 1 && channels != 3 {
+            return Err(Error::Invalid(format!("{channels} image channels: use 1 (gray) or 3 (RGB)")));
+        }
+        Ok(ImageSpec { width, height, channels, fill: 0 })
+    }
+    /// Parses "32" (square) or "48x64" (width × height).
+    pub fn parse_size(s: &str) -> Result<(usize, usize)> {
+        let bad = || Error::Invalid(format!("image size '{s}': give N for N×N or WxH such as 48x64"));
+        let num = |t: &str| t.trim().parse::<usize>().ok().filter(|&v| v > 0).ok_or_else(bad);
+        match s.split_once(['x', 'X', '×']) {
+            Some((w, h)) => Ok((num(w)?, num(h)?)),
+            None => num(s).map(|n| (n, n)),
+        }
+    }
+    /// Bytes of one fitted image.
+    pub fn len(&self) -> usize {
+        self.width * self.height * self.channels
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Per-channel mean and standard deviation, applied after dividing by 255.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Normalize {
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+}
+
+impl Normalize {
+    /// ImageNet's statistics for RGB, (0.5, 0.5) for gray.
+    pub fn default_for(channels: usize) -> Self {
+        if channels == 3 {
+            Normalize { mean: vec![0.485, 0.456, 0.406], std: vec![0.229, 0.224, 0.225] }
+        } else {
+            Normalize { mean: vec![0.5; channels], std: vec![0.5; channels] }
+        }
+    }
+    /// Checks that there is one positive std and one mean per channel.
+    pub fn check(&self, channels: usize) -> Result<()> {
+        if self.mean.len() != channels || self.std.len() != channels {
+            return Err(Error::Invalid(format!(
+                "normalisation has {} means and {} stds for {channels}-channel images; give one of each per channel",
+                self.mean.len(),
+                self.std.len()
+            )));
+        }
+        if self.std.iter().any(|&s| !(s > 0.0 && s.is_finite())) {
+            return Err(Error::Invalid(format!("normalisation std {:?} must be positive", self.std)));
+        }
+        Ok(())
+    }
+}
+
+/// Training-time augmentation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Augment {
+    /// Zero padding on every side before a random crop back to the image size (0: no crop).
+    pub crop_padding: usize,
+    /// Mirror left-right with probability 1/2.
+    pub hflip: bool,
+}
+
+impl Augment {
+    pub fn is_none(&self) -> bool {
+        self.crop_padding == 0 && !self.hflip
+    }
+    /// Draws this sample's crop offset (into the padded image) and flip, in torchvision's order.
+    pub fn draw(&self, rng: &mut Rng) -> Placement {
+        let p = self.crop_padding;
+        let (dy, dx) = if p > 0 { (rng.below(2 * p + 1), rng.below(2 * p + 1)) } else { (p, p) };
+        let flip = self.hflip && rng.uniform() < 0.5;
+        Placement { dy: dy as isize - p as isize, dx: dx as isize - p as isize, flip }
+    }
+}
+
+/// Where an output pixel reads from: source (y + dy, x + dx) of the (flipped) image; zero outside.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Placement {
+    pub dy: isize,
+    pub dx: isize,
+    pub flip: bool,
+}
+
+/// Writes one HWC `u8` image as normalised CHW f32 into `out` (`c * h * w` values).
+pub fn to_chw(src: &[u8], spec: &ImageSpec, norm: &Normalize, place: Placement, out: &mut [f32]) {
+    let (w, h, c) = (spec.width, spec.height, spec.channels);
+    for ch in 0..c {
+        let (mean, std) = (norm.mean[ch], norm.std[ch]);
+        let zero = (0.0 - mean) / std;
+        let plane = &mut out[ch * h * w..(ch + 1) * h * w];
+        for y in 0..h {
+            let sy = y as isize + place.dy;
+            for x in 0..w {
+                let cx = if place.flip { w - 1 - x } else { x };
+                let sx = cx as isize + place.dx;
+                plane[y * w + x] = if sy < 0 || sx < 0 || sy >= h as isize || sx >= w as isize {
+                    zero
+                } else {
+                    let v = src[(sy as usize * w + sx as usize) * c + ch];
+                    (v as f32 / 255.0 - mean) / std
+                };
+            }
+        }
+    }
+}
+
+/// Reads and decodes an image file, fitted to `spec`, as HWC `u8`.
+pub fn load_image(path: &Path, spec: &ImageSpec) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read the image: {e}")))?;
+    if bytes.is_empty() {
+        return Err(Error::file(path, "the image file is empty (0 bytes); replace it or remove its row"));
+    }
+    let img = image::load_from_memory(&bytes).map_err(|e| {
+        Error::file(
+            path,
+            format!("cannot decode the image ({e}); tailor reads PNG and JPEG, so replace the file or remove its row"),
+        )
+    })?;
+    Ok(fit(&img, spec))
+}
+
+/// Converts to the spec's channels, then resizes keeping the aspect ratio and pads to the size,
+/// centred. An image that already has the size is not resampled.
+pub fn fit(img: &DynamicImage, spec: &ImageSpec) -> Vec<u8> {
+    if spec.channels == 1 {
+        fit_buffer(&to_gray(img), spec)
+    } else {
+        fit_buffer(&img.to_rgb8(), spec)
+    }
+}
+
+/// Fits a raw HWC `u8` image of `w` × `h` with `spec.channels` channels (IDX images).
+pub fn fit_raw(pixels: &[u8], w: usize, h: usize, spec: &ImageSpec) -> Vec<u8> {
+    if w == spec.width && h == spec.height {
+        return pixels.to_vec();
+    }
+    if spec.channels == 1 {
+        let img = GrayImage::from_raw(w as u32, h as u32, pixels.to_vec()).expect("gray buffer has w*h bytes");
+        fit_buffer(&img, spec)
+    } else {
+        let img = RgbImage::from_raw(w as u32, h as u32, pixels.to_vec()).expect("rgb buffer has w*h*3 bytes");
+        fit_buffer(&img, spec)
+    }
+}
+
+/// Gray as PIL's `convert("L")` computes it (ITU-R 601-2 luma), which torchvision uses.
+fn to_gray(img: &DynamicImage) -> GrayImage {
+    match img {
+        DynamicImage::ImageLuma8(_)
+        | DynamicImage::ImageLumaA8(_)
+        | DynamicImage::ImageLuma16(_)
+        | DynamicImage::ImageLumaA16(_) => img.to_luma8(),
+        _ => {
+            let rgb = img.to_rgb8();
+            GrayImage::from_fn(rgb.width(), rgb.height(), |x, y| {
+                let [r, g, b] = rgb.get_pixel(x, y).0;
+                let l = (r as u32 * 19595 + g as u32 * 38470 + b as u32 * 7471 + 0x8000) >> 16;
+                image::Luma([l as u8])
+            })
+        }
+    }
+}
+
+fn fit_buffer<P: Pixel<Subpixel = u8> + 'static>(img: &ImageBuffer<P, Vec<u8>>, spec: &ImageSpec) -> Vec<u8> {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    if (w, h) == (spec.width, spec.height) {
+        return img.as_raw().clone();
+    }
+    let scale = (spec.width as f64 / w as f64).min(spec.height as f64 / h as f64);
+    let nw = ((w as f64 * scale).round() as usize).clamp(1, spec.width);
+    let nh = ((h as f64 * scale).round() as usize).clamp(1, spec.height);
+    let resized = if (nw, nh) == (w, h) {
+        img.clone()
+    } else {
+        image::imageops::resize(img, nw as u32, nh as u32, FilterType::Triangle)
+    };
+    let c = spec.channels;
+    let mut out = vec![spec.fill; spec.len()];
+    let (ox, oy) = ((spec.width - nw) / 2, (spec.height - nh) / 2);
+    for y in 0..nh {
+        let dst = ((oy + y) * spec.width + ox) * c;
+        out[dst..dst + nw * c].copy_from_slice(&resized.as_raw()[y * nw * c..(y + 1) * nw * c]);
+    }
+    out
+}
+
+/// Loads many images into one HWC buffer, on all cores. On failure, the error of the first bad
+/// file in list order, so the message does not depend on thread timing.
+pub fn load_images(paths: &[std::path::PathBuf], spec: &ImageSpec) -> Result<Vec<u8>> {
+    let n = spec.len();
+    let mut pixels = vec![0u8; paths.len() * n];
+    if paths.is_empty() {
+        return Ok(pixels);
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(paths.len());
+    let per = paths.len().div_ceil(threads);
+    let results: Vec<Result<()>> = std::thread::scope(|s| {
+        let handles: Vec<_> = pixels
+            .chunks_mut(per * n)
+            .zip(paths.chunks(per))
+            .map(|(out, files)| {
+                s.spawn(move || {
+                    for (dst, path) in out.chunks_mut(n).zip(files) {
+                        dst.copy_from_slice(&load_image(path, spec)?);
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(Error::Invalid("an image decoder thread panicked".into()))))
+            .collect()
+    });
+    results.into_iter().collect::<Result<Vec<()>>>()?;
+    Ok(pixels)
+}

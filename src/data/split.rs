@@ -1,0 +1,208 @@
+//! The seeded train/validation split, long-tail subsampling and rare-label dropping.
+
+use std::collections::BTreeMap;
+
+use super::{Dataset, LabelKind, Targets};
+use crate::error::{Error, Result};
+use crate::rng::Rng;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SplitSpec {
+    /// Fraction of samples for validation, in [0, 1); 0 trains on everything.
+    pub val_fraction: f64,
+    pub seed: u64,
+    /// A CSV column whose value groups samples that must stay on one side (e.g. a product id).
+    pub split_by: Option<String>,
+    /// Long-tail factor ρ ≥ 1: the training set keeps n_max·ρ^(−i/(C−1)) samples of class i
+    /// (Cui et al. 2019); the validation set is untouched. Single-label only.
+    pub imbalance: Option<f64>,
+    /// Labels with fewer training samples than this are dropped (0: keep all).
+    pub min_samples: usize,
+}
+
+impl Default for SplitSpec {
+    fn default() -> Self {
+        SplitSpec { val_fraction: 0.1, seed: 0, split_by: None, imbalance: None, min_samples: 0 }
+    }
+}
+
+/// Indices into the dataset (compacted by `split` to just these samples) and label counts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Split {
+    pub train: Vec<usize>,
+    pub val: Vec<usize>,
+    /// Labels removed by `min_samples`, for a warning.
+    pub dropped: Vec<String>,
+    pub train_counts: Vec<usize>,
+    pub val_counts: Vec<usize>,
+}
+
+/// Splits `ds`, applies `imbalance` and `min_samples` (renumbering the remaining labels), and
+/// compacts `ds` to the samples used, in their original order.
+pub fn split(ds: &mut Dataset, spec: &SplitSpec) -> Result<Split> {
+    check_spec(ds, spec)?;
+    let mut rng = Rng::new(spec.seed);
+    let (mut train, mut val) = match (&spec.split_by, &ds.targets) {
+        (Some(col), _) => by_group(ds, col, spec.val_fraction, &mut rng)?,
+        (None, Targets::Single(t)) => stratified(t, ds.num_labels(), spec.val_fraction, &mut rng),
+        (None, Targets::Multi(_)) => random(ds.len(), spec.val_fraction, &mut rng),
+    };
+    if let Some(rho) = spec.imbalance {
+        train = long_tail(ds, &train, rho, &mut Rng::new(spec.seed ^ 0x5EED_1AB5));
+    }
+    let dropped = drop_rare(ds, &mut train, &mut val, spec.min_samples);
+    check_result(ds, spec, &train, &val)?;
+    let (train, val) = compact(ds, train, val);
+    let (train_counts, val_counts) = (ds.label_counts(&train), ds.label_counts(&val));
+    Ok(Split { train, val, dropped, train_counts, val_counts })
+}
+
+fn check_spec(ds: &Dataset, spec: &SplitSpec) -> Result<()> {
+    if !(0.0..1.0).contains(&spec.val_fraction) {
+        return Err(Error::Invalid(format!("validation fraction {} must be in [0, 1), e.g. 0.1", spec.val_fraction)));
+    }
+    if let Some(rho) = spec.imbalance {
+        if !(rho >= 1.0 && rho.is_finite()) {
+            return Err(Error::Invalid(format!("imbalance factor {rho} must be at least 1 (n_max / n_min, e.g. 100)")));
+        }
+        if ds.kind() == LabelKind::Multi {
+            return Err(Error::Invalid("imbalance subsampling needs single-label data (one class per image)".into()));
+        }
+    }
+    if spec.split_by.is_some() && ds.table.is_none() {
+        return Err(Error::Invalid("split-by needs a CSV source; this dataset has no columns".into()));
+    }
+    Ok(())
+}
+
+fn n_val(n: usize, frac: f64) -> usize {
+    ((n as f64 * frac).round() as usize).min(n)
+}
+
+/// Per class, a seeded shuffle and round(n_c·f) to validation, keeping at least one for training.
+fn stratified(t: &[u32], classes: usize, frac: f64, rng: &mut Rng) -> (Vec<usize>, Vec<usize>) {
+    let mut by_class = vec![Vec::new(); classes];
+    for (i, &l) in t.iter().enumerate() {
+        by_class[l as usize].push(i);
+    }
+    let (mut train, mut val) = (Vec::new(), Vec::new());
+    for mut idx in by_class {
+        rng.shuffle(&mut idx);
+        let k = n_val(idx.len(), frac).min(idx.len().saturating_sub(1));
+        val.extend_from_slice(&idx[..k]);
+        train.extend_from_slice(&idx[k..]);
+    }
+    (train, val)
+}
+
+fn random(n: usize, frac: f64, rng: &mut Rng) -> (Vec<usize>, Vec<usize>) {
+    let mut idx: Vec<usize> = (0..n).collect();
+    rng.shuffle(&mut idx);
+    let val = idx.split_off(n - n_val(n, frac));
+    (idx, val)
+}
+
+/// Whole groups (equal values of `col`; a missing value is a group of its own) go to validation
+/// in a seeded order until it holds round(n·f) samples.
+fn by_group(ds: &Dataset, col: &str, frac: f64, rng: &mut Rng) -> Result<(Vec<usize>, Vec<usize>)> {
+    let table = ds.table.as_ref().expect("checked in check_spec");
+    let c = table.column(col).map_err(|e| match e {
+        Error::File { path, msg } => Error::File { path, msg: format!("{msg}; fix --split-by") },
+        e => e,
+    })?;
+    let mut groups: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    let mut singles = Vec::new();
+    for i in 0..ds.len() {
+        match table.cell(ds.records[i], c) {
+            "" => singles.push(vec![i]),
+            v => groups.entry(v).or_default().push(i),
+        }
+    }
+    let mut order: Vec<Vec<usize>> = groups.into_values().chain(singles).collect();
+    rng.shuffle(&mut order);
+    let target = n_val(ds.len(), frac);
+    let (mut train, mut val) = (Vec::new(), Vec::new());
+    for g in order {
+        if val.len() < target {
+            val.extend(g);
+        } else {
+            train.extend(g);
+        }
+    }
+    Ok((train, val))
+}
+
+/// Keeps floor(n_max·ρ^(−i/(C−1))) training samples of class i (at least 1, at most all).
+fn long_tail(ds: &Dataset, train: &[usize], rho: f64, rng: &mut Rng) -> Vec<usize> {
+    let c = ds.num_labels();
+    let mut by_class = vec![Vec::new(); c];
+    for &i in train {
+        by_class[ds.targets.labels(i)[0] as usize].push(i);
+    }
+    let n_max = by_class.iter().map(Vec::len).max().unwrap_or(0) as f64;
+    let mut kept = Vec::new();
+    for (i, mut idx) in by_class.into_iter().enumerate() {
+        let exp = if c > 1 { -(i as f64) / (c - 1) as f64 } else { 0.0 };
+        let n = ((n_max * rho.powf(exp)).floor() as usize).max(1).min(idx.len());
+        idx.sort_unstable();
+        rng.shuffle(&mut idx);
+        kept.extend_from_slice(&idx[..n]);
+    }
+    kept
+}
+
+/// Drops labels with fewer than `min` training samples; returns their names.
+fn drop_rare(ds: &mut Dataset, train: &mut Vec<usize>, val: &mut Vec<usize>, min: usize) -> Vec<String> {
+    let counts = ds.label_counts(train);
+    let drop: Vec<bool> = counts.iter().map(|&n| n < min).collect();
+    if !drop.contains(&true) {
+        return Vec::new();
+    }
+    let names = ds.label_names.iter().zip(&drop).filter(|(_, &d)| d).map(|(n, _)| n.clone()).collect();
+    let mut orphan = vec![false; ds.len()];
+    ds.drop_labels(&drop).into_iter().for_each(|i| orphan[i] = true);
+    train.retain(|&i| !orphan[i]);
+    val.retain(|&i| !orphan[i]);
+    names
+}
+
+/// Keeps only the samples in `train` and `val` and renumbers both, sorted.
+fn compact(ds: &mut Dataset, mut train: Vec<usize>, mut val: Vec<usize>) -> (Vec<usize>, Vec<usize>) {
+    let mut new_index = vec![usize::MAX; ds.len()];
+    train.iter().chain(&val).for_each(|&i| new_index[i] = 0);
+    let keep: Vec<usize> = (0..ds.len()).filter(|&i| new_index[i] == 0).collect();
+    keep.iter().enumerate().for_each(|(k, &i)| new_index[i] = k);
+    ds.retain(&keep);
+    for v in [&mut train, &mut val] {
+        v.iter_mut().for_each(|i| *i = new_index[*i]);
+        v.sort_unstable();
+    }
+    (train, val)
+}
+
+fn check_result(ds: &Dataset, spec: &SplitSpec, train: &[usize], val: &[usize]) -> Result<()> {
+    if train.is_empty() {
+        return Err(Error::Invalid(format!(
+            "the training split is empty ({} samples in all); lower --val-fraction or --min-samples",
+            ds.len()
+        )));
+    }
+    if val.is_empty() && spec.val_fraction > 0.0 {
+        return Err(Error::Invalid(format!(
+            "the validation split is empty ({} training samples); raise --val-fraction (now {}) or use more data",
+            train.len(),
+            spec.val_fraction
+        )));
+    }
+    if ds.num_labels() == 0 {
+        return Err(Error::Invalid("no labels are left; lower --min-samples".into()));
+    }
+    let (tc, vc) = (ds.label_counts(train), ds.label_counts(val));
+    if let Some(l) = tc.iter().position(|&n| n == 0) {
+        return Err(Error::Invalid(format!(
+            "label '{}' has no training samples ({} in validation); use --min-samples 1 to drop such labels, or another --seed or --split-by",
+            ds.label_names[l], vc[l]
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,201 @@
+//! A small RFC 4180 reader: quoted fields (with `""` escapes and line breaks inside quotes),
+//! CRLF or LF line ends, a UTF-8 byte-order mark. It keeps the line number of every record so
+//! that errors can point at the line a user has to fix.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// A CSV file held as strings: a header and records of the same width.
+#[derive(Clone, Debug)]
+pub struct Table {
+    pub path: PathBuf,
+    pub header: Vec<String>,
+    pub records: Vec<Vec<String>>,
+    /// The 1-based line on which each record starts.
+    pub lines: Vec<usize>,
+}
+
+/// What a column holds, for a "what was found" listing.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ColumnSummary {
+    pub name: String,
+    /// Distinct values, missing ones not counted.
+    pub distinct: usize,
+    /// Cells that are missing (empty or one of the missing markers).
+    pub missing: usize,
+    /// The most frequent values with their counts, most frequent first (ties by name).
+    pub top: Vec<(String, usize)>,
+}
+
+/// The delimiter for a file: a tab for `.tsv`/`.tab`, else a comma.
+pub fn default_delimiter(path: &Path) -> u8 {
+    match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+        Some("tsv" | "tab") => b'\t',
+        _ => b',',
+    }
+}
+
+/// Reads a CSV file whose first record is the header.
+pub fn read_table(path: &Path, delimiter: u8) -> Result<Table> {
+    let bytes = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read the CSV file: {e}")))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        Error::file(
+            path,
+            format!(
+                "not UTF-8 text (first bad byte at offset {}); save the CSV as UTF-8",
+                e.utf8_error().valid_up_to()
+            ),
+        )
+    })?;
+    parse_table(path, &text, delimiter)
+}
+
+/// Parses CSV text; `path` only names the source in errors.
+pub fn parse_table(path: &Path, text: &str, delimiter: u8) -> Result<Table> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut rows = parse_records(path, text, delimiter as char)?;
+    rows.retain(|(_, r)| !(r.len() == 1 && r[0].is_empty()));
+    if rows.is_empty() {
+        return Err(Error::file(path, "the CSV file is empty; it needs a header line and one line per image"));
+    }
+    let (_, header) = rows.remove(0);
+    let header: Vec<String> = header.into_iter().map(|h| h.trim().to_string()).collect();
+    check_header(path, &header)?;
+    let mut records = Vec::with_capacity(rows.len());
+    let mut lines = Vec::with_capacity(rows.len());
+    for (line, rec) in rows {
+        if rec.len() != header.len() {
+            return Err(Error::file(
+                path,
+                format!(
+                    "line {line} has {} fields but the header has {}; quote fields that contain '{}'",
+                    rec.len(),
+                    header.len(),
+                    delimiter as char
+                ),
+            ));
+        }
+        records.push(rec);
+        lines.push(line);
+    }
+    if records.is_empty() {
+        return Err(Error::file(path, "the CSV file has a header but no data lines"));
+    }
+    Ok(Table { path: path.to_path_buf(), header, records, lines })
+}
+
+fn check_header(path: &Path, header: &[String]) -> Result<()> {
+    let mut seen = HashMap::new();
+    for (i, h) in header.iter().enumerate() {
+        if let Some(j) = seen.insert(h.as_str(), i) {
+            return Err(Error::file(
+                path,
+                format!("the header names column '{h}' twice (columns {} and {})", j + 1, i + 1),
+            ));
+        }
+    }
+    Ok(())
+}
+
+type Record = (usize, Vec<String>);
+
+fn parse_records(path: &Path, text: &str, delim: char) -> Result<Vec<Record>> {
+    let mut out = Vec::new();
+    let mut rec = Vec::new();
+    let mut field = String::new();
+    let (mut line, mut start_line, mut quote_line) = (1usize, 1usize, 0usize);
+    let mut in_quotes = false;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if in_quotes {
+            match c {
+                '"' if chars.peek() == Some(&'"') => {
+                    chars.next();
+                    field.push('"');
+                }
+                '"' => in_quotes = false,
+                '\n' => {
+                    line += 1;
+                    field.push(c);
+                }
+                _ => field.push(c),
+            }
+            continue;
+        }
+        match c {
+            '"' if field.is_empty() => {
+                in_quotes = true;
+                quote_line = line;
+            }
+            c if c == delim => rec.push(std::mem::take(&mut field)),
+            '\r' if chars.peek() == Some(&'\n') => {}
+            '\n' => {
+                rec.push(std::mem::take(&mut field));
+                out.push((start_line, std::mem::take(&mut rec)));
+                line += 1;
+                start_line = line;
+            }
+            _ => field.push(c),
+        }
+    }
+    if in_quotes {
+        return Err(Error::file(
+            path,
+            format!("line {quote_line}: a quoted field is never closed; add the closing '\"'"),
+        ));
+    }
+    if !field.is_empty() || !rec.is_empty() {
+        rec.push(field);
+        out.push((start_line, rec));
+    }
+    Ok(out)
+}
+
+impl Table {
+    /// The index of a column, or an error that names it and lists the columns there are.
+    pub fn column(&self, name: &str) -> Result<usize> {
+        self.header.iter().position(|h| h == name).ok_or_else(|| {
+            Error::file(&self.path, format!("no column named '{name}'; the columns are: {}", self.header.join(", ")))
+        })
+    }
+
+    /// The cell at `record`, `col`, trimmed.
+    pub fn cell(&self, record: usize, col: usize) -> &str {
+        self.records[record][col].trim()
+    }
+
+    /// Column name, distinct values, missing count and most frequent values of every column.
+    pub fn summary(&self, missing: &[String], top: usize) -> Vec<ColumnSummary> {
+        (0..self.header.len()).map(|c| self.column_summary(c, missing, top)).collect()
+    }
+
+    fn column_summary(&self, col: usize, missing: &[String], top: usize) -> ColumnSummary {
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        let mut n_missing = 0;
+        for r in 0..self.records.len() {
+            let v = self.cell(r, col);
+            if is_missing(v, missing) {
+                n_missing += 1;
+            } else {
+                *counts.entry(v).or_default() += 1;
+            }
+        }
+        let mut sorted: Vec<(String, usize)> = counts.into_iter().map(|(k, n)| (k.to_string(), n)).collect();
+        sorted.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let distinct = sorted.len();
+        sorted.truncate(top);
+        ColumnSummary { name: self.header[col].clone(), distinct, missing: n_missing, top: sorted }
+    }
+}
+
+/// The markers read as a missing value (besides an empty cell): pandas' common ones.
+pub fn default_missing() -> Vec<String> {
+    ["NA", "N/A", "n/a", "NaN", "nan", "null", "NULL", "#N/A"].iter().map(|s| s.to_string()).collect()
+}
+
+/// Whether a (trimmed) cell is missing: empty or one of the markers.
+pub fn is_missing(v: &str, markers: &[String]) -> bool {
+    v.is_empty() || markers.iter().any(|m| m == v)
+}
