@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod error;
 pub mod gpu;
+pub mod metrics;
 pub mod ops;
 pub mod rng;
 
