@@ -16,6 +16,7 @@ pub struct PrCurve {
 }
 
 /// The curve of a binary problem; `None` when there is no positive sample (recall undefined).
+/// Scores must be finite (`Predictions::validate` checks); panics if the lengths differ.
 pub fn pr_curve(scores: &[f64], positive: &[bool]) -> Option<PrCurve> {
     assert_eq!(scores.len(), positive.len(), "pr_curve: scores and targets differ in length");
     let total = positive.iter().filter(|&&p| p).count();
