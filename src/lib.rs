@@ -5,6 +5,7 @@ pub mod cli;
 pub mod data;
 pub mod error;
 pub mod gpu;
+pub mod metrics;
 pub mod ops;
 pub mod rng;
 

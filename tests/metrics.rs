@@ -1,0 +1,329 @@
+//! Evaluation metrics against scikit-learn 1.9 (constants computed once with
+//! `average_precision_score` / `precision_recall_curve`), and the reports they feed.
+
+use std::path::PathBuf;
+
+use tailor::metrics::*;
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-12
+}
+
+fn assert_close(got: Option<f64>, want: Option<f64>) {
+    match (got, want) {
+        (Some(g), Some(w)) => assert!(close(g, w), "got {g}, want {w}"),
+        _ => assert_eq!(got, want),
+    }
+}
+
+fn bools(v: &[u8]) -> Vec<bool> {
+    v.iter().map(|&b| b == 1).collect()
+}
+
+/// A fresh directory under the target dir, removed first if a previous run left it.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tailor-metrics-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+// y = [1,0,1,1,0,0], s = [.9,.8,.8,.3,.3,.1]: tied scores at 0.8 and 0.3 (one threshold each).
+const TIE_S: [f64; 6] = [0.9, 0.8, 0.8, 0.3, 0.3, 0.1];
+const TIE_Y: [u8; 6] = [1, 0, 1, 1, 0, 0];
+
+#[test]
+fn ap_with_ties_matches_sklearn() {
+    assert_close(average_precision(&TIE_S, &bools(&TIE_Y)), Some(0.7555555555555555));
+}
+
+#[test]
+fn ap_with_many_ties_matches_sklearn() {
+    #[rustfmt::skip]
+    let q = [0, 0, 3, 2, 2, 3, 3, 0, 2, 0, 2, 4, 2, 0, 2, 0, 3, 4, 4, 3, 4, 1, 0, 2, 2, 3, 4, 1, 4, 0, 1, 3, 1, 3, 2, 2,
+        4, 4, 4, 2];
+    #[rustfmt::skip]
+    let y = [0, 0, 0, 0, 0, 0, 1, 0, 0, 1, 0, 1, 1, 0, 0, 1, 0, 1, 0, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 0, 0, 0, 1, 1, 0, 0,
+        1, 1, 1, 1];
+    let s: Vec<f64> = q.iter().map(|&v| v as f64 * 0.25).collect();
+    let c = pr_curve(&s, &bools(&y)).unwrap();
+    assert_eq!(c.thresholds, [0.0, 0.25, 0.5, 0.75, 1.0]);
+    let want_p = [0.45, 0.5, 0.4642857142857143, 0.6470588235294118, 0.8888888888888888, 1.0];
+    let want_r = [1.0, 0.8888888888888888, 0.7222222222222222, 0.6111111111111112, 0.4444444444444444, 0.0];
+    assert!(c.precision.iter().zip(want_p).all(|(&g, w)| close(g, w)), "{:?}", c.precision);
+    assert!(c.recall.iter().zip(want_r).all(|(&g, w)| close(g, w)), "{:?}", c.recall);
+    assert_close(Some(c.average_precision()), Some(0.6878255005705987));
+}
+
+#[test]
+fn pr_curve_points_match_sklearn() {
+    let c = pr_curve(&TIE_S, &bools(&TIE_Y)).unwrap();
+    assert_eq!(c.thresholds, [0.1, 0.3, 0.8, 0.9]);
+    let want_p = [0.5, 0.6, 2.0 / 3.0, 1.0, 1.0];
+    let want_r = [1.0, 1.0, 2.0 / 3.0, 1.0 / 3.0, 0.0];
+    assert!(c.precision.iter().zip(want_p).all(|(&g, w)| close(g, w)), "{:?}", c.precision);
+    assert!(c.recall.iter().zip(want_r).all(|(&g, w)| close(g, w)), "{:?}", c.recall);
+    // Recent scikit-learn keeps thresholds below the one reaching full recall.
+    let c = pr_curve(&[0.1, 0.2, 0.3], &[false, false, true]).unwrap();
+    assert_eq!(
+        (c.thresholds, c.precision, c.recall),
+        (vec![0.1, 0.2, 0.3], vec![1.0 / 3.0, 0.5, 1.0, 1.0], vec![1.0, 1.0, 1.0, 0.0])
+    );
+}
+
+#[test]
+fn ap_all_positive_single_positive_and_none() {
+    assert_close(average_precision(&[0.1, 0.2, 0.3], &[true; 3]), Some(1.0));
+    let s = [0.5, 0.9, 0.4, 0.1, 0.3];
+    let c = pr_curve(&s, &bools(&[0, 0, 1, 0, 0])).unwrap();
+    assert_eq!(c.thresholds, [0.1, 0.3, 0.4, 0.5, 0.9]);
+    assert_eq!(c.precision, [0.2, 0.25, 1.0 / 3.0, 0.0, 0.0, 1.0]);
+    assert_eq!(c.recall, [1.0, 1.0, 1.0, 0.0, 0.0, 0.0]);
+    assert_close(Some(c.average_precision()), Some(1.0 / 3.0));
+    // scikit-learn warns and returns 0 here; AP is undefined without positives.
+    assert_eq!(average_precision(&[0.1, 0.2], &[false, false]), None);
+    assert_eq!(pr_curve(&[], &[]), None);
+    // All scores tied: one threshold, AP = prevalence.
+    assert_close(average_precision(&[0.5; 4], &bools(&[1, 0, 0, 1])), Some(0.5));
+}
+
+// 12 × 4 multi-label; label 3 has no positives.
+#[rustfmt::skip]
+const ML_S: [f32; 48] = [0.9, 0.6, 0.65, 0.85, 0.55, 0.75, 0.8, 0.2, 0.05, 0.3, 0.25, 0.85, 0.9, 0.0, 0.45, 0.8, 0.1,
+    0.75, 0.1, 0.45, 0.8, 0.3, 0.3, 0.25, 0.7, 0.25, 0.95, 0.4, 0.45, 0.5, 0.55, 0.55, 0.5, 0.95, 0.8, 0.75, 0.7, 0.6,
+    0.3, 0.95, 0.45, 0.2, 0.8, 0.15, 0.85, 0.6, 0.1, 0.0];
+#[rustfmt::skip]
+const ML_Y: [u8; 48] = [1, 0, 1, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 1, 0, 0, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1, 0, 1, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0];
+const ML_AP: [Option<f64>; 4] = [Some(0.3265151515151515), Some(0.2487373737373737), Some(0.28888888888888886), None];
+
+fn multi() -> Predictions<'static> {
+    Predictions { scores: &ML_S, num_labels: 4, truth: Truth::Multi(&ML_Y) }
+}
+
+#[test]
+fn multi_label_macro_excludes_undefined_and_micro_pools() {
+    let s = ApSummary::compute(&multi()).unwrap();
+    for (g, w) in s.per_label.iter().zip(ML_AP) {
+        assert_close(*g, w);
+    }
+    assert_close(s.macro_ap, Some((0.3265151515151515 + 0.2487373737373737 + 0.28888888888888886) / 3.0));
+    // sklearn's micro average over the raveled matrix (the empty label's pairs are negatives).
+    assert_close(s.micro_ap, Some(0.18122599345108292));
+}
+
+// 10 samples × 3 classes of softmax probabilities.
+#[rustfmt::skip]
+const SL_P: [f32; 30] = [0.5, 0.25, 0.25, 0.314, 0.351, 0.336, 0.628, 0.16, 0.212, 0.559, 0.333, 0.109, 0.422, 0.306,
+    0.272, 0.366, 0.4, 0.233, 0.028, 0.634, 0.338, 0.338, 0.199, 0.463, 0.059, 0.87, 0.071, 0.07, 0.553, 0.376];
+const SL_Y: [u32; 10] = [0, 1, 2, 0, 1, 0, 2, 2, 1, 0];
+
+fn single() -> Predictions<'static> {
+    Predictions { scores: &SL_P, num_labels: 3, truth: Truth::Single(&SL_Y) }
+}
+
+#[test]
+fn single_label_one_vs_rest_ap() {
+    let s = ApSummary::compute(&single()).unwrap();
+    for (g, w) in s.per_label.iter().zip([0.5666666666666667, 0.6095238095238096, 0.6805555555555556]) {
+        assert_close(*g, Some(w));
+    }
+    assert_close(s.macro_ap, Some(0.618915343915344));
+    assert_close(s.micro_ap, Some(0.5218865675387414));
+}
+
+#[test]
+fn bad_inputs_are_errors() {
+    let bad = |scores: &[f32], truth: Truth| Predictions { scores, num_labels: 2, truth }.validate().is_err();
+    assert!(bad(&[0.1, 0.2, 0.3], Truth::Multi(&[0, 1, 0])));
+    assert!(bad(&[0.1, f32::NAN], Truth::Multi(&[0, 1])));
+    assert!(bad(&[0.1, 0.2], Truth::Multi(&[0, 2])));
+    assert!(bad(&[0.1, 0.2], Truth::Single(&[2])));
+    assert!(bad(&[0.1, 0.2], Truth::Single(&[0, 1])));
+    assert_eq!(multi_hot(&[vec![0, 2], vec![], vec![1]], 3).unwrap(), [1, 0, 1, 0, 0, 0, 0, 1, 0]);
+    assert!(multi_hot(&[vec![3]], 3).is_err());
+}
+
+#[test]
+fn threshold_at_precision_floor() {
+    let c = pr_curve(&TIE_S, &bools(&TIE_Y)).unwrap();
+    // Precision 3/5 is exactly 0.6: the floor is inclusive.
+    let op = c.at_precision(0.6).unwrap();
+    assert_eq!((op.threshold, op.precision, op.recall), (0.3, 0.6, 1.0));
+    let op = c.at_precision(0.7).unwrap();
+    assert_eq!((op.threshold, op.precision), (0.9, 1.0));
+    assert!(close(op.recall, 1.0 / 3.0));
+    let op = c.at_precision(0.61).unwrap();
+    assert_eq!(op.threshold, 0.8);
+    assert!(close(op.recall, 2.0 / 3.0));
+    // The only positive is ranked last: no threshold reaches 0.6.
+    assert_eq!(pr_curve(&[0.9, 0.1], &[false, true]).unwrap().at_precision(0.6), None);
+}
+
+#[test]
+fn confusion_matrix_and_accuracy() {
+    let m = ConfusionMatrix::from_scores(&SL_P, &SL_Y, 3).unwrap();
+    assert_eq!(argmax_rows(&SL_P, 3), [0, 1, 0, 0, 0, 1, 1, 2, 1, 1]);
+    assert_eq!(m.counts, [2, 2, 0, 1, 2, 0, 1, 1, 1]);
+    assert_eq!(m.accuracy(), Some(0.5));
+    assert_eq!(m.per_class_accuracy(), [Some(0.5), Some(2.0 / 3.0), Some(1.0 / 3.0)]);
+    // Ties go to the first maximum, as numpy.argmax; an absent class has no accuracy.
+    assert_eq!(argmax_rows(&[0.4, 0.4, 0.2], 3), [0]);
+    let m = ConfusionMatrix::from_predictions(&[0, 0], &[0, 1], 3).unwrap();
+    assert_eq!(m.per_class_accuracy(), [Some(0.5), None, None]);
+    assert!(ConfusionMatrix::from_predictions(&[0, 3], &[0, 1], 3).is_err());
+}
+
+#[test]
+fn shot_and_rarity_groups() {
+    let s = ShotSplit::default();
+    let groups: Vec<Shot> = [0, 19, 20, 100, 101, 5000].iter().map(|&n| s.group(n)).collect();
+    assert_eq!(groups, [Shot::Few, Shot::Few, Shot::Medium, Shot::Medium, Shot::Many, Shot::Many]);
+    let s = ShotSplit::new(50, 5).unwrap();
+    assert_eq!((s.group(4), s.group(5), s.group(51)), (Shot::Few, Shot::Medium, Shot::Many));
+    assert!(ShotSplit::new(10, 50).is_err());
+    let r = RaritySplit::default();
+    assert_eq!((r.group(100, 1000), r.group(99, 1000)), (Rarity::Majority, Rarity::Minority));
+    assert_eq!((r.group(10, 1000), r.group(6, 1000)), (Rarity::Minority, Rarity::Rare));
+    assert!(RaritySplit::new(0.01, 0.1).is_err());
+}
+
+fn names(n: usize) -> Vec<String> {
+    ["sleeveless", "puff sleeve", "cap | sleeve", "bishop"].iter().take(n).map(|s| s.to_string()).collect()
+}
+
+fn multi_eval() -> Evaluation {
+    // 1000 training samples: majority, minority, rare, rare.
+    evaluate(&multi(), &names(4), &[400, 50, 6, 3], 1000, &EvalOptions::default()).unwrap()
+}
+
+#[test]
+fn report_rows_groups_and_json_round_trip() {
+    let ev = multi_eval();
+    let r = &ev.report;
+    assert_eq!((r.kind, r.eval_samples, r.labels.len()), (TaskKind::Multi, 12, 4));
+    let shots: Vec<Shot> = r.labels.iter().map(|l| l.shot).collect();
+    assert_eq!(shots, [Shot::Many, Shot::Medium, Shot::Few, Shot::Few]);
+    let rar: Vec<Rarity> = r.labels.iter().map(|l| l.rarity).collect();
+    assert_eq!(rar, [Rarity::Majority, Rarity::Minority, Rarity::Rare, Rarity::Rare]);
+    assert_eq!(r.labels[3].eval_positives, 0);
+    assert_eq!((r.labels[3].ap, r.labels[3].at_floor), (None, None));
+    let rare = r.group("rare").unwrap();
+    assert_eq!((rare.labels, rare.labels_with_ap), (2, 1));
+    assert_close(rare.macro_ap, ML_AP[2]);
+    for (l, c) in r.labels.iter().zip(&ev.curves) {
+        assert_eq!(l.at_floor, c.as_ref().and_then(|c| c.at_precision(0.6)));
+    }
+    let json = r.to_json().unwrap();
+    assert!(json.contains("\"ap\": null"));
+    // Exact: serde_json parses floats with its `float_roundtrip` feature.
+    let back = EvalReport::from_json(&json).unwrap();
+    assert_eq!(&back, r);
+    assert_eq!(back.to_json().unwrap(), json);
+}
+
+#[test]
+fn single_label_report_has_accuracy_and_confusion() {
+    let ev = evaluate(&single(), &names(3), &[500, 300, 10], 810, &EvalOptions::default()).unwrap();
+    let s = ev.report.single.as_ref().unwrap();
+    assert_eq!((s.top1_accuracy, s.confusion.counts.clone()), (Some(0.5), vec![2, 2, 0, 1, 2, 0, 1, 1, 1]));
+    let back = EvalReport::from_json(&ev.report.to_json().unwrap()).unwrap();
+    assert_eq!(back.single.unwrap().confusion, s.confusion);
+    assert!(evaluate(&single(), &names(2), &[1, 2], 3, &EvalOptions::default()).is_err());
+}
+
+#[test]
+fn markdown_table() {
+    let md = multi_eval().report.to_markdown();
+    assert!(
+        md.contains("| Label | Train | Eval positives | Group | Rarity | AP | Threshold | Recall@0.6 | Precision |")
+    );
+    assert!(md.contains("| cap \\| sleeve | 6 |"), "{md}");
+    assert!(md.contains("| bishop | 3 | 0 | few | rare | - | - | - | - |"), "{md}");
+    assert!(md.contains("left out"));
+}
+
+#[test]
+fn table_one_marks_the_best_scheme() {
+    let labels = vec!["a".to_string(), "b".into(), "c".into()];
+    let ap = vec![vec![Some(0.5), Some(0.7), Some(0.6)], vec![Some(0.4), Some(0.4), Some(0.3)], vec![None, None, None]];
+    let t = SchemeComparison { schemes: PAPER_SCHEMES.map(String::from).to_vec(), labels, ap };
+    let md = t.to_markdown();
+    assert!(md.starts_with("| Label | NW | IFW | IEW |\n|---|---:|---:|---:|\n"));
+    assert!(md.contains("| a | 0.500 | **0.700** | 0.600 |"), "{md}");
+    assert!(md.contains("| b | **0.400** | **0.400** | 0.300 |"), "{md}");
+    assert!(md.contains("| c | - | - | - |"));
+    assert!(md.contains("| mAP | 0.450 | **0.550** | 0.450 |"), "{md}");
+    let text = t.to_text();
+    assert!(text.contains("a       0.500  0.700*   0.600"), "{text}");
+    let r = multi_eval().report;
+    let t = SchemeComparison::from_reports(&[("NW", &r), ("IEW", &r)]).unwrap();
+    assert_eq!(t.ap[0], [ML_AP[0], ML_AP[0]]);
+}
+
+#[test]
+fn svg_has_one_path_per_curve() {
+    let figs = pr_figures(&multi_eval());
+    assert_eq!(figs.iter().map(|f| f.key.as_str()).collect::<Vec<_>>(), ["majority", "minority", "rare"]);
+    // Rare has two labels but one without positives: no curve for it.
+    assert_eq!(figs.iter().map(|f| f.series.len()).collect::<Vec<_>>(), [1, 1, 1]);
+    let fig = PrFigure { series: figs.iter().flat_map(|f| f.series.clone()).collect(), ..figs[0].clone() };
+    let svg = plot_svg::render(&fig);
+    assert!(svg.starts_with("<svg "));
+    assert!(svg.trim_end().ends_with("</svg>"));
+    assert_eq!(svg.matches("<path ").count(), 3);
+    assert!(svg.contains("cap | sleeve"));
+    assert_eq!(svg.matches('<').count(), svg.matches('>').count());
+}
+
+#[test]
+fn step_series_encloses_the_ap() {
+    let c = pr_curve(&TIE_S, &bools(&TIE_Y)).unwrap();
+    let s = Series::from_curve("x", &c);
+    // Area under the steps (trapezoids of a step function are rectangles).
+    let area: f64 = s.points.windows(2).map(|w| (w[0].0 - w[1].0) * (w[0].1 + w[1].1) / 2.0).sum();
+    assert!(close(area, c.average_precision()), "{area}");
+}
+
+#[test]
+fn png_decodes_with_the_layout_size() {
+    let figs = pr_figures(&multi_eval());
+    let png = plot_png::encode(&plot_png::render(&figs[0])).unwrap();
+    let img = image::load_from_memory(&png).unwrap();
+    let l = plot::Layout::new(1);
+    assert_eq!((img.width(), img.height()), (l.width, l.height));
+    // The curve's colour is drawn somewhere.
+    let rgb = img.to_rgb8();
+    assert!(rgb.pixels().any(|p| p.0 == plot::colour(0)));
+    // Many labels make the figure taller so the legend fits.
+    assert!(plot::Layout::new(60).height > l.height);
+}
+
+#[test]
+fn files_are_written_atomically() {
+    let dir = scratch("files");
+    let ev = multi_eval();
+    let paths = write_pr_figures(&dir, "pr", &pr_figures(&ev)).unwrap();
+    assert_eq!(paths.len(), 6);
+    ev.report.save_json(&dir.join("report.json")).unwrap();
+    ev.report.save_markdown(&dir.join("report.md")).unwrap();
+    let mut names: Vec<String> =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["pr_majority.png", "pr_majority.svg", "pr_minority.png", "pr_minority.svg", "pr_rare.png", "pr_rare.svg"]
+            .iter()
+            .chain(&["report.json", "report.md"])
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+    );
+    let text = std::fs::read_to_string(dir.join("report.json")).unwrap();
+    assert_eq!(EvalReport::from_json(&text).unwrap().labels.len(), 4);
+    // Overwriting replaces the file; a failed write (missing directory) leaves nothing behind.
+    write_atomic(&dir.join("report.md"), b"new").unwrap();
+    assert_eq!(std::fs::read(dir.join("report.md")).unwrap(), b"new");
+    assert!(write_atomic(&dir.join("missing/x.md"), b"x").is_err());
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 8);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
