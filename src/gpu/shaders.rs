@@ -17,5 +17,6 @@ macro_rules! shaders {
 
 shaders! {
     ELEMENTWISE => "elementwise.wgsl",
+    GEMM => "gemm.wgsl",
     FILL => "fill.wgsl",
 }

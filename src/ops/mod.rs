@@ -16,6 +16,7 @@
 //!   takes the buffer as an argument, so the planner can account for it.
 
 pub mod elementwise;
+pub mod gemm;
 
 /// A view of an NCHW activation: `channels` channels starting at channel `c_off` of a buffer
 /// that holds `c_total` channels per image. A whole tensor is `c_off = 0, c_total = channels`.

@@ -3,4 +3,5 @@
 
 mod common;
 mod elementwise;
+mod gemm;
 mod shaders;
