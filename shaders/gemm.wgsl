@@ -1,14 +1,19 @@
 // Strided, batched GEMM: C_b = alpha · A_b · B_b (+ C_b), every matrix addressed as
 // off + batch·bs + row·rs + col·cs, so transposes and NCHW channel slices cost nothing.
 //
-// Why this shape of kernel (lavapipe/llvmpipe, where an invocation is one SIMD lane): a storage
-// load whose address is the same for every lane is one scalar load, while a per-lane address is a
-// gather, several times dearer. So each workgroup owns TM rows of C (the A operand is read at
-// lane-uniform addresses) and each lane owns TN columns (B is the only gathered operand): one
-// gather feeds TM FMAs. The loops over TM and TN have constant bounds after specialisation and
-// are unrolled, so the register arrays become plain registers.
+// Why this shape (lavapipe/llvmpipe, Mesa 25, where an invocation is one SIMD lane of 8): every
+// storage load whose address depends on the workgroup or invocation id is a loop over the 8 lanes
+// with a bounds check per lane, so the cost is the number of load instructions, and a vec4 load
+// costs about as much as a scalar one. Hence:
+// - each workgroup owns TM rows of C and each lane TN adjacent columns (a TM×TN register tile);
+// - A is the same for every lane: the 8 lanes of a subgroup each load a different vec4 of it
+//   (row l at k..k+3, or four rows at one k) and share them with subgroupBroadcast, one load
+//   instead of eight;
+// - B is loaded as vec4 where the layout allows, and the reduction runs in steps of four;
+// - the accumulators are separate variables (llvmpipe keeps arrays in memory even when every
+//   index is constant), and the tile-size branches are constant after specialisation.
 //
-// Grid: x = column tiles, y = row tiles, z = slices. Slice z covers batches g·b_chunk.. and
+// Grid: x = column tiles (WG·TN columns), y = row tiles (TM rows), z = slices. Slice z covers batches g·b_chunk.. and
 // reduction indices s·k_chunk.. (g = z / k_splits, s = z % k_splits). When there is one slice per
 // output matrix the result goes to C with alpha/accumulate; otherwise (split-K, or a sum over the
 // batch when C has batch stride 0) binding 1 is a scratch buffer of raw partial sums, one M×N
@@ -40,31 +45,100 @@ struct Params {
 }
 
 override WG: u32 = 64;
-override TM: u32 = 16;
-override TN: u32 = 4;
+override TM: u32 = 16; // 8 or 16 rows per workgroup
+override TN: u32 = 4;  // 4 or 8 columns per lane
 override WG_REDUCE: u32 = 256;
-
-const MAX_TM: u32 = 32u;
-const MAX_TN: u32 = 16u;
-const MAX_ACC: u32 = 128u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> c: array<f32>;
+// A and B, read one float at a time (any strides) or four at a time (unit stride, aligned).
 @group(0) @binding(2) var<storage, read> a: array<f32>;
 @group(0) @binding(3) var<storage, read> b: array<f32>;
-// The vec4 entry point reads the same bindings four floats at a time.
 @group(0) @binding(2) var<storage, read> a4: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> b4: array<vec4<f32>>;
 // gemm_reduce reads the partial sums here.
 @group(0) @binding(2) var<storage, read> parts: array<f32>;
 
-var<private> acc: array<f32, MAX_ACC>;
+// The accumulators: row i, columns 4q..4q+3 of the lane's tile. Separate variables, not an
+// array: llvmpipe keeps arrays in memory even when every index is constant.
+var<private> acc0_0: vec4<f32>;
+var<private> acc0_1: vec4<f32>;
+var<private> acc1_0: vec4<f32>;
+var<private> acc1_1: vec4<f32>;
+var<private> acc2_0: vec4<f32>;
+var<private> acc2_1: vec4<f32>;
+var<private> acc3_0: vec4<f32>;
+var<private> acc3_1: vec4<f32>;
+var<private> acc4_0: vec4<f32>;
+var<private> acc4_1: vec4<f32>;
+var<private> acc5_0: vec4<f32>;
+var<private> acc5_1: vec4<f32>;
+var<private> acc6_0: vec4<f32>;
+var<private> acc6_1: vec4<f32>;
+var<private> acc7_0: vec4<f32>;
+var<private> acc7_1: vec4<f32>;
+var<private> acc8_0: vec4<f32>;
+var<private> acc8_1: vec4<f32>;
+var<private> acc9_0: vec4<f32>;
+var<private> acc9_1: vec4<f32>;
+var<private> acc10_0: vec4<f32>;
+var<private> acc10_1: vec4<f32>;
+var<private> acc11_0: vec4<f32>;
+var<private> acc11_1: vec4<f32>;
+var<private> acc12_0: vec4<f32>;
+var<private> acc12_1: vec4<f32>;
+var<private> acc13_0: vec4<f32>;
+var<private> acc13_1: vec4<f32>;
+var<private> acc14_0: vec4<f32>;
+var<private> acc14_1: vec4<f32>;
+var<private> acc15_0: vec4<f32>;
+var<private> acc15_1: vec4<f32>;
+
+// Eight rows of A at k..k+3, the same in every lane.
+struct Rows8 {
+    r0: vec4<f32>,
+    r1: vec4<f32>,
+    r2: vec4<f32>,
+    r3: vec4<f32>,
+    r4: vec4<f32>,
+    r5: vec4<f32>,
+    r6: vec4<f32>,
+    r7: vec4<f32>,
+}
+
+struct ATile {
+    lo: Rows8,
+    hi: Rows8,
+}
+
+// B at rows k+kk (x: the lane's columns 0..3, y: its columns 4..7).
+struct BTile {
+    x0: vec4<f32>,
+    x1: vec4<f32>,
+    x2: vec4<f32>,
+    x3: vec4<f32>,
+    y0: vec4<f32>,
+    y1: vec4<f32>,
+    y2: vec4<f32>,
+    y3: vec4<f32>,
+}
+
+// Where a lane works: its rows m0.., its first column n0 and its lane in the subgroup (mod 8).
+struct Tile {
+    m0: u32,
+    n0: u32,
+    sl: u32,
+}
 
 struct Range {
     b0: u32,
     b1: u32,
     k0: u32,
     k1: u32,
+}
+
+fn tile(wid: vec3<u32>, lid: vec3<u32>, sid: u32) -> Tile {
+    return Tile(wid.y * TM, (wid.x * WG + lid.x) * TN, sid & 7u);
 }
 
 fn slice_range(z: u32) -> Range {
@@ -75,120 +149,437 @@ fn slice_range(z: u32) -> Range {
     return Range(b0, min(p.batch, b0 + p.b_chunk), k0, min(p.k, k0 + p.k_chunk));
 }
 
-fn store_tile(z: u32, m0: u32, cols: array<u32, MAX_TN>) {
-    let cbase = p.c.off + z * p.c.bs;
-    for (var i = 0u; i < TM; i++) {
-        let m = m0 + i;
-        if (m >= p.m) { break; }
-        for (var j = 0u; j < TN; j++) {
-            let n = cols[j];
-            if (n < p.n) {
-                let idx = cbase + m * p.c.rs + n * p.c.cs;
-                var v = p.alpha * acc[i * TN + j];
-                if (p.accumulate != 0u) { v += c[idx]; }
-                c[idx] = v;
-            }
+fn clear() {
+    acc0_0 = vec4(0.0);
+    acc0_1 = vec4(0.0);
+    acc1_0 = vec4(0.0);
+    acc1_1 = vec4(0.0);
+    acc2_0 = vec4(0.0);
+    acc2_1 = vec4(0.0);
+    acc3_0 = vec4(0.0);
+    acc3_1 = vec4(0.0);
+    acc4_0 = vec4(0.0);
+    acc4_1 = vec4(0.0);
+    acc5_0 = vec4(0.0);
+    acc5_1 = vec4(0.0);
+    acc6_0 = vec4(0.0);
+    acc6_1 = vec4(0.0);
+    acc7_0 = vec4(0.0);
+    acc7_1 = vec4(0.0);
+    acc8_0 = vec4(0.0);
+    acc8_1 = vec4(0.0);
+    acc9_0 = vec4(0.0);
+    acc9_1 = vec4(0.0);
+    acc10_0 = vec4(0.0);
+    acc10_1 = vec4(0.0);
+    acc11_0 = vec4(0.0);
+    acc11_1 = vec4(0.0);
+    acc12_0 = vec4(0.0);
+    acc12_1 = vec4(0.0);
+    acc13_0 = vec4(0.0);
+    acc13_1 = vec4(0.0);
+    acc14_0 = vec4(0.0);
+    acc14_1 = vec4(0.0);
+    acc15_0 = vec4(0.0);
+    acc15_1 = vec4(0.0);
+}
+
+// Lane l holds row l at k..k+3; every lane gets all eight.
+fn rows_k4(s: vec4<f32>) -> Rows8 {
+    return Rows8(subgroupBroadcast(s, 0u), subgroupBroadcast(s, 1u), subgroupBroadcast(s, 2u), subgroupBroadcast(s, 3u), subgroupBroadcast(s, 4u), subgroupBroadcast(s, 5u), subgroupBroadcast(s, 6u), subgroupBroadcast(s, 7u));
+}
+
+// Lane l holds rows 4·(l&1)..+3 at k + l/2; every lane gets all eight rows at k..k+3.
+fn rows_m4(s: vec4<f32>) -> Rows8 {
+    let l0 = subgroupBroadcast(s, 0u);
+    let l1 = subgroupBroadcast(s, 1u);
+    let l2 = subgroupBroadcast(s, 2u);
+    let l3 = subgroupBroadcast(s, 3u);
+    let l4 = subgroupBroadcast(s, 4u);
+    let l5 = subgroupBroadcast(s, 5u);
+    let l6 = subgroupBroadcast(s, 6u);
+    let l7 = subgroupBroadcast(s, 7u);
+    return Rows8(
+        vec4(l0.x, l2.x, l4.x, l6.x),
+        vec4(l0.y, l2.y, l4.y, l6.y),
+        vec4(l0.z, l2.z, l4.z, l6.z),
+        vec4(l0.w, l2.w, l4.w, l6.w),
+        vec4(l1.x, l3.x, l5.x, l7.x),
+        vec4(l1.y, l3.y, l5.y, l7.y),
+        vec4(l1.z, l3.z, l5.z, l7.z),
+        vec4(l1.w, l3.w, l5.w, l7.w),
+    );
+}
+
+fn a_row(t: Tile, slot: u32) -> u32 {
+    return min(t.m0 + 8u * slot + t.sl, p.m - 1u);
+}
+
+// A with any strides: lane l reads its row's four k with scalar loads.
+fn a_any(t: Tile, bi: u32, k: u32) -> ATile {
+    let base = p.a.off + bi * p.a.bs;
+    let ks = vec4(min(k, p.k - 1u), min(k + 1u, p.k - 1u), min(k + 2u, p.k - 1u), min(k + 3u, p.k - 1u)) * p.a.cs;
+    let r0 = base + a_row(t, 0u) * p.a.rs;
+    let s0 = vec4(a[r0 + ks.x], a[r0 + ks.y], a[r0 + ks.z], a[r0 + ks.w]);
+    var s1 = vec4(0.0);
+    if (TM > 8u) {
+        let r1 = base + a_row(t, 1u) * p.a.rs;
+        s1 = vec4(a[r1 + ks.x], a[r1 + ks.y], a[r1 + ks.z], a[r1 + ks.w]);
+    }
+    return ATile(rows_k4(s0), rows_k4(s1));
+}
+
+// A rows contiguous along k: lane l reads row l's k..k+3 as one vec4.
+fn a_k4(t: Tile, bi: u32, k: u32) -> ATile {
+    let base = p.a.off + bi * p.a.bs + k;
+    let s0 = a4[(base + a_row(t, 0u) * p.a.rs) / 4u];
+    var s1 = vec4(0.0);
+    if (TM > 8u) { s1 = a4[(base + a_row(t, 1u) * p.a.rs) / 4u]; }
+    return ATile(rows_k4(s0), rows_k4(s1));
+}
+
+// A columns contiguous along m: lane l reads rows 4·(l&1)..+3 at k + l/2 as one vec4.
+fn a_m4(t: Tile, bi: u32, k: u32) -> ATile {
+    let base = p.a.off + bi * p.a.bs + min(k + (t.sl >> 1u), p.k - 1u) * p.a.cs;
+    let last = (p.m - 1u) & ~3u;
+    let h = 4u * (t.sl & 1u);
+    let s0 = a4[(base + min(t.m0 + h, last)) / 4u];
+    var s1 = vec4(0.0);
+    if (TM > 8u) { s1 = a4[(base + min(t.m0 + 8u + h, last)) / 4u]; }
+    return ATile(rows_m4(s0), rows_m4(s1));
+}
+
+fn b_rows(k: u32) -> vec4<u32> {
+    let last = p.k - 1u;
+    return vec4(min(k, last), min(k + 1u, last), min(k + 2u, last), min(k + 3u, last));
+}
+
+fn b_cols(n: u32) -> vec4<u32> {
+    let last = p.n - 1u;
+    return vec4(min(n, last), min(n + 1u, last), min(n + 2u, last), min(n + 3u, last));
+}
+
+fn b_any_group(base: u32, r: u32, cs: vec4<u32>) -> vec4<f32> {
+    let o = base + r * p.b.rs;
+    return vec4(b[o + cs.x], b[o + cs.y], b[o + cs.z], b[o + cs.w]);
+}
+
+// B with any strides: scalar loads.
+fn b_any(t: Tile, bi: u32, k: u32) -> BTile {
+    let base = p.b.off + bi * p.b.bs;
+    let kr = b_rows(k);
+    let c0 = b_cols(t.n0) * p.b.cs;
+    let x0 = b_any_group(base, kr.x, c0);
+    let x1 = b_any_group(base, kr.y, c0);
+    let x2 = b_any_group(base, kr.z, c0);
+    let x3 = b_any_group(base, kr.w, c0);
+    var y0 = vec4(0.0);
+    var y1 = vec4(0.0);
+    var y2 = vec4(0.0);
+    var y3 = vec4(0.0);
+    if (TN > 4u) {
+        let c1 = b_cols(t.n0 + 4u) * p.b.cs;
+        y0 = b_any_group(base, kr.x, c1);
+        y1 = b_any_group(base, kr.y, c1);
+        y2 = b_any_group(base, kr.z, c1);
+        y3 = b_any_group(base, kr.w, c1);
+    }
+    return BTile(x0, x1, x2, x3, y0, y1, y2, y3);
+}
+
+// B rows contiguous along n: each row's four columns are one vec4.
+fn b_n4(t: Tile, bi: u32, k: u32) -> BTile {
+    let kr = (p.b.off + bi * p.b.bs + b_rows(k) * p.b.rs) / 4u;
+    let last = (p.n - 1u) & ~3u;
+    let g0 = min(t.n0, last) / 4u;
+    let x0 = b4[kr.x + g0];
+    let x1 = b4[kr.y + g0];
+    let x2 = b4[kr.z + g0];
+    let x3 = b4[kr.w + g0];
+    var y0 = vec4(0.0);
+    var y1 = vec4(0.0);
+    var y2 = vec4(0.0);
+    var y3 = vec4(0.0);
+    if (TN > 4u) {
+        let g1 = min(t.n0 + 4u, last) / 4u;
+        y0 = b4[kr.x + g1];
+        y1 = b4[kr.y + g1];
+        y2 = b4[kr.z + g1];
+        y3 = b4[kr.w + g1];
+    }
+    return BTile(x0, x1, x2, x3, y0, y1, y2, y3);
+}
+
+// B columns contiguous along k: each column's k..k+3 is one vec4; transposed in registers.
+fn b_k4(t: Tile, bi: u32, k: u32) -> BTile {
+    let base = (p.b.off + bi * p.b.bs + k) / 4u;
+    let cs = p.b.cs / 4u;
+    let c0 = b_cols(t.n0);
+    let u0 = b4[base + c0.x * cs];
+    let u1 = b4[base + c0.y * cs];
+    let u2 = b4[base + c0.z * cs];
+    let u3 = b4[base + c0.w * cs];
+    var v0 = vec4(0.0);
+    var v1 = vec4(0.0);
+    var v2 = vec4(0.0);
+    var v3 = vec4(0.0);
+    if (TN > 4u) {
+        let c1 = b_cols(t.n0 + 4u);
+        v0 = b4[base + c1.x * cs];
+        v1 = b4[base + c1.y * cs];
+        v2 = b4[base + c1.z * cs];
+        v3 = b4[base + c1.w * cs];
+    }
+    return BTile(
+        vec4(u0.x, u1.x, u2.x, u3.x),
+        vec4(u0.y, u1.y, u2.y, u3.y),
+        vec4(u0.z, u1.z, u2.z, u3.z),
+        vec4(u0.w, u1.w, u2.w, u3.w),
+        vec4(v0.x, v1.x, v2.x, v3.x),
+        vec4(v0.y, v1.y, v2.y, v3.y),
+        vec4(v0.z, v1.z, v2.z, v3.z),
+        vec4(v0.w, v1.w, v2.w, v3.w),
+    );
+}
+
+// The K tail: reduction steps kk >= valid contribute exact zeros (whatever was read there).
+fn mask4(v: vec4<f32>, valid: u32) -> vec4<f32> {
+    return select(vec4(0.0), v, vec4(0u, 1u, 2u, 3u) < vec4(valid));
+}
+
+fn mask_rows(r: Rows8, valid: u32) -> Rows8 {
+    return Rows8(mask4(r.r0, valid), mask4(r.r1, valid), mask4(r.r2, valid), mask4(r.r3, valid), mask4(r.r4, valid), mask4(r.r5, valid), mask4(r.r6, valid), mask4(r.r7, valid));
+}
+
+fn mask_a(t: ATile, valid: u32) -> ATile {
+    return ATile(mask_rows(t.lo, valid), mask_rows(t.hi, valid));
+}
+
+fn mask_b(t: BTile, valid: u32) -> BTile {
+    let z = vec4(0.0);
+    return BTile(t.x0, select(z, t.x1, valid > 1u), select(z, t.x2, valid > 2u), select(z, t.x3, valid > 3u),
+                 t.y0, select(z, t.y1, valid > 1u), select(z, t.y2, valid > 2u), select(z, t.y3, valid > 3u));
+}
+
+fn row4(acc: ptr<private, vec4<f32>>, a: vec4<f32>, b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>) {
+    *acc = fma(vec4(a.w), b3, fma(vec4(a.z), b2, fma(vec4(a.y), b1, fma(vec4(a.x), b0, *acc))));
+}
+
+// Four reduction steps of the TM × TN tile.
+fn rank4(at: ATile, bt: BTile) {
+    row4(&acc0_0, at.lo.r0, bt.x0, bt.x1, bt.x2, bt.x3);
+    if (TN > 4u) { row4(&acc0_1, at.lo.r0, bt.y0, bt.y1, bt.y2, bt.y3); }
+    row4(&acc1_0, at.lo.r1, bt.x0, bt.x1, bt.x2, bt.x3);
+    if (TN > 4u) { row4(&acc1_1, at.lo.r1, bt.y0, bt.y1, bt.y2, bt.y3); }
+    row4(&acc2_0, at.lo.r2, bt.x0, bt.x1, bt.x2, bt.x3);
+    if (TN > 4u) { row4(&acc2_1, at.lo.r2, bt.y0, bt.y1, bt.y2, bt.y3); }
+    row4(&acc3_0, at.lo.r3, bt.x0, bt.x1, bt.x2, bt.x3);
+    if (TN > 4u) { row4(&acc3_1, at.lo.r3, bt.y0, bt.y1, bt.y2, bt.y3); }
+    row4(&acc4_0, at.lo.r4, bt.x0, bt.x1, bt.x2, bt.x3);
+    if (TN > 4u) { row4(&acc4_1, at.lo.r4, bt.y0, bt.y1, bt.y2, bt.y3); }
+    row4(&acc5_0, at.lo.r5, bt.x0, bt.x1, bt.x2, bt.x3);
+    if (TN > 4u) { row4(&acc5_1, at.lo.r5, bt.y0, bt.y1, bt.y2, bt.y3); }
+    row4(&acc6_0, at.lo.r6, bt.x0, bt.x1, bt.x2, bt.x3);
+    if (TN > 4u) { row4(&acc6_1, at.lo.r6, bt.y0, bt.y1, bt.y2, bt.y3); }
+    row4(&acc7_0, at.lo.r7, bt.x0, bt.x1, bt.x2, bt.x3);
+    if (TN > 4u) { row4(&acc7_1, at.lo.r7, bt.y0, bt.y1, bt.y2, bt.y3); }
+    if (TM > 8u) {
+        row4(&acc8_0, at.hi.r0, bt.x0, bt.x1, bt.x2, bt.x3);
+        if (TN > 4u) { row4(&acc8_1, at.hi.r0, bt.y0, bt.y1, bt.y2, bt.y3); }
+        row4(&acc9_0, at.hi.r1, bt.x0, bt.x1, bt.x2, bt.x3);
+        if (TN > 4u) { row4(&acc9_1, at.hi.r1, bt.y0, bt.y1, bt.y2, bt.y3); }
+        row4(&acc10_0, at.hi.r2, bt.x0, bt.x1, bt.x2, bt.x3);
+        if (TN > 4u) { row4(&acc10_1, at.hi.r2, bt.y0, bt.y1, bt.y2, bt.y3); }
+        row4(&acc11_0, at.hi.r3, bt.x0, bt.x1, bt.x2, bt.x3);
+        if (TN > 4u) { row4(&acc11_1, at.hi.r3, bt.y0, bt.y1, bt.y2, bt.y3); }
+        row4(&acc12_0, at.hi.r4, bt.x0, bt.x1, bt.x2, bt.x3);
+        if (TN > 4u) { row4(&acc12_1, at.hi.r4, bt.y0, bt.y1, bt.y2, bt.y3); }
+        row4(&acc13_0, at.hi.r5, bt.x0, bt.x1, bt.x2, bt.x3);
+        if (TN > 4u) { row4(&acc13_1, at.hi.r5, bt.y0, bt.y1, bt.y2, bt.y3); }
+        row4(&acc14_0, at.hi.r6, bt.x0, bt.x1, bt.x2, bt.x3);
+        if (TN > 4u) { row4(&acc14_1, at.hi.r6, bt.y0, bt.y1, bt.y2, bt.y3); }
+        row4(&acc15_0, at.hi.r7, bt.x0, bt.x1, bt.x2, bt.x3);
+        if (TN > 4u) { row4(&acc15_1, at.hi.r7, bt.y0, bt.y1, bt.y2, bt.y3); }
+    }
+}
+
+fn store4(z: u32, m: u32, n: u32, v: vec4<f32>) {
+    if (m >= p.m) { return; }
+    let base = p.c.off + z * p.c.bs + m * p.c.rs;
+    for (var t = 0u; t < 4u; t++) {
+        if (n + t < p.n) {
+            let idx = base + (n + t) * p.c.cs;
+            var r = p.alpha * v[t];
+            if (p.accumulate != 0u) { r += c[idx]; }
+            c[idx] = r;
         }
     }
 }
 
-fn clear_acc() {
-    for (var i = 0u; i < TM * TN; i++) { acc[i] = 0.0; }
+fn store(t: Tile, z: u32) {
+    store4(z, t.m0 + 0u, t.n0, acc0_0);
+    if (TN > 4u) { store4(z, t.m0 + 0u, t.n0 + 4u, acc0_1); }
+    store4(z, t.m0 + 1u, t.n0, acc1_0);
+    if (TN > 4u) { store4(z, t.m0 + 1u, t.n0 + 4u, acc1_1); }
+    store4(z, t.m0 + 2u, t.n0, acc2_0);
+    if (TN > 4u) { store4(z, t.m0 + 2u, t.n0 + 4u, acc2_1); }
+    store4(z, t.m0 + 3u, t.n0, acc3_0);
+    if (TN > 4u) { store4(z, t.m0 + 3u, t.n0 + 4u, acc3_1); }
+    store4(z, t.m0 + 4u, t.n0, acc4_0);
+    if (TN > 4u) { store4(z, t.m0 + 4u, t.n0 + 4u, acc4_1); }
+    store4(z, t.m0 + 5u, t.n0, acc5_0);
+    if (TN > 4u) { store4(z, t.m0 + 5u, t.n0 + 4u, acc5_1); }
+    store4(z, t.m0 + 6u, t.n0, acc6_0);
+    if (TN > 4u) { store4(z, t.m0 + 6u, t.n0 + 4u, acc6_1); }
+    store4(z, t.m0 + 7u, t.n0, acc7_0);
+    if (TN > 4u) { store4(z, t.m0 + 7u, t.n0 + 4u, acc7_1); }
+    if (TM > 8u) {
+        store4(z, t.m0 + 8u, t.n0, acc8_0);
+        if (TN > 4u) { store4(z, t.m0 + 8u, t.n0 + 4u, acc8_1); }
+        store4(z, t.m0 + 9u, t.n0, acc9_0);
+        if (TN > 4u) { store4(z, t.m0 + 9u, t.n0 + 4u, acc9_1); }
+        store4(z, t.m0 + 10u, t.n0, acc10_0);
+        if (TN > 4u) { store4(z, t.m0 + 10u, t.n0 + 4u, acc10_1); }
+        store4(z, t.m0 + 11u, t.n0, acc11_0);
+        if (TN > 4u) { store4(z, t.m0 + 11u, t.n0 + 4u, acc11_1); }
+        store4(z, t.m0 + 12u, t.n0, acc12_0);
+        if (TN > 4u) { store4(z, t.m0 + 12u, t.n0 + 4u, acc12_1); }
+        store4(z, t.m0 + 13u, t.n0, acc13_0);
+        if (TN > 4u) { store4(z, t.m0 + 13u, t.n0 + 4u, acc13_1); }
+        store4(z, t.m0 + 14u, t.n0, acc14_0);
+        if (TN > 4u) { store4(z, t.m0 + 14u, t.n0 + 4u, acc14_1); }
+        store4(z, t.m0 + 15u, t.n0, acc15_0);
+        if (TN > 4u) { store4(z, t.m0 + 15u, t.n0 + 4u, acc15_1); }
+    }
 }
 
-// Any strides: scalar loads, A at lane-uniform addresses, B gathered.
-@compute @workgroup_size(WG)
-fn gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let m0 = wid.y * TM;
-    var cols: array<u32, MAX_TN>;
-    var boff: array<u32, MAX_TN>;
-    for (var j = 0u; j < TN; j++) {
-        cols[j] = wid.x * WG * TN + j * WG + lid.x;
-        // Out-of-range lanes read a valid column and never store.
-        boff[j] = min(cols[j], p.n - 1u) * p.b.cs;
-    }
-    var aoff: array<u32, MAX_TM>;
-    for (var i = 0u; i < TM; i++) { aoff[i] = min(m0 + i, p.m - 1u) * p.a.rs; }
-    clear_acc();
-    let r = slice_range(wid.z);
-    for (var bi = r.b0; bi < r.b1; bi++) {
-        let abase = p.a.off + bi * p.a.bs;
-        let bbase = p.b.off + bi * p.b.bs;
-        for (var k = r.k0; k < r.k1; k++) {
-            let ak = abase + k * p.a.cs;
-            let bk = bbase + k * p.b.rs;
-            var bv: array<f32, MAX_TN>;
-            for (var j = 0u; j < TN; j++) { bv[j] = b[bk + boff[j]]; }
-            for (var i = 0u; i < TM; i++) {
-                let av = a[ak + aoff[i]];
-                for (var j = 0u; j < TN; j++) { acc[i * TN + j] = fma(av, bv[j], acc[i * TN + j]); }
-            }
-        }
-    }
-    store_tile(wid.z, m0, cols);
-}
+// One entry point per pair of operand layouts (any / vec4 along k / vec4 along m or n); each
+// walks its slice in steps of four.
 
-// Unit column strides and offsets/strides that are multiples of 4: A rows and B rows are read
-// as vec4 (A along k at lane-uniform addresses, B along n per lane; each lane owns TN/4 groups
-// of 4 adjacent columns). k_chunk is a multiple of 4, so vec4 steps stay aligned; the K tail
-// picks components.
 @compute @workgroup_size(WG)
-fn gemm_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let m0 = wid.y * TM;
-    let groups = TN / 4u;
-    var cols: array<u32, MAX_TN>;
-    var boff: array<u32, MAX_TN>;
-    for (var g = 0u; g < groups; g++) {
-        let n = wid.x * WG * TN + (g * WG + lid.x) * 4u;
-        for (var t = 0u; t < 4u; t++) { cols[g * 4u + t] = n + t; }
-        boff[g] = min(n, (p.n - 1u) & ~3u) / 4u;
-    }
-    var aoff: array<u32, MAX_TM>;
-    for (var i = 0u; i < TM; i++) { aoff[i] = min(m0 + i, p.m - 1u) * p.a.rs / 4u; }
-    clear_acc();
+fn gemm_gg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+           @builtin(subgroup_invocation_id) sid: u32) {
+    let t = tile(wid, lid, sid);
     let r = slice_range(wid.z);
+    clear();
     for (var bi = r.b0; bi < r.b1; bi++) {
-        let abase = (p.a.off + bi * p.a.bs) / 4u;
-        let bbase = (p.b.off + bi * p.b.bs) / 4u;
-        let brs = p.b.rs / 4u;
         var k = r.k0;
-        for (; k + 4u <= r.k1; k += 4u) {
-            let ak = abase + k / 4u;
-            let bk = bbase + k * brs;
-            var bv: array<vec4<f32>, 16>;
-            for (var q = 0u; q < 4u; q++) {
-                for (var g = 0u; g < groups; g++) { bv[q * 4u + g] = b4[bk + q * brs + boff[g]]; }
-            }
-            for (var i = 0u; i < TM; i++) {
-                let av = a4[ak + aoff[i]];
-                for (var q = 0u; q < 4u; q++) {
-                    for (var g = 0u; g < groups; g++) {
-                        let o = i * TN + g * 4u;
-                        let v = fma(vec4(av[q]), bv[q * 4u + g],
-                                    vec4(acc[o], acc[o + 1u], acc[o + 2u], acc[o + 3u]));
-                        acc[o] = v.x;
-                        acc[o + 1u] = v.y;
-                        acc[o + 2u] = v.z;
-                        acc[o + 3u] = v.w;
-                    }
-                }
-            }
-        }
-        for (; k < r.k1; k++) {
-            let bk = bbase + k * brs;
-            for (var i = 0u; i < TM; i++) {
-                let av = a4[abase + k / 4u + aoff[i]][k % 4u];
-                for (var g = 0u; g < groups; g++) {
-                    let bv = b4[bk + boff[g]];
-                    for (var t = 0u; t < 4u; t++) {
-                        let o = i * TN + g * 4u + t;
-                        acc[o] = fma(av, bv[t], acc[o]);
-                    }
-                }
-            }
-        }
+        for (; k + 4u <= r.k1; k += 4u) { rank4(a_any(t, bi, k), b_any(t, bi, k)); }
+        if (k < r.k1) { rank4(mask_a(a_any(t, bi, k), r.k1 - k), mask_b(b_any(t, bi, k), r.k1 - k)); }
     }
-    store_tile(wid.z, m0, cols);
+    store(t, wid.z);
+}
+
+@compute @workgroup_size(WG)
+fn gemm_gn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+           @builtin(subgroup_invocation_id) sid: u32) {
+    let t = tile(wid, lid, sid);
+    let r = slice_range(wid.z);
+    clear();
+    for (var bi = r.b0; bi < r.b1; bi++) {
+        var k = r.k0;
+        for (; k + 4u <= r.k1; k += 4u) { rank4(a_any(t, bi, k), b_n4(t, bi, k)); }
+        if (k < r.k1) { rank4(mask_a(a_any(t, bi, k), r.k1 - k), mask_b(b_n4(t, bi, k), r.k1 - k)); }
+    }
+    store(t, wid.z);
+}
+
+@compute @workgroup_size(WG)
+fn gemm_gk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+           @builtin(subgroup_invocation_id) sid: u32) {
+    let t = tile(wid, lid, sid);
+    let r = slice_range(wid.z);
+    clear();
+    for (var bi = r.b0; bi < r.b1; bi++) {
+        var k = r.k0;
+        for (; k + 4u <= r.k1; k += 4u) { rank4(a_any(t, bi, k), b_k4(t, bi, k)); }
+        if (k < r.k1) { rank4(mask_a(a_any(t, bi, k), r.k1 - k), mask_b(b_k4(t, bi, k), r.k1 - k)); }
+    }
+    store(t, wid.z);
+}
+
+@compute @workgroup_size(WG)
+fn gemm_kg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+           @builtin(subgroup_invocation_id) sid: u32) {
+    let t = tile(wid, lid, sid);
+    let r = slice_range(wid.z);
+    clear();
+    for (var bi = r.b0; bi < r.b1; bi++) {
+        var k = r.k0;
+        for (; k + 4u <= r.k1; k += 4u) { rank4(a_k4(t, bi, k), b_any(t, bi, k)); }
+        if (k < r.k1) { rank4(mask_a(a_k4(t, bi, k), r.k1 - k), mask_b(b_any(t, bi, k), r.k1 - k)); }
+    }
+    store(t, wid.z);
+}
+
+@compute @workgroup_size(WG)
+fn gemm_kn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+           @builtin(subgroup_invocation_id) sid: u32) {
+    let t = tile(wid, lid, sid);
+    let r = slice_range(wid.z);
+    clear();
+    for (var bi = r.b0; bi < r.b1; bi++) {
+        var k = r.k0;
+        for (; k + 4u <= r.k1; k += 4u) { rank4(a_k4(t, bi, k), b_n4(t, bi, k)); }
+        if (k < r.k1) { rank4(mask_a(a_k4(t, bi, k), r.k1 - k), mask_b(b_n4(t, bi, k), r.k1 - k)); }
+    }
+    store(t, wid.z);
+}
+
+@compute @workgroup_size(WG)
+fn gemm_kk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+           @builtin(subgroup_invocation_id) sid: u32) {
+    let t = tile(wid, lid, sid);
+    let r = slice_range(wid.z);
+    clear();
+    for (var bi = r.b0; bi < r.b1; bi++) {
+        var k = r.k0;
+        for (; k + 4u <= r.k1; k += 4u) { rank4(a_k4(t, bi, k), b_k4(t, bi, k)); }
+        if (k < r.k1) { rank4(mask_a(a_k4(t, bi, k), r.k1 - k), mask_b(b_k4(t, bi, k), r.k1 - k)); }
+    }
+    store(t, wid.z);
+}
+
+@compute @workgroup_size(WG)
+fn gemm_mg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+           @builtin(subgroup_invocation_id) sid: u32) {
+    let t = tile(wid, lid, sid);
+    let r = slice_range(wid.z);
+    clear();
+    for (var bi = r.b0; bi < r.b1; bi++) {
+        var k = r.k0;
+        for (; k + 4u <= r.k1; k += 4u) { rank4(a_m4(t, bi, k), b_any(t, bi, k)); }
+        if (k < r.k1) { rank4(mask_a(a_m4(t, bi, k), r.k1 - k), mask_b(b_any(t, bi, k), r.k1 - k)); }
+    }
+    store(t, wid.z);
+}
+
+@compute @workgroup_size(WG)
+fn gemm_mn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+           @builtin(subgroup_invocation_id) sid: u32) {
+    let t = tile(wid, lid, sid);
+    let r = slice_range(wid.z);
+    clear();
+    for (var bi = r.b0; bi < r.b1; bi++) {
+        var k = r.k0;
+        for (; k + 4u <= r.k1; k += 4u) { rank4(a_m4(t, bi, k), b_n4(t, bi, k)); }
+        if (k < r.k1) { rank4(mask_a(a_m4(t, bi, k), r.k1 - k), mask_b(b_n4(t, bi, k), r.k1 - k)); }
+    }
+    store(t, wid.z);
+}
+
+@compute @workgroup_size(WG)
+fn gemm_mk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+           @builtin(subgroup_invocation_id) sid: u32) {
+    let t = tile(wid, lid, sid);
+    let r = slice_range(wid.z);
+    clear();
+    for (var bi = r.b0; bi < r.b1; bi++) {
+        var k = r.k0;
+        for (; k + 4u <= r.k1; k += 4u) { rank4(a_m4(t, bi, k), b_k4(t, bi, k)); }
+        if (k < r.k1) { rank4(mask_a(a_m4(t, bi, k), r.k1 - k), mask_b(b_k4(t, bi, k), r.k1 - k)); }
+    }
+    store(t, wid.z);
 }
 
 // C[o] = alpha · Σ_s parts[o·slices_per_out + s] (+ C[o]): one lane per output element, over a

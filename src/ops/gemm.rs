@@ -57,8 +57,12 @@ impl MatrixLayout {
     fn last(&self, batch: usize, rows: usize, cols: usize) -> usize {
         self.index(batch - 1, rows - 1, cols - 1)
     }
-    fn aligned4(&self, batch: usize) -> bool {
-        self.col_stride == 1 && self.offset % 4 == 0 && self.row_stride % 4 == 0 && (batch == 1 || self.batch_stride % 4 == 0)
+    /// Whether vec4 loads along the unit-stride dimension stay aligned: `along_cols` means
+    /// column stride 1 (rows contiguous), otherwise row stride 1.
+    fn vec4_ok(&self, batch: usize, along_cols: bool) -> bool {
+        let (unit, other) =
+            if along_cols { (self.col_stride, self.row_stride) } else { (self.row_stride, self.col_stride) };
+        unit == 1 && self.offset % 4 == 0 && other % 4 == 0 && (batch == 1 || self.batch_stride % 4 == 0)
     }
 }
 
@@ -145,8 +149,9 @@ impl GemmShape {
     }
 }
 
-/// Tile and workgroup sizes: each invocation computes `tm × tn` outputs, `wg` invocations share
-/// their `tm` rows. `vec4` allows the vec4 path where the layouts permit it.
+/// Tile and workgroup sizes: each invocation computes `tm × tn` outputs (tm ∈ {8, 16},
+/// tn ∈ {4, 8}), `wg` invocations share their `tm` rows. `vec4` allows the vec4 loads where the
+/// layouts permit them.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct GemmConfig {
     pub wg: u32,
@@ -163,10 +168,17 @@ impl Default for GemmConfig {
 }
 
 impl GemmConfig {
-    fn check(&self) -> Result<()> {
-        let ok = self.wg >= 1 && (1..=32).contains(&self.tm) && (1..=16).contains(&self.tn) && self.tm * self.tn <= 128;
+    fn check(&self, gpu: &Gpu) -> Result<()> {
+        let ok = (1..=256).contains(&self.wg) && matches!(self.tm, 8 | 16) && matches!(self.tn, 4 | 8);
         if !ok {
-            return Err(Error::shape(OP, format!("bad tile config {self:?}: tm ≤ 32, tn ≤ 16, tm·tn ≤ 128")));
+            return Err(Error::shape(OP, format!("bad tile config {self:?}: tm must be 8 or 16, tn 4 or 8")));
+        }
+        // Subgroups of at least 8 lanes share the rows of A.
+        if !gpu.features.contains(wgpu::Features::SUBGROUP) || gpu.info.subgroup_min_size < 8 {
+            return Err(Error::Invalid(format!(
+                "the GEMM kernels need subgroups of at least 8 lanes, which {} does not offer",
+                gpu.info.name
+            )));
         }
         Ok(())
     }
@@ -329,7 +341,7 @@ fn build(
     scratch: Option<&wgpu::Buffer>,
 ) -> Result<Vec<Dispatch>> {
     shape.validate()?;
-    cfg.check()?;
+    cfg.check(gpu)?;
     check_buffer("A", a, shape.a_len())?;
     check_buffer("B", b, shape.b_len())?;
     check_buffer("C", c, shape.c_len())?;
@@ -367,8 +379,23 @@ fn params(shape: &GemmShape, plan: Plan, c: MatrixLayout, accumulate: bool, alph
     }
 }
 
-fn use_vec4(shape: &GemmShape, cfg: &GemmConfig) -> bool {
-    cfg.vec4 && cfg.tn % 4 == 0 && shape.a.aligned4(shape.batch) && shape.b.aligned4(shape.batch)
+/// The entry point for the operands' layouts: `gemm_<a><b>`, with A read as `k` (vec4 along
+/// k), `m` (vec4 along m) or `g` (scalar loads, any strides), and B as `n`, `k` or `g`.
+fn entry(shape: &GemmShape, cfg: &GemmConfig) -> &'static str {
+    let (a, b, n) = (&shape.a, &shape.b, shape.batch);
+    let a_mode = match () {
+        _ if cfg.vec4 && a.vec4_ok(n, true) => 0,
+        _ if cfg.vec4 && a.vec4_ok(n, false) => 1,
+        _ => 2,
+    };
+    let b_mode = match () {
+        _ if cfg.vec4 && b.vec4_ok(n, true) => 0,
+        _ if cfg.vec4 && b.vec4_ok(n, false) => 1,
+        _ => 2,
+    };
+    const ENTRIES: [[&str; 3]; 3] =
+        [["gemm_kn", "gemm_kk", "gemm_kg"], ["gemm_mn", "gemm_mk", "gemm_mg"], ["gemm_gn", "gemm_gk", "gemm_gg"]];
+    ENTRIES[a_mode][b_mode]
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -389,7 +416,7 @@ fn product(
     let p = params(shape, plan, c_layout, accumulate, alpha);
     gpu.dispatch(Launch {
         shader: shaders::GEMM,
-        entry: if use_vec4(shape, cfg) { "gemm_v4" } else { "gemm" },
+        entry: entry(shape, cfg),
         constants: &[("WG", cfg.wg as f64), ("TM", cfg.tm as f64), ("TN", cfg.tn as f64)],
         params: bytemuck::bytes_of(&p),
         buffers: &[c, a, b],

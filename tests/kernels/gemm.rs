@@ -2,8 +2,8 @@ use crate::common::*;
 use tailor::ops::gemm::{self as gm, GemmConfig, GemmShape, MatrixLayout as L};
 
 const GENERAL: GemmConfig = GemmConfig { wg: 64, tm: 16, tn: 4, vec4: false };
-const SMALL: GemmConfig = GemmConfig { wg: 8, tm: 3, tn: 5, vec4: false };
-const SMALL_V4: GemmConfig = GemmConfig { wg: 16, tm: 5, tn: 8, vec4: true };
+const SMALL: GemmConfig = GemmConfig { wg: 8, tm: 8, tn: 8, vec4: false };
+const SMALL_V4: GemmConfig = GemmConfig { wg: 16, tm: 8, tn: 8, vec4: true };
 
 /// Runs one GEMM on random buffers (with slack around the matrices, which must stay untouched)
 /// and compares the whole C buffer with the reference.
