@@ -79,7 +79,9 @@ fn quick() -> bool {
 }
 
 fn filled(n: usize, seed: u32) -> Vec<f32> {
-    (0..n).map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32 / (1u32 << 24) as f32 - 0.5).collect()
+    (0..n)
+        .map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32 / (1u32 << 24) as f32 - 0.5)
+        .collect()
 }
 
 fn cpu_sgemm(b: &mut Bench, n: usize) {
@@ -118,9 +120,14 @@ fn gpu_gemm(b: &mut Bench, name: &str, shape: &GemmShape, cfg: &GemmConfig) {
 fn variants() -> Vec<GemmConfig> {
     let mut v = vec![GemmConfig::default()];
     if std::env::var("TAILOR_BENCH_VARIANTS").is_ok_and(|s| s == "1") {
-        for (wg, tm, tn, vec4) in
-            [(64, 16, 4, false), (64, 8, 4, true), (64, 8, 8, true), (64, 16, 8, true), (32, 16, 4, true), (128, 16, 4, true)]
-        {
+        for (wg, tm, tn, vec4) in [
+            (64, 16, 4, false),
+            (64, 8, 4, true),
+            (64, 8, 8, true),
+            (64, 16, 8, true),
+            (32, 16, 4, true),
+            (128, 16, 4, true),
+        ] {
             v.push(GemmConfig { wg, tm, tn, vec4 });
         }
     }

@@ -216,36 +216,38 @@ fn a_row(t: Tile, slot: u32) -> u32 {
 }
 
 // A with any strides: lane l reads its row's four k with scalar loads.
-fn a_any(t: Tile, bi: u32, k: u32) -> ATile {
+fn a_any(t: Tile, bi: u32, k: u32, valid: u32) -> ATile {
     let base = p.a.off + bi * p.a.bs;
     let ks = vec4(min(k, p.k - 1u), min(k + 1u, p.k - 1u), min(k + 2u, p.k - 1u), min(k + 3u, p.k - 1u)) * p.a.cs;
     let r0 = base + a_row(t, 0u) * p.a.rs;
-    let s0 = vec4(a[r0 + ks.x], a[r0 + ks.y], a[r0 + ks.z], a[r0 + ks.w]);
+    let s0 = mask4(vec4(a[r0 + ks.x], a[r0 + ks.y], a[r0 + ks.z], a[r0 + ks.w]), valid);
     var s1 = vec4(0.0);
     if (TM > 8u) {
         let r1 = base + a_row(t, 1u) * p.a.rs;
-        s1 = vec4(a[r1 + ks.x], a[r1 + ks.y], a[r1 + ks.z], a[r1 + ks.w]);
+        s1 = mask4(vec4(a[r1 + ks.x], a[r1 + ks.y], a[r1 + ks.z], a[r1 + ks.w]), valid);
     }
     return ATile(rows_k4(s0), rows_k4(s1));
 }
 
 // A rows contiguous along k: lane l reads row l's k..k+3 as one vec4.
-fn a_k4(t: Tile, bi: u32, k: u32) -> ATile {
+fn a_k4(t: Tile, bi: u32, k: u32, valid: u32) -> ATile {
     let base = p.a.off + bi * p.a.bs + k;
-    let s0 = a4[(base + a_row(t, 0u) * p.a.rs) / 4u];
+    let s0 = mask4(a4[(base + a_row(t, 0u) * p.a.rs) / 4u], valid);
     var s1 = vec4(0.0);
-    if (TM > 8u) { s1 = a4[(base + a_row(t, 1u) * p.a.rs) / 4u]; }
+    if (TM > 8u) { s1 = mask4(a4[(base + a_row(t, 1u) * p.a.rs) / 4u], valid); }
     return ATile(rows_k4(s0), rows_k4(s1));
 }
 
 // A columns contiguous along m: lane l reads rows 4·(l&1)..+3 at k + l/2 as one vec4.
-fn a_m4(t: Tile, bi: u32, k: u32) -> ATile {
-    let base = p.a.off + bi * p.a.bs + min(k + (t.sl >> 1u), p.k - 1u) * p.a.cs;
+fn a_m4(t: Tile, bi: u32, k: u32, valid: u32) -> ATile {
+    let kk = t.sl >> 1u;
+    let base = p.a.off + bi * p.a.bs + min(k + kk, p.k - 1u) * p.a.cs;
     let last = (p.m - 1u) & ~3u;
     let h = 4u * (t.sl & 1u);
-    let s0 = a4[(base + min(t.m0 + h, last)) / 4u];
-    var s1 = vec4(0.0);
-    if (TM > 8u) { s1 = a4[(base + min(t.m0 + 8u + h, last)) / 4u]; }
+    let z = vec4(0.0);
+    let s0 = select(z, a4[(base + min(t.m0 + h, last)) / 4u], kk < valid);
+    var s1 = z;
+    if (TM > 8u) { s1 = select(z, a4[(base + min(t.m0 + 8u + h, last)) / 4u], kk < valid); }
     return ATile(rows_m4(s0), rows_m4(s1));
 }
 
@@ -265,7 +267,7 @@ fn b_any_group(base: u32, r: u32, cs: vec4<u32>) -> vec4<f32> {
 }
 
 // B with any strides: scalar loads.
-fn b_any(t: Tile, bi: u32, k: u32) -> BTile {
+fn b_any(t: Tile, bi: u32, k: u32, valid: u32) -> BTile {
     let base = p.b.off + bi * p.b.bs;
     let kr = b_rows(k);
     let c0 = b_cols(t.n0) * p.b.cs;
@@ -284,11 +286,11 @@ fn b_any(t: Tile, bi: u32, k: u32) -> BTile {
         y2 = b_any_group(base, kr.z, c1);
         y3 = b_any_group(base, kr.w, c1);
     }
-    return BTile(x0, x1, x2, x3, y0, y1, y2, y3);
+    return mask_b(BTile(x0, x1, x2, x3, y0, y1, y2, y3), valid);
 }
 
 // B rows contiguous along n: each row's four columns are one vec4.
-fn b_n4(t: Tile, bi: u32, k: u32) -> BTile {
+fn b_n4(t: Tile, bi: u32, k: u32, valid: u32) -> BTile {
     let kr = (p.b.off + bi * p.b.bs + b_rows(k) * p.b.rs) / 4u;
     let last = (p.n - 1u) & ~3u;
     let g0 = min(t.n0, last) / 4u;
@@ -307,28 +309,28 @@ fn b_n4(t: Tile, bi: u32, k: u32) -> BTile {
         y2 = b4[kr.z + g1];
         y3 = b4[kr.w + g1];
     }
-    return BTile(x0, x1, x2, x3, y0, y1, y2, y3);
+    return mask_b(BTile(x0, x1, x2, x3, y0, y1, y2, y3), valid);
 }
 
 // B columns contiguous along k: each column's k..k+3 is one vec4; transposed in registers.
-fn b_k4(t: Tile, bi: u32, k: u32) -> BTile {
+fn b_k4(t: Tile, bi: u32, k: u32, valid: u32) -> BTile {
     let base = (p.b.off + bi * p.b.bs + k) / 4u;
     let cs = p.b.cs / 4u;
     let c0 = b_cols(t.n0);
-    let u0 = b4[base + c0.x * cs];
-    let u1 = b4[base + c0.y * cs];
-    let u2 = b4[base + c0.z * cs];
-    let u3 = b4[base + c0.w * cs];
+    let u0 = mask4(b4[base + c0.x * cs], valid);
+    let u1 = mask4(b4[base + c0.y * cs], valid);
+    let u2 = mask4(b4[base + c0.z * cs], valid);
+    let u3 = mask4(b4[base + c0.w * cs], valid);
     var v0 = vec4(0.0);
     var v1 = vec4(0.0);
     var v2 = vec4(0.0);
     var v3 = vec4(0.0);
     if (TN > 4u) {
         let c1 = b_cols(t.n0 + 4u);
-        v0 = b4[base + c1.x * cs];
-        v1 = b4[base + c1.y * cs];
-        v2 = b4[base + c1.z * cs];
-        v3 = b4[base + c1.w * cs];
+        v0 = mask4(b4[base + c1.x * cs], valid);
+        v1 = mask4(b4[base + c1.y * cs], valid);
+        v2 = mask4(b4[base + c1.z * cs], valid);
+        v3 = mask4(b4[base + c1.w * cs], valid);
     }
     return BTile(
         vec4(u0.x, u1.x, u2.x, u3.x),
@@ -342,17 +344,10 @@ fn b_k4(t: Tile, bi: u32, k: u32) -> BTile {
     );
 }
 
-// The K tail: reduction steps kk >= valid contribute exact zeros (whatever was read there).
+// The K tail: reduction steps kk >= valid read zeros in both operands (whatever lies in memory
+// there, even NaN, contributes exactly 0).
 fn mask4(v: vec4<f32>, valid: u32) -> vec4<f32> {
     return select(vec4(0.0), v, vec4(0u, 1u, 2u, 3u) < vec4(valid));
-}
-
-fn mask_rows(r: Rows8, valid: u32) -> Rows8 {
-    return Rows8(mask4(r.r0, valid), mask4(r.r1, valid), mask4(r.r2, valid), mask4(r.r3, valid), mask4(r.r4, valid), mask4(r.r5, valid), mask4(r.r6, valid), mask4(r.r7, valid));
-}
-
-fn mask_a(t: ATile, valid: u32) -> ATile {
-    return ATile(mask_rows(t.lo, valid), mask_rows(t.hi, valid));
 }
 
 fn mask_b(t: BTile, valid: u32) -> BTile {
@@ -404,7 +399,6 @@ fn rank4(at: ATile, bt: BTile) {
 }
 
 fn store4(z: u32, m: u32, n: u32, v: vec4<f32>) {
-    if (m >= p.m) { return; }
     let base = p.c.off + z * p.c.bs + m * p.c.rs;
     for (var t = 0u; t < 4u; t++) {
         if (n + t < p.n) {
@@ -416,40 +410,31 @@ fn store4(z: u32, m: u32, n: u32, v: vec4<f32>) {
     }
 }
 
+// The tile goes through a function-local array so that the store loop can run over a runtime
+// row count instead of being unrolled TM·TN/4 times (smaller code, much faster to compile).
 fn store(t: Tile, z: u32) {
-    store4(z, t.m0 + 0u, t.n0, acc0_0);
-    if (TN > 4u) { store4(z, t.m0 + 0u, t.n0 + 4u, acc0_1); }
-    store4(z, t.m0 + 1u, t.n0, acc1_0);
-    if (TN > 4u) { store4(z, t.m0 + 1u, t.n0 + 4u, acc1_1); }
-    store4(z, t.m0 + 2u, t.n0, acc2_0);
-    if (TN > 4u) { store4(z, t.m0 + 2u, t.n0 + 4u, acc2_1); }
-    store4(z, t.m0 + 3u, t.n0, acc3_0);
-    if (TN > 4u) { store4(z, t.m0 + 3u, t.n0 + 4u, acc3_1); }
-    store4(z, t.m0 + 4u, t.n0, acc4_0);
-    if (TN > 4u) { store4(z, t.m0 + 4u, t.n0 + 4u, acc4_1); }
-    store4(z, t.m0 + 5u, t.n0, acc5_0);
-    if (TN > 4u) { store4(z, t.m0 + 5u, t.n0 + 4u, acc5_1); }
-    store4(z, t.m0 + 6u, t.n0, acc6_0);
-    if (TN > 4u) { store4(z, t.m0 + 6u, t.n0 + 4u, acc6_1); }
-    store4(z, t.m0 + 7u, t.n0, acc7_0);
-    if (TN > 4u) { store4(z, t.m0 + 7u, t.n0 + 4u, acc7_1); }
-    if (TM > 8u) {
-        store4(z, t.m0 + 8u, t.n0, acc8_0);
-        if (TN > 4u) { store4(z, t.m0 + 8u, t.n0 + 4u, acc8_1); }
-        store4(z, t.m0 + 9u, t.n0, acc9_0);
-        if (TN > 4u) { store4(z, t.m0 + 9u, t.n0 + 4u, acc9_1); }
-        store4(z, t.m0 + 10u, t.n0, acc10_0);
-        if (TN > 4u) { store4(z, t.m0 + 10u, t.n0 + 4u, acc10_1); }
-        store4(z, t.m0 + 11u, t.n0, acc11_0);
-        if (TN > 4u) { store4(z, t.m0 + 11u, t.n0 + 4u, acc11_1); }
-        store4(z, t.m0 + 12u, t.n0, acc12_0);
-        if (TN > 4u) { store4(z, t.m0 + 12u, t.n0 + 4u, acc12_1); }
-        store4(z, t.m0 + 13u, t.n0, acc13_0);
-        if (TN > 4u) { store4(z, t.m0 + 13u, t.n0 + 4u, acc13_1); }
-        store4(z, t.m0 + 14u, t.n0, acc14_0);
-        if (TN > 4u) { store4(z, t.m0 + 14u, t.n0 + 4u, acc14_1); }
-        store4(z, t.m0 + 15u, t.n0, acc15_0);
-        if (TN > 4u) { store4(z, t.m0 + 15u, t.n0 + 4u, acc15_1); }
+    var tile = array<vec4<f32>, 32>(
+        acc0_0, acc0_1,
+        acc1_0, acc1_1,
+        acc2_0, acc2_1,
+        acc3_0, acc3_1,
+        acc4_0, acc4_1,
+        acc5_0, acc5_1,
+        acc6_0, acc6_1,
+        acc7_0, acc7_1,
+        acc8_0, acc8_1,
+        acc9_0, acc9_1,
+        acc10_0, acc10_1,
+        acc11_0, acc11_1,
+        acc12_0, acc12_1,
+        acc13_0, acc13_1,
+        acc14_0, acc14_1,
+        acc15_0, acc15_1,
+    );
+    let rows = min(TM, p.m - t.m0);
+    for (var i = 0u; i < rows; i++) {
+        store4(z, t.m0 + i, t.n0, tile[2u * i]);
+        if (TN > 4u) { store4(z, t.m0 + i, t.n0 + 4u, tile[2u * i + 1u]); }
     }
 }
 
@@ -463,9 +448,10 @@ fn gemm_gg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) 
     let r = slice_range(wid.z);
     clear();
     for (var bi = r.b0; bi < r.b1; bi++) {
-        var k = r.k0;
-        for (; k + 4u <= r.k1; k += 4u) { rank4(a_any(t, bi, k), b_any(t, bi, k)); }
-        if (k < r.k1) { rank4(mask_a(a_any(t, bi, k), r.k1 - k), mask_b(b_any(t, bi, k), r.k1 - k)); }
+        for (var k = r.k0; k < r.k1; k += 4u) {
+            let valid = min(4u, r.k1 - k);
+            rank4(a_any(t, bi, k, valid), b_any(t, bi, k, valid));
+        }
     }
     store(t, wid.z);
 }
@@ -477,9 +463,10 @@ fn gemm_gn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) 
     let r = slice_range(wid.z);
     clear();
     for (var bi = r.b0; bi < r.b1; bi++) {
-        var k = r.k0;
-        for (; k + 4u <= r.k1; k += 4u) { rank4(a_any(t, bi, k), b_n4(t, bi, k)); }
-        if (k < r.k1) { rank4(mask_a(a_any(t, bi, k), r.k1 - k), mask_b(b_n4(t, bi, k), r.k1 - k)); }
+        for (var k = r.k0; k < r.k1; k += 4u) {
+            let valid = min(4u, r.k1 - k);
+            rank4(a_any(t, bi, k, valid), b_n4(t, bi, k, valid));
+        }
     }
     store(t, wid.z);
 }
@@ -491,9 +478,10 @@ fn gemm_gk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) 
     let r = slice_range(wid.z);
     clear();
     for (var bi = r.b0; bi < r.b1; bi++) {
-        var k = r.k0;
-        for (; k + 4u <= r.k1; k += 4u) { rank4(a_any(t, bi, k), b_k4(t, bi, k)); }
-        if (k < r.k1) { rank4(mask_a(a_any(t, bi, k), r.k1 - k), mask_b(b_k4(t, bi, k), r.k1 - k)); }
+        for (var k = r.k0; k < r.k1; k += 4u) {
+            let valid = min(4u, r.k1 - k);
+            rank4(a_any(t, bi, k, valid), b_k4(t, bi, k, valid));
+        }
     }
     store(t, wid.z);
 }
@@ -505,9 +493,10 @@ fn gemm_kg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) 
     let r = slice_range(wid.z);
     clear();
     for (var bi = r.b0; bi < r.b1; bi++) {
-        var k = r.k0;
-        for (; k + 4u <= r.k1; k += 4u) { rank4(a_k4(t, bi, k), b_any(t, bi, k)); }
-        if (k < r.k1) { rank4(mask_a(a_k4(t, bi, k), r.k1 - k), mask_b(b_any(t, bi, k), r.k1 - k)); }
+        for (var k = r.k0; k < r.k1; k += 4u) {
+            let valid = min(4u, r.k1 - k);
+            rank4(a_k4(t, bi, k, valid), b_any(t, bi, k, valid));
+        }
     }
     store(t, wid.z);
 }
@@ -519,9 +508,10 @@ fn gemm_kn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) 
     let r = slice_range(wid.z);
     clear();
     for (var bi = r.b0; bi < r.b1; bi++) {
-        var k = r.k0;
-        for (; k + 4u <= r.k1; k += 4u) { rank4(a_k4(t, bi, k), b_n4(t, bi, k)); }
-        if (k < r.k1) { rank4(mask_a(a_k4(t, bi, k), r.k1 - k), mask_b(b_n4(t, bi, k), r.k1 - k)); }
+        for (var k = r.k0; k < r.k1; k += 4u) {
+            let valid = min(4u, r.k1 - k);
+            rank4(a_k4(t, bi, k, valid), b_n4(t, bi, k, valid));
+        }
     }
     store(t, wid.z);
 }
@@ -533,9 +523,10 @@ fn gemm_kk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) 
     let r = slice_range(wid.z);
     clear();
     for (var bi = r.b0; bi < r.b1; bi++) {
-        var k = r.k0;
-        for (; k + 4u <= r.k1; k += 4u) { rank4(a_k4(t, bi, k), b_k4(t, bi, k)); }
-        if (k < r.k1) { rank4(mask_a(a_k4(t, bi, k), r.k1 - k), mask_b(b_k4(t, bi, k), r.k1 - k)); }
+        for (var k = r.k0; k < r.k1; k += 4u) {
+            let valid = min(4u, r.k1 - k);
+            rank4(a_k4(t, bi, k, valid), b_k4(t, bi, k, valid));
+        }
     }
     store(t, wid.z);
 }
@@ -547,9 +538,10 @@ fn gemm_mg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) 
     let r = slice_range(wid.z);
     clear();
     for (var bi = r.b0; bi < r.b1; bi++) {
-        var k = r.k0;
-        for (; k + 4u <= r.k1; k += 4u) { rank4(a_m4(t, bi, k), b_any(t, bi, k)); }
-        if (k < r.k1) { rank4(mask_a(a_m4(t, bi, k), r.k1 - k), mask_b(b_any(t, bi, k), r.k1 - k)); }
+        for (var k = r.k0; k < r.k1; k += 4u) {
+            let valid = min(4u, r.k1 - k);
+            rank4(a_m4(t, bi, k, valid), b_any(t, bi, k, valid));
+        }
     }
     store(t, wid.z);
 }
@@ -561,9 +553,10 @@ fn gemm_mn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) 
     let r = slice_range(wid.z);
     clear();
     for (var bi = r.b0; bi < r.b1; bi++) {
-        var k = r.k0;
-        for (; k + 4u <= r.k1; k += 4u) { rank4(a_m4(t, bi, k), b_n4(t, bi, k)); }
-        if (k < r.k1) { rank4(mask_a(a_m4(t, bi, k), r.k1 - k), mask_b(b_n4(t, bi, k), r.k1 - k)); }
+        for (var k = r.k0; k < r.k1; k += 4u) {
+            let valid = min(4u, r.k1 - k);
+            rank4(a_m4(t, bi, k, valid), b_n4(t, bi, k, valid));
+        }
     }
     store(t, wid.z);
 }
@@ -575,9 +568,10 @@ fn gemm_mk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) 
     let r = slice_range(wid.z);
     clear();
     for (var bi = r.b0; bi < r.b1; bi++) {
-        var k = r.k0;
-        for (; k + 4u <= r.k1; k += 4u) { rank4(a_m4(t, bi, k), b_k4(t, bi, k)); }
-        if (k < r.k1) { rank4(mask_a(a_m4(t, bi, k), r.k1 - k), mask_b(b_k4(t, bi, k), r.k1 - k)); }
+        for (var k = r.k0; k < r.k1; k += 4u) {
+            let valid = min(4u, r.k1 - k);
+            rank4(a_m4(t, bi, k, valid), b_k4(t, bi, k, valid));
+        }
     }
     store(t, wid.z);
 }
@@ -600,4 +594,41 @@ fn gemm_reduce(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     var v = p.alpha * s;
     if (p.accumulate != 0u) { v += c[idx]; }
     c[idx] = v;
+}
+
+// C[m, n] += bias[n] over one m × n matrix (bias read through binding 2 with A's layout:
+// element n at a.off + n·a.cs). One lane per element.
+@compute @workgroup_size(WG_REDUCE)
+fn add_bias(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let e = gid.x + gid.y * nwg.x * WG_REDUCE;
+    if (e >= p.m * p.n) { return; }
+    let m = e / p.n;
+    let n = e % p.n;
+    let idx = p.c.off + m * p.c.rs + n * p.c.cs;
+    c[idx] = c[idx] + parts[p.a.off + n * p.a.cs];
+}
+
+var<workgroup> red: array<f32, WG_REDUCE>;
+
+// C[n] = alpha · Σ_m A[m, n] (+ C[n]): one workgroup per column, a strided partial sum per lane,
+// then a tree in workgroup memory. C's element n is at c.off + n·c.cs.
+@compute @workgroup_size(WG_REDUCE)
+fn col_sum(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) t: u32) {
+    let n = wid.x + wid.y * nwg.x;
+    let col = min(n, p.n - 1u);
+    var s = 0.0;
+    for (var m = t; m < p.m; m += WG_REDUCE) { s += parts[p.a.off + m * p.a.rs + col * p.a.cs]; }
+    red[t] = s;
+    workgroupBarrier();
+    for (var h = WG_REDUCE / 2u; h > 0u; h >>= 1u) {
+        if (t < h) { red[t] += red[t + h]; }
+        workgroupBarrier();
+    }
+    if (t == 0u && n < p.n) {
+        let idx = p.c.off + n * p.c.cs;
+        var v = p.alpha * red[0];
+        if (p.accumulate != 0u) { v += c[idx]; }
+        c[idx] = v;
+    }
 }

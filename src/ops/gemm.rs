@@ -111,7 +111,10 @@ impl GemmShape {
         if self.m == 0 || self.n == 0 || self.k == 0 || self.batch == 0 {
             return Err(Error::shape(
                 OP,
-                format!("m, n, k and batch must be at least 1 (got {}×{}×{}, batch {})", self.m, self.n, self.k, self.batch),
+                format!(
+                    "m, n, k and batch must be at least 1 (got {}×{}×{}, batch {})",
+                    self.m, self.n, self.k, self.batch
+                ),
             ));
         }
         for (name, last) in [("A", self.a_len()), ("B", self.b_len()), ("C", self.c_len())] {
@@ -379,9 +382,9 @@ fn params(shape: &GemmShape, plan: Plan, c: MatrixLayout, accumulate: bool, alph
     }
 }
 
-/// The entry point for the operands' layouts: `gemm_<a><b>`, with A read as `k` (vec4 along
+/// The entry point [`gemm`] uses for these layouts (for tests and reports): `gemm_<a><b>`, with A read as `k` (vec4 along
 /// k), `m` (vec4 along m) or `g` (scalar loads, any strides), and B as `n`, `k` or `g`.
-fn entry(shape: &GemmShape, cfg: &GemmConfig) -> &'static str {
+pub fn entry(shape: &GemmShape, cfg: &GemmConfig) -> &'static str {
     let (a, b, n) = (&shape.a, &shape.b, shape.batch);
     let a_mode = match () {
         _ if cfg.vec4 && a.vec4_ok(n, true) => 0,
@@ -409,7 +412,8 @@ fn product(
     alpha: f32,
     cfg: &GemmConfig,
 ) -> Result<Dispatch> {
-    let groups = [ceil_div(shape.n, (cfg.wg * cfg.tn) as usize), ceil_div(shape.m, cfg.tm as usize), plan.slices as u32];
+    let groups =
+        [ceil_div(shape.n, (cfg.wg * cfg.tn) as usize), ceil_div(shape.m, cfg.tm as usize), plan.slices as u32];
     if groups.iter().any(|&g| g > MAX_GROUPS_PER_DIM) {
         return Err(Error::shape(OP, format!("grid {groups:?} exceeds {MAX_GROUPS_PER_DIM} workgroups per dimension")));
     }
@@ -442,6 +446,56 @@ fn reduce(
         params: bytemuck::bytes_of(&p),
         buffers: &[c, scratch],
         workgroups: grid(ceil_div(outputs, WG_REDUCE as usize)),
+    })
+}
+
+/// `C[m, n] += bias[n]` for an `m × n` matrix `c` (bias element n at `bias.offset +
+/// n·bias.col_stride`).
+pub fn add_bias(
+    gpu: &Gpu,
+    m: usize,
+    n: usize,
+    bias: (&wgpu::Buffer, MatrixLayout),
+    c: (&wgpu::Buffer, MatrixLayout),
+) -> Result<Dispatch> {
+    let shape =
+        GemmShape::new(m, n, 1, 1, MatrixLayout { row_stride: 0, ..bias.1 }, MatrixLayout::row_major(1, n), c.1)?;
+    check_buffer("bias", bias.0, bias.1.last(1, 1, n) + 1)?;
+    check_buffer("C", c.0, shape.c_len())?;
+    let p = params(&shape, plan(&shape, 1), c.1, true, 1.0);
+    gpu.dispatch(Launch {
+        shader: shaders::GEMM,
+        entry: "add_bias",
+        constants: &[("WG_REDUCE", WG_REDUCE as f64)],
+        params: bytemuck::bytes_of(&p),
+        buffers: &[c.0, bias.0],
+        workgroups: grid(ceil_div(m * n, WG_REDUCE as usize)),
+    })
+}
+
+/// `out[j] = alpha · Σ_i A[i, j] (+ out[j])` over the `m × n` matrix `a`: one workgroup per
+/// column with a tree reduction (out element j at `out.offset + j·out.col_stride`).
+#[allow(clippy::too_many_arguments)]
+pub fn col_sum(
+    gpu: &Gpu,
+    m: usize,
+    n: usize,
+    a: (&wgpu::Buffer, MatrixLayout),
+    out: (&wgpu::Buffer, MatrixLayout),
+    accumulate: bool,
+    alpha: f32,
+) -> Result<Dispatch> {
+    let shape = GemmShape::new(m, n, 1, 1, a.1, MatrixLayout::row_major(1, n), out.1)?;
+    check_buffer("A", a.0, a.1.last(1, m, n) + 1)?;
+    check_buffer("out", out.0, out.1.last(1, 1, n) + 1)?;
+    let p = params(&shape, plan(&shape, 1), out.1, accumulate, alpha);
+    gpu.dispatch(Launch {
+        shader: shaders::GEMM,
+        entry: "col_sum",
+        constants: &[("WG_REDUCE", WG_REDUCE as f64)],
+        params: bytemuck::bytes_of(&p),
+        buffers: &[out.0, a.0],
+        workgroups: grid(n as u32),
     })
 }
 

@@ -33,7 +33,9 @@ fn dense(m: usize, n: usize, k: usize, batch: usize) -> GemmShape {
 #[test]
 fn dense_shapes_match_reference() {
     let mut rng = Rng::new(10);
-    for (m, n, k, batch) in [(1, 1, 1, 1), (13, 77, 5, 1), (5, 13, 77, 1), (33, 70, 19, 2), (64, 256, 32, 1), (17, 9, 6, 3)] {
+    for (m, n, k, batch) in
+        [(1, 1, 1, 1), (13, 77, 5, 1), (5, 13, 77, 1), (33, 70, 19, 2), (64, 256, 32, 1), (17, 9, 6, 3)]
+    {
         let s = dense(m, n, k, batch);
         for cfg in [GemmConfig::default(), GENERAL, SMALL, SMALL_V4] {
             check("dense", &s, &cfg, false, 1.0, 1, &mut rng);
@@ -56,7 +58,9 @@ fn accumulate_and_alpha() {
 fn transposed_layouts() {
     let mut rng = Rng::new(12);
     let (m, n, k) = (19, 45, 23);
-    for (ta, tb, tc) in [(true, false, false), (false, true, false), (true, true, false), (false, false, true), (true, true, true)] {
+    for (ta, tb, tc) in
+        [(true, false, false), (false, true, false), (true, true, false), (false, false, true), (true, true, true)]
+    {
         let a = if ta { L::transposed(m, k) } else { L::row_major(m, k) };
         let b = if tb { L::transposed(k, n) } else { L::row_major(k, n) };
         let c = if tc { L::transposed(m, n) } else { L::row_major(m, n) };
@@ -65,6 +69,36 @@ fn transposed_layouts() {
             check("transposed", &s, &cfg, true, 0.5, 1, &mut rng);
         }
     }
+}
+
+#[test]
+fn every_operand_layout_path() {
+    let mut rng = Rng::new(17);
+    let (m, n, k, batch) = (20, 36, 22, 2);
+    // A read along k (padded rows), along m (stored transposed), or with scalar loads.
+    let a_layouts = [
+        L { offset: 4, row_stride: 24, col_stride: 1, batch_stride: 24 * m + 4 },
+        L { offset: 4, row_stride: 1, col_stride: m, batch_stride: m * k + 4 },
+        L { offset: 1, row_stride: 23, col_stride: 1, batch_stride: 23 * m + 1 },
+    ];
+    let b_layouts = [
+        L { offset: 8, row_stride: 40, col_stride: 1, batch_stride: 40 * k + 8 },
+        L { offset: 8, row_stride: 1, col_stride: 24, batch_stride: 24 * n + 8 },
+        L { offset: 3, row_stride: 1, col_stride: 23, batch_stride: 23 * n + 3 },
+    ];
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, a) in a_layouts.into_iter().enumerate() {
+        for (j, b) in b_layouts.into_iter().enumerate() {
+            let s = GemmShape::new(m, n, k, batch, a, b, L::row_major(m, n)).unwrap();
+            // The 8×8 tile on the diagonal only: each pipeline costs a second to compile.
+            let cfgs = if i == j { vec![GemmConfig::default(), SMALL_V4] } else { vec![GemmConfig::default()] };
+            for cfg in cfgs {
+                seen.insert(gm::entry(&s, &cfg));
+                check("layout path", &s, &cfg, true, 1.5, 1, &mut rng);
+            }
+        }
+    }
+    assert_eq!(seen.len(), 9, "entry points covered: {seen:?}");
 }
 
 #[test]
@@ -103,9 +137,16 @@ fn split_k_and_batch_sums() {
     check("split-k batched", &s, &SMALL_V4, true, 1.0, 4, &mut rng);
     // C batch stride 0: Σ_b A_b·B_b (a weight gradient over images), direct and split.
     let (m, n, k, batch) = (9, 13, 50, 5);
-    let s =
-        GemmShape::new(m, n, k, batch, L::row_major(m, k), L::transposed(k, n), L::row_major(m, n).with_batch_stride(0))
-            .unwrap();
+    let s = GemmShape::new(
+        m,
+        n,
+        k,
+        batch,
+        L::row_major(m, k),
+        L::transposed(k, n),
+        L::row_major(m, n).with_batch_stride(0),
+    )
+    .unwrap();
     assert!(s.sums_batches());
     for splits in [1, 3, 5, 12] {
         check("batch sum", &s, &GemmConfig::default(), true, 1.0, splits, &mut rng);

@@ -4,4 +4,5 @@
 mod common;
 mod elementwise;
 mod gemm;
+mod linear;
 mod shaders;
