@@ -299,7 +299,6 @@ pub fn gemm(
 }
 
 /// [`gemm`] with explicit tile sizes.
-#[allow(clippy::too_many_arguments)]
 pub fn gemm_with(
     gpu: &Gpu,
     shape: &GemmShape,
@@ -316,7 +315,6 @@ pub fn gemm_with(
 /// Split-K: the reduction is cut into `splits` slices per output matrix, whose partial
 /// products go to `scratch` (at least [`gemm_scratch_len`] elements) and are then summed into
 /// C by a second, parallel pass.
-#[allow(clippy::too_many_arguments)]
 pub fn gemm_split(
     gpu: &Gpu,
     shape: &GemmShape,
@@ -332,7 +330,6 @@ pub fn gemm_split(
     build(gpu, shape, [a, b, c], accumulate, alpha, cfg, splits, Some(scratch))
 }
 
-#[allow(clippy::too_many_arguments)]
 fn build(
     gpu: &Gpu,
     shape: &GemmShape,
@@ -401,7 +398,6 @@ pub fn entry(shape: &GemmShape, cfg: &GemmConfig) -> &'static str {
     ENTRIES[a_mode][b_mode]
 }
 
-#[allow(clippy::too_many_arguments)]
 fn product(
     gpu: &Gpu,
     shape: &GemmShape,
@@ -475,7 +471,6 @@ pub fn add_bias(
 
 /// `out[j] = alpha · Σ_i A[i, j] (+ out[j])` over the `m × n` matrix `a`: one workgroup per
 /// column with a tree reduction (out element j at `out.offset + j·out.col_stride`).
-#[allow(clippy::too_many_arguments)]
 pub fn col_sum(
     gpu: &Gpu,
     m: usize,
