@@ -1,1 +1,184 @@
-fn main() {}
+//! Kernel benchmarks: GFLOP/s of the WGSL kernels next to the CPU's own SGEMM measured in the
+//! same run (so the ratio means something on a shared machine).
+//!
+//! `cargo bench --bench kernels` (criterion, small sample counts) ends with a plain table, one
+//! line per benchmark. `TAILOR_BENCH_VARIANTS=1` also times the GEMM tile variants.
+//! To add a kernel: build its `Vec<Dispatch>` once and call [`Bench::gpu`] with its flop count.
+
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput};
+use tailor::gpu::{Dispatch, Gpu};
+use tailor::ops::gemm::{self, GemmConfig, GemmShape};
+
+const CPU_THREADS: &str = "2";
+
+struct Row {
+    name: String,
+    ms: f64,
+    gflops: f64,
+    cpu_gflops: f64,
+}
+
+/// User + system CPU time of this process (all threads, lavapipe's included), from /proc.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(f64::NAN);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the command name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+struct Bench {
+    crit: Criterion,
+    gpu: std::sync::Arc<Gpu>,
+    table: Vec<Row>,
+}
+
+impl Bench {
+    /// Times `dispatches` replayed `reps` times in one submission; criterion reports
+    /// elements/s = flop/s, and the table gets a manually timed GFLOP/s.
+    fn gpu(&mut self, name: &str, dispatches: &[Dispatch], flops: f64) {
+        let reps = reps_for(flops);
+        let gpu = self.gpu.clone();
+        let run = |n: usize| {
+            let mut enc = gpu.device.create_command_encoder(&Default::default());
+            for _ in 0..n {
+                gpu.record(&mut enc, dispatches);
+            }
+            gpu.queue.submit([enc.finish()]);
+            gpu.wait().unwrap();
+        };
+        run(1);
+        self.measure(name, flops, reps, run);
+    }
+
+    fn cpu(&mut self, name: &str, flops: f64, f: impl FnMut()) {
+        let mut f = f;
+        f();
+        self.measure(name, flops, 1, |n| (0..n).for_each(|_| f()));
+    }
+
+    /// Criterion over one call of `run(reps)`, then a plain timing of a few calls for the table.
+    fn measure(&mut self, name: &str, flops: f64, reps: usize, mut run: impl FnMut(usize)) {
+        if !quick() {
+            let mut group = self.crit.benchmark_group("kernels");
+            group.throughput(Throughput::Elements((flops * reps as f64) as u64));
+            group.bench_function(name, |b| b.iter(|| run(reps)));
+            group.finish();
+        }
+        let calls = if quick() { 2 } else { 5 };
+        let (t, cpu0) = (Instant::now(), cpu_seconds());
+        for _ in 0..calls {
+            run(reps);
+        }
+        let runs = (calls * reps) as f64;
+        let secs = t.elapsed().as_secs_f64() / runs;
+        let cpu = (cpu_seconds() - cpu0) / runs;
+        self.table.push(Row {
+            name: name.to_string(),
+            ms: secs * 1e3,
+            gflops: flops / secs / 1e9,
+            cpu_gflops: flops / cpu / 1e9,
+        });
+    }
+
+    fn print_table(&self) {
+        println!("\n{:<44} {:>10} {:>10} {:>16}", "benchmark", "ms/run", "GFLOP/s", "GFLOP/cpu-second");
+        for r in &self.table {
+            println!("{:<44} {:>10.3} {:>10.2} {:>16.2}", r.name, r.ms, r.gflops, r.cpu_gflops);
+        }
+        println!("(GFLOP per CPU-second of this process: on a machine shared with other jobs it is the fairer");
+        println!(" comparison; times {CPU_THREADS} cores it estimates the GFLOP/s of an idle machine)");
+    }
+}
+
+/// Enough replays per submission that one sample is about 0.1 s of work at 10 GFLOP/s.
+fn reps_for(flops: f64) -> usize {
+    ((1e9 / flops) as usize).clamp(1, 1000)
+}
+
+/// `TAILOR_BENCH_QUICK=1`: only the plain timings (for tuning runs).
+fn quick() -> bool {
+    std::env::var("TAILOR_BENCH_QUICK").is_ok_and(|s| s == "1")
+}
+
+fn filled(n: usize, seed: u32) -> Vec<f32> {
+    (0..n)
+        .map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32 / (1u32 << 24) as f32 - 0.5)
+        .collect()
+}
+
+fn cpu_sgemm(b: &mut Bench, n: usize) {
+    let (x, y) = (filled(n * n, 1), filled(n * n, 2));
+    let mut z = vec![0.0f32; n * n];
+    let flops = 2.0 * (n * n * n) as f64;
+    b.cpu(&format!("cpu sgemm {n}^3 ({CPU_THREADS} threads)"), flops, || unsafe {
+        matrixmultiply::sgemm(
+            n,
+            n,
+            n,
+            1.0,
+            x.as_ptr(),
+            n as isize,
+            1,
+            y.as_ptr(),
+            n as isize,
+            1,
+            0.0,
+            z.as_mut_ptr(),
+            n as isize,
+            1,
+        )
+    });
+}
+
+fn gpu_gemm(b: &mut Bench, name: &str, shape: &GemmShape, cfg: &GemmConfig) {
+    let g = b.gpu.clone();
+    let a = g.upload("a", &filled(shape.a_len(), 1)).unwrap();
+    let bb = g.upload("b", &filled(shape.b_len(), 2)).unwrap();
+    let c = g.zeros("c", shape.c_len()).unwrap();
+    let d = gemm::gemm_with(&g, shape, &a, &bb, &c, false, 1.0, cfg).unwrap();
+    b.gpu(name, &d, shape.flops());
+}
+
+fn variants() -> Vec<GemmConfig> {
+    let mut v = vec![GemmConfig::default()];
+    if std::env::var("TAILOR_BENCH_VARIANTS").is_ok_and(|s| s == "1") {
+        for (wg, tm, tn, vec4) in [
+            (64, 16, 4, false),
+            (64, 8, 4, true),
+            (64, 8, 8, true),
+            (64, 16, 8, true),
+            (32, 16, 4, true),
+            (128, 16, 4, true),
+        ] {
+            v.push(GemmConfig { wg, tm, tn, vec4 });
+        }
+    }
+    v
+}
+
+fn main() {
+    // matrixmultiply reads its thread count once, at the first call.
+    std::env::set_var("MATMUL_NUM_THREADS", CPU_THREADS);
+    std::env::set_var("RAYON_NUM_THREADS", CPU_THREADS);
+    let gpu = Gpu::new().expect("no GPU adapter");
+    eprintln!("benchmarking on {}", gpu.describe());
+    let crit = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .configure_from_args();
+    let mut b = Bench { crit, gpu, table: Vec::new() };
+    let n = std::env::var("TAILOR_BENCH_N").ok().and_then(|s| s.parse().ok()).unwrap_or(1024);
+    cpu_sgemm(&mut b, n);
+    let shape = GemmShape::dense(n, n, n, 1).unwrap();
+    for cfg in variants() {
+        let name = format!("gpu gemm {n}^3 wg{} {}x{}{}", cfg.wg, cfg.tm, cfg.tn, if cfg.vec4 { " vec4" } else { "" });
+        gpu_gemm(&mut b, &name, &shape, &cfg);
+    }
+    cpu_sgemm(&mut b, n);
+    b.crit.final_summary();
+    b.print_table();
+}

@@ -19,6 +19,7 @@ shaders! {
     CONV => "conv.wgsl",
     BATCHNORM => "batchnorm.wgsl",
     ELEMENTWISE => "elementwise.wgsl",
+    GEMM => "gemm.wgsl",
     FILL => "fill.wgsl",
     POOL => "pool.wgsl",
     LOSS => "loss.wgsl",

@@ -8,5 +8,7 @@ mod conv;
 mod elementwise;
 mod loss;
 mod pool;
+mod gemm;
+mod linear;
 mod shaders;
 mod weights;
