@@ -7,9 +7,11 @@
 // vec4 (hw % 4 == 0: a unit never straddles two planes and is 16-byte aligned), `*_s` ones as
 // scalars; on llvmpipe a vec4 load costs about what a scalar one does, so `_v` is ~4x faster.
 //
-// A channel that fits one chunk is done in one pass with its values held in registers
+// A chunk is `batches` batches of WG·ITEMS units; a batch is loaded into registers at once.
+// A channel that fits one batch is done in one pass with its values held in registers
 // (`*_fused`). Bigger channels: `*_partial` writes one partial reduction per chunk to scratch,
-// then `*_apply` re-combines the (few) partials of its channel in every workgroup and applies.
+// then `*_apply` re-combines the few partials of its channel (a short uniform loop, cheaper on
+// llvmpipe than another tree of barriers) in every workgroup, and applies.
 
 struct Params {
     n: u32,
@@ -30,8 +32,12 @@ struct Params {
     use_var: u32,    // normalize: stat_b holds a variance (eval) instead of invstd
     eps: f32,
     momentum: f32,
+    batches: u32,    // batches per chunk
+    bstep_img: u32,  // (4·WG·ITEMS) / hw: how far one batch moves
+    bstep_pix: u32,  // (4·WG·ITEMS) % hw
     _pad0: u32,
     _pad1: u32,
+    _pad2: u32,
 }
 
 override WG: u32 = 256;    // threads per workgroup, a power of two <= MAX_WG
@@ -72,11 +78,24 @@ struct Walk {
     ch: u32,
     chunk: u32,
     t: u32,
-    u0: u32, // this thread's first unit within the channel
+    u0: u32,         // this thread's first unit (of the batch) within the channel
+    q: vec2<u32>,    // its (image, pixel)
 }
 
+// The first batch of the workgroup's chunk.
 fn walk(wid: vec3<u32>, lid: vec3<u32>) -> Walk {
-    return Walk(wid.y, wid.x, lid.x, wid.x * WG * ITEMS + lid.x);
+    let u0 = wid.x * p.batches * WG * ITEMS + lid.x;
+    let e = 4u * u0;
+    return Walk(wid.y, wid.x, lid.x, u0, vec2<u32>(e / p.hw, e % p.hw));
+}
+
+// The next batch, without dividing.
+fn next_batch(w: Walk) -> Walk {
+    var q = vec2<u32>(w.q.x + p.bstep_img, w.q.y + p.bstep_pix);
+    if (q.y >= p.hw) {
+        q = vec2<u32>(q.x + 1u, q.y - p.hw);
+    }
+    return Walk(w.ch, w.chunk, w.t, w.u0 + WG * ITEMS, q);
 }
 
 // First element of the thread's j-th unit.
@@ -84,12 +103,7 @@ fn elem(w: Walk, j: u32) -> u32 {
     return 4u * (w.u0 + j * WG);
 }
 
-// (image, pixel) of the thread's first unit; `advance` moves it on by WG units without dividing.
-fn start(w: Walk) -> vec2<u32> {
-    let e = 4u * w.u0;
-    return vec2<u32>(e / p.hw, e % p.hw);
-}
-
+// Moves an (image, pixel) position on by WG units without dividing.
 fn advance(q: vec2<u32>) -> vec2<u32> {
     var r = vec2<u32>(q.x + p.step_img, q.y + p.step_pix);
     if (r.y >= p.hw) {
@@ -118,7 +132,7 @@ fn unit_mask(e: u32) -> vec4<f32> {
 
 fn load_x_v(w: Walk) -> Units {
     var r: Units;
-    var q = start(w);
+    var q = w.q;
     for (var j = 0u; j < ITEMS; j++) {
         if (elem(w, j) < p.m) {
             r[j] = x_v[addr(q, p.x_off, p.x_tot, w.ch) / 4u];
@@ -130,7 +144,7 @@ fn load_x_v(w: Walk) -> Units {
 
 fn load_x_s(w: Walk) -> Units {
     var r: Units;
-    var q = start(w);
+    var q = w.q;
     for (var j = 0u; j < ITEMS; j++) {
         var c = q;
         for (var k = 0u; k < 4u; k++) {
@@ -146,7 +160,7 @@ fn load_x_s(w: Walk) -> Units {
 
 fn load_dy_v(w: Walk) -> Units {
     var r: Units;
-    var q = start(w);
+    var q = w.q;
     for (var j = 0u; j < ITEMS; j++) {
         if (elem(w, j) < p.m) {
             r[j] = dy_v[addr(q, p.dy_off, p.dy_tot, w.ch) / 4u];
@@ -158,7 +172,7 @@ fn load_dy_v(w: Walk) -> Units {
 
 fn load_dy_s(w: Walk) -> Units {
     var r: Units;
-    var q = start(w);
+    var q = w.q;
     for (var j = 0u; j < ITEMS; j++) {
         var c = q;
         for (var k = 0u; k < 4u; k++) {
@@ -173,7 +187,7 @@ fn load_dy_s(w: Walk) -> Units {
 }
 
 fn store_v(w: Walk, v: Units) {
-    var q = start(w);
+    var q = w.q;
     for (var j = 0u; j < ITEMS; j++) {
         if (elem(w, j) < p.m) {
             let i = addr(q, p.o_off, p.o_tot, w.ch) / 4u;
@@ -188,7 +202,7 @@ fn store_v(w: Walk, v: Units) {
 }
 
 fn store_s(w: Walk, v: Units) {
-    var q = start(w);
+    var q = w.q;
     for (var j = 0u; j < ITEMS; j++) {
         var c = q;
         for (var k = 0u; k < 4u; k++) {
@@ -287,7 +301,7 @@ fn local_stats(w: Walk, xs: Units) -> Stats {
 
 // Elements in chunk k of a channel.
 fn chunk_count(k: u32) -> f32 {
-    let per = 4u * WG * ITEMS;
+    let per = 4u * WG * ITEMS * p.batches;
     return f32(min(p.m - min(p.m, k * per), per));
 }
 
@@ -348,47 +362,67 @@ fn fwd_fused_s(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     store_s(w, fwd_fused(w, load_x_s(w)));
 }
 
-fn fwd_partial(w: Walk, xs: Units) {
-    let s = reduce_stats(w.t, local_stats(w, xs));
+fn put_partial(w: Walk, v: vec2<f32>) {
     if (w.t == 0u) {
         let i = 2u * (w.ch * p.chunks + w.chunk);
-        part_out[i] = s.mean;
-        part_out[i + 1u] = s.m2;
+        part_out[i] = v.x;
+        part_out[i + 1u] = v.y;
     }
 }
 
 @compute @workgroup_size(WG)
 fn fwd_partial_v(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let w = walk(wid, lid);
-    fwd_partial(w, load_x_v(w));
+    var s = Stats(0.0, 0.0, 0.0);
+    var w = walk(wid, lid);
+    for (var b = 0u; b < p.batches; b++) {
+        s = chan(s, local_stats(w, load_x_v(w)));
+        w = next_batch(w);
+    }
+    s = reduce_stats(lid.x, s);
+    put_partial(w, vec2<f32>(s.mean, s.m2));
 }
 
 @compute @workgroup_size(WG)
 fn fwd_partial_s(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let w = walk(wid, lid);
-    fwd_partial(w, load_x_s(w));
+    var s = Stats(0.0, 0.0, 0.0);
+    var w = walk(wid, lid);
+    for (var b = 0u; b < p.batches; b++) {
+        s = chan(s, local_stats(w, load_x_s(w)));
+        w = next_batch(w);
+    }
+    s = reduce_stats(lid.x, s);
+    put_partial(w, vec2<f32>(s.mean, s.m2));
 }
 
-fn fwd_apply(w: Walk, xs: Units) -> Units {
+// The channel's statistics from its chunks' partials; saves them (first chunk) and returns
+// (mean, invstd).
+fn fwd_combine(w: Walk) -> vec2<f32> {
     var s = Stats(0.0, 0.0, 0.0);
-    for (var k = w.t; k < p.chunks; k += WG) {
+    for (var k = 0u; k < p.chunks; k++) {
         let i = 2u * (w.ch * p.chunks + k);
         s = chan(s, Stats(chunk_count(k), part9[i], part9[i + 1u]));
     }
-    s = reduce_stats(w.t, s);
-    return normalized(xs, s.mean, finish_stats(w, s), w.ch);
+    return vec2<f32>(s.mean, finish_stats(w, s));
 }
 
 @compute @workgroup_size(WG)
 fn fwd_apply_v(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let w = walk(wid, lid);
-    store_v(w, fwd_apply(w, load_x_v(w)));
+    var w = walk(wid, lid);
+    let st = fwd_combine(w);
+    for (var b = 0u; b < p.batches; b++) {
+        store_v(w, normalized(load_x_v(w), st.x, st.y, w.ch));
+        w = next_batch(w);
+    }
 }
 
 @compute @workgroup_size(WG)
 fn fwd_apply_s(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let w = walk(wid, lid);
-    store_s(w, fwd_apply(w, load_x_s(w)));
+    var w = walk(wid, lid);
+    let st = fwd_combine(w);
+    for (var b = 0u; b < p.batches; b++) {
+        store_s(w, normalized(load_x_s(w), st.x, st.y, w.ch));
+        w = next_batch(w);
+    }
 }
 
 // y from given statistics: saved mean/invstd (recompute) or running mean/variance (eval).
@@ -402,37 +436,49 @@ fn normalize(w: Walk, xs: Units) -> Units {
 
 @compute @workgroup_size(WG)
 fn normalize_v(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let w = walk(wid, lid);
-    store_v(w, normalize(w, load_x_v(w)));
+    var w = walk(wid, lid);
+    for (var b = 0u; b < p.batches; b++) {
+        store_v(w, normalize(w, load_x_v(w)));
+        w = next_batch(w);
+    }
 }
 
 @compute @workgroup_size(WG)
 fn normalize_s(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let w = walk(wid, lid);
-    store_s(w, normalize(w, load_x_s(w)));
+    var w = walk(wid, lid);
+    for (var b = 0u; b < p.batches; b++) {
+        store_s(w, normalize(w, load_x_s(w)));
+        w = next_batch(w);
+    }
 }
 
 // ---- Backward ----------------------------------------------------------------------------------
 
-// dy masked by the ReLU (recomputed from x and the saved statistics) in place, and the thread's
-// (Σ dy', Σ dy'·x̂).
-fn bwd_sums(w: Walk, xs: Units, dys: ptr<function, Units>) -> vec2<f32> {
+// dy masked by the ReLU, the mask recomputed from x and the saved statistics.
+fn masked(w: Walk, xs: Units, dy: Units) -> Units {
+    if (p.relu == 0u) {
+        return dy;
+    }
     let mean = stat_a[w.ch];
-    let invstd = stat_b[w.ch];
-    let scale = gamma[w.ch] * invstd;
+    let scale = gamma[w.ch] * stat_b[w.ch];
     let shift = beta[w.ch];
+    var r: Units;
+    for (var j = 0u; j < ITEMS; j++) {
+        r[j] = select(vec4<f32>(0.0), dy[j], affine(xs[j], mean, scale, shift) > vec4<f32>(0.0));
+    }
+    return r;
+}
+
+// The thread's (Σ dy', Σ dy'·x̂) from masked dy'.
+fn bwd_sums(w: Walk, xs: Units, dys: Units) -> vec2<f32> {
+    let mean = stat_a[w.ch];
     var sb = vec4<f32>(0.0);
     var sg = vec4<f32>(0.0);
     for (var j = 0u; j < ITEMS; j++) {
-        var g = (*dys)[j];
-        if (p.relu != 0u) {
-            g = select(vec4<f32>(0.0), g, affine(xs[j], mean, scale, shift) > vec4<f32>(0.0));
-        }
-        (*dys)[j] = g;
-        sb += g;
-        sg += g * (xs[j] - mean);
+        sb += dys[j];
+        sg += dys[j] * (xs[j] - mean);
     }
-    return vec2<f32>(hsum(sb), hsum(sg) * invstd);
+    return vec2<f32>(hsum(sb), hsum(sg) * stat_b[w.ch]);
 }
 
 // dx = γ·invstd·(dy' − dβ/m − x̂·dγ/m), from masked dy' and the channel's (dβ, dγ).
@@ -450,13 +496,17 @@ fn bwd_dx(w: Walk, xs: Units, dys: Units, sums: vec2<f32>) -> Units {
     return dx;
 }
 
-fn bwd_fused(w: Walk, xs: Units, dy: Units) -> Units {
-    var dys = dy;
-    let sums = reduce_sum2(w.t, bwd_sums(w, xs, &dys));
-    if (w.t == 0u) {
+fn put_dparams(w: Walk, sums: vec2<f32>) {
+    if (w.t == 0u && w.chunk == 0u) {
         dbeta[w.ch] = sums.x;
         dgamma[w.ch] = sums.y;
     }
+}
+
+fn bwd_fused(w: Walk, xs: Units, dy: Units) -> Units {
+    let dys = masked(w, xs, dy);
+    let sums = reduce_sum2(w.t, bwd_sums(w, xs, dys));
+    put_dparams(w, sums);
     return bwd_dx(w, xs, dys, sums);
 }
 
@@ -472,52 +522,59 @@ fn bwd_fused_s(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     store_s(w, bwd_fused(w, load_x_s(w), load_dy_s(w)));
 }
 
-fn bwd_partial(w: Walk, xs: Units, dy: Units) {
-    var dys = dy;
-    let sums = reduce_sum2(w.t, bwd_sums(w, xs, &dys));
-    if (w.t == 0u) {
-        let i = 2u * (w.ch * p.chunks + w.chunk);
-        part_out[i] = sums.x;
-        part_out[i + 1u] = sums.y;
-    }
-}
-
 @compute @workgroup_size(WG)
 fn bwd_partial_v(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let w = walk(wid, lid);
-    bwd_partial(w, load_x_v(w), load_dy_v(w));
+    var s = vec2<f32>(0.0);
+    var w = walk(wid, lid);
+    for (var b = 0u; b < p.batches; b++) {
+        let xs = load_x_v(w);
+        s += bwd_sums(w, xs, masked(w, xs, load_dy_v(w)));
+        w = next_batch(w);
+    }
+    put_partial(w, reduce_sum2(lid.x, s));
 }
 
 @compute @workgroup_size(WG)
 fn bwd_partial_s(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let w = walk(wid, lid);
-    bwd_partial(w, load_x_s(w), load_dy_s(w));
+    var s = vec2<f32>(0.0);
+    var w = walk(wid, lid);
+    for (var b = 0u; b < p.batches; b++) {
+        let xs = load_x_s(w);
+        s += bwd_sums(w, xs, masked(w, xs, load_dy_s(w)));
+        w = next_batch(w);
+    }
+    put_partial(w, reduce_sum2(lid.x, s));
 }
 
-fn bwd_apply(w: Walk, xs: Units, dy: Units) -> Units {
+// The channel's (dβ, dγ) from its chunks' partials, saved by the first chunk.
+fn bwd_combine(w: Walk) -> vec2<f32> {
     var s = vec2<f32>(0.0);
-    for (var k = w.t; k < p.chunks; k += WG) {
+    for (var k = 0u; k < p.chunks; k++) {
         let i = 2u * (w.ch * p.chunks + k);
         s += vec2<f32>(part10[i], part10[i + 1u]);
     }
-    let sums = reduce_sum2(w.t, s);
-    if (w.t == 0u && w.chunk == 0u) {
-        dbeta[w.ch] = sums.x;
-        dgamma[w.ch] = sums.y;
-    }
-    var dys = dy;
-    bwd_sums(w, xs, &dys);
-    return bwd_dx(w, xs, dys, sums);
+    put_dparams(w, s);
+    return s;
 }
 
 @compute @workgroup_size(WG)
 fn bwd_apply_v(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let w = walk(wid, lid);
-    store_v(w, bwd_apply(w, load_x_v(w), load_dy_v(w)));
+    var w = walk(wid, lid);
+    let sums = bwd_combine(w);
+    for (var b = 0u; b < p.batches; b++) {
+        let xs = load_x_v(w);
+        store_v(w, bwd_dx(w, xs, masked(w, xs, load_dy_v(w)), sums));
+        w = next_batch(w);
+    }
 }
 
 @compute @workgroup_size(WG)
 fn bwd_apply_s(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let w = walk(wid, lid);
-    store_s(w, bwd_apply(w, load_x_s(w), load_dy_s(w)));
+    var w = walk(wid, lid);
+    let sums = bwd_combine(w);
+    for (var b = 0u; b < p.batches; b++) {
+        let xs = load_x_s(w);
+        store_s(w, bwd_dx(w, xs, masked(w, xs, load_dy_s(w)), sums));
+        w = next_batch(w);
+    }
 }

@@ -78,7 +78,7 @@ fn shapes(relu: bool) -> Vec<BnShape> {
         (4, 76, 5, 5),
         (2, 64, 56, 56),
         (1, 3, 4, 4),
-        (3, 5, 61, 53),
+        (2, 3, 131, 97),
         (2, 8, 68, 68),
         (4, 3, 112, 112),
     ]
@@ -330,14 +330,22 @@ fn bench_forward_backward() {
     // Bytes each must move at least: forward reads x twice and writes y; backward reads x and
     // dy twice and writes dx; normalize reads x and writes y.
     let mb = (len * 4) as f64 / 1e6;
-    for (name, d, traffic) in [("forward_train", &fwd, 3.0), ("backward", &bwd, 5.0), ("normalize", &norm, 2.0)] {
+    // The best of a few runs: the machine is shared, so the minimum is the meaningful number.
+    let time = |d: &[tailor::gpu::Dispatch]| {
         g.run(d).unwrap();
-        let reps = 3;
-        let t = std::time::Instant::now();
-        for _ in 0..reps {
-            g.run(d).unwrap();
+        (0..10)
+            .map(|_| {
+                let t = std::time::Instant::now();
+                g.run(d).unwrap();
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .fold(f64::MAX, f64::min)
+    };
+    for (name, d, traffic) in [("forward_train", &fwd, 3.0), ("backward", &bwd, 5.0), ("normalize", &norm, 2.0)] {
+        let ms = time(d);
+        eprintln!("{name} {s:?}: {ms:.1} ms, {:.2} GB/s", traffic * mb / ms);
+        for k in d.iter() {
+            eprintln!("  {}: {:.1} ms", k.label, time(std::slice::from_ref(k)));
         }
-        let ms = t.elapsed().as_secs_f64() * 1e3 / reps as f64;
-        eprintln!("{name} {s:?}: {ms:.1} ms, {:.2} GB/s", traffic * mb / ms / 1e3);
     }
 }
