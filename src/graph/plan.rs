@@ -93,8 +93,8 @@ pub fn plan(g: &Graph, max_binding: u64) -> Result<Plan> {
     }
 
     let mut own_bytes: Vec<(Role, u64)> = Vec::new();
-    for t in 0..n {
-        if slots[t] == Slot::Own && (!pooled(g.tensors[t].role) || g.keep.contains(&t)) {
+    for (t, slot) in slots.iter().enumerate() {
+        if *slot == Slot::Own && (!pooled(g.tensors[t].role) || g.keep.contains(&t)) {
             let role = g.tensors[t].role;
             match own_bytes.iter_mut().find(|(r, _)| *r == role) {
                 Some((_, b)) => *b += bytes(g, t),

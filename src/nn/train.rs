@@ -37,6 +37,9 @@ struct Group {
 
 const RING: usize = 4;
 
+/// Adam's first and second moments of one parameter, by name.
+pub type Moments = (String, Vec<f32>, Vec<f32>);
+
 struct Slot {
     buf: wgpu::Buffer,
     /// (step, mapping result once the device is done)
@@ -290,7 +293,7 @@ impl Trainer {
     }
 
     /// The optimiser's moments by parameter name, for checkpoints.
-    pub fn optimizer_state(&self) -> Result<Vec<(String, Vec<f32>, Vec<f32>)>> {
+    pub fn optimizer_state(&self) -> Result<Vec<Moments>> {
         self.moments
             .iter()
             .map(|(n, m, v, len)| Ok((n.clone(), self.exe.gpu.read(m, *len)?, self.exe.gpu.read(v, *len)?)))
@@ -298,7 +301,7 @@ impl Trainer {
     }
 
     /// Restores the optimiser's moments and step count.
-    pub fn load_optimizer_state(&mut self, step: u64, state: &[(String, Vec<f32>, Vec<f32>)]) -> Result<()> {
+    pub fn load_optimizer_state(&mut self, step: u64, state: &[Moments]) -> Result<()> {
         for (name, m, v) in state {
             let (_, mb, vb, len) = self
                 .moments
