@@ -213,6 +213,12 @@ fn launch(
     })
 }
 
+/// Whether a 1×1 kernel can read its columns as vec4s: four consecutive pixels per invocation
+/// that never straddle two images or two channels.
+fn vec4_columns(s: &Conv2dShape, t: &Tiles) -> bool {
+    t.tn == 4 && (s.h * s.w) % 4 == 0
+}
+
 /// y = conv(x, weight) + bias. `x` views `c_in` channels, `y` `c_out` channels (both may be
 /// channel slices of larger buffers); `weight` is OIHW, `bias` has `c_out` values.
 pub fn forward(
@@ -243,7 +249,13 @@ pub fn forward_tiled(
     check_buf("weight", weight, s.weight_len())?;
     let p = params(s, &x, &y);
     let groups = t.groups(s.c_out, s.n * s.p() * s.q());
-    let entry = if s.is_pointwise() { "forward_1x1" } else { "forward" };
+    let entry = if s.is_pointwise() && vec4_columns(s, &t) {
+        "forward_1x1_v4"
+    } else if s.is_pointwise() {
+        "forward_1x1"
+    } else {
+        "forward"
+    };
     let d = match bias {
         Some(b) => {
             check_buf("bias", b, s.c_out)?;
@@ -283,7 +295,13 @@ pub fn backward_data_tiled(
     check_buf("weight", weight, s.weight_len())?;
     let p = Params { accumulate: accumulate as u32, ..params(s, &dx, &dy) };
     let groups = t.groups(s.c_in, s.n * s.h * s.w);
-    let entry = if s.is_pointwise() { "backward_data_1x1" } else { "backward_data" };
+    let entry = if s.is_pointwise() && vec4_columns(s, &t) {
+        "backward_data_1x1_v4"
+    } else if s.is_pointwise() {
+        "backward_data_1x1"
+    } else {
+        "backward_data"
+    };
     Ok(vec![launch(gpu, entry, &t, &p, &[dy.buf, dx.buf, weight], groups)?])
 }
 
