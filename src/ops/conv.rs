@@ -7,7 +7,8 @@
 //!   slices whose partial sums go to a scratch buffer and are then added up in parallel.
 //!
 //! 1×1 stride-1 unpadded convolutions (most of DenseNet) use entry points without im2col index
-//! math.
+//! math (and vec4 column loads when h·w is a multiple of 4). The kernels need subgroups of at
+//! least 8 invocations (`wgpu::Features::SUBGROUP`; lavapipe has 8).
 
 use bytemuck::{Pod, Zeroable};
 
@@ -211,6 +212,17 @@ fn launch(
     })
 }
 
+/// The kernels share loads across a subgroup with `subgroupBroadcast` from lanes 0..8.
+fn check_subgroups(gpu: &Gpu) -> Result<()> {
+    if gpu.features.contains(wgpu::Features::SUBGROUP) && gpu.info.subgroup_min_size >= 8 {
+        return Ok(());
+    }
+    Err(Error::Invalid(format!(
+        "conv2d needs subgroups of at least 8 invocations, which {} does not offer",
+        gpu.describe()
+    )))
+}
+
 /// Whether a 1×1 kernel can read its columns as vec4s: four consecutive pixels per invocation
 /// that never straddle two images or two channels.
 fn vec4_columns(s: &Conv2dShape, t: &Tiles) -> bool {
@@ -242,6 +254,7 @@ pub fn forward_tiled(
 ) -> Result<Vec<Dispatch>> {
     s.validate()?;
     t.check()?;
+    check_subgroups(gpu)?;
     check_act("x", &x, s.n, s.c_in, s.h * s.w)?;
     check_act("y", &y, s.n, s.c_out, s.p() * s.q())?;
     check_buf("weight", weight, s.weight_len())?;
@@ -296,6 +309,7 @@ pub fn backward_data_tiled(
 ) -> Result<Vec<Dispatch>> {
     s.validate()?;
     t.check()?;
+    check_subgroups(gpu)?;
     check_act("dy", &dy, s.n, s.c_out, s.p() * s.q())?;
     check_act("dx", &dx, s.n, s.c_in, s.h * s.w)?;
     check_buf("weight", weight, s.weight_len())?;
@@ -358,6 +372,7 @@ pub fn backward_weight_tiled(
 ) -> Result<Vec<Dispatch>> {
     s.validate()?;
     t.check()?;
+    check_subgroups(gpu)?;
     check_act("x", &x, s.n, s.c_in, s.h * s.w)?;
     check_act("dy", &dy, s.n, s.c_out, s.p() * s.q())?;
     check_buf("dweight", dweight, s.weight_len())?;
