@@ -45,6 +45,7 @@ struct Params {
 override WG: u32 = 64u; // invocations per workgroup
 override TM: u32 = 16u; // channels per invocation (workgroup-uniform), 1..=16
 override TN: u32 = 4u; // consecutive columns per invocation, 1..=4
+override STRIDED: bool = false; // backward data: stride > 1 (taps may miss the output grid)
 override RWG: u32 = 256u; // reductions: invocations per workgroup, a power of two <= 256
 
 const MAX_TM: u32 = 16u;
@@ -56,6 +57,9 @@ const LANE4 = vec4<u32>(0u, 1u, 2u, 3u);
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>; // y, dx, partials, dweight, dbias
 @group(0) @binding(3) var<storage, read> wt: array<f32>; // weight, or dy (backward weight)
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
+// The same buffer as `src` seen as vec4s, for the 1x1 entry points whose columns come four
+// consecutive pixels at a time (one per-lane load instead of four). No entry point uses both.
+@group(0) @binding(1) var<storage, read> src4: array<vec4<f32>>;
 
 var<workgroup> red: array<f32, MAX_RWG>;
 
@@ -367,18 +371,93 @@ fn forward_body(f: u32, lid: u32, sid: u32, init: Acc, pointwise: bool) {
     } else {
         let oy = vec4<i32>((r / p.q) * p.stride) - i32(p.pad);
         let ox = vec4<i32>((r % p.q) * p.stride) - i32(p.pad);
-        for (var tap = 0u; tap < kk; tap++) {
-            let iy = oy + i32(tap / p.kw);
-            let ix = ox + i32(tap % p.kw);
-            let ok = (iy >= vec4(0)) & (iy < vec4(i32(p.h))) & (ix >= vec4(0)) & (ix < vec4(i32(p.w)));
-            let off = select(vec4(0u), xbase + vec4<u32>(iy) * p.w + vec4<u32>(ix), ok);
-            for (var k0 = 0u; k0 < p.cin; k0 += 8u) {
-                gemm_block(&acc, rows, l8, k0, p.cin, kk, tap, off, hw, ok);
+        for (var ky = 0u; ky < p.kh; ky++) {
+            for (var kx = 0u; kx < p.kw; kx++) {
+                let iy = oy + i32(ky);
+                let ix = ox + i32(kx);
+                let ok = (iy >= vec4(0)) & (iy < vec4(i32(p.h))) & (ix >= vec4(0)) & (ix < vec4(i32(p.w)));
+                let off = select(vec4(0u), xbase + vec4<u32>(iy) * p.w + vec4<u32>(ix), ok);
+                for (var k0 = 0u; k0 < p.cin; k0 += 8u) {
+                    gemm_block(&acc, rows, l8, k0, p.cin, kk, ky * p.kw + kx, off, hw, ok);
+                }
             }
         }
     }
     let ycol = (img * p.b_tot + p.b_off) * pq + r;
     store_tile(&acc, Out(ycol, tl.cols < vec4(npix), tl.m0, p.cout, pq, false));
+}
+
+// Forward with K = cin*kh*kw walked as one index, for few input channels (the stem: 3), where
+// blocks of 8 channels per tap would be mostly empty. (ci, ky, kx) are counted without
+// division; the weights of a row are contiguous along K.
+fn next_tap(c: vec3<u32>) -> vec3<u32> {
+    var n = c;
+    n.z += 1u;
+    let wx = n.z == p.kw;
+    n.z = select(n.z, 0u, wx);
+    n.y += u32(wx);
+    let wy = n.y == p.kh;
+    n.y = select(n.y, 0u, wy);
+    n.x += u32(wy);
+    return n;
+}
+
+fn x_tap(c: vec3<u32>, xbase: vec4<u32>, oy: vec4<i32>, ox: vec4<i32>, valid: bool) -> vec4<f32> {
+    let iy = oy + i32(c.y);
+    let ix = ox + i32(c.z);
+    let ok = (iy >= vec4(0)) & (iy < vec4(i32(p.h))) & (ix >= vec4(0)) & (ix < vec4(i32(p.w))) & vec4(valid);
+    let off = select(vec4(0u), xbase + c.x * p.h * p.w + vec4<u32>(iy) * p.w + vec4<u32>(ix), ok);
+    return select(vec4(0.0), gather(off), ok);
+}
+
+fn forward_flat_body(f: u32, lid: u32, sid: u32, init: Acc) {
+    let pq = p.p * p.q;
+    let npix = p.n * pq;
+    let kend = p.cin * p.kh * p.kw;
+    let tl = tile(f, lid, p.cout, npix, 1u);
+    let rows = Rows(tl.m0, p.cout - 1u, kend);
+    let l8 = sid & 7u;
+
+    let g = min(tl.cols, vec4(npix - 1u));
+    let img = g / pq;
+    let r = g % pq;
+    let xbase = (img * p.a_tot + p.a_off) * p.h * p.w;
+    let oy = vec4<i32>((r / p.q) * p.stride) - i32(p.pad);
+    let ox = vec4<i32>((r % p.q) * p.stride) - i32(p.pad);
+
+    var acc = init;
+    var c = vec3(0u);
+    for (var k0 = 0u; k0 < kend; k0 += 8u) {
+        let kl = k0 + l8;
+        let w = load_rows(rows, min(kl, kend - 1u), kl < kend);
+        var xs: X8;
+        xs[0] = x_tap(c, xbase, oy, ox, k0 < kend);
+        c = next_tap(c);
+        xs[1] = x_tap(c, xbase, oy, ox, k0 + 1u < kend);
+        c = next_tap(c);
+        xs[2] = x_tap(c, xbase, oy, ox, k0 + 2u < kend);
+        c = next_tap(c);
+        xs[3] = x_tap(c, xbase, oy, ox, k0 + 3u < kend);
+        c = next_tap(c);
+        xs[4] = x_tap(c, xbase, oy, ox, k0 + 4u < kend);
+        c = next_tap(c);
+        xs[5] = x_tap(c, xbase, oy, ox, k0 + 5u < kend);
+        c = next_tap(c);
+        xs[6] = x_tap(c, xbase, oy, ox, k0 + 6u < kend);
+        c = next_tap(c);
+        xs[7] = x_tap(c, xbase, oy, ox, k0 + 7u < kend);
+        c = next_tap(c);
+        block8(&acc, w, xs);
+    }
+    let ycol = (img * p.b_tot + p.b_off) * pq + r;
+    store_tile(&acc, Out(ycol, tl.cols < vec4(npix), tl.m0, p.cout, pq, false));
+}
+
+@compute @workgroup_size(WG)
+fn forward_flat(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
+    let f = flat(wid, nwg);
+    forward_flat_body(f, lid, sid, bias_init(f));
 }
 
 fn bias_init(f: u32) -> Acc {
@@ -390,15 +469,10 @@ fn bias_init(f: u32) -> Acc {
     return b;
 }
 
+// Every forward entry point adds a bias (the builder binds zeros when there is none).
 @compute @workgroup_size(WG)
 fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
-    forward_body(flat(wid, nwg), lid, sid, Acc(), false);
-}
-
-@compute @workgroup_size(WG)
-fn forward_bias(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
     let f = flat(wid, nwg);
     forward_body(f, lid, sid, bias_init(f), false);
 }
@@ -406,14 +480,73 @@ fn forward_bias(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
 @compute @workgroup_size(WG)
 fn forward_1x1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
-    forward_body(flat(wid, nwg), lid, sid, Acc(), true);
+    let f = flat(wid, nwg);
+    forward_body(f, lid, sid, bias_init(f), true);
+}
+
+// The 1x1 GEMM of forward and backward data with 4-aligned images (h*w % 4 == 0, TN = 4):
+// out[m, col] (+)= init[m] + sum_k wt[k * kstride + row m] * x[k, col], where column col is
+// pixel r of image img, x[k, col] = src[(img * x_tot + x_off + k) * hw + r] and out[m, col] =
+// dst[(img * o_tot + o_off + m) * hw + r].
+struct Gemm {
+    nrows: u32,
+    rows: Rows,
+    kend: u32,
+    kstride: u32,
+    x_tot: u32,
+    x_off: u32,
+    o_tot: u32,
+    o_off: u32,
+    add: bool,
+}
+
+fn col4_at(off4: u32, stride4: u32, k: u32, kend: u32) -> vec4<f32> {
+    return select(vec4(0.0), src4[off4 + min(k, kend - 1u) * stride4], vec4(k < kend));
+}
+
+fn gemm_v4(f: u32, lid: u32, sid: u32, init: Acc, gm: Gemm) {
+    let hw = p.h * p.w;
+    let npix = p.n * hw;
+    let tl = tile(f, lid, gm.nrows, npix, 1u);
+    let r = Rows(tl.m0, gm.rows.last, gm.rows.stride);
+    let l8 = sid & 7u;
+    let g = min(tl.cols.x, npix - 4u);
+    let img = g / hw;
+    let px = g % hw;
+    let off4 = ((img * gm.x_tot + gm.x_off) * hw + px) / 4u;
+    let s4 = hw / 4u;
+    var acc = init;
+    for (var k0 = 0u; k0 < gm.kend; k0 += 8u) {
+        let kl = k0 + l8;
+        let w = load_rows(r, min(kl, gm.kend - 1u) * gm.kstride, kl < gm.kend);
+        let xs = X8(col4_at(off4, s4, k0, gm.kend), col4_at(off4, s4, k0 + 1u, gm.kend),
+                    col4_at(off4, s4, k0 + 2u, gm.kend), col4_at(off4, s4, k0 + 3u, gm.kend),
+                    col4_at(off4, s4, k0 + 4u, gm.kend), col4_at(off4, s4, k0 + 5u, gm.kend),
+                    col4_at(off4, s4, k0 + 6u, gm.kend), col4_at(off4, s4, k0 + 7u, gm.kend));
+        block8(&acc, w, xs);
+    }
+    let ocol = vec4((img * gm.o_tot + gm.o_off) * hw + px) + LANE4;
+    store_tile(&acc, Out(ocol, tl.cols < vec4(npix), tl.m0, gm.nrows, hw, gm.add));
+}
+
+fn forward_v4(f: u32, lid: u32, sid: u32, init: Acc) {
+    let rows = Rows(0u, p.cout - 1u, p.cin);
+    gemm_v4(f, lid, sid, init, Gemm(p.cout, rows, p.cin, 1u, p.a_tot, p.a_off, p.b_tot, p.b_off, false));
 }
 
 @compute @workgroup_size(WG)
-fn forward_1x1_bias(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                    @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
+fn forward_1x1_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
     let f = flat(wid, nwg);
-    forward_body(f, lid, sid, bias_init(f), true);
+    forward_v4(f, lid, sid, bias_init(f));
+}
+
+@compute @workgroup_size(WG)
+fn backward_data_1x1_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                        @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
+    let rows = Rows(0u, p.cin - 1u, 1u);
+    let gm = Gemm(p.cin, rows, p.cout, p.cin, p.b_tot, p.b_off, p.a_tot, p.a_off, p.accumulate != 0u);
+    gemm_v4(flat(wid, nwg), lid, sid, Acc(), gm);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -444,17 +577,24 @@ fn backward_data_body(f: u32, lid: u32, sid: u32, pointwise: bool) {
         let iy = vec4<i32>(r / p.w) + i32(p.pad);
         let ix = vec4<i32>(r % p.w) + i32(p.pad);
         let s = vec4(i32(p.stride));
-        for (var tap = 0u; tap < kk; tap++) {
-            // The output pixel this tap reads from, if the tap lands on one.
-            let ty = iy - i32(tap / p.kw);
-            let tx = ix - i32(tap % p.kw);
-            let oy = ty / s;
-            let ox = tx / s;
-            let ok = (ty >= vec4(0)) & (tx >= vec4(0)) & (oy * s == ty) & (ox * s == tx) & (oy < vec4(i32(p.p)))
-                & (ox < vec4(i32(p.q)));
-            let off = select(vec4(0u), dybase + vec4<u32>(oy) * p.q + vec4<u32>(ox), ok);
-            for (var k0 = 0u; k0 < p.cout; k0 += 8u) {
-                gemm_block(&acc, rows, l8, k0, p.cout, wstep, tap, off, pq, ok);
+        for (var ky = 0u; ky < p.kh; ky++) {
+            for (var kx = 0u; kx < p.kw; kx++) {
+                // The output pixel this tap reads from, if the tap lands on one.
+                let ty = iy - i32(ky);
+                let tx = ix - i32(kx);
+                var oy = ty;
+                var ox = tx;
+                var ok = (ty >= vec4(0)) & (tx >= vec4(0));
+                if (STRIDED) {
+                    oy = ty / s;
+                    ox = tx / s;
+                    ok &= (oy * s == ty) & (ox * s == tx);
+                }
+                ok &= (oy < vec4(i32(p.p))) & (ox < vec4(i32(p.q)));
+                let off = select(vec4(0u), dybase + vec4<u32>(oy) * p.q + vec4<u32>(ox), ok);
+                for (var k0 = 0u; k0 < p.cout; k0 += 8u) {
+                    gemm_block(&acc, rows, l8, k0, p.cout, wstep, ky * p.kw + kx, off, pq, ok);
+                }
             }
         }
     }

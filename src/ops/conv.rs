@@ -7,7 +7,8 @@
 //!   slices whose partial sums go to a scratch buffer and are then added up in parallel.
 //!
 //! 1×1 stride-1 unpadded convolutions (most of DenseNet) use entry points without im2col index
-//! math.
+//! math (and vec4 column loads when h·w is a multiple of 4). The kernels need subgroups of at
+//! least 8 invocations (`wgpu::Features::SUBGROUP`; lavapipe has 8).
 
 use bytemuck::{Pod, Zeroable};
 
@@ -107,11 +108,9 @@ impl Tiles {
         Tiles { wg: 64, tm: 16, tn: 4 }
     }
     pub fn backward_weight(s: &Conv2dShape) -> Tiles {
-        // Columns are c_in·kh·kw, often only a few dozen: do not leave most lanes idle.
-        let cols = (s.c_in * s.kh * s.kw) as u32;
-        let wg = if cols <= 32 { 32 } else { 64 };
-        let tn = if cols <= wg { 1 } else { 2 };
-        Tiles { wg, tm: 16, tn }
+        // Columns are c_in·kh·kw, as few as 64 in DenseNet: do not leave most lanes idle.
+        let wg = if s.c_in * s.kh * s.kw <= 64 { 16 } else { 64 };
+        Tiles { wg, tm: 16, tn: 4 }
     }
     fn check(&self) -> Result<()> {
         let ok = (1..=MAX_TM).contains(&self.tm) && (1..=MAX_TN).contains(&self.tn) && (1..=1024).contains(&self.wg);
@@ -121,8 +120,8 @@ impl Tiles {
             Err(Error::shape(OP, format!("tiles {self:?}: need 1 <= tm <= {MAX_TM}, 1 <= tn <= {MAX_TN}, wg <= 1024")))
         }
     }
-    fn constants(&self) -> [(&'static str, f64); 3] {
-        [("WG", self.wg as f64), ("TM", self.tm as f64), ("TN", self.tn as f64)]
+    fn constants(&self) -> Vec<(&'static str, f64)> {
+        vec![("WG", self.wg as f64), ("TM", self.tm as f64), ("TN", self.tn as f64)]
     }
     fn groups(&self, rows: usize, cols: usize) -> usize {
         rows.div_ceil(self.tm as usize) * cols.div_ceil((self.wg * self.tn) as usize)
@@ -195,15 +194,39 @@ fn check_buf(name: &str, buf: &wgpu::Buffer, len: usize) -> Result<()> {
     Ok(())
 }
 
-fn launch(gpu: &Gpu, entry: &str, t: &Tiles, p: &Params, buffers: &[&wgpu::Buffer], groups: usize) -> Result<Dispatch> {
+fn launch(
+    gpu: &Gpu,
+    entry: &str,
+    constants: &[(&str, f64)],
+    p: &Params,
+    buffers: &[&wgpu::Buffer],
+    groups: usize,
+) -> Result<Dispatch> {
     gpu.dispatch(Launch {
         shader: shaders::CONV,
         entry,
-        constants: &t.constants(),
+        constants,
         params: bytemuck::bytes_of(p),
         buffers,
         workgroups: grid(groups as u32),
     })
+}
+
+/// The kernels share loads across a subgroup with `subgroupBroadcast` from lanes 0..8.
+fn check_subgroups(gpu: &Gpu) -> Result<()> {
+    if gpu.features.contains(wgpu::Features::SUBGROUP) && gpu.info.subgroup_min_size >= 8 {
+        return Ok(());
+    }
+    Err(Error::Invalid(format!(
+        "conv2d needs subgroups of at least 8 invocations, which {} does not offer",
+        gpu.describe()
+    )))
+}
+
+/// Whether a 1×1 kernel can read its columns as vec4s: four consecutive pixels per invocation
+/// that never straddle two images or two channels.
+fn vec4_columns(s: &Conv2dShape, t: &Tiles) -> bool {
+    t.tn == 4 && (s.h * s.w) % 4 == 0
 }
 
 /// y = conv(x, weight) + bias. `x` views `c_in` channels, `y` `c_out` channels (both may be
@@ -231,20 +254,35 @@ pub fn forward_tiled(
 ) -> Result<Vec<Dispatch>> {
     s.validate()?;
     t.check()?;
+    check_subgroups(gpu)?;
     check_act("x", &x, s.n, s.c_in, s.h * s.w)?;
     check_act("y", &y, s.n, s.c_out, s.p() * s.q())?;
     check_buf("weight", weight, s.weight_len())?;
     let p = params(s, &x, &y);
     let groups = t.groups(s.c_out, s.n * s.p() * s.q());
-    let entry = if s.is_pointwise() { "forward_1x1" } else { "forward" };
-    let d = match bias {
+    let entry = if s.is_pointwise() && vec4_columns(s, &t) {
+        "forward_1x1_v4"
+    } else if s.is_pointwise() {
+        "forward_1x1"
+    } else if s.c_in < 8 {
+        // Blocks of 8 channels per tap would be mostly empty: walk (channel, tap) as one index.
+        "forward_flat"
+    } else {
+        "forward"
+    };
+    // One entry point per kind, always with a bias: zeros stand in for a missing one.
+    let zeros;
+    let bias = match bias {
         Some(b) => {
             check_buf("bias", b, s.c_out)?;
-            launch(gpu, &format!("{entry}_bias"), &t, &p, &[x.buf, y.buf, weight, b], groups)?
+            b
         }
-        None => launch(gpu, entry, &t, &p, &[x.buf, y.buf, weight], groups)?,
+        None => {
+            zeros = gpu.zeros("conv2d zero bias", s.c_out)?;
+            &zeros
+        }
     };
-    Ok(vec![d])
+    Ok(vec![launch(gpu, entry, &t.constants(), &p, &[x.buf, y.buf, weight, bias], groups)?])
 }
 
 /// dx (+)= the gradient of the convolution with respect to its input, given `dy`.
@@ -271,13 +309,22 @@ pub fn backward_data_tiled(
 ) -> Result<Vec<Dispatch>> {
     s.validate()?;
     t.check()?;
+    check_subgroups(gpu)?;
     check_act("dy", &dy, s.n, s.c_out, s.p() * s.q())?;
     check_act("dx", &dx, s.n, s.c_in, s.h * s.w)?;
     check_buf("weight", weight, s.weight_len())?;
     let p = Params { accumulate: accumulate as u32, ..params(s, &dx, &dy) };
     let groups = t.groups(s.c_in, s.n * s.h * s.w);
-    let entry = if s.is_pointwise() { "backward_data_1x1" } else { "backward_data" };
-    Ok(vec![launch(gpu, entry, &t, &p, &[dy.buf, dx.buf, weight], groups)?])
+    let entry = if s.is_pointwise() && vec4_columns(s, &t) {
+        "backward_data_1x1_v4"
+    } else if s.is_pointwise() {
+        "backward_data_1x1"
+    } else {
+        "backward_data"
+    };
+    let mut c = t.constants();
+    c.push(("STRIDED", (s.stride > 1) as u8 as f64));
+    Ok(vec![launch(gpu, entry, &c, &p, &[dy.buf, dx.buf, weight], groups)?])
 }
 
 /// How many slices the n·p·q reduction of the weight gradient is cut into: enough workgroups
@@ -325,6 +372,7 @@ pub fn backward_weight_tiled(
 ) -> Result<Vec<Dispatch>> {
     s.validate()?;
     t.check()?;
+    check_subgroups(gpu)?;
     check_act("x", &x, s.n, s.c_in, s.h * s.w)?;
     check_act("dy", &dy, s.n, s.c_out, s.p() * s.q())?;
     check_buf("dweight", dweight, s.weight_len())?;
@@ -333,9 +381,9 @@ pub fn backward_weight_tiled(
     let p = Params { splits: count as u32, split_len: len as u32, len: s.weight_len() as u32, ..params(s, &x, &dy) };
     let groups = t.groups(s.c_out, s.c_in * s.kh * s.kw) * count;
     let entry = if s.is_pointwise() { "backward_weight_1x1" } else { "backward_weight" };
-    let mut out = vec![launch(gpu, entry, &t, &p, &[x.buf, scratch, dy.buf], groups)?];
+    let mut out = vec![launch(gpu, entry, &t.constants(), &p, &[x.buf, scratch, dy.buf], groups)?];
     let reduce_groups = ceil_div(s.weight_len(), RWG as usize) as usize;
-    out.push(launch(gpu, "reduce_splits", &t, &p, &[scratch, dweight], reduce_groups)?);
+    out.push(launch(gpu, "reduce_splits", &[("RWG", RWG as f64)], &p, &[scratch, dweight], reduce_groups)?);
     if let Some(db) = dbias {
         check_buf("dbias", db, s.c_out)?;
         out.push(gpu.dispatch(Launch {
