@@ -300,6 +300,40 @@ impl Trainer {
             .collect()
     }
 
+    /// Writes the optimiser state (moments as `<param>.exp_avg` / `.exp_avg_sq`, the step in the
+    /// metadata) to a safetensors file, atomically.
+    pub fn save_optimizer(&self, path: &std::path::Path) -> Result<()> {
+        let mut sd = super::checkpoint::StateDict::default();
+        for (name, m, v) in self.optimizer_state()? {
+            let n = m.len();
+            sd.tensors.insert(format!("{name}.exp_avg"), (vec![n], m));
+            sd.tensors.insert(format!("{name}.exp_avg_sq"), (vec![n], v));
+        }
+        sd.metadata.insert("step".into(), self.step.to_string());
+        sd.metadata.insert("optimizer".into(), serde_json::to_string(&self.config.optimizer).unwrap_or_default());
+        sd.save(path)
+    }
+
+    /// Restores what [`Trainer::save_optimizer`] wrote, so training resumes exactly.
+    pub fn load_optimizer(&mut self, path: &std::path::Path) -> Result<()> {
+        let sd = super::checkpoint::StateDict::load(path)?;
+        let step: u64 = sd
+            .metadata
+            .get("step")
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| Error::file(path, "not a tailor optimiser state (no step in its metadata)"))?;
+        let mut state = Vec::new();
+        for (name, ..) in &self.moments {
+            let get = |suffix: &str| {
+                sd.tensors.get(&format!("{name}.{suffix}")).map(|(_, v)| v.clone()).ok_or_else(|| {
+                    Error::file(path, format!("no '{name}.{suffix}': the optimiser state is for another model"))
+                })
+            };
+            state.push((name.clone(), get("exp_avg")?, get("exp_avg_sq")?));
+        }
+        self.load_optimizer_state(step, &state)
+    }
+
     /// Restores the optimiser's moments and step count.
     pub fn load_optimizer_state(&mut self, step: u64, state: &[Moments]) -> Result<()> {
         for (name, m, v) in state {
