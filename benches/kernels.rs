@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
 use tailor::gpu::{Dispatch, Gpu};
+use tailor::ops::conv::{self, Conv2dShape};
 use tailor::ops::gemm::{self, GemmConfig, GemmShape};
+use tailor::ops::Act;
 
 const CPU_THREADS: &str = "2";
 
@@ -31,6 +33,8 @@ fn cpu_seconds() -> f64 {
 
 struct Bench {
     crit: Criterion,
+    /// false: plain timings only for the next measurements (the long tail of conv shapes).
+    use_criterion: bool,
     gpu: std::sync::Arc<Gpu>,
     table: Vec<Row>,
 }
@@ -61,7 +65,7 @@ impl Bench {
 
     /// Criterion over one call of `run(reps)`, then a plain timing of a few calls for the table.
     fn measure(&mut self, name: &str, flops: f64, reps: usize, mut run: impl FnMut(usize)) {
-        if !quick() {
+        if !quick() && self.use_criterion {
             let mut group = self.crit.benchmark_group("kernels");
             group.throughput(Throughput::Elements((flops * reps as f64) as u64));
             group.bench_function(name, |b| b.iter(|| run(reps)));
@@ -159,6 +163,43 @@ fn variants() -> Vec<GemmConfig> {
     v
 }
 
+/// Every distinct convolution of torchvision's DenseNet-121 at batch `n` (224×224 input).
+fn densenet121_convs(n: usize) -> Vec<(String, Conv2dShape)> {
+    let conv = |c_in, h, c_out, k, stride, pad| Conv2dShape { n, c_in, h, w: h, c_out, kh: k, kw: k, stride, pad };
+    let mut v = vec![("stem 7x7/2 3->64 @224".to_string(), conv(3, 224, 64, 7, 2, 3))];
+    let (mut c, mut h) = (64, 56);
+    for (b, layers) in [6usize, 12, 24, 16].into_iter().enumerate() {
+        for l in 0..layers {
+            let cin = c + 32 * l;
+            v.push((format!("b{} 1x1 {cin}->128 @{h}", b + 1), conv(cin, h, 128, 1, 1, 0)));
+        }
+        v.push((format!("b{} 3x3 128->32 @{h}", b + 1), conv(128, h, 32, 3, 1, 1)));
+        c += 32 * layers;
+        if b < 3 {
+            v.push((format!("t{} 1x1 {c}->{} @{h}", b + 1, c / 2), conv(c, h, c / 2, 1, 1, 0)));
+            c /= 2;
+            h /= 2;
+        }
+    }
+    v
+}
+
+/// Forward and both backwards of one convolution shape.
+fn gpu_conv(b: &mut Bench, name: &str, s: &Conv2dShape) {
+    let g = b.gpu.clone();
+    let buf = |len: usize, seed: u32| g.upload("bench", &filled(len, seed)).unwrap();
+    let (x, w, dy) = (buf(s.x_len(), 1), buf(s.weight_len(), 2), buf(s.y_len(), 3));
+    let (y, dx, dw) = (buf(s.y_len(), 4), buf(s.x_len(), 5), buf(s.weight_len(), 6));
+    let scratch = g.zeros("scratch", conv::backward_weight_scratch_len(s)).unwrap();
+    let whole = |bf, c| Act::whole(bf, c);
+    let fwd = conv::forward(&g, s, whole(&x, s.c_in), &w, None, whole(&y, s.c_out)).unwrap();
+    let bwd_d = conv::backward_data(&g, s, whole(&dy, s.c_out), &w, whole(&dx, s.c_in), false).unwrap();
+    let bwd_w = conv::backward_weight(&g, s, whole(&x, s.c_in), whole(&dy, s.c_out), &dw, None, &scratch).unwrap();
+    b.gpu(&format!("conv fwd   {name}"), &fwd, s.flops());
+    b.gpu(&format!("conv bwd-d {name}"), &bwd_d, s.flops());
+    b.gpu(&format!("conv bwd-w {name}"), &bwd_w, s.flops());
+}
+
 fn main() {
     // matrixmultiply reads its thread count once, at the first call.
     std::env::set_var("MATMUL_NUM_THREADS", CPU_THREADS);
@@ -170,7 +211,9 @@ fn main() {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .configure_from_args();
-    let mut b = Bench { crit, gpu, table: Vec::new() };
+    let mut b = Bench { crit, use_criterion: true, gpu, table: Vec::new() };
+    // `cargo bench` passes --bench; under `cargo test` this binary is a quick smoke test.
+    let full = std::env::args().any(|a| a == "--bench");
     let n = std::env::var("TAILOR_BENCH_N").ok().and_then(|s| s.parse().ok()).unwrap_or(1024);
     cpu_sgemm(&mut b, n);
     let shape = GemmShape::dense(n, n, n, 1).unwrap();
@@ -178,6 +221,15 @@ fn main() {
         let name = format!("gpu gemm {n}^3 wg{} {}x{}{}", cfg.wg, cfg.tm, cfg.tn, if cfg.vec4 { " vec4" } else { "" });
         gpu_gemm(&mut b, &name, &shape, &cfg);
     }
+    let convs = densenet121_convs(8);
+    let representative = ["stem", "b1 1x1 64->128", "b1 3x3", "t1 ", "b3 1x1 512->128", "b4 3x3"];
+    for (name, s) in &convs {
+        b.use_criterion = representative.iter().any(|r| name.starts_with(r));
+        if full || name.starts_with("b1 3x3") {
+            gpu_conv(&mut b, name, s);
+        }
+    }
+    b.use_criterion = true;
     cpu_sgemm(&mut b, n);
     b.crit.final_summary();
     b.print_table();
