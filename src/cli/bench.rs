@@ -39,6 +39,9 @@ pub struct Args {
     /// Skip the per-kernel breakdown.
     #[arg(long)]
     no_breakdown: bool,
+    /// Only plan the step and print the device memory it needs (no binding limit, nothing allocated).
+    #[arg(long)]
+    plan_only: bool,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -50,6 +53,14 @@ pub fn peak_rss() -> Option<u64> {
     let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+/// Bytes of the largest tensor of the training graph.
+fn largest_tensor(model: &Model, cfg: &TrainConfig) -> Result<u64> {
+    let mut g = crate::graph::Graph::new();
+    let built = model.net.build(&mut g, cfg.batch, cfg.height, cfg.width, true)?;
+    let _ = built;
+    Ok(g.tensors.iter().filter(|t| t.view.is_none()).map(|t| t.numel() as u64 * 4).max().unwrap_or(0))
 }
 
 pub fn run(cli: &super::Cli, a: &Args) -> Result<()> {
@@ -76,6 +87,16 @@ pub fn run(cli: &super::Cli, a: &Args) -> Result<()> {
         class_weights: w,
         optimizer: OptimizerConfig::default(),
     };
+    if a.plan_only {
+        let m = Trainer::estimate_memory(&model, &cfg)?;
+        println!("{arch}, batch {batch}, {size}×{size}: {m}");
+        let limit = gpu.max_binding();
+        let largest = largest_tensor(&model, &cfg)?;
+        if largest > limit {
+            println!("its largest tensor ({}) exceeds this device's binding limit ({}): it runs on devices with larger bindings", mib(largest), mib(limit));
+        }
+        return Ok(());
+    }
     let mut trainer = Trainer::new(model, cfg)?;
     let memory = trainer.memory();
     if !a.json {

@@ -129,21 +129,7 @@ impl Executable {
 
     /// Device memory by kind.
     pub fn memory(&self) -> MemoryReport {
-        let mut r = MemoryReport {
-            activations_pool: self.plan.pool_bytes(),
-            activations_unshared: super::plan::unshared_bytes(&self.graph),
-            scratch: self.scratch_bytes,
-            ..Default::default()
-        };
-        for &(role, b) in &self.plan.own_bytes {
-            match role {
-                Role::Param | Role::State => r.params_and_state += b,
-                Role::ParamGrad => r.param_grads += b,
-                Role::Activation | Role::Saved | Role::Grad => r.activations_pool += b,
-                _ => r.io += b,
-            }
-        }
-        r
+        memory_report(&self.graph, &self.plan, self.scratch_bytes)
     }
 
     /// Records every dispatch into `enc` as one compute pass.
@@ -194,6 +180,33 @@ impl Executable {
     fn lower(&self, n: &Node, scratch: &wgpu::Buffer) -> Result<Vec<Dispatch>> {
         lower::lower(self, n, scratch)
     }
+}
+
+/// Device memory of a planned graph, by kind.
+pub fn memory_report(graph: &Graph, plan: &Plan, scratch_bytes: u64) -> MemoryReport {
+    let mut r = MemoryReport {
+        activations_pool: plan.pool_bytes(),
+        activations_unshared: super::plan::unshared_bytes(graph),
+        scratch: scratch_bytes,
+        ..Default::default()
+    };
+    for &(role, b) in &plan.own_bytes {
+        match role {
+            Role::Param | Role::State => r.params_and_state += b,
+            Role::ParamGrad => r.param_grads += b,
+            Role::Activation | Role::Saved | Role::Grad => r.activations_pool += b,
+            _ => r.io += b,
+        }
+    }
+    r
+}
+
+/// The memory `graph` would need, planned without allocating anything and without the
+/// device's per-binding limit: what a device with large enough bindings would use.
+pub fn estimate(graph: &Graph) -> Result<MemoryReport> {
+    let plan = plan(graph, u64::MAX)?;
+    let scratch = graph.nodes.iter().map(|n| scratch_len(graph, n)).max().unwrap_or(0) as u64 * 4;
+    Ok(memory_report(graph, &plan, scratch))
 }
 
 fn scratch_len(g: &Graph, n: &Node) -> usize {

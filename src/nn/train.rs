@@ -139,6 +139,19 @@ impl Trainer {
         })
     }
 
+    /// The device memory a training step of `model` with `config` would use, planned without
+    /// allocating and without the device's per-binding limit.
+    pub fn estimate_memory(model: &Model, config: &TrainConfig) -> Result<MemoryReport> {
+        let mut g = Graph::new();
+        let built = model.net.build(&mut g, config.batch, config.height, config.width, true)?;
+        g.keep.push(built.logits);
+        g.loss("loss", built.logits, config.loss)?;
+        autodiff(&mut g)?;
+        let mut r = crate::graph::exec::estimate(&g)?;
+        r.params_and_state += 2 * r.param_grads; // Adam's two moments
+        Ok(r)
+    }
+
     pub fn gpu(&self) -> &Arc<Gpu> {
         &self.exe.gpu
     }
