@@ -167,7 +167,10 @@ fn probe(source: &Source) -> Result<(usize, usize, usize)> {
         .and_then(|r| r.with_guessed_format())
         .map_err(|e| Error::file(&path, format!("cannot read the first image (line {}): {e}", table.lines[0])))?;
     let img = reader.decode().map_err(|e| {
-        Error::file(&path, format!("cannot decode the image ({e}); tailor reads PNG and JPEG, replace the file or remove its row"))
+        Error::file(
+            &path,
+            format!("cannot decode the image ({e}); tailor reads PNG and JPEG, replace the file or remove its row"),
+        )
     })?;
     let c = if img.color().has_color() { 3 } else { 1 };
     Ok((img.width() as usize, img.height() as usize, c))
@@ -280,7 +283,10 @@ impl RunConfig {
     pub fn load(dir: &Path) -> Result<RunConfig> {
         let path = dir.join("config.json");
         let text = std::fs::read_to_string(&path).map_err(|e| {
-            Error::file(&path, format!("cannot read ({e}); --model/--resume must be a directory written by tailor train"))
+            Error::file(
+                &path,
+                format!("cannot read ({e}); --model/--resume must be a directory written by tailor train"),
+            )
         })?;
         serde_json::from_str(&text).map_err(|e| Error::file(&path, format!("not a tailor run configuration: {e}")))
     }
@@ -332,6 +338,13 @@ pub fn score(
     for b in loader.epoch(0) {
         out.extend(pred.logits(&b.images)?);
     }
+    if let Some(k) = out.iter().position(|v| !v.is_finite()) {
+        return Err(Error::Invalid(format!(
+            "the model's output for sample {} is {} (the weights diverged); lower the learning rate (--lr) or check the data",
+            indices[k / pred.classes],
+            out[k]
+        )));
+    }
     if multi {
         sigmoid(&mut out);
     } else {
@@ -348,7 +361,8 @@ pub fn make_dir(dir: &Path) -> Result<()> {
 /// Adds the hint for a model too large for the device to planner and allocation errors.
 pub fn too_large_hint(e: Error) -> Error {
     match e {
-        Error::TooLarge { .. } | Error::OutOfMemory { .. } => Error::Invalid(format!(
+        Error::TooLarge { .. } => Error::Invalid(format!("the model does not fit on this device: {e}")),
+        Error::OutOfMemory { .. } => Error::Invalid(format!(
             "the model does not fit on this device: {e} (try --batch-size, --image-size or a smaller --arch)"
         )),
         e => e,

@@ -34,10 +34,7 @@ pub fn run(cli: &super::Cli, a: &TrainArgs) -> Result<()> {
     }
     let refs: Vec<(&str, &crate::metrics::EvalReport)> = reports.iter().map(|(s, r)| (*s, r)).collect();
     let table = SchemeComparison::from_reports(&refs)?;
-    let md = format!(
-        "# Table I: AP per label under each weighting scheme (best in bold)\n\n{}",
-        table.to_markdown()
-    );
+    let md = format!("# Table I: AP per label under each weighting scheme (best in bold)\n\n{}", table.to_markdown());
     write_atomic(&out.join("table1.md"), md.as_bytes())?;
     println!("{}", table.to_text());
     eprintln!("wrote {}", out.join("table1.md").display());

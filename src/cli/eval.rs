@@ -88,11 +88,8 @@ pub fn write_all(dir: &Path, ev: &Evaluation) -> Result<()> {
 
 /// `thresholds.json`: each label's threshold at the precision floor (null where none reaches it).
 fn save_thresholds(dir: &Path, r: &EvalReport) -> Result<()> {
-    let map: serde_json::Map<String, serde_json::Value> = r
-        .labels
-        .iter()
-        .map(|l| (l.name.clone(), serde_json::json!(l.at_floor.map(|o| o.threshold))))
-        .collect();
+    let map: serde_json::Map<String, serde_json::Value> =
+        r.labels.iter().map(|l| (l.name.clone(), serde_json::json!(l.at_floor.map(|o| o.threshold)))).collect();
     let v = serde_json::json!({"precision_floor": r.precision_floor, "thresholds": map});
     metrics::write_atomic(&dir.join("thresholds.json"), serde_json::to_string_pretty(&v).unwrap().as_bytes())
 }

@@ -179,8 +179,8 @@ fn from_run(gpu: &std::sync::Arc<Gpu>, dir: &Path) -> Result<Loaded> {
 fn load_thresholds(dir: &Path, names: &[String]) -> Result<Vec<f64>> {
     let path = dir.join("thresholds.json");
     let Ok(text) = std::fs::read_to_string(&path) else { return Ok(vec![0.5; names.len()]) };
-    let v: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| Error::file(&path, format!("not JSON ({e}); delete it or run tailor eval again")))?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::file(&path, format!("not JSON ({e}); delete it or run tailor eval again")))?;
     Ok(names.iter().map(|n| v["thresholds"][n].as_f64().unwrap_or(0.5)).collect())
 }
 

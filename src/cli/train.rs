@@ -115,7 +115,8 @@ impl TrainArgs {
         if !(gamma >= 0.0 && gamma.is_finite()) {
             return Err(Error::Invalid(format!("--focal-gamma {gamma} must be 0 or more")));
         }
-        let name = self.loss.clone().unwrap_or_else(|| if kind == LabelKind::Single { "softmax" } else { "sigmoid" }.into());
+        let name =
+            self.loss.clone().unwrap_or_else(|| if kind == LabelKind::Single { "softmax" } else { "sigmoid" }.into());
         match (name.as_str(), kind) {
             ("softmax", LabelKind::Single) => Ok(LossKind::Softmax { gamma }),
             ("softmax", LabelKind::Multi) => Err(Error::Invalid(
@@ -194,7 +195,6 @@ pub fn prepare(args: &TrainArgs, image: Option<ImageSpec>) -> Result<Prepared> {
 /// What a finished run left behind.
 pub struct Outcome {
     pub dir: PathBuf,
-    pub config: RunConfig,
 }
 
 pub fn run(cli: &super::Cli, a: &TrainArgs) -> Result<()> {
@@ -274,8 +274,8 @@ pub fn train(gpu: &Arc<Gpu>, a: &TrainArgs) -> Result<Outcome> {
         None => 0,
     };
     let pred_batch = batch.min(p.split.val.len().max(1));
-    let predictor = Predictor::new(&trainer.model, pred_batch, p.image.height, p.image.width)
-        .map_err(common::too_large_hint)?;
+    let predictor =
+        Predictor::new(&trainer.model, pred_batch, p.image.height, p.image.width).map_err(common::too_large_hint)?;
     eprintln!(
         "{} ({} parameters) on {}\ndevice memory (planned): training {}; validation {}",
         args.arch.arch,
@@ -330,13 +330,21 @@ pub fn train(gpu: &Arc<Gpu>, a: &TrainArgs) -> Result<Outcome> {
     }
     for epoch in start..epochs {
         let (mean_loss, ips, secs) = train_epoch(&mut trainer, &loader, epoch, epochs)?;
+        if !mean_loss.is_finite() {
+            return Err(nan_context(
+                Error::Invalid(format!(
+                    "the loss became {mean_loss}: lower the learning rate (--lr) or check the data"
+                )),
+                epoch,
+            ));
+        }
         let mut line = serde_json::json!({
             "epoch": epoch + 1, "step": trainer.step, "train_loss": mean_loss,
             "lr": trainer.config.optimizer.lr_at(trainer.step.max(1)), "seconds": secs, "images_per_s": ips,
         });
         let mut msg = format!("epoch {}/{epochs}: loss {mean_loss:.4}, {ips:.1} images/s", epoch + 1);
         if !p.split.val.is_empty() {
-            let (map, top1) = validate(&predictor, &p, &norm, &cfg)?;
+            let (map, top1) = validate(&predictor, &p, &norm, &cfg).map_err(|e| diverged(e, epoch))?;
             line["val_macro_map"] = serde_json::json!(map);
             msg += &format!(", val macro mAP {}", fmt(map));
             if kind == LabelKind::Single {
@@ -352,7 +360,7 @@ pub fn train(gpu: &Arc<Gpu>, a: &TrainArgs) -> Result<Outcome> {
         append_line(&dir.join("metrics.jsonl"), &line)?;
     }
     eprintln!("saved {}", dir.display());
-    Ok(Outcome { dir, config: cfg })
+    Ok(Outcome { dir })
 }
 
 fn fmt(v: Option<f64>) -> String {
@@ -441,6 +449,16 @@ fn nan_context(e: Error, epoch: usize) -> Error {
     match e {
         Error::Invalid(m) if m.contains("the loss became") => Error::Invalid(format!(
             "training stopped in epoch {}: {m}; the checkpoint of the previous epoch (if any) is unchanged",
+            epoch + 1
+        )),
+        e => e,
+    }
+}
+
+fn diverged(e: Error, epoch: usize) -> Error {
+    match e {
+        Error::Invalid(m) if m.contains("diverged") => Error::Invalid(format!(
+            "training stopped after epoch {}: {m}; the checkpoint of the previous epoch (if any) is unchanged",
             epoch + 1
         )),
         e => e,
