@@ -218,6 +218,7 @@ pub fn train(gpu: &Arc<Gpu>, a: &TrainArgs) -> Result<Outcome> {
             (a.clone(), None, dir)
         }
     };
+    args.arch.config(1, 1)?; // an unknown --arch fails before the images are loaded
     let image = resumed.as_ref().map(|c| c.preprocess.image_spec()).transpose()?;
     let p = prepare(&args, image)?;
     print_found(&p);
