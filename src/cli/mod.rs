@@ -1,7 +1,13 @@
 //! The `tailor` command line.
 
 mod bench;
+mod common;
+mod compare;
 mod devices;
+mod eval;
+mod predict;
+mod train;
+mod weights;
 
 use clap::{Parser, Subcommand};
 
@@ -28,6 +34,16 @@ pub enum Command {
     Devices(devices::Args),
     /// Time training steps of the benchmark workloads (W1, W2) on the device.
     Bench(bench::Args),
+    /// Train a DenseNet on a CSV or IDX dataset, evaluating after every epoch.
+    Train(Box<train::TrainArgs>),
+    /// Evaluate a trained run: per-label AP, thresholds, PR curves, confusion matrix.
+    Eval(eval::EvalArgs),
+    /// Label image files with a trained run or a torchvision state dict.
+    Predict(predict::PredictArgs),
+    /// Effective numbers and NW/IFW/IEW class weights for label counts.
+    Weights(weights::WeightsArgs),
+    /// Train NW, IFW and IEW on the same split and print the paper's Table I.
+    Compare(Box<train::TrainArgs>),
 }
 
 impl Cli {
@@ -42,5 +58,10 @@ pub fn main() -> crate::Result<()> {
     match &cli.command {
         Command::Devices(a) => devices::run(&cli, a),
         Command::Bench(a) => bench::run(&cli, a),
+        Command::Train(a) => train::run(&cli, a),
+        Command::Eval(a) => eval::run(&cli, a),
+        Command::Predict(a) => predict::run(&cli, a),
+        Command::Weights(a) => weights::run(a),
+        Command::Compare(a) => compare::run(&cli, a),
     }
 }

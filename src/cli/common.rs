@@ -1,0 +1,370 @@
+//! What the training, evaluation and prediction commands share: the data flags, the model flags,
+//! the run directory's `config.json`, preprocessing and batched scoring.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::{self, CsvSpec, Dataset, IdxSpec, ImageSpec, LabelKind, LabelSource, Normalize};
+use crate::error::{Error, Result};
+use crate::nn::densenet::DenseNetConfig;
+use crate::nn::predict::Predictor;
+
+/// Where the images and labels come from.
+#[derive(clap::Args, Clone, Debug, Default, Serialize, Deserialize)]
+pub struct DataArgs {
+    /// A CSV file (one row per image) or a folder of MNIST-style IDX files.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Single-label: the column holding each image's class (default: `label`).
+    #[arg(long)]
+    pub label_column: Option<String>,
+    /// Multi-label: columns whose `column=value` pairs are the labels, e.g. `colour,season`.
+    #[arg(long, value_delimiter = ',')]
+    pub label_columns: Vec<String>,
+    /// Multi-label: one column of tags, split at --tag-sep.
+    #[arg(long)]
+    pub tags_column: Option<String>,
+    #[arg(long, default_value = ";")]
+    pub tag_sep: String,
+    /// The column with each image's file name.
+    #[arg(long, default_value = "file")]
+    pub image_column: String,
+    /// The folder image names are relative to (default: beside the CSV, or its images/).
+    #[arg(long)]
+    pub image_dir: Option<PathBuf>,
+    /// For an IDX folder: which files to read (train or t10k).
+    #[arg(long, default_value = "train")]
+    pub idx_prefix: String,
+    /// Model input size: N for N×N or WxH such as 48x64 (default: the first image's size).
+    #[arg(long)]
+    pub image_size: Option<String>,
+    /// Read images as one gray channel (default: gray when the first image is gray).
+    #[arg(long, conflicts_with = "rgb")]
+    pub grayscale: bool,
+    /// Read images as RGB.
+    #[arg(long)]
+    pub rgb: bool,
+}
+
+/// The source of a dataset, as config.json records it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Source {
+    pub path: PathBuf,
+    pub idx_prefix: Option<String>,
+    pub image_column: String,
+    pub image_dir: Option<PathBuf>,
+    pub labels: Option<Labels>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Labels {
+    Column { column: String },
+    Columns { columns: Vec<String> },
+    Tags { column: String, sep: String },
+}
+
+impl Labels {
+    fn to_source(&self) -> LabelSource {
+        match self {
+            Labels::Column { column } => LabelSource::Column(column.clone()),
+            Labels::Columns { columns } => LabelSource::Columns(columns.clone()),
+            Labels::Tags { column, sep } => LabelSource::Tags { column: column.clone(), sep: sep.clone() },
+        }
+    }
+}
+
+impl DataArgs {
+    /// The source these flags name; `--data` is required.
+    pub fn source(&self) -> Result<Source> {
+        let Some(path) = &self.data else {
+            return Err(Error::Invalid(
+                "no data: give --data with a CSV file (file,label columns) or a folder of IDX files".into(),
+            ));
+        };
+        if !path.exists() {
+            return Err(Error::file(path, "does not exist; give --data a CSV file or a folder of IDX files"));
+        }
+        let chosen = [self.label_column.is_some(), !self.label_columns.is_empty(), self.tags_column.is_some()];
+        if chosen.iter().filter(|&&c| c).count() > 1 {
+            return Err(Error::Invalid(
+                "choose one of --label-column, --label-columns and --tags-column, not several".into(),
+            ));
+        }
+        if path.is_dir() {
+            return Ok(Source {
+                path: path.clone(),
+                idx_prefix: Some(self.idx_prefix.clone()),
+                image_column: self.image_column.clone(),
+                image_dir: None,
+                labels: None,
+            });
+        }
+        let labels = if let Some(c) = &self.tags_column {
+            Labels::Tags { column: c.clone(), sep: self.tag_sep.clone() }
+        } else if !self.label_columns.is_empty() {
+            Labels::Columns { columns: self.label_columns.clone() }
+        } else {
+            Labels::Column { column: self.label_column.clone().unwrap_or_else(|| "label".into()) }
+        };
+        Ok(Source {
+            path: path.clone(),
+            idx_prefix: None,
+            image_column: self.image_column.clone(),
+            image_dir: self.image_dir.clone(),
+            labels: Some(labels),
+        })
+    }
+
+    /// The input size and channels: the flags, else those of the source's first image.
+    pub fn image_spec(&self, source: &Source) -> Result<ImageSpec> {
+        let given = self.image_size.as_deref().map(ImageSpec::parse_size).transpose()?;
+        let forced = if self.grayscale {
+            Some(1)
+        } else if self.rgb {
+            Some(3)
+        } else {
+            None
+        };
+        let (size, channels) = match (given, forced) {
+            (Some(s), Some(c)) => (s, c),
+            _ => {
+                let (w, h, c) = probe(source)?;
+                (given.unwrap_or((w, h)), forced.unwrap_or(c))
+            }
+        };
+        ImageSpec::new(size.0, size.1, channels)
+    }
+}
+
+/// The size and channels of the first image of a source.
+fn probe(source: &Source) -> Result<(usize, usize, usize)> {
+    if source.idx_prefix.is_some() {
+        return Ok((28, 28, 1));
+    }
+    let spec = csv_spec(source);
+    let table = spec.table()?;
+    let col = table.column(&source.image_column).map_err(|e| match e {
+        Error::File { path, msg } => {
+            Error::File { path, msg: format!("{msg}; choose the image file column with --image-column") }
+        }
+        e => e,
+    })?;
+    if table.records.is_empty() {
+        return Err(Error::file(&source.path, "the CSV file has a header but no rows; add one row per image"));
+    }
+    let first = table.cell(0, col);
+    let base = source.path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let dir = match &source.image_dir {
+        Some(d) => d.clone(),
+        None if !base.join(first).is_file() && base.join("images").join(first).is_file() => base.join("images"),
+        None => base,
+    };
+    let path = dir.join(first);
+    let reader = image::ImageReader::open(&path)
+        .and_then(|r| r.with_guessed_format())
+        .map_err(|e| Error::file(&path, format!("cannot read the first image (line {}): {e}", table.lines[0])))?;
+    let img = reader.decode().map_err(|e| {
+        Error::file(
+            &path,
+            format!("cannot decode the image ({e}); tailor reads PNG and JPEG, replace the file or remove its row"),
+        )
+    })?;
+    let c = if img.color().has_color() { 3 } else { 1 };
+    Ok((img.width() as usize, img.height() as usize, c))
+}
+
+fn csv_spec(source: &Source) -> CsvSpec {
+    let labels = source.labels.as_ref().map(Labels::to_source).unwrap_or(LabelSource::Column("label".into()));
+    let mut spec = CsvSpec::new(&source.path, labels);
+    spec.image_column = source.image_column.clone();
+    spec.image_dir = source.image_dir.clone();
+    spec
+}
+
+/// Loads a dataset, printing the warnings it collected.
+pub fn load(source: &Source, image: &ImageSpec) -> Result<Dataset> {
+    let ds = match &source.idx_prefix {
+        Some(prefix) => data::load_idx(&IdxSpec::new(&source.path, prefix), image)?,
+        None => data::load_csv(&csv_spec(source), image)?,
+    };
+    for w in &ds.warnings {
+        eprintln!("warning: {w}");
+    }
+    if ds.is_empty() {
+        return Err(Error::file(&source.path, "holds no samples; add one row per image"));
+    }
+    Ok(ds)
+}
+
+/// The model flags.
+#[derive(clap::Args, Clone, Debug, Serialize, Deserialize)]
+pub struct ArchArgs {
+    /// densenet121, densenet161, densenet169, densenet201 or densenet-bc.
+    #[arg(long, default_value = "densenet-bc")]
+    pub arch: String,
+    #[arg(long)]
+    pub growth_rate: Option<usize>,
+    /// Layers per dense block, e.g. 6,6,6.
+    #[arg(long, value_delimiter = ',')]
+    pub blocks: Vec<usize>,
+    #[arg(long)]
+    pub bn_size: Option<usize>,
+}
+
+impl ArchArgs {
+    pub fn config(&self, classes: usize, channels: usize) -> Result<DenseNetConfig> {
+        let mut c = DenseNetConfig::preset(&self.arch, classes, channels)
+            .map_err(|e| Error::Invalid(format!("--arch: {e}")))?;
+        if let Some(k) = self.growth_rate {
+            c.growth_rate = k;
+            if self.arch.starts_with("densenet-bc") || self.arch == "small" || self.arch == "densenet_bc" {
+                c.num_init_features = 2 * k;
+            }
+        }
+        if !self.blocks.is_empty() {
+            c.block_config = self.blocks.clone();
+        }
+        if let Some(b) = self.bn_size {
+            c.bn_size = b;
+        }
+        Ok(c)
+    }
+}
+
+/// How a dataset is turned into model input.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Preprocess {
+    pub width: usize,
+    pub height: usize,
+    pub channels: usize,
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+}
+
+impl Preprocess {
+    pub fn image_spec(&self) -> Result<ImageSpec> {
+        ImageSpec::new(self.width, self.height, self.channels)
+    }
+    pub fn normalize(&self) -> Normalize {
+        Normalize { mean: self.mean.clone(), std: self.std.clone() }
+    }
+}
+
+/// Everything in a run directory's `config.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunConfig {
+    pub model: DenseNetConfig,
+    pub arch: String,
+    pub preprocess: Preprocess,
+    pub label_names: Vec<String>,
+    /// "single" or "multi".
+    pub label_kind: String,
+    /// "softmax" or "sigmoid".
+    pub loss: String,
+    pub focal_gamma: f32,
+    pub weighting: String,
+    pub beta: f64,
+    pub class_weights: Vec<f64>,
+    pub train_counts: Vec<usize>,
+    pub val_counts: Vec<usize>,
+    pub train_samples: usize,
+    pub val_samples: usize,
+    pub source: Source,
+    pub split_seed: u64,
+    pub epochs_done: usize,
+    /// The flags of the run, to resume it.
+    pub args: super::train::TrainArgs,
+}
+
+impl RunConfig {
+    pub fn load(dir: &Path) -> Result<RunConfig> {
+        let path = dir.join("config.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            Error::file(
+                &path,
+                format!("cannot read ({e}); --model/--resume must be a directory written by tailor train"),
+            )
+        })?;
+        serde_json::from_str(&text).map_err(|e| Error::file(&path, format!("not a tailor run configuration: {e}")))
+    }
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self).map_err(|e| Error::Invalid(e.to_string()))?;
+        crate::metrics::write_atomic(&dir.join("config.json"), text.as_bytes())
+    }
+    pub fn kind(&self) -> LabelKind {
+        if self.label_kind == "multi" {
+            LabelKind::Multi
+        } else {
+            LabelKind::Single
+        }
+    }
+}
+
+/// Softmax of each row (in place).
+pub fn softmax_rows(v: &mut [f32], c: usize) {
+    for row in v.chunks_mut(c) {
+        let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut s = 0.0;
+        row.iter_mut().for_each(|x| {
+            *x = (*x - m).exp();
+            s += *x;
+        });
+        row.iter_mut().for_each(|x| *x /= s);
+    }
+}
+
+pub fn sigmoid(v: &mut [f32]) {
+    v.iter_mut().for_each(|x| *x = 1.0 / (1.0 + (-*x).exp()));
+}
+
+/// Scores (softmax or sigmoid probabilities) `[n, C]` of the samples `indices` of `ds`.
+pub fn score(
+    pred: &Predictor,
+    ds: &Arc<Dataset>,
+    indices: &[usize],
+    norm: &Normalize,
+    batch: usize,
+    multi: bool,
+) -> Result<Vec<f32>> {
+    let mut opts = data::LoaderOptions::new(batch, ds.channels, 0);
+    opts.shuffle = false;
+    opts.normalize = norm.clone();
+    opts.workers = 1;
+    let loader = data::Loader::new(ds.clone(), indices.to_vec(), opts)?;
+    let mut out = Vec::with_capacity(indices.len() * pred.classes);
+    for b in loader.epoch(0) {
+        out.extend(pred.logits(&b.images)?);
+    }
+    if let Some(k) = out.iter().position(|v| !v.is_finite()) {
+        return Err(Error::Invalid(format!(
+            "the model's output for sample {} is {} (the weights diverged); lower the learning rate (--lr) or check the data",
+            indices[k / pred.classes],
+            out[k]
+        )));
+    }
+    if multi {
+        sigmoid(&mut out);
+    } else {
+        softmax_rows(&mut out, pred.classes);
+    }
+    Ok(out)
+}
+
+/// Makes a directory (and its parents), naming it on failure.
+pub fn make_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, format!("cannot create the directory: {e}")))
+}
+
+/// Adds the hint for a model too large for the device to planner and allocation errors.
+pub fn too_large_hint(e: Error) -> Error {
+    match e {
+        Error::TooLarge { .. } => Error::Invalid(format!("the model does not fit on this device: {e}")),
+        Error::OutOfMemory { .. } => Error::Invalid(format!(
+            "the model does not fit on this device: {e} (try --batch-size, --image-size or a smaller --arch)"
+        )),
+        e => e,
+    }
+}

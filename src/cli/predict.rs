@@ -1,0 +1,224 @@
+//! `tailor predict`: labels with probabilities for image files, from a run folder or from a
+//! torchvision state dict (ImageNet preprocessing).
+
+use std::path::{Path, PathBuf};
+
+use super::common::{self, RunConfig};
+use crate::data::image::{load_image, to_chw, Placement};
+use crate::data::{ImageSpec, Normalize};
+use crate::error::{Error, Result};
+use crate::nn::checkpoint::StateDict;
+use crate::nn::densenet::DenseNetConfig;
+use crate::nn::model::Model;
+use crate::nn::predict::Predictor;
+use crate::Gpu;
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct PredictArgs {
+    /// Image files (PNG or JPEG).
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    /// A run folder written by `tailor train`.
+    #[arg(long, conflicts_with = "weights")]
+    pub model: Option<PathBuf>,
+    /// A torchvision DenseNet state dict (safetensors) instead of a run folder.
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// With --weights: the architecture.
+    #[arg(long, default_value = "densenet121")]
+    pub arch: String,
+    /// With --weights: the number of classes (default: from the classifier's shape).
+    #[arg(long)]
+    pub num_classes: Option<usize>,
+    /// With --weights: a file with one class name per line.
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    /// With --weights: the input size (default 224).
+    #[arg(long)]
+    pub image_size: Option<String>,
+    /// Single-label: how many classes to list.
+    #[arg(long, default_value_t = 5)]
+    pub top_k: usize,
+    /// text, json or csv.
+    #[arg(long, default_value = "text")]
+    pub format: String,
+    /// Print the raw logits too.
+    #[arg(long)]
+    pub logits: bool,
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: usize,
+}
+
+/// What the model and its preprocessing are.
+struct Loaded {
+    model: Model,
+    image: ImageSpec,
+    norm: Normalize,
+    names: Vec<String>,
+    multi: bool,
+    thresholds: Vec<f64>,
+}
+
+pub fn run(cli: &super::Cli, a: &PredictArgs) -> Result<()> {
+    if !["text", "json", "csv"].contains(&a.format.as_str()) {
+        return Err(Error::Invalid(format!("--format '{}': use text, json or csv", a.format)));
+    }
+    let gpu = Gpu::with_options(&cli.gpu_options())?;
+    let l = match (&a.model, &a.weights) {
+        (Some(dir), _) => from_run(&gpu, dir)?,
+        (None, Some(w)) => from_weights(&gpu, a, w)?,
+        (None, None) => {
+            return Err(Error::Invalid("give --model DIR (a tailor run) or --weights FILE.safetensors".into()))
+        }
+    };
+    let n = l.image.len();
+    let mut input = vec![0f32; a.images.len() * n];
+    for (path, out) in a.images.iter().zip(input.chunks_mut(n)) {
+        let px = load_image(path, &l.image)?;
+        to_chw(&px, &l.image, &l.norm, Placement::default(), out);
+    }
+    let batch = a.batch_size.clamp(1, a.images.len());
+    let pred = Predictor::new(&l.model, batch, l.image.height, l.image.width).map_err(common::too_large_hint)?;
+    let logits = pred.logits(&input)?;
+    let c = l.names.len();
+    let mut probs = logits.clone();
+    if l.multi {
+        common::sigmoid(&mut probs);
+    } else {
+        common::softmax_rows(&mut probs, c);
+    }
+    let mut rows = Vec::new();
+    for (i, path) in a.images.iter().enumerate() {
+        let p = &probs[i * c..(i + 1) * c];
+        let chosen = choose(p, &l, a.top_k);
+        rows.push((path, chosen, &logits[i * c..(i + 1) * c]));
+    }
+    print(a, &l, &rows);
+    Ok(())
+}
+
+/// The labels to report: top-k by probability, or those at or above their threshold.
+fn choose(p: &[f32], l: &Loaded, k: usize) -> Vec<(usize, f32)> {
+    let mut idx: Vec<usize> = (0..p.len()).collect();
+    idx.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
+    if l.multi {
+        idx.into_iter().filter(|&j| p[j] as f64 >= l.thresholds[j]).map(|j| (j, p[j])).collect()
+    } else {
+        idx.into_iter().take(k.max(1)).map(|j| (j, p[j])).collect()
+    }
+}
+
+type Row<'a> = (&'a PathBuf, Vec<(usize, f32)>, &'a [f32]);
+
+fn print(a: &PredictArgs, l: &Loaded, rows: &[Row]) {
+    match a.format.as_str() {
+        "json" => {
+            let v: Vec<_> = rows
+                .iter()
+                .map(|(path, chosen, logits)| {
+                    let labels: Vec<_> = chosen
+                        .iter()
+                        .map(|&(j, p)| serde_json::json!({"label": l.names[j], "probability": p}))
+                        .collect();
+                    let mut o = serde_json::json!({"image": path.display().to_string(), "labels": labels});
+                    if a.logits {
+                        o["logits"] = serde_json::json!(logits);
+                    }
+                    o
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&v).unwrap());
+        }
+        "csv" => {
+            println!("image,label,probability");
+            for (path, chosen, _) in rows {
+                for &(j, p) in chosen {
+                    println!("{},{},{p:.6}", csv_field(&path.display().to_string()), csv_field(&l.names[j]));
+                }
+            }
+        }
+        _ => {
+            for (path, chosen, logits) in rows {
+                let shown: Vec<String> = chosen.iter().map(|&(j, p)| format!("{} {p:.4}", l.names[j])).collect();
+                let shown = if shown.is_empty() { "(no label above its threshold)".into() } else { shown.join(", ") };
+                println!("{}: {shown}", path.display());
+                if a.logits {
+                    let v: Vec<String> = logits.iter().map(|x| format!("{x:.4}")).collect();
+                    println!("  logits: {}", v.join(" "));
+                }
+            }
+        }
+    }
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+fn from_run(gpu: &std::sync::Arc<Gpu>, dir: &Path) -> Result<Loaded> {
+    let cfg = RunConfig::load(dir)?;
+    let mut model = Model::new(gpu.clone(), cfg.model.clone(), 0)?;
+    model.load_state_dict(&StateDict::load(&dir.join("model.safetensors"))?)?;
+    let multi = cfg.loss == "sigmoid";
+    let thresholds = load_thresholds(dir, &cfg.label_names)?;
+    Ok(Loaded {
+        model,
+        image: cfg.preprocess.image_spec()?,
+        norm: cfg.preprocess.normalize(),
+        names: cfg.label_names,
+        multi,
+        thresholds,
+    })
+}
+
+/// The thresholds `tailor eval` saved, 0.5 for a label without one.
+fn load_thresholds(dir: &Path, names: &[String]) -> Result<Vec<f64>> {
+    let path = dir.join("thresholds.json");
+    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(vec![0.5; names.len()]) };
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::file(&path, format!("not JSON ({e}); delete it or run tailor eval again")))?;
+    Ok(names.iter().map(|n| v["thresholds"][n].as_f64().unwrap_or(0.5)).collect())
+}
+
+fn from_weights(gpu: &std::sync::Arc<Gpu>, a: &PredictArgs, path: &Path) -> Result<Loaded> {
+    let sd = StateDict::load(path)?;
+    let classes = match a.num_classes {
+        Some(n) => n,
+        None => sd.tensors.get("classifier.weight").map(|(s, _)| s[0]).ok_or_else(|| {
+            Error::file(path, "has no 'classifier.weight'; give --num-classes and check that it is a DenseNet")
+        })?,
+    };
+    let cfg = DenseNetConfig::preset(&a.arch, classes, 3).map_err(|e| Error::Invalid(format!("--arch: {e}")))?;
+    let mut model = Model::new(gpu.clone(), cfg, 0)?;
+    let r = model.load_state_dict(&sd)?;
+    if let Some((from, to)) = r.reinit_classifier {
+        return Err(Error::file(
+            path,
+            format!("its classifier has {from} classes, not {to}; drop --num-classes or give {from}"),
+        ));
+    }
+    let (w, h) = ImageSpec::parse_size(a.image_size.as_deref().unwrap_or("224"))?;
+    let names = match &a.labels {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| Error::file(p, format!("cannot read: {e}")))?;
+            let names: Vec<String> = text.lines().map(str::to_string).filter(|l| !l.is_empty()).collect();
+            if names.len() != classes {
+                return Err(Error::file(p, format!("has {} names for {classes} classes", names.len())));
+            }
+            names
+        }
+        None => (0..classes).map(|i| i.to_string()).collect(),
+    };
+    Ok(Loaded {
+        model,
+        image: ImageSpec::new(w, h, 3)?,
+        norm: Normalize::default_for(3),
+        names,
+        multi: false,
+        thresholds: vec![0.5; classes],
+    })
+}

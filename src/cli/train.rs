@@ -1,0 +1,516 @@
+//! `tailor train`: load a dataset, split it, train a DenseNet with a class-balanced loss, evaluate
+//! on the validation split after every epoch and keep a resumable checkpoint in the run folder.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::{Deserialize, Serialize};
+
+use super::common::{self, ArchArgs, DataArgs, Preprocess, RunConfig, Source};
+use crate::data::{self, Augment, BatchTargets, Dataset, ImageSpec, LabelKind, Normalize, Split, SplitSpec};
+use crate::error::{Error, Result};
+use crate::graph::LossKind;
+use crate::metrics::{self, EvalOptions, Predictions, Truth};
+use crate::nn::checkpoint::StateDict;
+use crate::nn::model::Model;
+use crate::nn::optim::{OptimizerConfig, OptimizerKind, Schedule};
+use crate::nn::predict::Predictor;
+use crate::nn::train::{Targets, TrainConfig, Trainer};
+use crate::nn::weights::{class_weights_report, renormalise_to_classes, Weighting};
+use crate::Gpu;
+
+#[derive(clap::Args, Clone, Debug, Serialize, Deserialize)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub arch: ArchArgs,
+    /// softmax or sigmoid (default: softmax for single-label data, sigmoid for multi-label).
+    #[arg(long)]
+    pub loss: Option<String>,
+    /// Class weighting: nw (none), ifw (inverse frequency) or iew (inverse effective number).
+    #[arg(long, default_value = "iew")]
+    pub weighting: String,
+    /// β of the effective number (1 − βⁿ)/(1 − β).
+    #[arg(long, default_value_t = 0.99)]
+    pub beta: f64,
+    /// Focal loss γ (0: plain cross-entropy).
+    #[arg(long, default_value_t = 0.0)]
+    pub focal_gamma: f32,
+    /// adam or adamw.
+    #[arg(long, default_value = "adam")]
+    pub optimizer: String,
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    /// No weight decay on batch-norm parameters and biases.
+    #[arg(long)]
+    pub no_decay_bn_bias: bool,
+    /// constant, step (×--lr-gamma every --lr-step epochs) or cosine (to 0 over the run).
+    #[arg(long, default_value = "constant")]
+    pub schedule: String,
+    #[arg(long, default_value_t = 30)]
+    pub lr_step: u64,
+    #[arg(long, default_value_t = 0.1)]
+    pub lr_gamma: f64,
+    /// Linear learning-rate warm-up over this many steps.
+    #[arg(long, default_value_t = 0)]
+    pub warmup: u64,
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// Epochs in all (with --resume: train on to this many).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Seeds the split, the initialisation, the shuffle and the augmentation.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 0.1)]
+    pub val_fraction: f64,
+    /// A CSV column whose equal values stay on one side of the split.
+    #[arg(long)]
+    pub split_by: Option<String>,
+    /// Subsample the training split to a long tail with n_max / n_min = RHO (single-label).
+    #[arg(long, value_name = "RHO")]
+    pub imbalance: Option<f64>,
+    /// Drop labels with fewer training samples than this.
+    #[arg(long, default_value_t = 0)]
+    pub min_samples: usize,
+    /// Random crop (padding 4, or 2 below 32 pixels) and horizontal flip.
+    #[arg(long)]
+    pub augment: bool,
+    /// Start from these weights (a torchvision or tailor safetensors state dict).
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    /// Continue the run in this folder at its next epoch.
+    #[arg(long)]
+    #[serde(skip)]
+    pub resume: Option<PathBuf>,
+    /// The run folder (default: runs/<data name>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+const DEFAULT_EPOCHS: usize = 10;
+
+impl TrainArgs {
+    pub fn epochs(&self) -> usize {
+        self.epochs.unwrap_or(DEFAULT_EPOCHS)
+    }
+
+    fn weighting(&self) -> Result<Weighting> {
+        match self.weighting.to_ascii_lowercase().as_str() {
+            "nw" | "none" => Ok(Weighting::Nw),
+            "ifw" => Ok(Weighting::Ifw),
+            "iew" => Ok(Weighting::Iew { beta: self.beta }),
+            w => Err(Error::Invalid(format!("--weighting '{w}': use nw, ifw or iew"))),
+        }
+    }
+
+    fn loss(&self, kind: LabelKind) -> Result<LossKind> {
+        let gamma = self.focal_gamma;
+        if !(gamma >= 0.0 && gamma.is_finite()) {
+            return Err(Error::Invalid(format!("--focal-gamma {gamma} must be 0 or more")));
+        }
+        let name =
+            self.loss.clone().unwrap_or_else(|| if kind == LabelKind::Single { "softmax" } else { "sigmoid" }.into());
+        match (name.as_str(), kind) {
+            ("softmax", LabelKind::Single) => Ok(LossKind::Softmax { gamma }),
+            ("softmax", LabelKind::Multi) => Err(Error::Invalid(
+                "--loss softmax needs one label per image, but these labels are multi-label; use --loss sigmoid".into(),
+            )),
+            ("sigmoid", _) => Ok(LossKind::Sigmoid { gamma }),
+            (other, _) => Err(Error::Invalid(format!("--loss '{other}': use softmax or sigmoid"))),
+        }
+    }
+
+    fn optimizer(&self, steps_per_epoch: usize) -> Result<OptimizerConfig> {
+        let kind = match self.optimizer.as_str() {
+            "adam" => OptimizerKind::Adam,
+            "adamw" => OptimizerKind::AdamW,
+            o => return Err(Error::Invalid(format!("--optimizer '{o}': use adam or adamw"))),
+        };
+        let spe = steps_per_epoch as u64;
+        let schedule = match self.schedule.as_str() {
+            "constant" => Schedule::Constant,
+            "step" => Schedule::Step { every: self.lr_step.max(1) * spe, gamma: self.lr_gamma },
+            "cosine" => Schedule::Cosine { total: self.epochs() as u64 * spe, min_lr: 0.0 },
+            s => return Err(Error::Invalid(format!("--schedule '{s}': use constant, step or cosine"))),
+        };
+        let cfg = OptimizerConfig {
+            kind,
+            lr: self.lr,
+            weight_decay: self.weight_decay,
+            no_decay_bn_bias: self.no_decay_bn_bias,
+            schedule,
+            warmup: self.warmup,
+            ..OptimizerConfig::default()
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn split_spec(&self) -> SplitSpec {
+        SplitSpec {
+            val_fraction: self.val_fraction,
+            seed: self.seed,
+            split_by: self.split_by.clone(),
+            imbalance: self.imbalance,
+            min_samples: self.min_samples,
+        }
+    }
+}
+
+/// The dataset compacted to the split, with the split.
+pub struct Prepared {
+    pub source: Source,
+    pub image: ImageSpec,
+    pub ds: Arc<Dataset>,
+    pub split: Split,
+}
+
+/// Loads and splits the data of `args` (the same samples on every call with the same flags).
+pub fn prepare(args: &TrainArgs, image: Option<ImageSpec>) -> Result<Prepared> {
+    let source = args.data.source()?;
+    let image = match image {
+        Some(i) => i,
+        None => args.data.image_spec(&source)?,
+    };
+    let mut ds = common::load(&source, &image)?;
+    let split = data::split(&mut ds, &args.split_spec())?;
+    if !split.dropped.is_empty() {
+        eprintln!(
+            "dropped {} label(s) with fewer than {} training samples: {}",
+            split.dropped.len(),
+            args.min_samples,
+            split.dropped.join(", ")
+        );
+    }
+    Ok(Prepared { source, image, ds: Arc::new(ds), split })
+}
+
+/// What a finished run left behind.
+pub struct Outcome {
+    pub dir: PathBuf,
+}
+
+pub fn run(cli: &super::Cli, a: &TrainArgs) -> Result<()> {
+    let gpu = Gpu::with_options(&cli.gpu_options())?;
+    train(&gpu, a).map(|_| ())
+}
+
+/// Trains (or resumes) a run; returns its folder and configuration.
+pub fn train(gpu: &Arc<Gpu>, a: &TrainArgs) -> Result<Outcome> {
+    let (args, resumed, dir) = match &a.resume {
+        Some(dir) => {
+            let cfg = RunConfig::load(dir)?;
+            let mut args = cfg.args.clone();
+            if a.epochs.is_some() {
+                args.epochs = a.epochs;
+            }
+            (args, Some(cfg), dir.clone())
+        }
+        None => {
+            let dir = a.out.clone().unwrap_or_else(|| default_out(a));
+            (a.clone(), None, dir)
+        }
+    };
+    args.arch.config(1, 1)?; // an unknown --arch fails before the images are loaded
+    let image = resumed.as_ref().map(|c| c.preprocess.image_spec()).transpose()?;
+    let p = prepare(&args, image)?;
+    print_found(&p);
+    let kind = p.ds.kind();
+    let loss = args.loss(kind)?;
+    let counts: Vec<u64> = p.split.train_counts.iter().map(|&n| n as u64).collect();
+    let weighting = args.weighting()?;
+    let cw = class_weights_report(&counts, weighting, Some(&p.ds.label_names))?;
+    let weights = renormalise_to_classes(&cw.weights);
+    print_labels(&p, &cw.effective, &weights, &args);
+
+    let batch = args.batch_size.min(p.split.train.len());
+    if batch == 0 {
+        return Err(Error::Invalid("--batch-size 0: give a positive batch size".into()));
+    }
+    if batch < args.batch_size {
+        eprintln!("note: batch size {} is more than the {} training samples; using {batch}", args.batch_size, batch);
+    }
+    let steps_per_epoch = p.split.train.len() / batch;
+    let model_cfg = args.arch.config(p.ds.num_labels(), p.image.channels)?;
+    let mut model = Model::new(gpu.clone(), model_cfg.clone(), args.seed)?;
+    if let Some(cfg) = &resumed {
+        let sd = StateDict::load(&dir.join("model.safetensors"))?;
+        model.load_state_dict(&sd)?;
+        if cfg.label_names != p.ds.label_names {
+            return Err(Error::file(
+                dir.join("config.json"),
+                "the data now has other labels than when this run started; resume with the same data",
+            ));
+        }
+    } else if let Some(init) = &args.init {
+        let sd = StateDict::load(init)?;
+        let r = model.load_state_dict(&sd)?;
+        eprintln!("loaded {} tensors from {}", r.loaded, init.display());
+        if let Some((from, to)) = r.reinit_classifier {
+            eprintln!("the classifier was re-initialised: {from} classes in the checkpoint, {to} here");
+        }
+    }
+    let config = TrainConfig {
+        batch,
+        height: p.image.height,
+        width: p.image.width,
+        loss,
+        class_weights: weights.iter().map(|&w| w as f32).collect(),
+        optimizer: args.optimizer(steps_per_epoch)?,
+    };
+    let mut trainer = Trainer::new(model, config).map_err(common::too_large_hint)?;
+    let start = match &resumed {
+        Some(cfg) => {
+            trainer.load_optimizer(&dir.join("optimizer.safetensors"))?;
+            eprintln!("resuming {} after epoch {}", dir.display(), cfg.epochs_done);
+            cfg.epochs_done
+        }
+        None => 0,
+    };
+    let pred_batch = batch.min(p.split.val.len().max(1));
+    let predictor =
+        Predictor::new(&trainer.model, pred_batch, p.image.height, p.image.width).map_err(common::too_large_hint)?;
+    eprintln!(
+        "{} ({} parameters) on {}\ndevice memory (planned): training {}; validation {}",
+        args.arch.arch,
+        trainer.model.net.num_params(),
+        gpu.describe(),
+        trainer.memory(),
+        crate::graph::exec::mib(predictor.memory().total())
+    );
+    common::make_dir(&dir)?;
+
+    let norm = Normalize::default_for(p.image.channels);
+    let mut cfg = RunConfig {
+        model: model_cfg,
+        arch: args.arch.arch.clone(),
+        preprocess: Preprocess {
+            width: p.image.width,
+            height: p.image.height,
+            channels: p.image.channels,
+            mean: norm.mean.clone(),
+            std: norm.std.clone(),
+        },
+        label_names: p.ds.label_names.clone(),
+        label_kind: if kind == LabelKind::Single { "single" } else { "multi" }.into(),
+        loss: if matches!(loss, LossKind::Softmax { .. }) { "softmax" } else { "sigmoid" }.into(),
+        focal_gamma: args.focal_gamma,
+        weighting: args.weighting.to_ascii_lowercase(),
+        beta: args.beta,
+        class_weights: weights.clone(),
+        train_counts: p.split.train_counts.clone(),
+        val_counts: p.split.val_counts.clone(),
+        train_samples: p.split.train.len(),
+        val_samples: p.split.val.len(),
+        source: p.source.clone(),
+        split_seed: args.seed,
+        epochs_done: start,
+        args: args.clone(),
+    };
+    let labels_txt = p.ds.label_names.join("\n") + "\n";
+    metrics::write_atomic(&dir.join("labels.txt"), labels_txt.as_bytes())?;
+
+    let mut opts = data::LoaderOptions::new(batch, p.image.channels, args.seed);
+    opts.drop_last = true;
+    opts.normalize = norm.clone();
+    if args.augment {
+        let pad = if p.image.width.min(p.image.height) < 32 { 2 } else { 4 };
+        opts.augment = Augment { crop_padding: pad, hflip: true };
+    }
+    let loader = data::Loader::new(p.ds.clone(), p.split.train.clone(), opts)?;
+    let epochs = args.epochs();
+    if start >= epochs {
+        eprintln!("{} already has {start} epochs (--epochs {epochs}); nothing to do", dir.display());
+    }
+    for epoch in start..epochs {
+        let (mean_loss, ips, secs) = train_epoch(&mut trainer, &loader, epoch, epochs)?;
+        if !mean_loss.is_finite() {
+            return Err(nan_context(
+                Error::Invalid(format!(
+                    "the loss became {mean_loss}: lower the learning rate (--lr) or check the data"
+                )),
+                epoch,
+            ));
+        }
+        let mut line = serde_json::json!({
+            "epoch": epoch + 1, "step": trainer.step, "train_loss": mean_loss,
+            "lr": trainer.config.optimizer.lr_at(trainer.step.max(1)), "seconds": secs, "images_per_s": ips,
+        });
+        let mut msg = format!("epoch {}/{epochs}: loss {mean_loss:.4}, {ips:.1} images/s", epoch + 1);
+        if !p.split.val.is_empty() {
+            let (map, top1) = validate(&predictor, &p, &norm, &cfg).map_err(|e| diverged(e, epoch))?;
+            line["val_macro_map"] = serde_json::json!(map);
+            msg += &format!(", val macro mAP {}", fmt(map));
+            if kind == LabelKind::Single {
+                line["val_top1"] = serde_json::json!(top1);
+                msg += &format!(", top-1 {}", fmt(top1));
+            }
+        }
+        eprintln!("{msg}");
+        trainer.model.state_dict()?.save(&dir.join("model.safetensors"))?;
+        trainer.save_optimizer(&dir.join("optimizer.safetensors"))?;
+        cfg.epochs_done = epoch + 1;
+        cfg.save(&dir)?;
+        append_line(&dir.join("metrics.jsonl"), &line)?;
+    }
+    eprintln!("saved {}", dir.display());
+    Ok(Outcome { dir })
+}
+
+fn fmt(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{v:.4}"))
+}
+
+fn default_out(a: &TrainArgs) -> PathBuf {
+    let stem = a
+        .data
+        .data
+        .as_ref()
+        .and_then(|p| if p.is_dir() { p.file_name() } else { p.parent().and_then(Path::file_name) })
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_else(|| "run".into());
+    PathBuf::from("runs").join(stem)
+}
+
+fn print_found(p: &Prepared) {
+    let kind = if p.ds.kind() == LabelKind::Single { "single-label" } else { "multi-label" };
+    eprintln!(
+        "{}: {} samples, {} labels ({kind}), images {}×{}×{}; {} for training, {} for validation",
+        p.source.path.display(),
+        p.ds.len(),
+        p.ds.num_labels(),
+        p.image.width,
+        p.image.height,
+        p.image.channels,
+        p.split.train.len(),
+        p.split.val.len()
+    );
+}
+
+fn print_labels(p: &Prepared, effective: &[f64], weights: &[f64], args: &TrainArgs) {
+    let width = p.ds.label_names.iter().map(|n| n.chars().count()).max().unwrap_or(5).max(5);
+    eprintln!("{:width$} {:>7} {:>6} {:>10} {:>8}", "label", "train", "val", "effective", args.weighting);
+    for (l, name) in p.ds.label_names.iter().enumerate() {
+        eprintln!(
+            "{name:width$} {:>7} {:>6} {:>10.2} {:>8.4}",
+            p.split.train_counts[l], p.split.val_counts[l], effective[l], weights[l]
+        );
+    }
+}
+
+fn train_epoch(trainer: &mut Trainer, loader: &data::Loader, epoch: usize, epochs: usize) -> Result<(f64, f64, f64)> {
+    let bar = ProgressBar::with_draw_target(Some(loader.len() as u64), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] step {pos}/{len} {msg} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(format!("epoch {}/{epochs}", epoch + 1));
+    let t0 = Instant::now();
+    let (mut sum, mut n, mut last, mut images) = (0.0f64, 0usize, f32::NAN, 0usize);
+    let mut record = |losses: Vec<(u64, f32)>, last: &mut f32| {
+        for (_, l) in losses {
+            sum += l as f64;
+            n += 1;
+            *last = l;
+        }
+    };
+    let classes = trainer.model.net.config.num_classes;
+    for b in loader.epoch(epoch as u64) {
+        let onehot;
+        let targets = match (&b.targets, trainer.config.loss) {
+            (BatchTargets::Single(c), LossKind::Softmax { .. }) => Targets::Classes(c),
+            (BatchTargets::Single(c), LossKind::Sigmoid { .. }) => {
+                onehot = one_hot(c, classes);
+                Targets::Multi(&onehot)
+            }
+            (BatchTargets::Multi(m), _) => Targets::Multi(m),
+        };
+        let res = trainer.step(&b.images, targets);
+        record(res.map_err(|e| nan_context(e, epoch))?, &mut last);
+        images += b.len();
+        let ips = images as f64 / t0.elapsed().as_secs_f64().max(1e-9);
+        bar.set_message(format!("loss {last:.4} {ips:.1} img/s"));
+        bar.inc(1);
+    }
+    record(trainer.finish().map_err(|e| nan_context(e, epoch))?, &mut last);
+    bar.finish_and_clear();
+    let secs = t0.elapsed().as_secs_f64();
+    Ok((sum / n.max(1) as f64, images as f64 / secs.max(1e-9), secs))
+}
+
+fn nan_context(e: Error, epoch: usize) -> Error {
+    match e {
+        Error::Invalid(m) if m.contains("the loss became") => Error::Invalid(format!(
+            "training stopped in epoch {}: {m}; the checkpoint of the previous epoch (if any) is unchanged",
+            epoch + 1
+        )),
+        e => e,
+    }
+}
+
+fn diverged(e: Error, epoch: usize) -> Error {
+    match e {
+        Error::Invalid(m) if m.contains("diverged") => Error::Invalid(format!(
+            "training stopped after epoch {}: {m}; the checkpoint of the previous epoch (if any) is unchanged",
+            epoch + 1
+        )),
+        e => e,
+    }
+}
+
+fn one_hot(c: &[u32], classes: usize) -> Vec<f32> {
+    let mut v = vec![0.0; c.len() * classes];
+    c.iter().enumerate().for_each(|(i, &l)| v[i * classes + l as usize] = 1.0);
+    v
+}
+
+/// Macro mAP and (single-label) top-1 accuracy on the validation split.
+fn validate(pred: &Predictor, p: &Prepared, norm: &Normalize, cfg: &RunConfig) -> Result<(Option<f64>, Option<f64>)> {
+    let multi = cfg.loss == "sigmoid";
+    let scores = common::score(pred, &p.ds, &p.split.val, norm, pred.batch, multi)?;
+    let ev = evaluate_split(&scores, &p.ds, &p.split.val, cfg, &EvalOptions::default())?;
+    let top1 = ev.report.single.as_ref().and_then(|s| s.top1_accuracy);
+    Ok((ev.report.macro_ap, top1))
+}
+
+/// Evaluates scores of the samples `indices` of `ds`, whose labels are the run's labels.
+pub fn evaluate_split(
+    scores: &[f32],
+    ds: &Dataset,
+    indices: &[usize],
+    cfg: &RunConfig,
+    opts: &EvalOptions,
+) -> Result<metrics::Evaluation> {
+    let c = cfg.label_names.len();
+    let (single, multi);
+    let truth = match &ds.targets {
+        data::Targets::Single(t) => {
+            single = indices.iter().map(|&i| t[i]).collect::<Vec<_>>();
+            Truth::Single(&single)
+        }
+        data::Targets::Multi(t) => {
+            let sets: Vec<Vec<u32>> = indices.iter().map(|&i| t[i].clone()).collect();
+            multi = metrics::multi_hot(&sets, c)?;
+            Truth::Multi(&multi)
+        }
+    };
+    let pred = Predictions { scores, num_labels: c, truth };
+    metrics::evaluate(&pred, &cfg.label_names, &cfg.train_counts, cfg.train_samples, opts)
+}
+
+fn append_line(path: &Path, v: &serde_json::Value) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| Error::file(path, format!("cannot open for appending: {e}")))?;
+    writeln!(f, "{v}").map_err(|e| Error::file(path, format!("cannot write: {e}")))
+}

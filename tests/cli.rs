@@ -1,0 +1,233 @@
+//! The `tailor` binary end to end on small generated data: train, resume, eval, predict,
+//! weights, compare, and the errors bad input must give (non-zero exit, a message naming it).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const TINY: &[&str] = &["--growth-rate", "4", "--blocks", "1,1", "--image-size", "16", "--batch-size", "8"];
+
+fn tailor(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tailor")).args(args).output().expect("the tailor binary runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = tailor(args);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "tailor {args:?} failed:\n{}\n{text}", String::from_utf8_lossy(&out.stderr));
+    text
+}
+
+/// Runs a command that must fail; returns its stderr.
+fn fails(args: &[&str]) -> String {
+    let out = tailor(args);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "tailor {args:?} should fail but succeeded:\n{err}");
+    assert!(!err.contains("panicked"), "tailor {args:?} panicked:\n{err}");
+    err
+}
+
+fn temp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("tailor-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// `n` 16×16 gray PNGs of 3 classes (a bright band whose row depends on the class) and a CSV
+/// `file,label,tags,group`.
+fn fixture(dir: &Path, n: usize) -> PathBuf {
+    std::fs::create_dir_all(dir.join("images")).unwrap();
+    let mut csv = String::from("file,label,tags,group\n");
+    for i in 0..n {
+        let class = i % 3;
+        let img = image::GrayImage::from_fn(16, 16, |x, y| {
+            let band = (y as usize / 5) == class;
+            image::Luma([if band { 200 } else { ((x * 7 + y * 3 + i as u32) % 40) as u8 }])
+        });
+        let name = format!("{i:03}.png");
+        img.save(dir.join("images").join(&name)).unwrap();
+        let tags = ["a;b", "b", "a;c"][class];
+        csv += &format!("{name},{},{tags},g{}\n", ["cat", "dog", "owl"][class], i / 2);
+    }
+    let path = dir.join("labels.csv");
+    std::fs::write(&path, csv).unwrap();
+    path
+}
+
+fn train_args<'a>(csv: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut a = vec!["train", "--data", csv, "--out", out];
+    if !extra.contains(&"--epochs") {
+        a.extend(["--epochs", "1"]);
+    }
+    if !extra.contains(&"--val-fraction") {
+        a.extend(["--val-fraction", "0.25"]);
+    }
+    a.extend_from_slice(TINY);
+    a.extend_from_slice(extra);
+    a
+}
+
+#[test]
+fn train_resume_eval_predict() {
+    let dir = temp("main");
+    let csv = fixture(&dir, 40);
+    let (csv, run) = (csv.to_str().unwrap(), dir.join("run"));
+    let run_s = run.to_str().unwrap();
+    ok(&train_args(csv, run_s, &[]));
+    for f in ["model.safetensors", "optimizer.safetensors", "config.json", "labels.txt", "metrics.jsonl"] {
+        assert!(run.join(f).is_file(), "{f} is missing");
+    }
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 1);
+    let line: serde_json::Value = serde_json::from_str(metrics.lines().next().unwrap()).unwrap();
+    assert!(line["val_macro_map"].is_number() && line["val_top1"].is_number(), "{line}");
+    assert_eq!(std::fs::read_to_string(run.join("labels.txt")).unwrap(), "cat\ndog\nowl\n");
+
+    // Resume to 2 epochs: the second epoch is appended and the config counts it.
+    ok(&["train", "--resume", run_s, "--epochs", "2"]);
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 2);
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["epochs_done"], 2);
+    // An uninterrupted 2-epoch run ends with the same weights.
+    let straight = dir.join("straight");
+    ok(&train_args(csv, straight.to_str().unwrap(), &["--epochs", "2"]));
+    let a = std::fs::read(run.join("model.safetensors")).unwrap();
+    assert!(a == std::fs::read(straight.join("model.safetensors")).unwrap(), "resumed weights differ");
+
+    let md = ok(&["eval", "--model", run_s]);
+    assert!(md.contains("macro mAP") && md.contains("Confusion matrix"), "{md}");
+    for f in ["eval.json", "eval.md", "thresholds.json", "pr_majority.png", "pr_majority.svg", "pr_rare.svg"] {
+        assert!(run.join(f).is_file(), "{f} is missing");
+    }
+    let img = dir.join("images/000.png");
+    let text = ok(&["predict", "--model", run_s, "--top-k", "2", img.to_str().unwrap()]);
+    assert!(text.contains("000.png:") && ["cat", "dog", "owl"].iter().any(|l| text.contains(l)), "{text}");
+    let json = ok(&["predict", "--model", run_s, "--format", "json", "--logits", img.to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v[0]["logits"].as_array().unwrap().len(), 3);
+
+    // A failure while resuming leaves the checkpoint as it was.
+    let before = std::fs::read(run.join("model.safetensors")).unwrap();
+    std::fs::write(dir.join("images/005.png"), b"not a png").unwrap();
+    let err = fails(&["train", "--resume", run_s, "--epochs", "3"]);
+    assert!(err.contains("005.png") && err.contains("cannot decode"), "{err}");
+    assert_eq!(std::fs::read(run.join("model.safetensors")).unwrap(), before);
+    let err = fails(&["predict", "--model", run_s, dir.join("images/005.png").to_str().unwrap()]);
+    assert!(err.contains("005.png"), "{err}");
+}
+
+#[test]
+fn multi_label_tags_train_and_predict() {
+    let dir = temp("multi");
+    let csv = fixture(&dir, 24);
+    let (csv, run) = (csv.to_str().unwrap(), dir.join("run"));
+    ok(&train_args(csv, run.to_str().unwrap(), &["--tags-column", "tags", "--weighting", "ifw"]));
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["loss"], "sigmoid");
+    assert_eq!(cfg["label_kind"], "multi");
+    let out = ok(&[
+        "predict",
+        "--model",
+        run.to_str().unwrap(),
+        "--format",
+        "csv",
+        dir.join("images/001.png").to_str().unwrap(),
+    ]);
+    assert!(out.starts_with("image,label,probability"), "{out}");
+}
+
+#[test]
+fn weights_table_and_json() {
+    let text = ok(&["weights", "--counts", "600,150,40,9,3"]);
+    assert!(text.contains("IEW") && text.contains("600"), "{text}");
+    let json = ok(&["weights", "--counts", "600,150,40,9,3", "--beta", "0.99", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let labels = v["labels"].as_array().unwrap();
+    assert_eq!(labels.len(), 5);
+    let sum: f64 = labels.iter().map(|l| l["iew"].as_f64().unwrap()).sum();
+    assert!((sum - 1.0).abs() < 1e-9, "IEW weights sum to {sum}");
+    // E_n = (1 - 0.99^n) / (1 - 0.99)
+    let e3 = (1.0 - 0.99f64.powi(3)) / 0.01;
+    assert!((labels[4]["effective"].as_f64().unwrap() - e3).abs() < 1e-9);
+    let ifw: Vec<f64> = labels.iter().map(|l| l["ifw"].as_f64().unwrap()).collect();
+    assert!((ifw[4] / ifw[0] - 200.0).abs() < 1e-9);
+    let err = fails(&["weights", "--counts", "5,0,3"]);
+    assert!(err.contains("class 1") && err.contains("no training samples"), "{err}");
+}
+
+#[test]
+fn compare_writes_table1() {
+    let dir = temp("compare");
+    let csv = fixture(&dir, 24);
+    let out = dir.join("cmp");
+    let mut args = train_args(csv.to_str().unwrap(), out.to_str().unwrap(), &[]);
+    args[0] = "compare";
+    let text = ok(&args);
+    assert!(text.contains("NW") && text.contains("IEW") && text.contains("mAP"), "{text}");
+    let md = std::fs::read_to_string(out.join("table1.md")).unwrap();
+    assert!(md.contains("| Label | NW | IFW | IEW |") && md.contains("**"), "{md}");
+    for s in ["nw", "ifw", "iew"] {
+        assert!(out.join(s).join("eval.json").is_file());
+    }
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    let dir = temp("bad");
+    let csv = fixture(&dir, 24);
+    let csv_s = csv.to_str().unwrap();
+    let out = dir.join("out");
+    let out_s = out.to_str().unwrap();
+
+    let err = fails(&train_args("/nonexistent/labels.csv", out_s, &[]));
+    assert!(err.contains("/nonexistent/labels.csv") && err.contains("does not exist"), "{err}");
+
+    let empty = dir.join("empty.csv");
+    std::fs::write(&empty, "").unwrap();
+    let err = fails(&train_args(empty.to_str().unwrap(), out_s, &[]));
+    assert!(err.contains("empty.csv") && err.contains("empty"), "{err}");
+
+    let err = fails(&train_args(csv_s, out_s, &["--label-column", "species"]));
+    assert!(err.contains("species"), "{err}");
+
+    let err = fails(&train_args(csv_s, out_s, &["--arch", "resnet50"]));
+    assert!(err.contains("unknown architecture 'resnet50'"), "{err}");
+
+    let err = fails(&train_args(csv_s, out_s, &["--val-fraction", "0.01"]));
+    assert!(err.contains("validation split is empty") && err.contains("--val-fraction"), "{err}");
+
+    // Each image its own group and 90% to validation: some label keeps no training sample.
+    let err = fails(&train_args(csv_s, out_s, &["--split-by", "file", "--val-fraction", "0.9"]));
+    assert!(err.contains("has no training samples") && err.contains("--min-samples"), "{err}");
+
+    let err = fails(&train_args(csv_s, out_s, &["--lr", "1e38"]));
+    assert!(err.contains("--lr") && err.contains("previous epoch"), "{err}");
+    assert!(!out.join("model.safetensors").exists());
+
+    let err = fails(&[
+        "train",
+        "--data",
+        csv_s,
+        "--out",
+        out_s,
+        "--arch",
+        "densenet121",
+        "--image-size",
+        "1024",
+        "--val-fraction",
+        "0",
+    ]);
+    assert!(err.contains("does not fit on this device"), "{err}");
+
+    let bad = dir.join("bad");
+    let bad_csv = fixture(&bad, 6);
+    std::fs::write(bad.join("images/002.png"), b"\x89PNG garbage").unwrap();
+    let err = fails(&train_args(bad_csv.to_str().unwrap(), out_s, &[]));
+    assert!(err.contains("002.png") && err.contains("cannot decode"), "{err}");
+    std::fs::remove_file(bad.join("images/003.png")).unwrap();
+    let err = fails(&train_args(bad_csv.to_str().unwrap(), out_s, &[]));
+    assert!(err.contains("003.png") && err.contains("missing"), "{err}");
+}
