@@ -170,30 +170,15 @@ fn params(s: &BnShape, plan: Plan, x: Act, out: Act) -> Params {
 }
 
 fn check_act(s: &BnShape, name: &str, a: Act) -> Result<()> {
-    let (off, tot) = (a.c_off as usize, a.c_total as usize);
-    if off + s.c > tot {
-        return Err(Error::shape(
-            "batch_norm",
-            format!("{name}: channels {off}..{} of a {tot}-channel buffer", off + s.c),
-        ));
-    }
-    check_len(name, a.buf, s.n * tot * s.hw())
+    a.check("batch_norm", name, s.n, s.c, s.hw())
 }
 
 fn check_len(name: &str, buf: &wgpu::Buffer, len: usize) -> Result<()> {
-    if buf.size() < (len * 4) as u64 {
-        return Err(Error::shape("batch_norm", format!("{name} holds {} bytes but needs {}", buf.size(), len * 4)));
-    }
-    Ok(())
+    super::check_len("batch_norm", name, buf, len)
 }
 
 fn check_distinct(bufs: &[&wgpu::Buffer]) -> Result<()> {
-    for (i, a) in bufs.iter().enumerate() {
-        if bufs[..i].contains(a) {
-            return Err(Error::shape("batch_norm", "the same buffer is passed for two arguments"));
-        }
-    }
-    Ok(())
+    super::check_distinct("batch_norm", bufs)
 }
 
 fn launch(gpu: &Gpu, s: &BnShape, plan: Plan, entry: &str, p: &Params, buffers: &[&wgpu::Buffer]) -> Result<Dispatch> {

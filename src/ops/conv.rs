@@ -177,21 +177,11 @@ fn params(s: &Conv2dShape, a: &Act, b: &Act) -> Params {
 
 /// Checks that a view of `channels` channels of `pixels` pixels per image fits its buffer.
 fn check_act(name: &str, a: &Act, n: usize, channels: usize, pixels: usize) -> Result<()> {
-    let (off, tot) = (a.c_off as usize, a.c_total as usize);
-    if off + channels > tot {
-        return Err(Error::shape(OP, format!("{name}: channels {off}..{} exceed c_total {tot}", off + channels)));
-    }
-    check_buf(name, a.buf, n * tot * pixels)
+    a.check(OP, name, n, channels, pixels)
 }
 
 fn check_buf(name: &str, buf: &wgpu::Buffer, len: usize) -> Result<()> {
-    if (buf.size() as usize) < len * 4 {
-        return Err(Error::shape(OP, format!("{name}: buffer of {} bytes, need {} f32", buf.size(), len)));
-    }
-    if len >= 1 << 31 {
-        return Err(Error::shape(OP, format!("{name}: {len} elements do not fit 32-bit indices")));
-    }
-    Ok(())
+    super::check_len(OP, name, buf, len)
 }
 
 fn launch(

@@ -278,11 +278,7 @@ pub fn suggest_splits(shape: &GemmShape, cfg: &GemmConfig, target_items: usize) 
 }
 
 fn check_buffer(name: &str, buf: &wgpu::Buffer, need: usize) -> Result<()> {
-    let have = (buf.size() / 4) as usize;
-    if need > have {
-        return Err(Error::shape(OP, format!("{name} needs {need} f32 elements but its buffer holds {have}")));
-    }
-    Ok(())
+    super::check_len(OP, name, buf, need)
 }
 
 /// `C = alpha · A·B (+ C)` with the default tiles and no split.

@@ -19,6 +19,29 @@ pub mod adam;
 pub mod batchnorm;
 pub mod conv;
 pub mod elementwise;
+
+use crate::error::{Error, Result};
+
+/// Checks that `buf` holds `len` f32 and that `len` fits 32-bit indexing.
+pub fn check_len(op: &str, name: &str, buf: &wgpu::Buffer, len: usize) -> Result<()> {
+    if len > u32::MAX as usize {
+        return Err(Error::shape(op, format!("{name}: {len} elements do not fit 32-bit indexing")));
+    }
+    if buf.size() < (len * 4) as u64 {
+        return Err(Error::shape(op, format!("{name}: its buffer holds {} bytes but needs {}", buf.size(), len * 4)));
+    }
+    Ok(())
+}
+
+/// One dispatch may not bind a buffer twice (a read and a write view of one buffer would race).
+pub fn check_distinct(op: &str, bufs: &[&wgpu::Buffer]) -> Result<()> {
+    for (i, a) in bufs.iter().enumerate() {
+        if bufs[..i].contains(a) {
+            return Err(Error::shape(op, "the same buffer is passed for two arguments"));
+        }
+    }
+    Ok(())
+}
 pub mod gemm;
 pub mod linear;
 pub mod loss;
@@ -34,6 +57,19 @@ pub struct Act<'a> {
 }
 
 impl<'a> Act<'a> {
+    /// Checks that `channels` channels of `n` images of `pixels` pixels fit this view and its
+    /// buffer, within 32-bit indexing.
+    pub fn check(&self, op: &str, name: &str, n: usize, channels: usize, pixels: usize) -> Result<()> {
+        let (off, tot) = (self.c_off as usize, self.c_total as usize);
+        if off + channels > tot {
+            return Err(Error::shape(
+                op,
+                format!("{name}: channels {off}..{} of a {tot}-channel buffer", off + channels),
+            ));
+        }
+        check_len(op, name, self.buf, n * tot * pixels)
+    }
+
     /// The whole buffer as a tensor of `channels` channels.
     pub fn whole(buf: &'a wgpu::Buffer, channels: usize) -> Self {
         Act { buf, c_off: 0, c_total: channels as u32 }

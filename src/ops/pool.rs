@@ -82,28 +82,12 @@ fn check_u32(op: &str, len: usize) -> Result<()> {
 
 /// A view of `c` channels of `n` images of `plane` elements must lie inside its buffer.
 fn check_view(op: &str, name: &str, a: &Act, n: usize, c: usize, plane: usize) -> Result<()> {
-    if a.c_off as usize + c > a.c_total as usize {
-        return Err(Error::shape(
-            op,
-            format!("{name}: channels {}..{} exceed the view's {}", a.c_off, a.c_off as usize + c, a.c_total),
-        ));
-    }
-    let len = n * a.c_total as usize * plane;
-    check_u32(op, len)?;
-    if (len * 4) as u64 > a.buf.size() {
-        return Err(Error::shape(op, format!("{name}: {len} f32 do not fit its buffer of {} bytes", a.buf.size())));
-    }
-    Ok(())
+    a.check(op, name, n, c, plane)
 }
 
 /// One dispatch may not bind a buffer twice (read and write views of one buffer would race).
 fn check_distinct(op: &str, bufs: &[&wgpu::Buffer]) -> Result<()> {
-    for (i, a) in bufs.iter().enumerate() {
-        if bufs[i + 1..].iter().any(|b| b == a) {
-            return Err(Error::shape(op, "input and output views must be in different buffers"));
-        }
-    }
-    Ok(())
+    super::check_distinct(op, bufs)
 }
 
 /// Mirrors `Params` of pool.wgsl: views (offset, total channels) in binding order 1, 2, 3.
