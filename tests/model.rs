@@ -99,3 +99,64 @@ fn state_dict_round_trips_through_safetensors() {
     assert!(err.contains("not a valid safetensors"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn graph_shape_errors_name_the_op() {
+    use tailor::graph::Graph;
+    let mut g = Graph::new();
+    let x = g.input("input", &[2, 3, 16, 16]);
+    let w = g.param("w", &[8, 4, 3, 3]);
+    let err = g.conv2d("stem", x, w, None, 1, 1, None).unwrap_err().to_string();
+    assert!(err.contains("conv2d 'stem'") && err.contains("3 channels"), "{err}");
+    let w = g.param("big", &[8, 3, 20, 20]);
+    let err = g.conv2d("huge", x, w, None, 1, 0, None).unwrap_err().to_string();
+    assert!(err.contains("conv2d 'huge'") && err.contains("larger than the padded input"), "{err}");
+    let err = g.max_pool("pool", x, 32, 2, 0, None).unwrap_err().to_string();
+    assert!(err.contains("max_pool 'pool'"), "{err}");
+    let flat = g.input("flat", &[2, 10]);
+    let lw = g.param("fc.weight", &[5, 11]);
+    let lb = g.param("fc.bias", &[5]);
+    let err = g.linear("fc", flat, lw, lb).unwrap_err().to_string();
+    assert!(err.contains("linear 'fc'"), "{err}");
+    // A DenseNet whose stages shrink the image below one pixel is refused at build time.
+    let net = DenseNet::new(DenseNetConfig::densenet121(10)).unwrap();
+    let err = net.build(&mut Graph::new(), 1, 16, 16, true).map(|_| ()).unwrap_err().to_string();
+    assert!(err.contains("pool"), "{err}");
+}
+
+#[test]
+fn learning_rate_schedules() {
+    use tailor::nn::optim::{OptimizerConfig, Schedule};
+    let c = |schedule, warmup| OptimizerConfig { lr: 1.0, schedule, warmup, ..Default::default() };
+    let constant = c(Schedule::Constant, 0);
+    assert_eq!((constant.lr_at(1), constant.lr_at(1000)), (1.0, 1.0));
+    let step = c(Schedule::Step { every: 10, gamma: 0.1 }, 0);
+    assert_eq!(step.lr_at(10), 1.0);
+    assert!((step.lr_at(11) - 0.1).abs() < 1e-12 && (step.lr_at(25) - 0.01).abs() < 1e-12);
+    let cosine = c(Schedule::Cosine { total: 100, min_lr: 0.0 }, 0);
+    assert!((cosine.lr_at(1) - 1.0).abs() < 1e-12);
+    assert!((cosine.lr_at(51) - 0.5).abs() < 1e-12);
+    assert!(cosine.lr_at(101).abs() < 1e-12);
+    let warm = c(Schedule::Constant, 4);
+    assert_eq!([warm.lr_at(1), warm.lr_at(2), warm.lr_at(4), warm.lr_at(5)], [0.25, 0.5, 1.0, 1.0]);
+    assert!(OptimizerConfig { beta1: 1.0, ..Default::default() }.validate().is_err());
+}
+
+#[test]
+fn loading_weights_for_another_class_count_reinitialises_only_the_classifier() {
+    use tailor::nn::model::Model;
+    let gpu = tailor::Gpu::new().expect("no GPU adapter");
+    let small = |classes| DenseNetConfig::small(4, &[1, 1], 3, classes);
+    let ten = Model::new(gpu.clone(), small(10), 1).unwrap();
+    let sd = ten.state_dict().unwrap();
+    let mut five = Model::new(gpu.clone(), small(5), 2).unwrap();
+    let before = five.store.read("classifier.weight").unwrap();
+    let report = five.load_state_dict(&sd).unwrap();
+    assert_eq!(report.reinit_classifier, Some((10, 5)));
+    assert_eq!(five.store.read("classifier.weight").unwrap(), before, "the classifier keeps its fresh initialisation");
+    assert_eq!(five.store.read("features.conv0.weight").unwrap(), sd.tensors["features.conv0.weight"].1);
+    // Another architecture is refused with the tensor named.
+    let mut other = Model::new(gpu, DenseNetConfig::small(6, &[1, 1], 3, 10), 3).unwrap();
+    let err = other.load_state_dict(&sd).unwrap_err().to_string();
+    assert!(err.contains("features.conv0.weight") && err.contains("--arch"), "{err}");
+}
