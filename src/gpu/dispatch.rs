@@ -76,9 +76,14 @@ impl Gpu {
 
     /// Records `dispatches` into one compute pass.
     pub fn record(&self, enc: &mut wgpu::CommandEncoder, dispatches: &[Dispatch]) {
+        self.record_lists(enc, &[dispatches]);
+    }
+
+    /// Records several dispatch lists, in order, into one compute pass.
+    pub fn record_lists(&self, enc: &mut wgpu::CommandEncoder, lists: &[&[Dispatch]]) {
         let mut pass =
             enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("tailor"), timestamp_writes: None });
-        for d in dispatches {
+        for d in lists.iter().flat_map(|l| l.iter()) {
             pass.set_pipeline(&d.pipeline);
             pass.set_bind_group(0, &d.bind_group, &[]);
             pass.dispatch_workgroups(d.workgroups[0], d.workgroups[1], d.workgroups[2]);

@@ -205,17 +205,7 @@ impl Trainer {
         self.collect(Some(slot))?;
         let gpu = self.exe.gpu.clone();
         let mut enc = gpu.device.create_command_encoder(&Default::default());
-        {
-            let mut all: Vec<&Dispatch> = self.exe.dispatches.iter().collect();
-            all.extend(self.optimizer.iter());
-            let mut pass = enc
-                .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("train step"), timestamp_writes: None });
-            for d in all {
-                pass.set_pipeline(&d.pipeline);
-                pass.set_bind_group(0, &d.bind_group, &[]);
-                pass.dispatch_workgroups(d.workgroups[0], d.workgroups[1], d.workgroups[2]);
-            }
-        }
+        gpu.record_lists(&mut enc, &[&self.exe.dispatches, &self.optimizer]);
         enc.copy_buffer_to_buffer(self.exe.buffer(self.loss), 0, &self.ring[slot].buf, 0, 4);
         gpu.queue.submit([enc.finish()]);
         let done = Arc::new(Mutex::new(None));
