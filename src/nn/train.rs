@@ -42,8 +42,10 @@ pub type Moments = (String, Vec<f32>, Vec<f32>);
 
 struct Slot {
     buf: wgpu::Buffer,
-    /// (step, mapping result once the device is done)
+    /// The step whose loss this slot holds and the mapping result once the device is done.
     pending: Option<(u64, Arc<Mutex<Option<bool>>>)>,
+    /// The submission that fills it: waiting for it leaves later steps queued.
+    submission: Option<wgpu::SubmissionIndex>,
 }
 
 pub struct Trainer {
@@ -120,6 +122,7 @@ impl Trainer {
                     mapped_at_creation: false,
                 }),
                 pending: None,
+                submission: None,
             })
             .collect();
         Ok(Trainer {
@@ -207,11 +210,12 @@ impl Trainer {
         let mut enc = gpu.device.create_command_encoder(&Default::default());
         gpu.record_lists(&mut enc, &[&self.exe.dispatches, &self.optimizer]);
         enc.copy_buffer_to_buffer(self.exe.buffer(self.loss), 0, &self.ring[slot].buf, 0, 4);
-        gpu.queue.submit([enc.finish()]);
+        let submission = gpu.queue.submit([enc.finish()]);
         let done = Arc::new(Mutex::new(None));
         let d2 = done.clone();
         self.ring[slot].buf.map_async(wgpu::MapMode::Read, .., move |r| *d2.lock().unwrap() = Some(r.is_ok()));
         self.ring[slot].pending = Some((self.step, done));
+        self.ring[slot].submission = Some(submission);
         self.model.batches_tracked += 1;
         gpu.check_alive()?;
         self.collect(None)?;
@@ -222,8 +226,11 @@ impl Trainer {
     fn collect(&mut self, wait_for: Option<usize>) -> Result<()> {
         let gpu = self.exe.gpu.clone();
         if let Some(s) = wait_for {
-            if self.ring[s].pending.is_some() {
-                gpu.wait()?;
+            let pending = self.ring[s].pending.is_some();
+            if let (true, Some(idx)) = (pending, self.ring[s].submission.take()) {
+                let wait = wgpu::PollType::Wait { submission_index: Some(idx), timeout: None };
+                gpu.device.poll(wait).map_err(|e| Error::DeviceLost(e.to_string()))?;
+                gpu.check_alive()?;
             }
         } else {
             let _ = gpu.device.poll(wgpu::PollType::Poll);
