@@ -101,10 +101,11 @@ pub fn run(cli: &super::Cli, a: &Args) -> Result<()> {
     let memory = trainer.memory();
     if !a.json {
         eprintln!(
-            "{} on {}: {params} parameters, {} dispatches per step",
+            "{} on {}: {params} parameters, {} dispatches per step, {} compute pipelines",
             arch,
             gpu.describe(),
-            trainer.dispatch_count()
+            trainer.dispatch_count(),
+            gpu.pipeline_count()
         );
         eprintln!("device memory (planned): {memory}");
     }

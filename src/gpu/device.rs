@@ -75,6 +75,10 @@ fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
 
 type PipelineKey = (&'static str, String, Vec<(String, u64)>);
 
+/// A pipeline being compiled or compiled. Each key has its own lock, so threads compile
+/// different pipelines at once while a second request for the same one waits for the first.
+type PipelineSlot = Arc<Mutex<Option<Arc<wgpu::ComputePipeline>>>>;
+
 /// An open device with its queue, limits and caches. Cheap to share behind an `Arc`.
 pub struct Gpu {
     pub device: wgpu::Device,
@@ -83,7 +87,7 @@ pub struct Gpu {
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
     modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
-    pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
+    pipelines: Mutex<HashMap<PipelineKey, PipelineSlot>>,
     lost: Arc<Mutex<Option<String>>>,
 }
 
@@ -216,7 +220,9 @@ impl Gpu {
         let mut sorted: Vec<(String, u64)> = constants.iter().map(|(k, v)| (k.to_string(), v.to_bits())).collect();
         sorted.sort();
         let key = (shader.name, entry.to_string(), sorted);
-        if let Some(p) = self.pipelines.lock().unwrap().get(&key) {
+        let slot = self.pipelines.lock().unwrap().entry(key).or_default().clone();
+        let mut slot = slot.lock().unwrap();
+        if let Some(p) = slot.as_ref() {
             return Ok(p.clone());
         }
         let module = self.module(shader)?;
@@ -235,13 +241,13 @@ impl Gpu {
             })
         })?;
         let pipeline = Arc::new(pipeline);
-        self.pipelines.lock().unwrap().insert(key, pipeline.clone());
+        *slot = Some(pipeline.clone());
         Ok(pipeline)
     }
 
     /// How many pipelines have been compiled so far (for reports).
     pub fn pipeline_count(&self) -> usize {
-        self.pipelines.lock().unwrap().len()
+        self.pipelines.lock().unwrap().values().filter(|s| s.lock().unwrap().is_some()).count()
     }
 
     /// The largest buffer one storage binding may cover, in bytes.

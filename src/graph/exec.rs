@@ -101,16 +101,55 @@ impl Executable {
             scratch_bytes: (scratch_len * 4) as u64,
         };
         let mut dispatches = Vec::new();
-        for node in &exe.graph.nodes {
+        for d in exe.lower_all(&scratch) {
             exe.node_starts.push(dispatches.len());
-            let d = exe.lower(node, &scratch).map_err(|e| match e {
-                Error::Shape { op, msg } => Error::Shape { op: format!("{op} (node '{}')", node.name), msg },
-                other => other,
-            })?;
-            dispatches.extend(d);
+            dispatches.extend(d?);
         }
         exe.dispatches = dispatches;
         Ok(exe)
+    }
+
+    /// Every node's dispatches, in node order. Nodes are lowered on several threads because
+    /// building a dispatch may compile its pipeline, which is most of a cold start on a
+    /// software driver; the device and its pipeline cache are shared between the threads.
+    fn lower_all(&self, scratch: &wgpu::Buffer) -> Vec<Result<Vec<Dispatch>>> {
+        let nodes = &self.graph.nodes;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
+        let lower_one = |node: &Node| {
+            self.lower(node, scratch).map_err(|e| match e {
+                Error::Shape { op, msg } => Error::Shape { op: format!("{op} (node '{}')", node.name), msg },
+                other => other,
+            })
+        };
+        if threads == 1 || nodes.len() < 2 {
+            return nodes.iter().map(lower_one).collect();
+        }
+        // Node i goes to thread i % threads: neighbouring nodes (often the same kernels with
+        // different shapes) are spread over the threads.
+        let mut out: Vec<Option<Result<Vec<Dispatch>>>> = (0..nodes.len()).map(|_| None).collect();
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|t| {
+                    let lower_one = &lower_one;
+                    scope.spawn(move || {
+                        nodes
+                            .iter()
+                            .enumerate()
+                            .skip(t)
+                            .step_by(threads)
+                            .map(|(i, n)| (i, lower_one(n)))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            for w in workers {
+                match w.join() {
+                    Ok(done) => done.into_iter().for_each(|(i, r)| out[i] = Some(r)),
+                    Err(p) => std::panic::resume_unwind(p),
+                }
+            }
+        });
+        out.into_iter().map(|r| r.unwrap_or_else(|| Err(Error::Invalid("a node was not lowered".into())))).collect()
     }
 
     /// The buffer holding tensor `t` (its base's for a view).
