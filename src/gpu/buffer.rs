@@ -7,11 +7,12 @@ const STORAGE: wgpu::BufferUsages =
     wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_SRC).union(wgpu::BufferUsages::COPY_DST);
 
 impl Gpu {
-    /// Refuses a tensor that one storage binding cannot cover, naming it and the limit.
+    /// Refuses a buffer larger than the device can create, naming it and the limit. (Larger
+    /// than one binding is fine: dispatches bind ranges of it.)
     pub fn check_size(&self, name: &str, bytes: u64) -> Result<()> {
-        let limit = self.max_binding();
+        let limit = self.max_buffer();
         if bytes > limit {
-            return Err(Error::TooLarge { tensor: name.to_string(), bytes, limit });
+            return Err(Error::BufferTooLarge { tensor: name.to_string(), bytes, limit });
         }
         Ok(())
     }
