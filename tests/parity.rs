@@ -125,13 +125,16 @@ fn train_logits_losses_and_gradients_match_pytorch() {
 
 #[test]
 fn three_adam_and_adamw_steps_match_pytorch() {
-    adam_parity(&gpu(), &fixture());
+    adam_parity(&gpu(), &fixture(), 1e-4);
 }
 
 /// The same parity with a device that binds at most 24 KiB per storage binding: the input
 /// (12 KiB per image) and the stem's outputs (16 KiB per image) are bound in batch chunks of
 /// two and one images, so every chunked path (batch norm statistics and gradients over chunks,
-/// weight gradients over chunks, per-image ops) is checked against PyTorch.
+/// weight gradients over chunks, per-image ops) is checked against PyTorch. Running statistics
+/// after three Adam steps get 2e-4 instead of 1e-4: they follow weights that Adam moved by
+/// rounding noise (see `adam_parity`), which chunked sums round differently (6e-5 unchunked,
+/// 1.1e-4 chunked in the worst channel).
 #[test]
 fn parity_holds_with_batches_bound_in_chunks() {
     let (g, f) = (gpu(), fixture());
@@ -141,7 +144,7 @@ fn parity_holds_with_batches_bound_in_chunks() {
     assert!(chunked > whole, "a 24 KiB binding limit splits batches ({chunked} vs {whole} dispatches)");
     eval_parity(&g, &f);
     train_parity(&g, &f);
-    adam_parity(&g, &f);
+    adam_parity(&g, &f, 2e-4);
 }
 
 fn eval_parity(g: &Arc<Gpu>, f: &Fixture) {
@@ -173,7 +176,8 @@ fn train_parity(g: &Arc<Gpu>, f: &Fixture) {
     }
 }
 
-fn adam_parity(g: &Arc<Gpu>, f: &Fixture) {
+/// `stats_tol`: the absolute tolerance of running statistics after the steps.
+fn adam_parity(g: &Arc<Gpu>, f: &Fixture, stats_tol: f64) {
     for kind in ["sigmoid", "softmax"] {
         for (opt, oname) in [(OptimizerKind::Adam, "adam"), (OptimizerKind::AdamW, "adamw")] {
             let case = format!("{kind}.iew.{oname}");
@@ -199,7 +203,7 @@ fn adam_parity(g: &Arc<Gpu>, f: &Fixture) {
                 let want = f.get(&format!("after.{case}.{}", p.name));
                 let got = &sd.tensors[&p.name].1;
                 if !p.trainable {
-                    assert_close(&format!("{} after {case}", p.name), got, want, 1e-4);
+                    assert_close(&format!("{} after {case}", p.name), got, want, stats_tol);
                     continue;
                 }
                 // Adam turns rounding noise in near-zero gradients into updates of up to lr per

@@ -77,9 +77,10 @@ fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
 /// `TAILOR_MAX_BINDING` (bytes; 0 or unset: the device's limit), see [`Gpu::set_binding_limit`].
 fn binding_limit_from_env() -> Result<u64> {
     match std::env::var("TAILOR_MAX_BINDING") {
-        Ok(v) if !v.trim().is_empty() => v.trim().parse().map_err(|_| {
-            Error::Invalid(format!("TAILOR_MAX_BINDING must be a number of bytes, not '{v}'"))
-        }),
+        Ok(v) if !v.trim().is_empty() => v
+            .trim()
+            .parse()
+            .map_err(|_| Error::Invalid(format!("TAILOR_MAX_BINDING must be a number of bytes, not '{v}'"))),
         _ => Ok(0),
     }
 }

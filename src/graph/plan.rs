@@ -161,3 +161,39 @@ pub fn unshared_bytes(g: &Graph) -> u64 {
         .map(|t| bytes(g, t))
         .sum()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 3×3 convolution of a [16, 8, 32, 32] batch: 32 KiB per image of x and y, 512 KiB each.
+    fn conv_graph() -> Graph {
+        let mut g = Graph::new();
+        let x = g.input("x", &[16, 8, 32, 32]);
+        let w = g.param("w", &[8, 8, 3, 3]);
+        g.conv2d("conv", x, w, None, 1, 1, None).unwrap();
+        g
+    }
+
+    #[test]
+    fn tensors_larger_than_a_binding_are_planned() {
+        // 64 KiB bindings: x and y run two images per chunk.
+        assert!(plan(&conv_graph(), 64 << 10, 1 << 30).is_ok());
+    }
+
+    #[test]
+    fn one_image_larger_than_a_binding_is_refused_by_name() {
+        let e = plan(&conv_graph(), 16 << 10, 1 << 30).unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, Error::TooLarge { bytes: 32768, limit: 16384, .. }), "{msg}");
+        assert!(msg.contains("one image of tensor 'x'") && msg.contains("16384"), "{msg}");
+        assert!(msg.contains("smaller batch size or image size"), "{msg}");
+    }
+
+    #[test]
+    fn a_tensor_larger_than_a_buffer_is_refused_by_name() {
+        let e = plan(&conv_graph(), 64 << 10, 256 << 10).unwrap_err();
+        assert!(matches!(e, Error::BufferTooLarge { bytes: 524288, .. }), "{e}");
+        assert!(e.to_string().contains("tensor 'x'") && e.to_string().contains("max_buffer_size"), "{e}");
+    }
+}

@@ -239,7 +239,8 @@ pub fn forward_train<'a>(
     running_var: impl Into<BufRange<'a>>,
     scratch: &'a wgpu::Buffer,
 ) -> Result<Vec<Dispatch>> {
-    let stats = [gamma.into(), beta.into(), save_mean.into(), save_invstd.into(), running_mean.into(), running_var.into()];
+    let stats =
+        [gamma.into(), beta.into(), save_mean.into(), save_invstd.into(), running_mean.into(), running_var.into()];
     forward_train_chunks(gpu, s, &[0..s.n], x, y, stats, scratch)
 }
 
@@ -414,7 +415,8 @@ pub fn backward_chunks<'a>(
     }
     // Bindings 1..=9: x, dx, gamma, beta, save_mean, save_invstd, dy, dgamma, dbeta.
     let common = |x: Act<'a>, dy: Act<'a>, dx: Act<'a>| [&[x.buf, dx.buf][..], &stats, &[dy.buf], &dparams].concat();
-    let with_dy = |p: Params, dy: Act| Params { dy_off: dy.c_off, dy_tot: dy.c_total, accumulate: accumulate as u32, ..p };
+    let with_dy =
+        |p: Params, dy: Act| Params { dy_off: dy.c_off, dy_tot: dy.c_total, accumulate: accumulate as u32, ..p };
     if chunks.len() == 1 && s.fused() {
         let plan = s.plan();
         let bufs = common(x, dy, dx);

@@ -117,7 +117,13 @@ fn check_buffers(kind: LossKind, s: LossShape, o: LossOpts, b: &LossBuffers) -> 
         if buf.size < 4 * len as u64 {
             return Err(Error::shape(
                 "loss",
-                format!("{name} buffer range has {} bytes, logits [{}, {}] need {}", buf.size, s.batch, s.classes, 4 * len),
+                format!(
+                    "{name} buffer range has {} bytes, logits [{}, {}] need {}",
+                    buf.size,
+                    s.batch,
+                    s.classes,
+                    4 * len
+                ),
             ));
         }
     }

@@ -149,7 +149,9 @@ pub fn scratch_len(g: &Graph, n: &Node, limits: Limits) -> Result<usize> {
         Op::BatchNormTrain { eps, momentum, relu, .. } => {
             batchnorm::chunks_scratch_len(&bn_shape(g, n.ins[0], eps, momentum, relu), &chunks)
         }
-        Op::BatchNormBackward { relu } => batchnorm::chunks_scratch_len(&bn_shape(g, n.ins[0], 1e-5, 0.1, relu), &chunks),
+        Op::BatchNormBackward { relu } => {
+            batchnorm::chunks_scratch_len(&bn_shape(g, n.ins[0], 1e-5, 0.1, relu), &chunks)
+        }
         Op::LinearBackwardParams => conv::backward_weight_scratch_len(&linear_shape(g, n.ins[0], n.outs[0])),
         Op::Loss(_) => {
             let [b, c, _, _] = dims(g, n.ins[0]);
@@ -232,9 +234,9 @@ pub fn lower(e: &Executable, n: &Node, scratch: &wgpu::Buffer, limits: Limits) -
             pool::global_avg_backward(gpu, c.len(), ch, h * w, c.act(i[0]), c.act(o[0]), acc)
         }),
         Op::Relu => each(&|c| elementwise::relu_forward(gpu, c.range(i[0]), c.range(o[0]), c.numel(i[0]))),
-        Op::ReluBackward => each(&|c| {
-            elementwise::relu_backward(gpu, c.range(i[0]), c.range(i[1]), c.range(o[0]), c.numel(i[0]), acc)
-        }),
+        Op::ReluBackward => {
+            each(&|c| elementwise::relu_backward(gpu, c.range(i[0]), c.range(i[1]), c.range(o[0]), c.numel(i[0]), acc))
+        }
         // A Linear layer is a 1×1 convolution of a 1×1 image: same weight layout [out, in].
         Op::Linear => {
             let s = linear_shape(g, i[0], i[1]);
