@@ -122,12 +122,12 @@ impl BnShape {
 
 /// f32 elements of scratch [`forward_train`] needs (0: the buffer is not used).
 pub fn forward_train_scratch_len(s: &BnShape) -> usize {
-    chunks_scratch_len(s, &[0..s.n])
+    chunks_scratch_len(s, std::slice::from_ref(&(0..s.n)))
 }
 
 /// f32 elements of scratch [`backward`] needs (0: the buffer is not used).
 pub fn backward_scratch_len(s: &BnShape) -> usize {
-    chunks_scratch_len(s, &[0..s.n])
+    chunks_scratch_len(s, std::slice::from_ref(&(0..s.n)))
 }
 
 /// f32 elements of scratch [`forward_train_chunks`] and [`backward_chunks`] need with the batch
@@ -241,7 +241,7 @@ pub fn forward_train<'a>(
 ) -> Result<Vec<Dispatch>> {
     let stats =
         [gamma.into(), beta.into(), save_mean.into(), save_invstd.into(), running_mean.into(), running_var.into()];
-    forward_train_chunks(gpu, s, &[0..s.n], x, y, stats, scratch)
+    forward_train_chunks(gpu, s, std::slice::from_ref(&(0..s.n)), x, y, stats, scratch)
 }
 
 /// [`forward_train`] with the batch bound in `chunks` (consecutive image ranges covering
@@ -387,7 +387,16 @@ pub fn backward<'a>(
     scratch: &'a wgpu::Buffer,
 ) -> Result<Vec<Dispatch>> {
     let stats = [gamma.into(), beta.into(), save_mean.into(), save_invstd.into()];
-    backward_chunks(gpu, s, &[0..s.n], [x, dy, dx], stats, [dgamma.into(), dbeta.into()], accumulate, scratch)
+    backward_chunks(
+        gpu,
+        s,
+        std::slice::from_ref(&(0..s.n)),
+        [x, dy, dx],
+        stats,
+        [dgamma.into(), dbeta.into()],
+        accumulate,
+        scratch,
+    )
 }
 
 /// [`backward`] with the batch bound in `chunks` (consecutive image ranges covering `0..s.n`):

@@ -333,7 +333,7 @@ fn splits(s: &Conv2dShape) -> (usize, usize) {
 
 /// f32 elements of scratch that [`backward_weight`] needs for its partial sums.
 pub fn backward_weight_scratch_len(s: &Conv2dShape) -> usize {
-    backward_weight_chunks_scratch_len(s, &[0..s.n])
+    backward_weight_chunks_scratch_len(s, std::slice::from_ref(&(0..s.n)))
 }
 
 /// f32 elements of scratch that [`backward_weight_chunks`] needs: the slices of its largest chunk.
@@ -352,7 +352,7 @@ pub fn backward_weight(
     dbias: Option<&wgpu::Buffer>,
     scratch: &wgpu::Buffer,
 ) -> Result<Vec<Dispatch>> {
-    backward_weight_chunks(gpu, s, &[0..s.n], x, dy, dweight, dbias, scratch)
+    backward_weight_chunks(gpu, s, std::slice::from_ref(&(0..s.n)), x, dy, dweight, dbias, scratch)
 }
 
 /// [`backward_weight`] with the batch bound in `chunks` (consecutive image ranges covering
@@ -385,7 +385,7 @@ pub fn backward_weight_tiled(
     scratch: &wgpu::Buffer,
     t: Tiles,
 ) -> Result<Vec<Dispatch>> {
-    backward_weight_impl(gpu, s, &[0..s.n], x, dy, dweight, dbias, scratch, t)
+    backward_weight_impl(gpu, s, std::slice::from_ref(&(0..s.n)), x, dy, dweight, dbias, scratch, t)
 }
 
 #[allow(clippy::too_many_arguments)]

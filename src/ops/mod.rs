@@ -14,6 +14,10 @@
 //!   binding number means the same access (read or read_write) in every entry point of a file;
 //! - a kernel that needs temporary storage says how much with a `*_scratch_len` function and
 //!   takes the buffer as an argument, so the planner can account for it.
+//! - kernels bind byte ranges ([`BufRange`]), not whole buffers: a pool buffer may hold several
+//!   tensors over a step and be larger than one binding can be. A batch larger than a binding
+//!   runs in batch chunks ([`batch_chunks`], [`Act::images`]); ops that reduce over the batch
+//!   take the chunk list (`*_chunks`) and combine their partial results across chunks.
 
 pub mod adam;
 pub mod batchnorm;
@@ -106,7 +110,7 @@ pub struct Act<'a> {
 
 impl<'a> Act<'a> {
     /// Checks that `channels` channels of `n` images of `pixels` pixels fit this view and its
-    /// buffer, within 32-bit indexing.
+    /// buffer range, within 32-bit indexing.
     pub fn check(&self, op: &str, name: &str, n: usize, channels: usize, pixels: usize) -> Result<()> {
         let (off, tot) = (self.c_off as usize, self.c_total as usize);
         if off + channels > tot {

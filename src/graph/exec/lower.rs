@@ -67,7 +67,7 @@ pub fn chunks(g: &Graph, n: &Node, limits: Limits) -> Result<Vec<Range<usize>>> 
     let bytes = |t: TensorId| (g.tensors[t].numel().max(1) * 4) as u64;
     let batch = tensors.first().map_or(1, |&t| g.tensors[t].shape[0]);
     let Some(&big) = tensors.iter().filter(|&&t| bytes(t) > limits.binding).max_by_key(|&&t| bytes(t)) else {
-        return Ok(vec![0..batch]);
+        return Ok(std::iter::once(0..batch).collect());
     };
     let name = &g.tensors[big].name;
     if !chunkable(&n.op) {
