@@ -73,6 +73,7 @@ impl Executable {
     /// builds every dispatch.
     pub fn new(gpu: Arc<Gpu>, graph: Graph, store: &Store) -> Result<Executable> {
         let plan = plan(&graph, gpu.max_binding(), gpu.max_buffer())?;
+        gpu.check_host_memory("the activation buffers", plan.pool_bytes() + plan.own_total())?;
         let mut pool = Vec::with_capacity(plan.pool.len());
         for (i, &bytes) in plan.pool.iter().enumerate() {
             pool.push(gpu.zeros(&format!("pool{i}"), (bytes / 4) as usize)?);
