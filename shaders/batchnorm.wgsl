@@ -12,6 +12,12 @@
 // (`*_fused`). Bigger channels: `*_partial` writes one partial reduction per chunk to scratch,
 // then `*_apply` re-combines the few partials of its channel (a short uniform loop, cheaper on
 // llvmpipe than another tree of barriers) in every workgroup, and applies.
+//
+// A batch too large for one binding is bound in batch chunks (images n0..n1, one dispatch
+// each): every chunk's `*_partial` writes its partials after those of the chunks before it
+// (`part_base`), and every chunk's `*_apply` combines all `parts` of them; only the first chunk
+// (`save`) writes the per-channel results. Partials carry their element count, so chunks of any
+// size combine.
 
 struct Params {
     n: u32,
@@ -35,6 +41,10 @@ struct Params {
     batches: u32,    // batches per chunk
     bstep_img: u32,  // (4·WG·ITEMS) / hw: how far one batch moves
     bstep_pix: u32,  // (4·WG·ITEMS) % hw
+    part_base: u32,  // partials of earlier batch chunks: this dispatch's first partial per channel
+    parts: u32,      // partials per channel over every batch chunk
+    save: u32,       // this dispatch writes the statistics, running statistics or dγ/dβ (first chunk)
+    m_total: u32,    // elements per channel over every batch chunk
     _pad0: u32,
     _pad1: u32,
     _pad2: u32,
@@ -299,12 +309,6 @@ fn local_stats(w: Walk, xs: Units) -> Stats {
     return Stats(cnt, mean, hsum(q));
 }
 
-// Elements in chunk k of a channel.
-fn chunk_count(k: u32) -> f32 {
-    let per = 4u * WG * ITEMS * p.batches;
-    return f32(min(p.m - min(p.m, k * per), per));
-}
-
 // ---- Forward -----------------------------------------------------------------------------------
 
 // The one place y is computed, shared by training, recompute and backward's ReLU mask, so that
@@ -335,7 +339,7 @@ fn normalized(xs: Units, mean: f32, invstd: f32, ch: u32) -> Units {
 fn finish_stats(w: Walk, s: Stats) -> f32 {
     let var_b = s.m2 / s.n;
     let invstd = 1.0 / sqrt(var_b + p.eps);
-    if (w.t == 0u && w.chunk == 0u) {
+    if (w.t == 0u && w.chunk == 0u && p.save != 0u) {
         stat_a[w.ch] = s.mean;
         stat_b[w.ch] = invstd;
         let mom = p.momentum;
@@ -362,11 +366,17 @@ fn fwd_fused_s(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     store_s(w, fwd_fused(w, load_x_s(w)));
 }
 
-fn put_partial(w: Walk, v: vec2<f32>) {
+// Partial k of a channel over all batch chunks is at 3·(ch·parts + k).
+fn part_index(ch: u32, k: u32) -> u32 {
+    return 3u * (ch * p.parts + k);
+}
+
+fn put_partial(w: Walk, v: vec3<f32>) {
     if (w.t == 0u) {
-        let i = 2u * (w.ch * p.chunks + w.chunk);
+        let i = part_index(w.ch, p.part_base + w.chunk);
         part_out[i] = v.x;
         part_out[i + 1u] = v.y;
+        part_out[i + 2u] = v.z;
     }
 }
 
@@ -379,7 +389,7 @@ fn fwd_partial_v(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
         w = next_batch(w);
     }
     s = reduce_stats(lid.x, s);
-    put_partial(w, vec2<f32>(s.mean, s.m2));
+    put_partial(w, vec3<f32>(s.n, s.mean, s.m2));
 }
 
 @compute @workgroup_size(WG)
@@ -391,16 +401,16 @@ fn fwd_partial_s(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
         w = next_batch(w);
     }
     s = reduce_stats(lid.x, s);
-    put_partial(w, vec2<f32>(s.mean, s.m2));
+    put_partial(w, vec3<f32>(s.n, s.mean, s.m2));
 }
 
 // The channel's statistics from its chunks' partials; saves them (first chunk) and returns
 // (mean, invstd).
 fn fwd_combine(w: Walk) -> vec2<f32> {
     var s = Stats(0.0, 0.0, 0.0);
-    for (var k = 0u; k < p.chunks; k++) {
-        let i = 2u * (w.ch * p.chunks + k);
-        s = chan(s, Stats(chunk_count(k), part9[i], part9[i + 1u]));
+    for (var k = 0u; k < p.parts; k++) {
+        let i = part_index(w.ch, k);
+        s = chan(s, Stats(part9[i], part9[i + 1u], part9[i + 2u]));
     }
     return vec2<f32>(s.mean, finish_stats(w, s));
 }
@@ -486,7 +496,7 @@ fn bwd_dx(w: Walk, xs: Units, dys: Units, sums: vec2<f32>) -> Units {
     let mean = stat_a[w.ch];
     let invstd = stat_b[w.ch];
     let scale = gamma[w.ch] * invstd;
-    let inv_m = 1.0 / f32(p.m);
+    let inv_m = 1.0 / f32(p.m_total);
     let kb = sums.x * inv_m;
     let kg = sums.y * inv_m * invstd;
     var dx: Units;
@@ -497,7 +507,7 @@ fn bwd_dx(w: Walk, xs: Units, dys: Units, sums: vec2<f32>) -> Units {
 }
 
 fn put_dparams(w: Walk, sums: vec2<f32>) {
-    if (w.t == 0u && w.chunk == 0u) {
+    if (w.t == 0u && w.chunk == 0u && p.save != 0u) {
         dbeta[w.ch] = sums.x;
         dgamma[w.ch] = sums.y;
     }
@@ -531,7 +541,7 @@ fn bwd_partial_v(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
         s += bwd_sums(w, xs, masked(w, xs, load_dy_v(w)));
         w = next_batch(w);
     }
-    put_partial(w, reduce_sum2(lid.x, s));
+    put_partial(w, vec3<f32>(reduce_sum2(lid.x, s), 0.0));
 }
 
 @compute @workgroup_size(WG)
@@ -543,14 +553,14 @@ fn bwd_partial_s(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
         s += bwd_sums(w, xs, masked(w, xs, load_dy_s(w)));
         w = next_batch(w);
     }
-    put_partial(w, reduce_sum2(lid.x, s));
+    put_partial(w, vec3<f32>(reduce_sum2(lid.x, s), 0.0));
 }
 
 // The channel's (dβ, dγ) from its chunks' partials, saved by the first chunk.
 fn bwd_combine(w: Walk) -> vec2<f32> {
     var s = vec2<f32>(0.0);
-    for (var k = 0u; k < p.chunks; k++) {
-        let i = 2u * (w.ch * p.chunks + k);
+    for (var k = 0u; k < p.parts; k++) {
+        let i = part_index(w.ch, k);
         s += vec2<f32>(part10[i], part10[i + 1u]);
     }
     put_dparams(w, s);

@@ -711,7 +711,8 @@ fn backward_weight_1x1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
     backward_weight_body(flat(wid, nwg), lid, sid, true);
 }
 
-// dweight[i] = sum_s partial[s, i]: one invocation per weight, over the few (<= 64) slices.
+// dweight[i] (+)= sum_s partial[s, i]: one invocation per weight, over the few (<= 64) slices.
+// Later batch chunks add to what the first wrote.
 @compute @workgroup_size(RWG)
 fn reduce_splits(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * RWG;
@@ -722,11 +723,11 @@ fn reduce_splits(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     for (var k = 0u; k < p.splits; k++) {
         s += src[k * p.len + i];
     }
-    dst[i] = s;
+    put(i, s, p.accumulate != 0u);
 }
 
-// dbias[co] = sum over n, oy, ox of dy: one workgroup per channel, strided partial sums, then a
-// tree in workgroup memory.
+// dbias[co] (+)= sum over n, oy, ox of dy: one workgroup per channel, strided partial sums, then
+// a tree in workgroup memory. Later batch chunks add to what the first wrote.
 @compute @workgroup_size(RWG)
 fn bias_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let co = wid.x;
@@ -747,6 +748,6 @@ fn bias_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
         workgroupBarrier();
     }
     if (lid == 0u) {
-        dst[co] = red[0];
+        put(co, red[0], p.accumulate != 0u);
     }
 }

@@ -15,8 +15,11 @@ pub enum Error {
     OutOfMemory { what: String },
     #[error("the GPU device was lost: {0}")]
     DeviceLost(String),
-    #[error("tensor '{tensor}' needs {bytes} bytes but this device binds at most {limit} bytes per storage buffer (max_storage_buffer_binding_size); use a smaller batch size or image size")]
+    /// `tensor` says what: "tensor 'x'", "one image of tensor 'x'", …
+    #[error("{tensor} needs {bytes} bytes but this device binds at most {limit} bytes per storage buffer (max_storage_buffer_binding_size); use a smaller batch size or image size")]
     TooLarge { tensor: String, bytes: u64, limit: u64 },
+    #[error("tensor '{tensor}' needs {bytes} bytes but this device's buffers hold at most {limit} bytes (max_buffer_size); use a smaller batch size or image size")]
+    BufferTooLarge { tensor: String, bytes: u64, limit: u64 },
     #[error("shape error in {op}: {msg}")]
     Shape { op: String, msg: String },
     #[error("{path}: {msg}")]

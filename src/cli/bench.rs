@@ -93,7 +93,7 @@ pub fn run(cli: &super::Cli, a: &Args) -> Result<()> {
         let limit = gpu.max_binding();
         let largest = largest_tensor(&model, &cfg)?;
         if largest > limit {
-            println!("its largest tensor ({}) exceeds this device's binding limit ({}): it runs on devices with larger bindings", mib(largest), mib(limit));
+            println!("its largest tensor ({}) exceeds this device's binding limit ({}): it runs with batches bound in chunks", mib(largest), mib(limit));
         }
         return Ok(());
     }

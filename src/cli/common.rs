@@ -361,7 +361,9 @@ pub fn make_dir(dir: &Path) -> Result<()> {
 /// Adds the hint for a model too large for the device to planner and allocation errors.
 pub fn too_large_hint(e: Error) -> Error {
     match e {
-        Error::TooLarge { .. } => Error::Invalid(format!("the model does not fit on this device: {e}")),
+        Error::TooLarge { .. } | Error::BufferTooLarge { .. } => {
+            Error::Invalid(format!("the model does not fit on this device: {e}"))
+        }
         Error::OutOfMemory { .. } => Error::Invalid(format!(
             "the model does not fit on this device: {e} (try --batch-size, --image-size or a smaller --arch)"
         )),

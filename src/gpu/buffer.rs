@@ -7,11 +7,32 @@ const STORAGE: wgpu::BufferUsages =
     wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_SRC).union(wgpu::BufferUsages::COPY_DST);
 
 impl Gpu {
-    /// Refuses a tensor that one storage binding cannot cover, naming it and the limit.
+    /// Refuses a buffer larger than the device can create, naming it and the limit. (Larger
+    /// than one binding is fine: dispatches bind ranges of it.)
     pub fn check_size(&self, name: &str, bytes: u64) -> Result<()> {
-        let limit = self.max_binding();
+        let limit = self.max_buffer();
         if bytes > limit {
-            return Err(Error::TooLarge { tensor: name.to_string(), bytes, limit });
+            return Err(Error::BufferTooLarge { tensor: name.to_string(), bytes, limit });
+        }
+        Ok(())
+    }
+
+    /// Refuses to plan `bytes` of buffers on a CPU device (lavapipe) when the host does not have
+    /// that much memory available: such a device allocates lazily and the process would be
+    /// killed mid-step instead of getting an error.
+    pub fn check_host_memory(&self, what: &str, bytes: u64) -> Result<()> {
+        if self.info.device_type != wgpu::DeviceType::Cpu {
+            return Ok(());
+        }
+        let Some(available) = host_available() else { return Ok(()) };
+        if bytes > available {
+            let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+            let what = format!(
+                "{what} ({:.1} MiB planned, {:.1} MiB of host memory available to this CPU device)",
+                mib(bytes),
+                mib(available)
+            );
+            return Err(Error::OutOfMemory { what });
         }
         Ok(())
     }
@@ -99,4 +120,12 @@ impl Gpu {
             .map_err(|e| Error::DeviceLost(e.to_string()))?;
         self.check_alive()
     }
+}
+
+/// MemAvailable of /proc/meminfo in bytes (Linux), if known.
+fn host_available() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = s.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }

@@ -1,4 +1,5 @@
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::shaders::Shader;
@@ -73,6 +74,17 @@ fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
     (kind, api)
 }
 
+/// `TAILOR_MAX_BINDING` (bytes; 0 or unset: the device's limit), see [`Gpu::set_binding_limit`].
+fn binding_limit_from_env() -> Result<u64> {
+    match std::env::var("TAILOR_MAX_BINDING") {
+        Ok(v) if !v.trim().is_empty() => v
+            .trim()
+            .parse()
+            .map_err(|_| Error::Invalid(format!("TAILOR_MAX_BINDING must be a number of bytes, not '{v}'"))),
+        _ => Ok(0),
+    }
+}
+
 type PipelineKey = (&'static str, String, Vec<(String, u64)>);
 
 /// A pipeline being compiled or compiled. Each key has its own lock, so threads compile
@@ -89,6 +101,8 @@ pub struct Gpu {
     modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<PipelineKey, PipelineSlot>>,
     lost: Arc<Mutex<Option<String>>>,
+    /// A lower per-binding limit than the device's, in bytes (0: none); see [`Gpu::set_binding_limit`].
+    binding_limit: AtomicU64,
 }
 
 impl Gpu {
@@ -157,6 +171,7 @@ impl Gpu {
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),
             lost,
+            binding_limit: AtomicU64::new(binding_limit_from_env()?),
         }))
     }
 
@@ -250,8 +265,30 @@ impl Gpu {
         self.pipelines.lock().unwrap().values().filter(|s| s.lock().unwrap().is_some()).count()
     }
 
-    /// The largest buffer one storage binding may cover, in bytes.
+    /// The largest buffer one storage binding may cover, in bytes: the device's limit, or a lower
+    /// one set with [`Gpu::set_binding_limit`] or `TAILOR_MAX_BINDING`.
     pub fn max_binding(&self) -> u64 {
-        self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size)
+        let device = self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size);
+        match self.binding_limit.load(Ordering::Relaxed) {
+            0 => device,
+            l => l.min(device),
+        }
+    }
+
+    /// The largest buffer the device can create, in bytes.
+    pub fn max_buffer(&self) -> u64 {
+        self.limits.max_buffer_size
+    }
+
+    /// Byte offsets of storage bindings must be multiples of this.
+    pub fn binding_alignment(&self) -> u64 {
+        self.limits.min_storage_buffer_offset_alignment as u64
+    }
+
+    /// Binds at most `bytes` per storage binding from now on (`None`: the device's limit), as
+    /// if the device had that limit: executables built afterwards split their batches into
+    /// more chunks. For tests of the chunked paths on small models.
+    pub fn set_binding_limit(&self, bytes: Option<u64>) {
+        self.binding_limit.store(bytes.unwrap_or(0), Ordering::Relaxed);
     }
 }

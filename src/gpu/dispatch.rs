@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use super::shaders::Shader;
 use super::Gpu;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// The most workgroups one dimension of a dispatch may have on every backend.
 pub const MAX_GROUPS_PER_DIM: u32 = 65535;
@@ -32,14 +32,51 @@ pub fn ceil_div(n: usize, d: usize) -> u32 {
     n.div_ceil(d) as u32
 }
 
+/// The bytes one storage binding covers: `size` bytes of `buf` from byte `offset`. Buffers may
+/// be larger than a binding can be (a pool buffer holds many tensors over a step, a tensor may
+/// be bound one batch chunk at a time), so a dispatch binds exactly the bytes it uses.
+#[derive(Clone, Copy, Debug)]
+pub struct BufRange<'a> {
+    pub buf: &'a wgpu::Buffer,
+    pub offset: u64,
+    pub size: u64,
+}
+
+impl<'a> BufRange<'a> {
+    /// The first `size` bytes of `buf`.
+    pub fn prefix(buf: &'a wgpu::Buffer, size: u64) -> Self {
+        BufRange { buf, offset: 0, size }
+    }
+
+    /// `size` bytes from `offset` within this range.
+    pub fn sub(self, offset: u64, size: u64) -> Self {
+        BufRange { buf: self.buf, offset: self.offset + offset, size }
+    }
+
+    fn binding(&self) -> wgpu::BindingResource<'a> {
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: self.buf,
+            offset: self.offset,
+            size: wgpu::BufferSize::new(self.size),
+        })
+    }
+}
+
+impl<'a> From<&'a wgpu::Buffer> for BufRange<'a> {
+    /// The whole buffer.
+    fn from(buf: &'a wgpu::Buffer) -> Self {
+        BufRange { buf, offset: 0, size: buf.size() }
+    }
+}
+
 /// What a kernel launch needs: the shader entry point, its pipeline constants, its parameter
-/// block (bound at 0) and its storage buffers (bound at 1, 2, … in order).
+/// block (bound at 0) and its storage buffer ranges (bound at 1, 2, … in order).
 pub struct Launch<'a> {
     pub shader: Shader,
     pub entry: &'a str,
     pub constants: &'a [(&'a str, f64)],
     pub params: &'a [u8],
-    pub buffers: &'a [&'a wgpu::Buffer],
+    pub buffers: &'a [BufRange<'a>],
     pub workgroups: [u32; 3],
 }
 
@@ -47,8 +84,18 @@ impl Gpu {
     /// Builds a [`Dispatch`]: the cached pipeline, a uniform buffer with the parameters and the
     /// bind group, all validated inside an error scope.
     pub fn dispatch(&self, l: Launch<'_>) -> Result<Dispatch> {
-        let pipeline = self.pipeline(l.shader, l.entry, l.constants)?;
         let label = format!("{}::{}", l.shader.name, l.entry);
+        // The one place every binding passes: callers split their work so that none exceeds the
+        // limit (which tests may lower, see `Gpu::set_binding_limit`); this catches any that does not.
+        let limit = self.max_binding();
+        if l.buffers.iter().any(|b| b.size == 0) {
+            return Err(Error::Invalid(format!("{label}: a storage binding of 0 bytes")));
+        }
+        if let Some(b) = l.buffers.iter().find(|b| b.size > limit) {
+            let tensor = format!("a buffer bound by {label}");
+            return Err(Error::TooLarge { tensor, bytes: b.size, limit });
+        }
+        let pipeline = self.pipeline(l.shader, l.entry, l.constants)?;
         let bind_group = self.scoped(&label, || {
             let params = (!l.params.is_empty()).then(|| {
                 use wgpu::util::DeviceExt;
@@ -63,7 +110,7 @@ impl Gpu {
                 entries.push(wgpu::BindGroupEntry { binding: 0, resource: p.as_entire_binding() });
             }
             for (i, b) in l.buffers.iter().enumerate() {
-                entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.as_entire_binding() });
+                entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.binding() });
             }
             self.device.create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some(&label),

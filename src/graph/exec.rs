@@ -7,7 +7,7 @@ use super::plan::{plan, storage, Plan, Slot};
 use super::store::Store;
 use super::{Graph, Node, Role, TensorId};
 use crate::error::{Error, Result};
-use crate::gpu::{Dispatch, Gpu};
+use crate::gpu::{BufRange, Dispatch, Gpu};
 use crate::ops::Act;
 
 /// A graph with every buffer allocated and every dispatch built.
@@ -72,7 +72,8 @@ impl Executable {
     /// Plans `graph`, allocates its buffers (parameters and statistics come from `store`) and
     /// builds every dispatch.
     pub fn new(gpu: Arc<Gpu>, graph: Graph, store: &Store) -> Result<Executable> {
-        let plan = plan(&graph, gpu.max_binding())?;
+        let plan = plan(&graph, gpu.max_binding(), gpu.max_buffer())?;
+        gpu.check_host_memory("the activation buffers", plan.pool_bytes() + plan.own_total())?;
         let mut pool = Vec::with_capacity(plan.pool.len());
         for (i, &bytes) in plan.pool.iter().enumerate() {
             pool.push(gpu.zeros(&format!("pool{i}"), (bytes / 4) as usize)?);
@@ -89,7 +90,8 @@ impl Executable {
                 },
             };
         }
-        let scratch_len = graph.nodes.iter().map(|n| scratch_len(&graph, n)).max().unwrap_or(0);
+        let limits = lower::Limits { binding: gpu.max_binding(), align: gpu.binding_alignment() };
+        let scratch_len = scratch_len(&graph, limits)?;
         let scratch = gpu.zeros("scratch", scratch_len)?;
         let mut exe = Executable {
             gpu,
@@ -101,7 +103,7 @@ impl Executable {
             scratch_bytes: (scratch_len * 4) as u64,
         };
         let mut dispatches = Vec::new();
-        for d in exe.lower_all(&scratch) {
+        for d in exe.lower_all(&scratch, limits) {
             exe.node_starts.push(dispatches.len());
             dispatches.extend(d?);
         }
@@ -112,11 +114,11 @@ impl Executable {
     /// Every node's dispatches, in node order. Nodes are lowered on several threads because
     /// building a dispatch may compile its pipeline, which is most of a cold start on a
     /// software driver; the device and its pipeline cache are shared between the threads.
-    fn lower_all(&self, scratch: &wgpu::Buffer) -> Vec<Result<Vec<Dispatch>>> {
+    fn lower_all(&self, scratch: &wgpu::Buffer, limits: lower::Limits) -> Vec<Result<Vec<Dispatch>>> {
         let nodes = &self.graph.nodes;
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
         let lower_one = |node: &Node| {
-            self.lower(node, scratch).map_err(|e| match e {
+            lower::lower(self, node, scratch, limits).map_err(|e| match e {
                 Error::Shape { op, msg } => Error::Shape { op: format!("{op} (node '{}')", node.name), msg },
                 other => other,
             })
@@ -157,12 +159,19 @@ impl Executable {
         self.bufs[storage(&self.graph, t)].as_ref().expect("tensor has storage")
     }
 
+    /// The bytes of tensor `t`'s storage (its base's for a view) within its buffer, which may be
+    /// a larger pool buffer: what a dispatch binds.
+    fn range(&self, t: TensorId) -> BufRange<'_> {
+        let s = storage(&self.graph, t);
+        BufRange::prefix(self.buffer(s), (self.graph.tensors[s].numel().max(1) * 4) as u64)
+    }
+
     /// Tensor `t` as an NCHW channel view.
     fn act(&self, t: TensorId) -> Act<'_> {
         let tensor = &self.graph.tensors[t];
         match tensor.view {
-            Some(v) => Act::slice(self.buffer(v.base), v.c_off, self.graph.tensors[v.base].shape[1]),
-            None => Act::whole(self.buffer(t), nchw(&tensor.shape)[1]),
+            Some(v) => Act::slice(self.range(t), v.c_off, self.graph.tensors[v.base].shape[1]),
+            None => Act::whole(self.range(t), nchw(&tensor.shape)[1]),
         }
     }
 
@@ -215,10 +224,6 @@ impl Executable {
         self.gpu.write(self.buffer(t), data);
         Ok(())
     }
-
-    fn lower(&self, n: &Node, scratch: &wgpu::Buffer) -> Result<Vec<Dispatch>> {
-        lower::lower(self, n, scratch)
-    }
 }
 
 /// Device memory of a planned graph, by kind.
@@ -243,13 +248,18 @@ pub fn memory_report(graph: &Graph, plan: &Plan, scratch_bytes: u64) -> MemoryRe
 /// The memory `graph` would need, planned without allocating anything and without the
 /// device's per-binding limit: what a device with large enough bindings would use.
 pub fn estimate(graph: &Graph) -> Result<MemoryReport> {
-    let plan = plan(graph, u64::MAX)?;
-    let scratch = graph.nodes.iter().map(|n| scratch_len(graph, n)).max().unwrap_or(0) as u64 * 4;
+    let plan = plan(graph, u64::MAX, u64::MAX)?;
+    let scratch = scratch_len(graph, lower::Limits { binding: u64::MAX, align: 1 })? as u64 * 4;
     Ok(memory_report(graph, &plan, scratch))
 }
 
-fn scratch_len(g: &Graph, n: &Node) -> usize {
-    lower::scratch_len(g, n)
+/// f32 elements of the scratch buffer every node shares: the most any node needs.
+fn scratch_len(g: &Graph, limits: lower::Limits) -> Result<usize> {
+    let mut len = 0;
+    for n in &g.nodes {
+        len = len.max(lower::scratch_len(g, n, limits)?);
+    }
+    Ok(len)
 }
 
 mod lower;

@@ -37,13 +37,52 @@ fn pooled(role: Role) -> bool {
     matches!(role, Role::Activation | Role::Saved | Role::Grad)
 }
 
+/// Whether `t` holds one slice per image, batch outermost (NCHW or [n, features]): such a tensor
+/// can be bound one batch chunk at a time.
+pub fn batched(g: &Graph, t: TensorId) -> bool {
+    matches!(g.tensors[t].role, Role::Input | Role::Activation | Role::Grad)
+}
+
+/// Bytes of one image of a batched tensor (of its storage, channels of other views included).
+pub fn image_bytes(g: &Graph, t: TensorId) -> u64 {
+    let s = storage(g, t);
+    bytes(g, s) / g.tensors[s].shape[0].max(1) as u64
+}
+
+/// The smallest part of a tensor that one binding must hold: one image of a batched tensor,
+/// the whole of any other.
+fn unit_bytes(g: &Graph, t: TensorId) -> u64 {
+    if batched(g, t) {
+        image_bytes(g, t)
+    } else {
+        bytes(g, t)
+    }
+}
+
+/// Refuses what cannot run however the batch is split: a tensor larger than a buffer can be, or
+/// one image of it (the whole of a parameter) larger than a binding.
+fn check_fits(g: &Graph, t: TensorId, max_binding: u64, max_buffer: u64) -> Result<()> {
+    let name = &g.tensors[t].name;
+    if bytes(g, t) > max_buffer {
+        return Err(Error::BufferTooLarge { tensor: name.clone(), bytes: bytes(g, t), limit: max_buffer });
+    }
+    let unit = unit_bytes(g, t);
+    if unit > max_binding {
+        let what = if batched(g, t) { format!("one image of tensor '{name}'") } else { format!("tensor '{name}'") };
+        return Err(Error::TooLarge { tensor: what, bytes: unit, limit: max_binding });
+    }
+    Ok(())
+}
+
 /// The storage tensor behind `t` (itself unless it is a view).
 pub fn storage(g: &Graph, t: TensorId) -> TensorId {
     g.tensors[t].view.map_or(t, |v| v.base)
 }
 
-/// Plans storage for `g`. `max_binding` is the device's largest storage binding in bytes.
-pub fn plan(g: &Graph, max_binding: u64) -> Result<Plan> {
+/// Plans storage for `g`. `max_binding` is the device's largest storage binding and
+/// `max_buffer` its largest buffer, in bytes. Tensors larger than a binding are fine: the
+/// executor binds them a batch chunk at a time.
+pub fn plan(g: &Graph, max_binding: u64, max_buffer: u64) -> Result<Plan> {
     let n = g.tensors.len();
     let mut live: Vec<Option<(usize, usize)>> = vec![None; n];
     for (i, node) in g.nodes.iter().enumerate() {
@@ -55,10 +94,8 @@ pub fn plan(g: &Graph, max_binding: u64) -> Result<Plan> {
             });
         }
     }
-    for t in 0..n {
-        if g.tensors[t].view.is_none() && bytes(g, t) > max_binding {
-            return Err(Error::TooLarge { tensor: g.tensors[t].name.clone(), bytes: bytes(g, t), limit: max_binding });
-        }
+    for t in (0..n).filter(|&t| g.tensors[t].view.is_none()) {
+        check_fits(g, t, max_binding, max_buffer)?;
     }
 
     // Greedy by first use; best fit among free buffers, else grow the largest free one.
@@ -123,4 +160,40 @@ pub fn unshared_bytes(g: &Graph) -> u64 {
         .filter(|&t| g.tensors[t].view.is_none() && pooled(g.tensors[t].role))
         .map(|t| bytes(g, t))
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 3×3 convolution of a [16, 8, 32, 32] batch: 32 KiB per image of x and y, 512 KiB each.
+    fn conv_graph() -> Graph {
+        let mut g = Graph::new();
+        let x = g.input("x", &[16, 8, 32, 32]);
+        let w = g.param("w", &[8, 8, 3, 3]);
+        g.conv2d("conv", x, w, None, 1, 1, None).unwrap();
+        g
+    }
+
+    #[test]
+    fn tensors_larger_than_a_binding_are_planned() {
+        // 64 KiB bindings: x and y run two images per chunk.
+        assert!(plan(&conv_graph(), 64 << 10, 1 << 30).is_ok());
+    }
+
+    #[test]
+    fn one_image_larger_than_a_binding_is_refused_by_name() {
+        let e = plan(&conv_graph(), 16 << 10, 1 << 30).unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, Error::TooLarge { bytes: 32768, limit: 16384, .. }), "{msg}");
+        assert!(msg.contains("one image of tensor 'x'") && msg.contains("16384"), "{msg}");
+        assert!(msg.contains("smaller batch size or image size"), "{msg}");
+    }
+
+    #[test]
+    fn a_tensor_larger_than_a_buffer_is_refused_by_name() {
+        let e = plan(&conv_graph(), 64 << 10, 256 << 10).unwrap_err();
+        assert!(matches!(e, Error::BufferTooLarge { bytes: 524288, .. }), "{e}");
+        assert!(e.to_string().contains("tensor 'x'") && e.to_string().contains("max_buffer_size"), "{e}");
+    }
 }

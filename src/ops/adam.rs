@@ -168,7 +168,7 @@ pub fn adam_step(gpu: &Gpu, r: AdamRange, b: AdamBuffers) -> Result<Vec<Dispatch
         entry: "adam_step",
         constants: &[("WG", WG as f64)],
         params: bytemuck::bytes_of(&p),
-        buffers: &[b.hyper, b.param, b.grad, b.m, b.v],
+        buffers: &[b.hyper.into(), b.param.into(), b.grad.into(), b.m.into(), b.v.into()],
         workgroups: grid(ceil_div(r.len, WG as usize)),
     })?])
 }

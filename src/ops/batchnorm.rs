@@ -7,12 +7,18 @@
 //! registers; a bigger one in two: per-chunk partial reductions into scratch, then a pass that
 //! combines its channel's partials and applies. Activations with h·w divisible by 4 are moved as
 //! vec4 (about 4x faster on llvmpipe).
+//!
+//! A batch bound in chunks (`*_chunks`, see [`Act::images`]) always takes the two-pass path: each
+//! chunk's partials go to their own part of scratch, and each chunk's apply pass combines all of
+//! them, so the statistics are over the whole batch.
+
+use std::ops::Range;
 
 use bytemuck::{Pod, Zeroable};
 
 use super::Act;
 use crate::error::{Error, Result};
-use crate::gpu::{shaders, Dispatch, Gpu, Launch};
+use crate::gpu::{shaders, BufRange, Dispatch, Gpu, Launch};
 
 /// Largest channel (n·h·w elements) normalised by one workgroup in one pass.
 pub const FUSED_MAX: usize = 4 * 256 * 8;
@@ -88,10 +94,20 @@ impl BnShape {
             let items = units.div_ceil(wg).next_power_of_two();
             Plan { wg, items, batches: 1, chunks: 1 }
         } else {
-            let total = units.div_ceil(BIG_WG * BIG_ITEMS);
-            let chunks = total.div_ceil(BATCHES);
-            Plan { wg: BIG_WG, items: BIG_ITEMS, batches: total.div_ceil(chunks), chunks }
+            self.two_pass_plan()
         }
+    }
+
+    /// The plan of the partial and apply passes.
+    fn two_pass_plan(&self) -> Plan {
+        let total = self.m().div_ceil(4).div_ceil(BIG_WG * BIG_ITEMS);
+        let chunks = total.div_ceil(BATCHES);
+        Plan { wg: BIG_WG, items: BIG_ITEMS, batches: total.div_ceil(chunks), chunks }
+    }
+
+    /// The same batch norm over `n` images (one batch chunk).
+    fn images(&self, n: usize) -> Self {
+        BnShape { n, ..*self }
     }
 
     /// One workgroup per channel, in one pass.
@@ -106,16 +122,21 @@ impl BnShape {
 
 /// f32 elements of scratch [`forward_train`] needs (0: the buffer is not used).
 pub fn forward_train_scratch_len(s: &BnShape) -> usize {
-    if s.fused() {
-        0
-    } else {
-        2 * s.c * s.plan().chunks
-    }
+    chunks_scratch_len(s, std::slice::from_ref(&(0..s.n)))
 }
 
 /// f32 elements of scratch [`backward`] needs (0: the buffer is not used).
 pub fn backward_scratch_len(s: &BnShape) -> usize {
-    forward_train_scratch_len(s)
+    chunks_scratch_len(s, std::slice::from_ref(&(0..s.n)))
+}
+
+/// f32 elements of scratch [`forward_train_chunks`] and [`backward_chunks`] need with the batch
+/// cut into `chunks`: three per partial (count, and mean and M2 or Σdy and Σdy·x̂).
+pub fn chunks_scratch_len(s: &BnShape, chunks: &[Range<usize>]) -> usize {
+    if chunks.len() == 1 && s.fused() {
+        return 0;
+    }
+    3 * s.c * chunks.iter().map(|r| s.images(r.len()).two_pass_plan().chunks).sum::<usize>()
 }
 
 #[repr(C)]
@@ -142,6 +163,10 @@ struct Params {
     batches: u32,
     bstep_img: u32,
     bstep_pix: u32,
+    part_base: u32,
+    parts: u32,
+    save: u32,
+    m_total: u32,
     _pad: [u32; 3],
 }
 
@@ -165,6 +190,9 @@ fn params(s: &BnShape, plan: Plan, x: Act, out: Act) -> Params {
         relu: s.relu as u32,
         eps: s.eps,
         momentum: s.momentum,
+        parts: plan.chunks as u32,
+        save: 1,
+        m_total: s.m() as u32,
         ..Default::default()
     }
 }
@@ -173,15 +201,15 @@ fn check_act(s: &BnShape, name: &str, a: Act) -> Result<()> {
     a.check("batch_norm", name, s.n, s.c, s.hw())
 }
 
-fn check_len(name: &str, buf: &wgpu::Buffer, len: usize) -> Result<()> {
+fn check_len(name: &str, buf: BufRange, len: usize) -> Result<()> {
     super::check_len("batch_norm", name, buf, len)
 }
 
-fn check_distinct(bufs: &[&wgpu::Buffer]) -> Result<()> {
+fn check_distinct(bufs: &[BufRange]) -> Result<()> {
     super::check_distinct("batch_norm", bufs)
 }
 
-fn launch(gpu: &Gpu, s: &BnShape, plan: Plan, entry: &str, p: &Params, buffers: &[&wgpu::Buffer]) -> Result<Dispatch> {
+fn launch(gpu: &Gpu, s: &BnShape, plan: Plan, entry: &str, p: &Params, buffers: &[BufRange]) -> Result<Dispatch> {
     let entry = format!("{entry}_{}", if s.vec4() { "v" } else { "s" });
     gpu.dispatch(Launch {
         shader: shaders::BATCHNORM,
@@ -198,96 +226,142 @@ fn launch(gpu: &Gpu, s: &BnShape, plan: Plan, entry: &str, p: &Params, buffers: 
 /// `running_var` by `s.momentum` towards the mean and the unbiased variance. `scratch` holds
 /// [`forward_train_scratch_len`] f32.
 #[allow(clippy::too_many_arguments)]
-pub fn forward_train(
+pub fn forward_train<'a>(
     gpu: &Gpu,
     s: &BnShape,
-    x: Act,
-    gamma: &wgpu::Buffer,
-    beta: &wgpu::Buffer,
-    y: Act,
-    save_mean: &wgpu::Buffer,
-    save_invstd: &wgpu::Buffer,
-    running_mean: &wgpu::Buffer,
-    running_var: &wgpu::Buffer,
-    scratch: &wgpu::Buffer,
+    x: Act<'a>,
+    gamma: impl Into<BufRange<'a>>,
+    beta: impl Into<BufRange<'a>>,
+    y: Act<'a>,
+    save_mean: impl Into<BufRange<'a>>,
+    save_invstd: impl Into<BufRange<'a>>,
+    running_mean: impl Into<BufRange<'a>>,
+    running_var: impl Into<BufRange<'a>>,
+    scratch: &'a wgpu::Buffer,
+) -> Result<Vec<Dispatch>> {
+    let stats =
+        [gamma.into(), beta.into(), save_mean.into(), save_invstd.into(), running_mean.into(), running_var.into()];
+    forward_train_chunks(gpu, s, std::slice::from_ref(&(0..s.n)), x, y, stats, scratch)
+}
+
+/// [`forward_train`] with the batch bound in `chunks` (consecutive image ranges covering
+/// `0..s.n`), `stats` = [gamma, beta, save_mean, save_invstd, running_mean, running_var] and
+/// `scratch` of [`chunks_scratch_len`] f32.
+pub fn forward_train_chunks<'a>(
+    gpu: &Gpu,
+    s: &BnShape,
+    chunks: &[Range<usize>],
+    x: Act<'a>,
+    y: Act<'a>,
+    stats: [BufRange<'a>; 6],
+    scratch: &'a wgpu::Buffer,
 ) -> Result<Vec<Dispatch>> {
     s.validate()?;
+    super::check_chunks("batch_norm", chunks, s.n)?;
     if s.m() < 2 {
         return Err(Error::shape("batch_norm", "training needs more than one value per channel (n·h·w >= 2)"));
     }
     check_act(s, "x", x)?;
     check_act(s, "y", y)?;
-    for (name, b) in [("gamma", gamma), ("beta", beta), ("save_mean", save_mean), ("save_invstd", save_invstd)] {
+    let names = ["gamma", "beta", "save_mean", "save_invstd", "running_mean", "running_var"];
+    for (name, b) in names.into_iter().zip(stats) {
         check_len(name, b, s.c)?;
     }
-    check_len("running_mean", running_mean, s.c)?;
-    check_len("running_var", running_var, s.c)?;
-    let plan = s.plan();
-    let p = params(s, plan, x, y);
-    let stats = [gamma, beta, save_mean, save_invstd, running_mean, running_var];
-    if s.fused() {
+    if chunks.len() == 1 && s.fused() {
+        let plan = s.plan();
         let bufs = [&[x.buf, y.buf][..], &stats].concat();
         check_distinct(&bufs)?;
-        return Ok(vec![launch(gpu, s, plan, "fwd_fused", &p, &bufs)?]);
+        return Ok(vec![launch(gpu, s, plan, "fwd_fused", &params(s, plan, x, y), &bufs)?]);
     }
-    check_len("scratch", scratch, forward_train_scratch_len(s))?;
-    let bufs = [&[x.buf, y.buf][..], &stats, &[scratch]].concat();
-    check_distinct(&bufs)?;
-    Ok(vec![launch(gpu, s, plan, "fwd_partial", &p, &[x.buf, scratch])?, launch(gpu, s, plan, "fwd_apply", &p, &bufs)?])
+    let scratch = scratch_range(s, chunks, scratch)?;
+    check_distinct(&[&[x.buf, y.buf][..], &stats, &[scratch]].concat())?;
+    let passes = two_pass(s, chunks, x, y);
+    let mut out = Vec::with_capacity(2 * passes.len());
+    for (sc, plan, p, x, _) in &passes {
+        out.push(launch(gpu, sc, *plan, "fwd_partial", p, &[x.buf, scratch])?);
+    }
+    for (sc, plan, p, x, y) in &passes {
+        out.push(launch(gpu, sc, *plan, "fwd_apply", p, &[&[x.buf, y.buf][..], &stats, &[scratch]].concat())?);
+    }
+    Ok(out)
+}
+
+/// The scratch range the two-pass kernels of `chunks` use, checked.
+fn scratch_range<'a>(s: &BnShape, chunks: &[Range<usize>], scratch: &'a wgpu::Buffer) -> Result<BufRange<'a>> {
+    let len = chunks_scratch_len(s, chunks);
+    check_len("scratch", scratch.into(), len)?;
+    Ok(BufRange::prefix(scratch, len as u64 * 4))
+}
+
+/// One batch chunk of a two-pass kernel: its shape, plan, parameters and views.
+type Pass<'a> = (BnShape, Plan, Params, Act<'a>, Act<'a>);
+
+/// The two-pass kernels' chunks: each chunk's partials follow the earlier chunks' (`part_base`),
+/// every apply pass combines all `parts`, and only the first chunk saves per-channel results.
+fn two_pass<'a>(s: &BnShape, chunks: &[Range<usize>], x: Act<'a>, out: Act<'a>) -> Vec<Pass<'a>> {
+    let parts = chunks.iter().map(|r| s.images(r.len()).two_pass_plan().chunks).sum::<usize>();
+    let mut base = 0;
+    let mut passes = Vec::with_capacity(chunks.len());
+    for r in chunks {
+        let sc = s.images(r.len());
+        let plan = sc.two_pass_plan();
+        let (x, out) = (x.images(r.clone(), s.hw()), out.images(r.clone(), s.hw()));
+        let p = Params {
+            part_base: base as u32,
+            parts: parts as u32,
+            save: (r.start == 0) as u32,
+            m_total: s.m() as u32,
+            ..params(&sc, plan, x, out)
+        };
+        passes.push((sc, plan, p, x, out));
+        base += plan.chunks;
+    }
+    passes
 }
 
 /// Eval forward: y = γ·(x−running_mean)/√(running_var + eps) + β, then ReLU if `s.relu`.
 #[allow(clippy::too_many_arguments)]
-pub fn forward_eval(
+pub fn forward_eval<'a>(
     gpu: &Gpu,
     s: &BnShape,
-    x: Act,
-    gamma: &wgpu::Buffer,
-    beta: &wgpu::Buffer,
-    running_mean: &wgpu::Buffer,
-    running_var: &wgpu::Buffer,
-    y: Act,
+    x: Act<'a>,
+    gamma: impl Into<BufRange<'a>>,
+    beta: impl Into<BufRange<'a>>,
+    running_mean: impl Into<BufRange<'a>>,
+    running_var: impl Into<BufRange<'a>>,
+    y: Act<'a>,
 ) -> Result<Vec<Dispatch>> {
-    apply_stats(gpu, s, x, gamma, beta, running_mean, running_var, y, true)
+    let stats = [gamma.into(), beta.into(), running_mean.into(), running_var.into()];
+    apply_stats(gpu, s, x, stats, y, true)
 }
 
 /// y from saved statistics (mean, invstd), leaving running statistics alone: the recompute of a
 /// memory-efficient dense layer's BN-ReLU in backward. Bit-identical to `forward_train`'s y.
 #[allow(clippy::too_many_arguments)]
-pub fn normalize(
+pub fn normalize<'a>(
     gpu: &Gpu,
     s: &BnShape,
-    x: Act,
-    gamma: &wgpu::Buffer,
-    beta: &wgpu::Buffer,
-    mean: &wgpu::Buffer,
-    invstd: &wgpu::Buffer,
-    y: Act,
+    x: Act<'a>,
+    gamma: impl Into<BufRange<'a>>,
+    beta: impl Into<BufRange<'a>>,
+    mean: impl Into<BufRange<'a>>,
+    invstd: impl Into<BufRange<'a>>,
+    y: Act<'a>,
 ) -> Result<Vec<Dispatch>> {
-    apply_stats(gpu, s, x, gamma, beta, mean, invstd, y, false)
+    apply_stats(gpu, s, x, [gamma.into(), beta.into(), mean.into(), invstd.into()], y, false)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn apply_stats(
-    gpu: &Gpu,
-    s: &BnShape,
-    x: Act,
-    gamma: &wgpu::Buffer,
-    beta: &wgpu::Buffer,
-    a: &wgpu::Buffer,
-    b: &wgpu::Buffer,
-    y: Act,
-    use_var: bool,
-) -> Result<Vec<Dispatch>> {
+/// `stats`: gamma, beta, then mean and variance (`use_var`) or invstd.
+fn apply_stats(gpu: &Gpu, s: &BnShape, x: Act, stats: [BufRange; 4], y: Act, use_var: bool) -> Result<Vec<Dispatch>> {
     s.validate()?;
     check_act(s, "x", x)?;
     check_act(s, "y", y)?;
-    for (name, buf) in [("gamma", gamma), ("beta", beta), ("mean", a), ("var/invstd", b)] {
+    for (name, buf) in ["gamma", "beta", "mean", "var/invstd"].into_iter().zip(stats) {
         check_len(name, buf, s.c)?;
     }
     let plan = s.plan();
     let p = Params { use_var: use_var as u32, ..params(s, plan, x, y) };
-    let bufs = [x.buf, y.buf, gamma, beta, a, b];
+    let bufs = [&[x.buf, y.buf][..], &stats].concat();
     check_distinct(&bufs)?;
     Ok(vec![launch(gpu, s, plan, "normalize", &p, &bufs)?])
 }
@@ -297,44 +371,81 @@ fn apply_stats(
 /// dx = γ·invstd/m·(m·dy' − dβ − x̂·dγ), written or, with `accumulate`, added to dx.
 /// `scratch` holds [`backward_scratch_len`] f32.
 #[allow(clippy::too_many_arguments)]
-pub fn backward(
+pub fn backward<'a>(
     gpu: &Gpu,
     s: &BnShape,
-    x: Act,
-    dy: Act,
-    gamma: &wgpu::Buffer,
-    beta: &wgpu::Buffer,
-    save_mean: &wgpu::Buffer,
-    save_invstd: &wgpu::Buffer,
-    dx: Act,
-    dgamma: &wgpu::Buffer,
-    dbeta: &wgpu::Buffer,
+    x: Act<'a>,
+    dy: Act<'a>,
+    gamma: impl Into<BufRange<'a>>,
+    beta: impl Into<BufRange<'a>>,
+    save_mean: impl Into<BufRange<'a>>,
+    save_invstd: impl Into<BufRange<'a>>,
+    dx: Act<'a>,
+    dgamma: impl Into<BufRange<'a>>,
+    dbeta: impl Into<BufRange<'a>>,
     accumulate: bool,
-    scratch: &wgpu::Buffer,
+    scratch: &'a wgpu::Buffer,
+) -> Result<Vec<Dispatch>> {
+    let stats = [gamma.into(), beta.into(), save_mean.into(), save_invstd.into()];
+    backward_chunks(
+        gpu,
+        s,
+        std::slice::from_ref(&(0..s.n)),
+        [x, dy, dx],
+        stats,
+        [dgamma.into(), dbeta.into()],
+        accumulate,
+        scratch,
+    )
+}
+
+/// [`backward`] with the batch bound in `chunks` (consecutive image ranges covering `0..s.n`):
+/// `acts` = [x, dy, dx], `stats` = [gamma, beta, save_mean, save_invstd], `dparams` = [dgamma,
+/// dbeta], `scratch` of [`chunks_scratch_len`] f32.
+#[allow(clippy::too_many_arguments)]
+pub fn backward_chunks<'a>(
+    gpu: &Gpu,
+    s: &BnShape,
+    chunks: &[Range<usize>],
+    [x, dy, dx]: [Act<'a>; 3],
+    stats: [BufRange<'a>; 4],
+    dparams: [BufRange<'a>; 2],
+    accumulate: bool,
+    scratch: &'a wgpu::Buffer,
 ) -> Result<Vec<Dispatch>> {
     s.validate()?;
+    super::check_chunks("batch_norm", chunks, s.n)?;
     check_act(s, "x", x)?;
     check_act(s, "dy", dy)?;
     check_act(s, "dx", dx)?;
-    for (name, b) in [("gamma", gamma), ("beta", beta), ("save_mean", save_mean), ("save_invstd", save_invstd)] {
+    let names = ["gamma", "beta", "save_mean", "save_invstd", "dgamma", "dbeta"];
+    for (name, b) in names.into_iter().zip(stats.into_iter().chain(dparams)) {
         check_len(name, b, s.c)?;
     }
-    check_len("dgamma", dgamma, s.c)?;
-    check_len("dbeta", dbeta, s.c)?;
-    let plan = s.plan();
-    let p = Params { dy_off: dy.c_off, dy_tot: dy.c_total, accumulate: accumulate as u32, ..params(s, plan, x, dx) };
-    let common = [x.buf, dx.buf, gamma, beta, save_mean, save_invstd, dy.buf, dgamma, dbeta];
-    if s.fused() {
-        check_distinct(&common)?;
-        return Ok(vec![launch(gpu, s, plan, "bwd_fused", &p, &common)?]);
+    // Bindings 1..=9: x, dx, gamma, beta, save_mean, save_invstd, dy, dgamma, dbeta.
+    let common = |x: Act<'a>, dy: Act<'a>, dx: Act<'a>| [&[x.buf, dx.buf][..], &stats, &[dy.buf], &dparams].concat();
+    let with_dy =
+        |p: Params, dy: Act| Params { dy_off: dy.c_off, dy_tot: dy.c_total, accumulate: accumulate as u32, ..p };
+    if chunks.len() == 1 && s.fused() {
+        let plan = s.plan();
+        let bufs = common(x, dy, dx);
+        check_distinct(&bufs)?;
+        return Ok(vec![launch(gpu, s, plan, "bwd_fused", &with_dy(params(s, plan, x, dx), dy), &bufs)?]);
     }
-    check_len("scratch", scratch, backward_scratch_len(s))?;
-    let bufs = [&common[..], &[scratch]].concat();
-    check_distinct(&bufs)?;
-    Ok(vec![
-        launch(gpu, s, plan, "bwd_partial", &p, &[x.buf, scratch, gamma, beta, save_mean, save_invstd, dy.buf])?,
-        launch(gpu, s, plan, "bwd_apply", &p, &bufs)?,
-    ])
+    let scratch = scratch_range(s, chunks, scratch)?;
+    check_distinct(&[&common(x, dy, dx)[..], &[scratch]].concat())?;
+    let passes = two_pass(s, chunks, x, dx);
+    let dys: Vec<Act> = chunks.iter().map(|r| dy.images(r.clone(), s.hw())).collect();
+    let mut out = Vec::with_capacity(2 * passes.len());
+    for ((sc, plan, p, x, _), dy) in passes.iter().zip(&dys) {
+        let bufs = [&[x.buf, scratch][..], &stats, &[dy.buf]].concat();
+        out.push(launch(gpu, sc, *plan, "bwd_partial", &with_dy(*p, *dy), &bufs)?);
+    }
+    for ((sc, plan, p, x, dx), dy) in passes.iter().zip(&dys) {
+        let bufs = [&common(*x, *dy, *dx)[..], &[scratch]].concat();
+        out.push(launch(gpu, sc, *plan, "bwd_apply", &with_dy(*p, *dy), &bufs)?);
+    }
+    Ok(out)
 }
 
 // ---- CPU references (f64, dense NCHW tensors of exactly c channels) ----

@@ -10,11 +10,13 @@
 //! math (and vec4 column loads when h·w is a multiple of 4). The kernels need subgroups of at
 //! least 8 invocations (`wgpu::Features::SUBGROUP`; lavapipe has 8).
 
+use std::ops::Range;
+
 use bytemuck::{Pod, Zeroable};
 
 use super::Act;
 use crate::error::{Error, Result};
-use crate::gpu::{ceil_div, grid, shaders, Dispatch, Gpu, Launch};
+use crate::gpu::{ceil_div, grid, shaders, BufRange, Dispatch, Gpu, Launch};
 
 /// Shape of a convolution: input `n × c_in × h × w`, weight `c_out × c_in × kh × kw`, the same
 /// stride and zero padding along both axes.
@@ -189,7 +191,7 @@ fn launch(
     entry: &str,
     constants: &[(&str, f64)],
     p: &Params,
-    buffers: &[&wgpu::Buffer],
+    buffers: &[BufRange],
     groups: usize,
 ) -> Result<Dispatch> {
     gpu.dispatch(Launch {
@@ -272,7 +274,7 @@ pub fn forward_tiled(
             &zeros
         }
     };
-    Ok(vec![launch(gpu, entry, &t.constants(), &p, &[x.buf, y.buf, weight, bias], groups)?])
+    Ok(vec![launch(gpu, entry, &t.constants(), &p, &[x.buf, y.buf, weight.into(), bias.into()], groups)?])
 }
 
 /// dx (+)= the gradient of the convolution with respect to its input, given `dy`.
@@ -314,7 +316,7 @@ pub fn backward_data_tiled(
     };
     let mut c = t.constants();
     c.push(("STRIDED", (s.stride > 1) as u8 as f64));
-    Ok(vec![launch(gpu, entry, &c, &p, &[dy.buf, dx.buf, weight], groups)?])
+    Ok(vec![launch(gpu, entry, &c, &p, &[dy.buf, dx.buf, weight.into()], groups)?])
 }
 
 /// How many slices the n·p·q reduction of the weight gradient is cut into: enough workgroups
@@ -331,7 +333,12 @@ fn splits(s: &Conv2dShape) -> (usize, usize) {
 
 /// f32 elements of scratch that [`backward_weight`] needs for its partial sums.
 pub fn backward_weight_scratch_len(s: &Conv2dShape) -> usize {
-    splits(s).0 * s.weight_len()
+    backward_weight_chunks_scratch_len(s, std::slice::from_ref(&(0..s.n)))
+}
+
+/// f32 elements of scratch that [`backward_weight_chunks`] needs: the slices of its largest chunk.
+pub fn backward_weight_chunks_scratch_len(s: &Conv2dShape, chunks: &[Range<usize>]) -> usize {
+    chunks.iter().map(|r| splits(&Conv2dShape { n: r.len(), ..*s }).0).max().unwrap_or(0) * s.weight_len()
 }
 
 /// dweight = the gradient with respect to the weight (overwritten), and dbias = the per-channel
@@ -345,7 +352,25 @@ pub fn backward_weight(
     dbias: Option<&wgpu::Buffer>,
     scratch: &wgpu::Buffer,
 ) -> Result<Vec<Dispatch>> {
-    backward_weight_tiled(gpu, s, x, dy, dweight, dbias, scratch, Tiles::backward_weight(s))
+    backward_weight_chunks(gpu, s, std::slice::from_ref(&(0..s.n)), x, dy, dweight, dbias, scratch)
+}
+
+/// [`backward_weight`] with the batch bound in `chunks` (consecutive image ranges covering
+/// `0..s.n`, see [`Act::images`]): each chunk writes its slices of partial sums to scratch and
+/// adds them to dweight (the first chunk overwrites), so scratch holds one chunk's slices:
+/// [`backward_weight_chunks_scratch_len`] floats.
+#[allow(clippy::too_many_arguments)]
+pub fn backward_weight_chunks(
+    gpu: &Gpu,
+    s: &Conv2dShape,
+    chunks: &[Range<usize>],
+    x: Act,
+    dy: Act,
+    dweight: &wgpu::Buffer,
+    dbias: Option<&wgpu::Buffer>,
+    scratch: &wgpu::Buffer,
+) -> Result<Vec<Dispatch>> {
+    backward_weight_impl(gpu, s, chunks, x, dy, dweight, dbias, scratch, Tiles::backward_weight(s))
 }
 
 /// [`backward_weight`] with explicit tile sizes (for tuning).
@@ -360,32 +385,67 @@ pub fn backward_weight_tiled(
     scratch: &wgpu::Buffer,
     t: Tiles,
 ) -> Result<Vec<Dispatch>> {
+    backward_weight_impl(gpu, s, std::slice::from_ref(&(0..s.n)), x, dy, dweight, dbias, scratch, t)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn backward_weight_impl(
+    gpu: &Gpu,
+    s: &Conv2dShape,
+    chunks: &[Range<usize>],
+    x: Act,
+    dy: Act,
+    dweight: &wgpu::Buffer,
+    dbias: Option<&wgpu::Buffer>,
+    scratch: &wgpu::Buffer,
+    t: Tiles,
+) -> Result<Vec<Dispatch>> {
     s.validate()?;
     t.check()?;
     check_subgroups(gpu)?;
+    super::check_chunks(OP, chunks, s.n)?;
     check_act("x", &x, s.n, s.c_in, s.h * s.w)?;
     check_act("dy", &dy, s.n, s.c_out, s.p() * s.q())?;
     check_buf("dweight", dweight, s.weight_len())?;
-    check_buf("scratch", scratch, backward_weight_scratch_len(s))?;
-    let (count, len) = splits(s);
-    let p = Params { splits: count as u32, split_len: len as u32, len: s.weight_len() as u32, ..params(s, &x, &dy) };
-    let groups = t.groups(s.c_out, s.c_in * s.kh * s.kw) * count;
+    let scratch_len = backward_weight_chunks_scratch_len(s, chunks);
+    check_buf("scratch", scratch, scratch_len)?;
+    let scratch = BufRange::prefix(scratch, scratch_len as u64 * 4);
     let entry = if s.is_pointwise() { "backward_weight_1x1" } else { "backward_weight" };
-    let mut out = vec![launch(gpu, entry, &t.constants(), &p, &[x.buf, scratch, dy.buf], groups)?];
     let reduce_groups = ceil_div(s.weight_len(), RWG as usize) as usize;
-    out.push(launch(gpu, "reduce_splits", &[("RWG", RWG as f64)], &p, &[scratch, dweight], reduce_groups)?);
-    if let Some(db) = dbias {
-        check_buf("dbias", db, s.c_out)?;
-        out.push(gpu.dispatch(Launch {
-            shader: shaders::CONV,
-            entry: "bias_grad",
-            constants: &[("RWG", RWG as f64)],
-            params: bytemuck::bytes_of(&p),
-            buffers: &[dy.buf, db],
-            workgroups: [s.c_out as u32, 1, 1],
-        })?);
+    let mut out = Vec::new();
+    for r in chunks {
+        let sc = Conv2dShape { n: r.len(), ..*s };
+        let (x, dy) = (x.images(r.clone(), s.h * s.w), dy.images(r.clone(), s.p() * s.q()));
+        let (count, len) = splits(&sc);
+        let p = Params {
+            splits: count as u32,
+            split_len: len as u32,
+            len: s.weight_len() as u32,
+            accumulate: (r.start > 0) as u32,
+            ..params(&sc, &x, &dy)
+        };
+        let groups = t.groups(s.c_out, s.c_in * s.kh * s.kw) * count;
+        out.push(launch(gpu, entry, &t.constants(), &p, &[x.buf, scratch, dy.buf], groups)?);
+        let reduce = [scratch, dweight.into()];
+        out.push(launch(gpu, "reduce_splits", &[("RWG", RWG as f64)], &p, &reduce, reduce_groups)?);
+        if let Some(db) = dbias {
+            check_buf("dbias", db, s.c_out)?;
+            out.push(launch_bias_grad(gpu, &p, dy, db)?);
+        }
     }
     Ok(out)
+}
+
+/// dbias (+)= the per-channel sum of one batch chunk of dy.
+fn launch_bias_grad(gpu: &Gpu, p: &Params, dy: Act, db: &wgpu::Buffer) -> Result<Dispatch> {
+    gpu.dispatch(Launch {
+        shader: shaders::CONV,
+        entry: "bias_grad",
+        constants: &[("RWG", RWG as f64)],
+        params: bytemuck::bytes_of(p),
+        buffers: &[dy.buf, db.into()],
+        workgroups: [p.cout, 1, 1],
+    })
 }
 
 // ---------------------------------------------------------------------------------------------

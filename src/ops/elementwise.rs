@@ -4,7 +4,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::Act;
 use crate::error::Result;
-use crate::gpu::{ceil_div, grid, shaders, Dispatch, Gpu, Launch};
+use crate::gpu::{ceil_div, grid, shaders, BufRange, Dispatch, Gpu, Launch};
 
 const WG: u32 = 256;
 
@@ -16,7 +16,10 @@ struct Params {
     _pad: [u32; 2],
 }
 
-fn launch(gpu: &Gpu, entry: &str, n: usize, accumulate: bool, buffers: &[&wgpu::Buffer]) -> Result<Vec<Dispatch>> {
+fn launch(gpu: &Gpu, entry: &str, n: usize, accumulate: bool, buffers: &[BufRange]) -> Result<Vec<Dispatch>> {
+    for b in buffers {
+        super::check_len(entry, "buffer", *b, n)?;
+    }
     let params = Params { n: n as u32, accumulate: accumulate as u32, _pad: [0; 2] };
     Ok(vec![gpu.dispatch(Launch {
         shader: shaders::ELEMENTWISE,
@@ -29,20 +32,25 @@ fn launch(gpu: &Gpu, entry: &str, n: usize, accumulate: bool, buffers: &[&wgpu::
 }
 
 /// y = max(x, 0) over `n` elements.
-pub fn relu_forward(gpu: &Gpu, x: &wgpu::Buffer, y: &wgpu::Buffer, n: usize) -> Result<Vec<Dispatch>> {
-    launch(gpu, "relu_forward", n, false, &[x, y])
+pub fn relu_forward<'a>(
+    gpu: &Gpu,
+    x: impl Into<BufRange<'a>>,
+    y: impl Into<BufRange<'a>>,
+    n: usize,
+) -> Result<Vec<Dispatch>> {
+    launch(gpu, "relu_forward", n, false, &[x.into(), y.into()])
 }
 
 /// dx (+)= dy · [x > 0] over `n` elements.
-pub fn relu_backward(
+pub fn relu_backward<'a>(
     gpu: &Gpu,
-    x: &wgpu::Buffer,
-    dy: &wgpu::Buffer,
-    dx: &wgpu::Buffer,
+    x: impl Into<BufRange<'a>>,
+    dy: impl Into<BufRange<'a>>,
+    dx: impl Into<BufRange<'a>>,
     n: usize,
     accumulate: bool,
 ) -> Result<Vec<Dispatch>> {
-    launch(gpu, "relu_backward", n, accumulate, &[x, dx, dy])
+    launch(gpu, "relu_backward", n, accumulate, &[x.into(), dx.into(), dy.into()])
 }
 
 #[repr(C)]

@@ -415,7 +415,7 @@ fn product(
         entry: entry(shape, cfg),
         constants: &[("WG", cfg.wg as f64), ("TM", cfg.tm as f64), ("TN", cfg.tn as f64)],
         params: bytemuck::bytes_of(&p),
-        buffers: &[c, a, b],
+        buffers: &[c.into(), a.into(), b.into()],
         workgroups: groups,
     })
 }
@@ -436,7 +436,7 @@ fn reduce(
         entry: "gemm_reduce",
         constants: &[("WG_REDUCE", WG_REDUCE as f64)],
         params: bytemuck::bytes_of(&p),
-        buffers: &[c, scratch],
+        buffers: &[c.into(), scratch.into()],
         workgroups: grid(ceil_div(outputs, WG_REDUCE as usize)),
     })
 }
@@ -460,7 +460,7 @@ pub fn add_bias(
         entry: "add_bias",
         constants: &[("WG_REDUCE", WG_REDUCE as f64)],
         params: bytemuck::bytes_of(&p),
-        buffers: &[c.0, bias.0],
+        buffers: &[c.0.into(), bias.0.into()],
         workgroups: grid(ceil_div(m * n, WG_REDUCE as usize)),
     })
 }
@@ -485,7 +485,7 @@ pub fn col_sum(
         entry: "col_sum",
         constants: &[("WG_REDUCE", WG_REDUCE as f64)],
         params: bytemuck::bytes_of(&p),
-        buffers: &[out.0, a.0],
+        buffers: &[out.0.into(), a.0.into()],
         workgroups: grid(n as u32),
     })
 }

@@ -12,7 +12,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::error::{Error, Result};
-use crate::gpu::{ceil_div, grid, shaders, Dispatch, Gpu, Launch};
+use crate::gpu::{ceil_div, grid, shaders, BufRange, Dispatch, Gpu, Launch};
 
 const WG: u32 = 256;
 /// Elements of a row each thread handles before rows get more threads.
@@ -72,12 +72,12 @@ impl Default for LossOpts {
 /// `scratch` holds [`loss_scratch_len`] f32.
 #[derive(Clone, Copy)]
 pub struct LossBuffers<'a> {
-    pub logits: &'a wgpu::Buffer,
-    pub targets: &'a wgpu::Buffer,
-    pub weights: &'a wgpu::Buffer,
-    pub grad: &'a wgpu::Buffer,
-    pub loss: &'a wgpu::Buffer,
-    pub scratch: &'a wgpu::Buffer,
+    pub logits: BufRange<'a>,
+    pub targets: BufRange<'a>,
+    pub weights: BufRange<'a>,
+    pub grad: BufRange<'a>,
+    pub loss: BufRange<'a>,
+    pub scratch: BufRange<'a>,
 }
 
 /// f32 elements of scratch a loss needs: the normaliser and one partial loss per row.
@@ -114,10 +114,16 @@ fn check_buffers(kind: LossKind, s: LossShape, o: LossOpts, b: &LossBuffers) -> 
         ("scratch", b.scratch, loss_scratch_len(s)),
     ];
     for (name, buf, len) in need {
-        if buf.size() < 4 * len as u64 {
+        if buf.size < 4 * len as u64 {
             return Err(Error::shape(
                 "loss",
-                format!("{name} buffer has {} bytes, logits [{}, {}] need {}", buf.size(), s.batch, s.classes, 4 * len),
+                format!(
+                    "{name} buffer range has {} bytes, logits [{}, {}] need {}",
+                    buf.size,
+                    s.batch,
+                    s.classes,
+                    4 * len
+                ),
             ));
         }
     }
@@ -129,7 +135,7 @@ fn threads_per_row(classes: usize) -> u32 {
     (classes.div_ceil(PER_THREAD).next_power_of_two() as u32).min(WG)
 }
 
-fn launch(gpu: &Gpu, entry: &str, tpr: u32, p: &Params, buffers: &[&wgpu::Buffer], groups: u32) -> Result<Dispatch> {
+fn launch(gpu: &Gpu, entry: &str, tpr: u32, p: &Params, buffers: &[BufRange], groups: u32) -> Result<Dispatch> {
     gpu.dispatch(Launch {
         shader: shaders::LOSS,
         entry,

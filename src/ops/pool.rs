@@ -9,7 +9,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::Act;
 use crate::error::{Error, Result};
-use crate::gpu::{ceil_div, grid, shaders, Dispatch, Gpu, Launch};
+use crate::gpu::{ceil_div, grid, shaders, BufRange, Dispatch, Gpu, Launch};
 
 const WG: u32 = 256;
 /// Windows of one max-pool backward tile held in workgroup memory (mirrors pool.wgsl).
@@ -86,7 +86,7 @@ fn check_view(op: &str, name: &str, a: &Act, n: usize, c: usize, plane: usize) -
 }
 
 /// One dispatch may not bind a buffer twice (read and write views of one buffer would race).
-fn check_distinct(op: &str, bufs: &[&wgpu::Buffer]) -> Result<()> {
+fn check_distinct(op: &str, bufs: &[BufRange]) -> Result<()> {
     super::check_distinct(op, bufs)
 }
 
@@ -138,7 +138,7 @@ struct Kernel<'a> {
 }
 
 fn launch(gpu: &Gpu, k: Kernel) -> Result<Vec<Dispatch>> {
-    let buffers: Vec<&wgpu::Buffer> = k.views.iter().map(|a| a.buf).collect();
+    let buffers: Vec<BufRange> = k.views.iter().map(|a| a.buf).collect();
     check_distinct(k.entry, &buffers)?;
     Ok(vec![gpu.dispatch(Launch {
         shader: shaders::POOL,

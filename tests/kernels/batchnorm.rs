@@ -349,3 +349,76 @@ fn bench_forward_backward() {
         }
     }
 }
+
+/// Shapes whose per-image bytes are multiples of 256 (so any offset alignment allows chunks of
+/// one image), run with a binding limit of `k` images: vec4 and scalar paths, chunks of one and
+/// of several workgroup chunks per channel, batches that do not divide evenly.
+fn chunked_cases(relu: bool) -> Vec<(BnShape, u64)> {
+    [((7, 4, 8, 8), 3), ((5, 64, 9, 7), 2), ((5, 2, 64, 64), 2)]
+        .into_iter()
+        .map(|((n, c, h, w), k)| (BnShape::new(n, c, h, w, relu), k))
+        .collect()
+}
+
+fn image_bytes(s: &BnShape) -> u64 {
+    (s.c * s.h * s.w * 4) as u64
+}
+
+#[test]
+fn forward_train_in_batch_chunks_matches_reference() {
+    let mut rng = Rng::new(21);
+    for relu in [false, true] {
+        for (s, k) in chunked_cases(relu) {
+            let g = limited_gpu(k * image_bytes(&s));
+            let chunks = cut(&g, s.n, &[image_bytes(&s)]);
+            let inp = inputs(&s, &mut rng);
+            let (bx, by) = (up(&g, &inp.x), g.zeros("y", inp.x.len()).unwrap());
+            let [bg, bb, brm, brv] = [&inp.gamma, &inp.beta, &inp.rmean, &inp.rvar].map(|v| up(&g, v));
+            let (bm, bi) = (g.zeros("m", s.c).unwrap(), g.zeros("i", s.c).unwrap());
+            let sc = scratch(&g, bn::chunks_scratch_len(&s, &chunks));
+            let stats = [&bg, &bb, &bm, &bi, &brm, &brv].map(Into::into);
+            let (x, y) = (Act::whole(&bx, s.c), Act::whole(&by, s.c));
+            let d = bn::forward_train_chunks(&g, &s, &chunks, x, y, stats, &sc).unwrap();
+            let got = run_read(&g, &d, &by, inp.x.len());
+            let want = bn::forward_train_ref(&s, &inp.x, &inp.gamma, &inp.beta, &inp.rmean, &inp.rvar);
+            let what = format!("{s:?} in chunks {chunks:?}");
+            assert_close(&format!("y {what}"), &got, &want.y, 2e-5, 2e-5);
+            assert_close(&format!("save_mean {what}"), &read(&g, &bm, s.c), &want.save_mean, 2e-6, 2e-6);
+            assert_close(&format!("save_invstd {what}"), &read(&g, &bi, s.c), &want.save_invstd, 0.0, 1e-5);
+            assert_close(&format!("running_mean {what}"), &read(&g, &brm, s.c), &want.running_mean, 1e-6, 1e-6);
+            assert_close(&format!("running_var {what}"), &read(&g, &brv, s.c), &want.running_var, 1e-6, 1e-5);
+        }
+    }
+}
+
+#[test]
+fn backward_in_batch_chunks_matches_reference() {
+    let mut rng = Rng::new(22);
+    for relu in [false, true] {
+        for (i, (s, k)) in chunked_cases(relu).into_iter().enumerate() {
+            let accumulate = i % 2 == 1;
+            let g = limited_gpu(k * image_bytes(&s));
+            let chunks = cut(&g, s.n, &[image_bytes(&s)]);
+            let inp = inputs(&s, &mut rng);
+            let dy = upstream(&s, &inp, &mut rng, 1e-3);
+            let f = bn::forward_train_ref(&s, &inp.x, &inp.gamma, &inp.beta, &inp.rmean, &inp.rvar);
+            let old_dx = rng.vec(inp.x.len(), -1.0, 1.0);
+            let [bx, bdy, bdx] = [&inp.x, &dy, &old_dx].map(|v| up(&g, v));
+            let [bg, bb, bm, bi] = [&inp.gamma, &inp.beta, &f.save_mean, &f.save_invstd].map(|v| up(&g, v));
+            let (bdg, bdb) = (up(&g, &vec![7.0; s.c]), up(&g, &vec![7.0; s.c]));
+            let sc = scratch(&g, bn::chunks_scratch_len(&s, &chunks));
+            let acts = [&bx, &bdy, &bdx].map(|b| Act::whole(b, s.c));
+            let stats = [&bg, &bb, &bm, &bi].map(Into::into);
+            let d = bn::backward_chunks(&g, &s, &chunks, acts, stats, [(&bdg).into(), (&bdb).into()], accumulate, &sc)
+                .unwrap();
+            let dx = run_read(&g, &d, &bdx, inp.x.len());
+            let (want_dx, want_dg, want_db) = bn::backward_ref(&s, &inp.x, &dy, &inp.gamma, &inp.beta);
+            let want_dx: Vec<f64> =
+                if accumulate { want_dx.iter().zip(&old_dx).map(|(a, o)| a + o).collect() } else { want_dx };
+            let what = format!("{s:?} accumulate {accumulate} in chunks {chunks:?}");
+            assert_close_scaled(&format!("dgamma {what}"), &read(&g, &bdg, s.c), &want_dg, 1e-5);
+            assert_close_scaled(&format!("dbeta {what}"), &read(&g, &bdb, s.c), &want_db, 1e-5);
+            assert_close(&format!("dx {what}"), &dx, &want_dx, 1e-4, 1e-4);
+        }
+    }
+}

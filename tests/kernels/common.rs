@@ -1,7 +1,8 @@
 //! Helpers shared by the kernel tests: one device, uploads, comparisons, finite differences.
 #![allow(dead_code)]
 
-use std::sync::{Arc, OnceLock};
+use std::ops::Range;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use tailor::gpu::{Dispatch, Gpu};
 pub use tailor::rng::Rng;
@@ -15,6 +16,24 @@ pub fn gpu() -> Arc<Gpu> {
         g
     })
     .clone()
+}
+
+/// A second device whose binding limit is lowered to `limit` bytes, to force batch chunks. The
+/// guard keeps other tests from changing the limit while one uses it.
+pub fn limited_gpu(limit: u64) -> MutexGuard<'static, Arc<Gpu>> {
+    static LIMITED: OnceLock<Mutex<Arc<Gpu>>> = OnceLock::new();
+    let m = LIMITED.get_or_init(|| Mutex::new(Gpu::new().expect("no GPU adapter")));
+    let g = m.lock().unwrap_or_else(|e| e.into_inner());
+    g.set_binding_limit(Some(limit));
+    g
+}
+
+/// The batch chunks `tailor` cuts `n` images into on `g` (one image of each tensor is
+/// `image_bytes[i]` bytes); asserts that there are 2 to 4 of them and that they are uneven.
+pub fn cut(g: &Gpu, n: usize, image_bytes: &[u64]) -> Vec<Range<usize>> {
+    let c = tailor::ops::batch_chunks(n, image_bytes, g.max_binding(), g.binding_alignment()).unwrap();
+    assert!((2..=4).contains(&c.len()) && c[c.len() - 1].len() < c[0].len(), "chunks {c:?}");
+    c
 }
 
 pub fn f32s(v: &[f64]) -> Vec<f32> {

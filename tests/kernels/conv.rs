@@ -251,3 +251,58 @@ fn cpu_seconds() -> f64 {
     // utime and stime are fields 14 and 15 of the file, 12 and 13 after the command name.
     (fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap()) / 100.0
 }
+
+/// Forward, backward data and backward weight (with bias) of a 3×3 convolution over 5 images,
+/// with a binding limit of 8 KiB: x (4 KiB per image) is bound two images at a time, in chunks
+/// 0..2, 2..4, 4..5, and each chunk binds only its images.
+#[test]
+fn batch_chunks_match_reference() {
+    let s = shape(5, 16, 8, 8, 8, 3, 1, 1);
+    let g = limited_gpu(8 << 10);
+    let (hw, pq) = (s.h * s.w, s.p() * s.q());
+    let chunks = cut(&g, s.n, &[(s.c_in * hw * 4) as u64, (s.c_out * pq * 4) as u64]);
+    let mut rng = Rng::new(31);
+    let (x, wgt, dy) =
+        (rng.vec(s.x_len(), -1.0, 1.0), rng.vec(s.weight_len(), -1.0, 1.0), rng.vec(s.y_len(), -1.0, 1.0));
+    let [bx, bw, bdy] = [&x, &wgt, &dy].map(|v| up(&g, v));
+    let (by, bdx) = (g.zeros("y", s.y_len()).unwrap(), g.zeros("dx", s.x_len()).unwrap());
+    let (xa, ya, dya, dxa) =
+        (Act::whole(&bx, s.c_in), Act::whole(&by, s.c_out), Act::whole(&bdy, s.c_out), Act::whole(&bdx, s.c_in));
+    let mut d = Vec::new();
+    for r in &chunks {
+        let sc = Conv2dShape { n: r.len(), ..s };
+        let (x, y, dy, dx) =
+            (xa.images(r.clone(), hw), ya.images(r.clone(), pq), dya.images(r.clone(), pq), dxa.images(r.clone(), hw));
+        d.extend(conv::forward(&g, &sc, x, &bw, None, y).unwrap());
+        d.extend(conv::backward_data(&g, &sc, dy, &bw, dx, false).unwrap());
+    }
+    let (bdw, bdb) = (up(&g, &rng.vec(s.weight_len(), -1.0, 1.0)), up(&g, &rng.vec(s.c_out, -1.0, 1.0)));
+    let scratch = g.zeros("scratch", conv::backward_weight_chunks_scratch_len(&s, &chunks)).unwrap();
+    d.extend(conv::backward_weight_chunks(&g, &s, &chunks, xa, dya, &bdw, Some(&bdb), &scratch).unwrap());
+    g.run(&d).unwrap();
+    let what = format!("{s:?} in chunks {chunks:?}");
+    assert_close_scaled(
+        &format!("forward {what}"),
+        &read(&g, &by, s.y_len()),
+        &conv::forward_ref(&s, &x, &wgt, None),
+        TOL,
+    );
+    assert_close_scaled(
+        &format!("backward data {what}"),
+        &read(&g, &bdx, s.x_len()),
+        &conv::backward_data_ref(&s, &dy, &wgt),
+        TOL,
+    );
+    assert_close_scaled(
+        &format!("backward weight {what}"),
+        &read(&g, &bdw, s.weight_len()),
+        &conv::backward_weight_ref(&s, &x, &dy),
+        TOL,
+    );
+    assert_close_scaled(
+        &format!("backward bias {what}"),
+        &read(&g, &bdb, s.c_out),
+        &conv::backward_bias_ref(&s, &dy),
+        TOL,
+    );
+}

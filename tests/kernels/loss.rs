@@ -38,12 +38,12 @@ fn run_gpu(s: LossShape, z: &[f64], t: &Targets, w: &[f64], o: LossOpts) -> (f64
     let loss = g.upload("loss", &[7.0f32]).unwrap();
     let scratch = g.upload("scratch", &vec![7.0f32; ls::loss_scratch_len(s)]).unwrap();
     let b = LossBuffers {
-        logits: &logits,
-        targets: &targets,
-        weights: &weights,
-        grad: &grad,
-        loss: &loss,
-        scratch: &scratch,
+        logits: (&logits).into(),
+        targets: (&targets).into(),
+        weights: (&weights).into(),
+        grad: (&grad).into(),
+        loss: (&loss).into(),
+        scratch: (&scratch).into(),
     };
     let d = ls::loss(&g, kind, s, o, b).unwrap();
     let l = run_read(&g, &d, &loss, 1)[0];
@@ -175,10 +175,12 @@ fn bad_shapes_and_options_are_errors() {
     let big = g.zeros("big", 64).unwrap();
     let (b2, b3, b4, b5) =
         (g.zeros("b", 64).unwrap(), g.zeros("c", 64).unwrap(), g.zeros("d", 64).unwrap(), g.zeros("e", 64).unwrap());
-    let b = LossBuffers { logits: &big, targets: &b2, weights: &b3, grad: &b4, loss: &b5, scratch: &small };
+    let [logits, targets, weights, grad, loss, scratch] = [&big, &b2, &b3, &b4, &b5, &small].map(Into::into);
+    let b = LossBuffers { logits, targets, weights, grad, loss, scratch };
     let e = ls::softmax_loss(&g, s, LossOpts::default(), b).err().expect("small scratch accepted");
     assert!(matches!(e, tailor::Error::Shape { .. }), "{e}");
-    let b = LossBuffers { scratch: &big, logits: &g.zeros("s", 64).unwrap(), ..b };
+    let other = g.zeros("s", 64).unwrap();
+    let b = LossBuffers { scratch: (&big).into(), logits: (&other).into(), ..b };
     assert!(ls::sigmoid_loss(&g, s, LossOpts::default(), b).is_ok());
     assert!(ls::sigmoid_loss(&g, s, LossOpts { gamma: -1.0, scale: 1.0 }, b).is_err());
 }

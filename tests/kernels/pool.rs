@@ -293,3 +293,34 @@ fn shapes_follow_pytorch_and_bad_ones_are_refused() {
     let dx = g.zeros("dx", 6400).unwrap();
     assert!(pool::max_backward(&g, &s, Act::whole(&x, 1), Act::whole(&y, 1), Act::whole(&dx, 1), false).is_err());
 }
+
+/// Max pooling forward and backward over 7 images in channel views, with a binding limit of
+/// 8 KiB: the input buffers (4 KiB per image) are bound two images at a time, in chunks 0..2,
+/// 2..4, 4..6, 6..7.
+#[test]
+fn max_pool_in_batch_chunks_matches_reference() {
+    let s = PoolShape::new(7, 3, 16, 16, 3, 2, 1).unwrap();
+    let (lx, ly) = (Lay { off: 1, tot: 4 }, Lay { off: 0, tot: 4 });
+    let (hw, oo) = (s.h * s.w, s.out_h() * s.out_w());
+    let g = limited_gpu(8 << 10);
+    let chunks = cut(&g, s.n, &[(lx.tot * hw * 4) as u64, (ly.tot * oo * 4) as u64]);
+    let mut rng = Rng::new(41);
+    let (x, dy) = (rng.vec(s.in_len(), -1.0, 1.0), rng.vec(s.out_len(), -1.0, 1.0));
+    let (bx, bdy) = (up(&g, &place(&mut rng, s.n, s.c, hw, &x, lx)), up(&g, &place(&mut rng, s.n, s.c, oo, &dy, ly)));
+    let (old_y, old_dx) = (rng.vec(s.n * ly.tot * oo, -1.0, 1.0), rng.vec(s.n * lx.tot * hw, -1.0, 1.0));
+    let (by, bdx) = (up(&g, &old_y), up(&g, &old_dx));
+    let mut d = Vec::new();
+    for r in &chunks {
+        let sc = PoolShape { n: r.len(), ..s };
+        let [x, dx] = [&bx, &bdx].map(|b| act(b, lx).images(r.clone(), hw));
+        let [y, dy] = [&by, &bdy].map(|b| act(b, ly).images(r.clone(), oo));
+        d.extend(pool::max_forward(&g, &sc, x, y).unwrap());
+        d.extend(pool::max_backward(&g, &sc, x, dy, dx, true).unwrap());
+    }
+    g.run(&d).unwrap();
+    let what = format!("{s:?} in chunks {chunks:?}");
+    let want_y = expect(&old_y, s.n, s.c, oo, &pool::max_forward_ref(&s, &x), ly, false);
+    assert_close(&format!("max forward {what}"), &read(&g, &by, old_y.len()), &want_y, 1e-6, 1e-6);
+    let want_dx = expect(&old_dx, s.n, s.c, hw, &pool::max_backward_ref(&s, &x, &dy), lx, true);
+    assert_close(&format!("max backward {what}"), &read(&g, &bdx, old_dx.len()), &want_dx, 1e-6, 1e-6);
+}
