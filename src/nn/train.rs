@@ -302,6 +302,28 @@ impl Trainer {
         Ok(by_kind)
     }
 
+    /// Every node of the step timed on its own, the best of `reps` submissions each, in graph
+    /// order: (node name, kind, op and input shapes, seconds, flops). Changes the weights'
+    /// gradients (accumulating ones grow) like extra steps would.
+    pub fn profile_nodes(&mut self, reps: usize) -> Result<Vec<(String, &'static str, String, f64, f64)>> {
+        self.exe.gpu.wait()?;
+        let mut best = vec![f64::INFINITY; self.exe.graph.nodes.len()];
+        for _ in 0..reps.max(1) {
+            for (i, secs) in self.exe.profile()? {
+                best[i] = best[i].min(secs);
+            }
+        }
+        let g = &self.exe.graph;
+        Ok(g.nodes
+            .iter()
+            .zip(best)
+            .map(|(n, secs)| {
+                let shapes: Vec<String> = n.ins.iter().map(|&t| format!("{:?}", g.tensors[t].shape)).collect();
+                (n.name.clone(), n.op.kind(), format!("{:?} {}", n.op, shapes.join(" ")), secs, g.flops(n))
+            })
+            .collect())
+    }
+
     /// The optimiser's moments by parameter name, for checkpoints.
     pub fn optimizer_state(&self) -> Result<Vec<Moments>> {
         self.moments
