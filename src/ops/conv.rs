@@ -351,6 +351,10 @@ pub fn backward_data_tiled(
         "backward_data_1x1_v4"
     } else if s.is_pointwise() {
         "backward_data_1x1"
+    } else if s.stride == 1 && s.c_out % 8 != 0 && s.kh * s.kw <= 32 {
+        // Blocks of 8 output channels per tap would be partly empty: walk (tap, channel) as one
+        // index (a tap mask per column, 32 bits).
+        "backward_data_flat"
     } else {
         "backward_data"
     };

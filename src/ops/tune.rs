@@ -65,6 +65,8 @@ pub const PROXY_FLOPS: f64 = 60e6;
 /// Shapes with less work than this keep the heuristic: a wrong choice costs little there.
 pub const MIN_FLOPS: f64 = 20e6;
 const DEFAULT_BUDGET_S: f64 = 4.0;
+/// Timed runs per candidate (after one warm-up); the best counts.
+const ROUNDS: usize = 3;
 /// Bumped when the cache format changes; entries also carry a hash of the kernels' source.
 const FORMAT: u32 = 1;
 
@@ -145,7 +147,7 @@ pub fn tiles(gpu: &Gpu, pass: Pass, s: &Conv2dShape) -> Tiles {
     let key = entry_key(gpu, pass, s);
     let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
     if !cache.loaded {
-        cache.load();
+        *cache = Cache::load(cache_path());
     }
     if let Some(t) = cache.entries.get(&key).and_then(|e| e.tiles()) {
         return t;
@@ -181,21 +183,28 @@ fn tune(gpu: &Gpu, pass: Pass, s: &Conv2dShape) -> Option<Tiles> {
     }
     let proxy = proxy(s);
     let bufs = Buffers::new(gpu, &proxy).ok()?;
-    let mut best: Option<(Tiles, f64)> = None;
-    let mut heuristic_time = None;
+    // Build (compile) and warm every candidate, then time them in turns, so that a burst of
+    // other work on a shared machine hits them all alike; each keeps its best time.
+    let mut runs: Vec<(usize, Vec<Dispatch>, f64)> = Vec::new();
     for (i, &t) in cands.iter().enumerate() {
-        let Ok(secs) = time(gpu, pass, &proxy, &bufs, t) else { continue };
-        if i == 0 {
-            heuristic_time = Some(secs);
-        }
-        if best.is_none_or(|(_, b)| secs < b) {
-            best = Some((t, secs));
+        if let Ok(d) = build(gpu, pass, &proxy, &bufs, t) {
+            if gpu.run(&d).is_ok() {
+                runs.push((i, d, f64::INFINITY));
+            }
         }
     }
-    let (t, secs) = best?;
-    match heuristic_time {
-        Some(h) if secs > 0.95 * h => Some(cands[0]),
-        _ => Some(t),
+    for _ in 0..ROUNDS {
+        for (_, d, best) in runs.iter_mut() {
+            let start = Instant::now();
+            if gpu.run(d).is_ok() {
+                *best = best.min(start.elapsed().as_secs_f64());
+            }
+        }
+    }
+    let (i, _, secs) = runs.iter().filter(|r| r.2.is_finite()).min_by(|a, b| a.2.total_cmp(&b.2))?;
+    match runs.iter().find(|r| r.0 == 0) {
+        Some((_, _, h)) if *secs > 0.95 * h => Some(cands[0]),
+        _ => Some(cands[*i]),
     }
 }
 
@@ -235,19 +244,6 @@ fn build(gpu: &Gpu, pass: Pass, s: &Conv2dShape, b: &Buffers, t: Tiles) -> Resul
         Pass::BackwardData => conv::backward_data_tiled(gpu, s, y, &b.w, x, false, t),
         Pass::BackwardWeight => conv::backward_weight_tiled(gpu, s, x, y, &b.dw, None, &b.scratch, t),
     }
-}
-
-/// Seconds of one run: a warm-up, then the best of two.
-fn time(gpu: &Gpu, pass: Pass, s: &Conv2dShape, b: &Buffers, t: Tiles) -> Result<f64> {
-    let d = build(gpu, pass, s, b, t)?;
-    gpu.run(&d)?;
-    let mut best = f64::INFINITY;
-    for _ in 0..2 {
-        let start = Instant::now();
-        gpu.run(&d)?;
-        best = best.min(start.elapsed().as_secs_f64());
-    }
-    Ok(best)
 }
 
 /// The cache key: adapter, pass and the full shape.
@@ -324,15 +320,15 @@ fn kernels_hash() -> String {
 impl Cache {
     /// Reads the cache file; a missing, unreadable, corrupt or outdated one counts as empty
     /// (and is rewritten at the next save).
-    fn load(&mut self) {
-        self.loaded = true;
-        self.path = cache_path();
-        let Some(text) = self.path.as_ref().and_then(|p| std::fs::read_to_string(p).ok()) else { return };
+    fn load(path: Option<PathBuf>) -> Cache {
+        let mut c = Cache { loaded: true, path, entries: BTreeMap::new(), spent: Duration::ZERO };
+        let Some(text) = c.path.as_ref().and_then(|p| std::fs::read_to_string(p).ok()) else { return c };
         if let Ok(f) = serde_json::from_str::<CacheFile>(&text) {
             if f.format == FORMAT && f.kernels == kernels_hash() {
-                self.entries = f.entries;
+                c.entries = f.entries;
             }
         }
+        c
     }
 
     /// Writes the cache atomically (a temporary file renamed over the old one); failures are
@@ -348,5 +344,70 @@ impl Cache {
         if std::fs::write(&tmp, text).is_ok() && std::fs::rename(&tmp, path).is_err() {
             let _ = std::fs::remove_file(&tmp);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("tailor-tune-test-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir.join("tailor").join("tiles.json")
+    }
+
+    #[test]
+    fn cache_round_trips_and_ignores_bad_files() {
+        let path = temp("roundtrip");
+        let mut c = Cache::load(Some(path.clone()));
+        assert!(c.entries.is_empty());
+        c.entries.insert("k".into(), Entry(32, 12, 2));
+        c.save(); // creates the folder
+        let back = Cache::load(Some(path.clone()));
+        assert_eq!(back.entries.get("k").and_then(|e| e.tiles()), Some(Tiles { wg: 32, tm: 12, tn: 2 }));
+        // Corrupt, truncated, from another format or other kernels: ignored, then rewritten.
+        for bad in [
+            "{ not json".to_string(),
+            String::new(),
+            format!(
+                r#"{{"format": {}, "kernels": "{}", "entries": {{"k": [32, 12, 2]}}}}"#,
+                FORMAT + 1,
+                kernels_hash()
+            ),
+            format!(r#"{{"format": {FORMAT}, "kernels": "0", "entries": {{"k": [32, 12, 2]}}}}"#),
+        ] {
+            std::fs::write(&path, bad).unwrap();
+            let mut c = Cache::load(Some(path.clone()));
+            assert!(c.entries.is_empty());
+            c.entries.insert("j".into(), Entry(16, 16, 4));
+            c.save();
+            assert_eq!(Cache::load(Some(path.clone())).entries.len(), 1);
+        }
+        // An entry with impossible tiles is not used.
+        assert_eq!(Entry(12, 17, 2).tiles(), None);
+        assert_eq!(Entry(4, 8, 2).tiles(), None);
+        let _ = std::fs::remove_dir_all(path.parent().and_then(|p| p.parent()).unwrap());
+    }
+
+    #[test]
+    fn candidates_are_valid_and_start_with_the_heuristic() {
+        let shapes = [
+            Conv2dShape { n: 64, c_in: 48, h: 32, w: 32, c_out: 12, kh: 3, kw: 3, stride: 1, pad: 1 },
+            Conv2dShape { n: 64, c_in: 84, h: 32, w: 32, c_out: 48, kh: 1, kw: 1, stride: 1, pad: 0 },
+            Conv2dShape { n: 8, c_in: 3, h: 224, w: 224, c_out: 64, kh: 7, kw: 7, stride: 2, pad: 3 },
+            Conv2dShape { n: 1, c_in: 13, h: 7, w: 5, c_out: 76, kh: 1, kw: 1, stride: 1, pad: 0 },
+        ];
+        for s in &shapes {
+            for pass in [Pass::Forward, Pass::BackwardData, Pass::BackwardWeight] {
+                let c = candidates(pass, s);
+                assert_eq!(c[0], heuristic(pass, s));
+                assert!(c.len() <= MAX_CANDIDATES);
+                assert!(c.iter().all(|t| t.check().is_ok()), "{pass:?} {s:?}: {c:?}");
+            }
+        }
+        // c_out = 12: one 12-row tile instead of three quarters of a 16-row one.
+        assert_eq!(heuristic(Pass::Forward, &shapes[0]).tm, 12);
+        assert_eq!(proxy(&shapes[0]).n, 6);
     }
 }

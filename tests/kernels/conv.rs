@@ -1,5 +1,5 @@
 use crate::common::*;
-use tailor::ops::conv::{self, Conv2dShape};
+use tailor::ops::conv::{self, Conv2dShape, Tiles};
 use tailor::ops::Act;
 
 #[allow(clippy::too_many_arguments)]
@@ -109,6 +109,81 @@ fn three_by_three_matches_reference() {
 }
 
 #[test]
+fn stride_one_with_few_output_channels_matches_reference() {
+    // Backward data walks (tap, channel) as one index when c_out is not a multiple of 8.
+    check(shape(1, 48, 10, 11, 12, 3, 1, 1), false, true, 16); // a DenseNet-BC 3x3, small
+    check(shape(2, 13, 6, 9, 3, 5, 1, 2), true, false, 17);
+    let s = Conv2dShape { n: 3, c_in: 3, h: 7, w: 12, c_out: 13, kh: 3, kw: 5, stride: 1, pad: 2 };
+    check(s, false, true, 18);
+    check(shape(1, 5, 9, 8, 13, 7, 1, 3), true, true, 19); // 49 taps: too many for the mask
+}
+
+/// Every candidate tile set of a shape (and a few odd ones) gives bit-identical results: the
+/// tuned choice may differ between devices and runs, the numbers may not.
+#[test]
+fn every_tile_choice_gives_bit_identical_results() {
+    use tailor::ops::tune::{self, Pass};
+    let g = gpu();
+    let extra = [Tiles { wg: 8, tm: 1, tn: 1 }, Tiles { wg: 24, tm: 5, tn: 3 }, Tiles { wg: 64, tm: 16, tn: 4 }];
+    let shapes = [
+        shape(1, 48, 10, 11, 12, 3, 1, 1),
+        shape(2, 13, 6, 10, 76, 1, 1, 0),
+        shape(3, 76, 5, 7, 13, 1, 1, 0),
+        shape(2, 3, 17, 9, 24, 3, 1, 1),
+        shape(1, 13, 15, 15, 3, 3, 2, 1),
+    ];
+    for (i, s) in shapes.iter().enumerate() {
+        let mut rng = Rng::new(100 + i as u64);
+        let pre = 3;
+        let (x, dy) = (rng.vec(s.x_len(), -1.0, 1.0), rng.vec(s.y_len(), -1.0, 1.0));
+        let xv = View::new(&mut rng, &x, s.n, s.c_in, s.h * s.w, pre, s.c_in + pre + 1);
+        let dyv = View::new(&mut rng, &dy, s.n, s.c_out, s.p() * s.q(), pre, s.c_out + pre);
+        let (bx, bdy) = (up(&g, &xv.full), up(&g, &dyv.full));
+        let (bw, bb) = (up(&g, &rng.vec(s.weight_len(), -1.0, 1.0)), up(&g, &rng.vec(s.c_out, -1.0, 1.0)));
+        let old = up(&g, &xv.full);
+        for pass in [Pass::Forward, Pass::BackwardData, Pass::BackwardWeight] {
+            let mut tiles = tune::candidates(pass, s);
+            tiles.extend(extra);
+            let mut first: Option<Vec<u32>> = None;
+            for t in tiles {
+                let bits: Vec<u32> = match pass {
+                    Pass::Forward => {
+                        let y = up(&g, &dyv.full);
+                        let d = conv::forward_tiled(&g, s, xv.act(&bx), &bw, Some(&bb), dyv.act(&y), t).unwrap();
+                        g.run(&d).unwrap();
+                        g.read::<f32>(&y, dyv.full.len()).unwrap().iter().map(|v| v.to_bits()).collect()
+                    }
+                    Pass::BackwardData => {
+                        let dx = g.zeros("dx", xv.full.len()).unwrap();
+                        let mut enc = g.device.create_command_encoder(&Default::default());
+                        enc.copy_buffer_to_buffer(&old, 0, &dx, 0, old.size());
+                        g.queue.submit([enc.finish()]);
+                        let d = conv::backward_data_tiled(&g, s, dyv.act(&bdy), &bw, xv.act(&dx), true, t).unwrap();
+                        g.run(&d).unwrap();
+                        g.read::<f32>(&dx, xv.full.len()).unwrap().iter().map(|v| v.to_bits()).collect()
+                    }
+                    Pass::BackwardWeight => {
+                        let dw = g.zeros("dw", s.weight_len()).unwrap();
+                        let db = g.zeros("db", s.c_out).unwrap();
+                        let scratch = g.zeros("scratch", conv::backward_weight_scratch_len(s)).unwrap();
+                        let (x, dy) = (xv.act(&bx), dyv.act(&bdy));
+                        let d = conv::backward_weight_tiled(&g, s, x, dy, &dw, Some(&db), &scratch, t).unwrap();
+                        g.run(&d).unwrap();
+                        let mut v = g.read::<f32>(&dw, s.weight_len()).unwrap();
+                        v.extend(g.read::<f32>(&db, s.c_out).unwrap());
+                        v.iter().map(|v| v.to_bits()).collect()
+                    }
+                };
+                match &first {
+                    None => first = Some(bits),
+                    Some(f) => assert!(f == &bits, "{pass:?} {s:?}: tiles {t:?} differ from the heuristic's"),
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn strided_convs_match_reference() {
     check(shape(1, 3, 17, 17, 13, 7, 2, 3), true, false, 7); // the stem, small
     check(shape(2, 13, 15, 15, 3, 3, 2, 1), false, true, 8);
@@ -202,7 +277,7 @@ fn tiles() {
     let tiles = std::env::var("CONV_TILES").unwrap_or("64,16,2".into());
     for t in tiles.split_whitespace() {
         let v: Vec<u32> = t.split(',').map(|t| t.parse().unwrap()).collect();
-        let t = conv::Tiles { wg: v[0], tm: v[1], tn: v[2] };
+        let t = Tiles { wg: v[0], tm: v[1], tn: v[2] };
         let r = rates(&s, Some(t));
         println!("{s:?} {t:?}: fwd {:5.1}  bwd-data {:5.1}  bwd-weight {:5.1} GFLOP/s", r[0], r[1], r[2]);
     }
