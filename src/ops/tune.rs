@@ -12,7 +12,7 @@
 //!
 //! Tuning is bounded: candidates are timed on a copy of the shape with fewer images (about
 //! [`PROXY_FLOPS`] of work), shapes under [`MIN_FLOPS`] keep the heuristic, and once a process
-//! has spent `TAILOR_TUNE_BUDGET` seconds (default 4) tuning, the remaining shapes keep the
+//! has spent `TAILOR_TUNE_BUDGET` seconds (default 2) tuning, the remaining shapes keep the
 //! heuristic for this run (uncached, so a later run tunes them). `TAILOR_TUNE=off` (or
 //! [`set_mode`]) uses the heuristic everywhere and neither reads nor writes the cache.
 //!
@@ -64,7 +64,7 @@ pub const MAX_CANDIDATES: usize = 4;
 pub const PROXY_FLOPS: f64 = 60e6;
 /// Shapes with less work than this keep the heuristic: a wrong choice costs little there.
 pub const MIN_FLOPS: f64 = 20e6;
-const DEFAULT_BUDGET_S: f64 = 4.0;
+const DEFAULT_BUDGET_S: f64 = 2.0;
 /// Timed runs per candidate (after one warm-up); the best counts.
 const ROUNDS: usize = 3;
 /// Bumped when the cache format changes; entries also carry a hash of the kernels' source.
@@ -141,7 +141,9 @@ pub fn candidates(pass: Pass, s: &Conv2dShape) -> Vec<Tiles> {
 /// Never fails: anything that goes wrong while tuning falls back to the heuristic.
 pub fn tiles(gpu: &Gpu, pass: Pass, s: &Conv2dShape) -> Tiles {
     let h = heuristic(pass, s);
-    if mode() == Mode::Off || s.validate().is_err() || s.flops() < MIN_FLOPS {
+    // (Where forward and backward data run as the GEMM kernel, conv tiles do not matter.)
+    let gemm = pass != Pass::BackwardWeight && conv::pointwise_gemm(s);
+    if mode() == Mode::Off || gemm || s.validate().is_err() || s.flops() < MIN_FLOPS {
         return h;
     }
     let key = entry_key(gpu, pass, s);
@@ -168,7 +170,7 @@ pub fn tiles(gpu: &Gpu, pass: Pass, s: &Conv2dShape) -> Tiles {
     }
 }
 
-/// Seconds of tuning per process (`TAILOR_TUNE_BUDGET`, default 4).
+/// Seconds of tuning per process (`TAILOR_TUNE_BUDGET`, default 2).
 fn budget() -> Duration {
     let s = std::env::var("TAILOR_TUNE_BUDGET").ok().and_then(|v| v.trim().parse::<f64>().ok());
     Duration::from_secs_f64(s.filter(|s| s.is_finite() && *s >= 0.0).unwrap_or(DEFAULT_BUDGET_S))

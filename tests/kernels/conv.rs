@@ -99,6 +99,10 @@ fn pointwise_matches_reference() {
     // h*w a multiple of 4: the vec4 column path.
     check(shape(2, 13, 6, 10, 76, 1, 1, 0), true, true, 14);
     check(shape(1, 76, 4, 5, 13, 1, 1, 0), false, false, 15);
+    // Images the GEMM's 256-column tiles fit: forward without bias and backward data run as GEMMs.
+    check(shape(2, 13, 16, 16, 76, 1, 1, 0), false, true, 20);
+    check(shape(1, 76, 32, 16, 13, 1, 1, 0), true, true, 21);
+    check(shape(3, 5, 16, 16, 3, 1, 1, 0), false, false, 22);
 }
 
 #[test]
@@ -325,4 +329,39 @@ fn cpu_seconds() -> f64 {
     let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
     // utime and stime are fields 14 and 15 of the file, 12 and 13 after the command name.
     (fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap()) / 100.0
+}
+
+/// Experiment: a 1x1 convolution as the batched strided GEMM vs the conv kernel.
+#[test]
+#[ignore]
+fn pointwise_as_gemm() {
+    use tailor::ops::gemm::{self, GemmConfig, GemmShape, MatrixLayout as L};
+    let g = gpu();
+    let spec = std::env::var("CONV_SHAPE").unwrap_or("64,84,32,32,48,1,1,0".into());
+    let v: Vec<usize> = spec.split(',').map(|t| t.parse().unwrap()).collect();
+    let s = shape(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]);
+    let hw = s.h * s.w;
+    let w = L::row_major(s.c_out, s.c_in).with_batch_stride(0);
+    let x = L { offset: 0, row_stride: hw, col_stride: 1, batch_stride: s.c_in * hw };
+    let y = L { offset: 0, row_stride: hw, col_stride: 1, batch_stride: s.c_out * hw };
+    let gs = GemmShape::new(s.c_out, hw, s.c_in, s.n, w, x, y).unwrap();
+    let (bx, bw, by) =
+        (g.zeros("x", s.x_len()).unwrap(), g.zeros("w", s.weight_len()).unwrap(), g.zeros("y", s.y_len()).unwrap());
+    for cfg in [
+        GemmConfig::default(),
+        GemmConfig { wg: 32, tm: 16, tn: 4, vec4: true },
+        GemmConfig { wg: 64, tm: 8, tn: 4, vec4: true },
+        GemmConfig { wg: 64, tm: 16, tn: 8, vec4: true },
+    ] {
+        let d = gemm::gemm_with(&g, &gs, &bw, &bx, &by, false, 1.0, &cfg).unwrap();
+        g.run(&d).unwrap();
+        let reps = 10;
+        let cpu = cpu_seconds();
+        for _ in 0..reps {
+            g.run(&d).unwrap();
+        }
+        println!("gemm {cfg:?}: {:.1} GFLOP/s", 2.0 * s.flops() * reps as f64 / (cpu_seconds() - cpu) / 1e9);
+    }
+    let r = rates(&s, None);
+    println!("conv: fwd {:.1} bwd-data {:.1} bwd-weight {:.1}", r[0], r[1], r[2]);
 }
