@@ -10,7 +10,7 @@ use crate::graph::LossKind;
 use crate::nn::densenet::DenseNetConfig;
 use crate::nn::model::Model;
 use crate::nn::optim::OptimizerConfig;
-use crate::nn::train::{Targets, TrainConfig, Trainer};
+use crate::nn::train::{NodeTime, Targets, TrainConfig, Trainer};
 use crate::rng::Rng;
 use crate::Gpu;
 
@@ -161,9 +161,7 @@ pub fn run(cli: &super::Cli, a: &Args) -> Result<()> {
         if a.per_node.is_some() {
             out["nodes"] = nodes
                 .iter()
-                .map(|(name, kind, desc, s, f)| {
-                    serde_json::json!({"name": name, "kind": kind, "op": desc, "seconds": s, "flops": f})
-                })
+                .map(|n| serde_json::json!({"name": n.name, "kind": n.kind, "op": n.op, "seconds": n.seconds, "flops": n.flops}))
                 .collect();
         }
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
@@ -203,26 +201,27 @@ fn cpu_seconds() -> f64 {
 
 /// The `count` slowest nodes, then the time per convolution kind and shape (summed over the
 /// nodes that share it: a dense block's 3×3 layers all have one shape).
-fn print_nodes(nodes: &[(String, &'static str, String, f64, f64)], count: usize) {
-    let total: f64 = nodes.iter().map(|n| n.3).sum();
+fn print_nodes(nodes: &[NodeTime], count: usize) {
+    let total: f64 = nodes.iter().map(|n| n.seconds).sum();
     let mut order: Vec<usize> = (0..nodes.len()).collect();
-    order.sort_by(|&a, &b| nodes[b].3.total_cmp(&nodes[a].3));
+    order.sort_by(|&a, &b| nodes[b].seconds.total_cmp(&nodes[a].seconds));
     let gf = |s: f64, f: f64| if f > 0.0 { format!("{:.1}", f / s / 1e9) } else { "-".into() };
     println!("\n| node | op and inputs | time | share | GFLOP/s |\n| --- | --- | --- | --- | --- |");
     for &i in order.iter().take(count) {
-        let (name, _, desc, s, f) = &nodes[i];
-        println!("| {name} | {desc} | {:.2} ms | {:.1}% | {} |", s * 1e3, 100.0 * s / total, gf(*s, *f));
+        let n = &nodes[i];
+        let (s, f) = (n.seconds, n.flops);
+        println!("| {} | {} | {:.2} ms | {:.1}% | {} |", n.name, n.op, s * 1e3, 100.0 * s / total, gf(s, f));
     }
     let mut by_shape: Vec<(String, usize, f64, f64)> = Vec::new();
-    for (_, kind, desc, s, f) in nodes.iter().filter(|n| n.1.starts_with("conv")) {
-        let key = format!("{kind}: {desc}");
+    for n in nodes.iter().filter(|n| n.kind.starts_with("conv")) {
+        let key = format!("{}: {}", n.kind, n.op);
         match by_shape.iter_mut().find(|e| e.0 == key) {
             Some(e) => {
                 e.1 += 1;
-                e.2 += s;
-                e.3 += f;
+                e.2 += n.seconds;
+                e.3 += n.flops;
             }
-            None => by_shape.push((key, 1, *s, *f)),
+            None => by_shape.push((key, 1, n.seconds, n.flops)),
         }
     }
     by_shape.sort_by(|a, b| b.2.total_cmp(&a.2));

@@ -40,6 +40,17 @@ const RING: usize = 4;
 /// Adam's first and second moments of one parameter, by name.
 pub type Moments = (String, Vec<f32>, Vec<f32>);
 
+/// One node of a step timed on its own ([`Trainer::profile_nodes`]).
+#[derive(Clone, Debug)]
+pub struct NodeTime {
+    pub name: String,
+    pub kind: &'static str,
+    /// The op and its input shapes.
+    pub op: String,
+    pub seconds: f64,
+    pub flops: f64,
+}
+
 struct Slot {
     buf: wgpu::Buffer,
     /// The step whose loss this slot holds and the mapping result once the device is done.
@@ -305,7 +316,7 @@ impl Trainer {
     /// Every node of the step timed on its own, the best of `reps` submissions each, in graph
     /// order: (node name, kind, op and input shapes, seconds, flops). Changes the weights'
     /// gradients (accumulating ones grow) like extra steps would.
-    pub fn profile_nodes(&mut self, reps: usize) -> Result<Vec<(String, &'static str, String, f64, f64)>> {
+    pub fn profile_nodes(&mut self, reps: usize) -> Result<Vec<NodeTime>> {
         self.exe.gpu.wait()?;
         let mut best = vec![f64::INFINITY; self.exe.graph.nodes.len()];
         for _ in 0..reps.max(1) {
@@ -319,7 +330,8 @@ impl Trainer {
             .zip(best)
             .map(|(n, secs)| {
                 let shapes: Vec<String> = n.ins.iter().map(|&t| format!("{:?}", g.tensors[t].shape)).collect();
-                (n.name.clone(), n.op.kind(), format!("{:?} {}", n.op, shapes.join(" ")), secs, g.flops(n))
+                let op = format!("{:?} {}", n.op, shapes.join(" "));
+                NodeTime { name: n.name.clone(), kind: n.op.kind(), op, seconds: secs, flops: g.flops(n) }
             })
             .collect())
     }
