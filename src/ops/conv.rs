@@ -7,8 +7,10 @@
 //!   slices whose partial sums go to a scratch buffer and are then added up in parallel.
 //!
 //! 1×1 stride-1 unpadded convolutions (most of DenseNet) use entry points without im2col index
-//! math (and vec4 column loads when h·w is a multiple of 4). The kernels need subgroups of at
-//! least 8 invocations (`wgpu::Features::SUBGROUP`; lavapipe has 8).
+//! math (and vec4 column loads when h·w is a multiple of 4); without bias and on images the
+//! GEMM's column tiles fit, their forward and backward data run as `ops::gemm` instead. Tiles
+//! come from `ops::tune` (heuristic, or timed once per device and cached). The kernels need
+//! subgroups of at least 8 invocations (`wgpu::Features::SUBGROUP`; lavapipe has 8).
 
 use bytemuck::{Pod, Zeroable};
 
