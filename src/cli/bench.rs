@@ -153,7 +153,7 @@ pub fn run(cli: &super::Cli, a: &Args) -> Result<()> {
             .collect();
         let out = serde_json::json!({
             "workload": a.workload, "arch": arch, "batch": batch, "image_size": size, "device": gpu.describe(),
-            "parameters": params, "first_step_s": first, "median_step_s": median, "steps_s": times,
+            "parameters": params, "first_step_s": first, "pipelines": gpu.pipeline_count(), "median_step_s": median, "steps_s": times,
             "median_step_cpu_s": median_cpu, "images_per_s": batch as f64 / median, "device_memory_bytes": memory.total(),
             "memory": memory, "peak_rss_bytes": rss, "kernels": kernels,
         });
@@ -170,6 +170,7 @@ pub fn run(cli: &super::Cli, a: &Args) -> Result<()> {
     println!("| metric | value |\n| --- | --- |");
     println!("| workload | {} ({arch}, batch {batch}, {size}×{size}) |", a.workload);
     println!("| first finished step (incl. compilation) | {first:.2} s |");
+    println!("| pipelines compiled | {} |", gpu.pipeline_count());
     println!("| median step ({} steps) | {median:.3} s |", times.len());
     println!("| median step CPU time (all threads) | {median_cpu:.3} s |");
     println!("| images/s | {:.1} |", batch as f64 / median);
