@@ -331,7 +331,9 @@ fn cpu_seconds() -> f64 {
     (fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap()) / 100.0
 }
 
-/// Experiment: a 1x1 convolution as the batched strided GEMM vs the conv kernel.
+/// A 1x1 convolution as the batched strided GEMM (several tile configs) next to the conv
+/// kernels, in GFLOP per CPU-second ×2 (why `conv::pointwise_gemm` exists):
+/// `CONV_SHAPE=64,84,32,32,48,1,1,0 cargo test --release --test kernels conv::pointwise_as_gemm -- --ignored --nocapture`.
 #[test]
 #[ignore]
 fn pointwise_as_gemm() {
