@@ -237,6 +237,10 @@ fn main() {
     let mut b = Bench { crit, use_criterion: true, gpu, table: Vec::new() };
     // `cargo bench` passes --bench; under `cargo test` this binary is a quick smoke test.
     let full = std::env::args().any(|a| a == "--bench");
+    if !full {
+        // A smoke run: heuristic conv tiles, nothing timed or cached.
+        tailor::ops::tune::set_mode(tailor::ops::tune::Mode::Off);
+    }
     let n = std::env::var("TAILOR_BENCH_N").ok().and_then(|s| s.parse().ok()).unwrap_or(1024);
     cpu_sgemm(&mut b, n);
     let shape = GemmShape::dense(n, n, n, 1).unwrap();
