@@ -2,7 +2,8 @@
 //! same run (so the ratio means something on a shared machine).
 //!
 //! `cargo bench --bench kernels` (criterion, small sample counts) ends with a plain table, one
-//! line per benchmark. `TAILOR_BENCH_VARIANTS=1` also times the GEMM tile variants.
+//! line per benchmark. `TAILOR_BENCH_VARIANTS=1` also times the GEMM tile variants,
+//! `TAILOR_BENCH_W1=1` every convolution shape of the W1 workload.
 //! To add a kernel: build its `Vec<Dispatch>` once and call [`Bench::gpu`] with its flop count.
 
 use std::time::{Duration, Instant};
@@ -184,6 +185,28 @@ fn densenet121_convs(n: usize) -> Vec<(String, Conv2dShape)> {
     v
 }
 
+/// Every distinct convolution of W1 (DenseNet-BC k=12, blocks 6,6,6, bottleneck 48, compression
+/// 0.5) at batch `n`, 32×32 input: narrow shapes, 12-channel 3×3s and short 1×1 reductions.
+fn w1_convs(n: usize) -> Vec<(String, Conv2dShape)> {
+    let conv = |c_in, h, c_out, k, pad| Conv2dShape { n, c_in, h, w: h, c_out, kh: k, kw: k, stride: 1, pad };
+    let mut v = vec![("w1 stem 3x3 3->24 @32".to_string(), conv(3, 32, 24, 3, 1))];
+    let (mut c, mut h) = (24, 32);
+    for b in 0..3 {
+        for l in 0..6 {
+            let cin = c + 12 * l;
+            v.push((format!("w1 b{} 1x1 {cin}->48 @{h}", b + 1), conv(cin, h, 48, 1, 0)));
+        }
+        v.push((format!("w1 b{} 3x3 48->12 @{h}", b + 1), conv(48, h, 12, 3, 1)));
+        c += 72;
+        if b < 2 {
+            v.push((format!("w1 t{} 1x1 {c}->{} @{h}", b + 1, c / 2), conv(c, h, c / 2, 1, 0)));
+            c /= 2;
+            h /= 2;
+        }
+    }
+    v
+}
+
 /// Forward and both backwards of one convolution shape.
 fn gpu_conv(b: &mut Bench, name: &str, s: &Conv2dShape) {
     let g = b.gpu.clone();
@@ -214,6 +237,10 @@ fn main() {
     let mut b = Bench { crit, use_criterion: true, gpu, table: Vec::new() };
     // `cargo bench` passes --bench; under `cargo test` this binary is a quick smoke test.
     let full = std::env::args().any(|a| a == "--bench");
+    if !full {
+        // A smoke run: heuristic conv tiles, nothing timed or cached.
+        tailor::ops::tune::set_mode(tailor::ops::tune::Mode::Off);
+    }
     let n = std::env::var("TAILOR_BENCH_N").ok().and_then(|s| s.parse().ok()).unwrap_or(1024);
     cpu_sgemm(&mut b, n);
     let shape = GemmShape::dense(n, n, n, 1).unwrap();
@@ -226,6 +253,13 @@ fn main() {
     for (name, s) in &convs {
         b.use_criterion = representative.iter().any(|r| name.starts_with(r));
         if full || name.starts_with("b1 3x3") {
+            gpu_conv(&mut b, name, s);
+        }
+    }
+    // TAILOR_BENCH_W1=1: W1's shapes too (plain timings).
+    if std::env::var("TAILOR_BENCH_W1").is_ok_and(|s| s == "1") {
+        b.use_criterion = false;
+        for (name, s) in &w1_convs(64) {
             gpu_conv(&mut b, name, s);
         }
     }

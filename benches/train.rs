@@ -14,6 +14,11 @@ use tailor::rng::Rng;
 use tailor::Gpu;
 
 fn workload(c: &mut Criterion, name: &str, arch: &str, batch: usize, size: usize) {
+    // Under `cargo test` (a smoke run, no --bench) conv tiles are the heuristic's: nothing is
+    // timed and the user's tile cache stays untouched. `cargo bench` uses tuned tiles.
+    if !std::env::args().any(|a| a == "--bench") {
+        tailor::ops::tune::set_mode(tailor::ops::tune::Mode::Off);
+    }
     let gpu = Gpu::new().expect("no GPU adapter: run scripts/install-lavapipe.sh");
     let classes = 10;
     let model = Model::new(gpu, DenseNetConfig::preset(arch, classes, 3).unwrap(), 0).unwrap();

@@ -7,7 +7,12 @@ use std::process::{Command, Output};
 const TINY: &[&str] = &["--growth-rate", "4", "--blocks", "1,1", "--image-size", "16", "--batch-size", "8"];
 
 fn tailor(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tailor")).args(args).output().expect("the tailor binary runs")
+    // Heuristic conv tiles: no timing, and the user's tile cache stays untouched.
+    Command::new(env!("CARGO_BIN_EXE_tailor"))
+        .args(args)
+        .env("TAILOR_TUNE", "off")
+        .output()
+        .expect("the tailor binary runs")
 }
 
 fn ok(args: &[&str]) -> String {

@@ -10,7 +10,7 @@ use crate::graph::LossKind;
 use crate::nn::densenet::DenseNetConfig;
 use crate::nn::model::Model;
 use crate::nn::optim::OptimizerConfig;
-use crate::nn::train::{Targets, TrainConfig, Trainer};
+use crate::nn::train::{NodeTime, Targets, TrainConfig, Trainer};
 use crate::rng::Rng;
 use crate::Gpu;
 
@@ -36,6 +36,10 @@ pub struct Args {
     /// Keep every dense layer's first BN-ReLU output instead of recomputing it in backward.
     #[arg(long)]
     no_memory_efficient: bool,
+    /// List the slowest nodes of a step (each timed on its own, best of 3) with their shapes and
+    /// GFLOP/s, and the time per convolution kind and shape; `--per-node 40` lists 40.
+    #[arg(long, num_args = 0..=1, default_missing_value = "25")]
+    per_node: Option<usize>,
     /// Skip the per-kernel breakdown.
     #[arg(long)]
     no_breakdown: bool,
@@ -112,10 +116,12 @@ pub fn run(cli: &super::Cli, a: &Args) -> Result<()> {
     let mut rng = Rng::new(1);
     let images: Vec<f32> = (0..batch * 3 * size * size).map(|_| rng.normal() as f32).collect();
     let targets: Vec<f32> = (0..batch * a.classes).map(|_| (rng.uniform() < 0.3) as u8 as f32).collect();
-    let step = |t: &mut Trainer| -> Result<f64> {
-        let s = Instant::now();
+    let mut cpu_times = Vec::new();
+    let mut step = |t: &mut Trainer| -> Result<f64> {
+        let (s, c) = (Instant::now(), cpu_seconds());
         t.step(&images, Targets::Multi(&targets))?;
         t.finish()?;
+        cpu_times.push(cpu_seconds() - c);
         Ok(s.elapsed().as_secs_f64())
     };
     step(&mut trainer)?;
@@ -129,7 +135,16 @@ pub fn run(cli: &super::Cli, a: &Args) -> Result<()> {
     }
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
+    // CPU time of the timed steps (lavapipe's threads included): steadier than wall-clock time
+    // on a shared machine; divided by the cores it estimates an idle machine's step.
+    let mut cpu = cpu_times[cpu_times.len() - times.len()..].to_vec();
+    cpu.sort_by(f64::total_cmp);
+    let median_cpu = cpu[cpu.len() / 2];
     let breakdown = if a.no_breakdown { Vec::new() } else { trainer.profile()? };
+    let nodes = match a.per_node {
+        Some(_) => trainer.profile_nodes(3)?,
+        None => Vec::new(),
+    };
     let rss = peak_rss();
     let total: f64 = breakdown.iter().map(|b| b.1).sum();
     if a.json {
@@ -139,17 +154,26 @@ pub fn run(cli: &super::Cli, a: &Args) -> Result<()> {
             .collect();
         let out = serde_json::json!({
             "workload": a.workload, "arch": arch, "batch": batch, "image_size": size, "device": gpu.describe(),
-            "parameters": params, "first_step_s": first, "median_step_s": median, "steps_s": times,
-            "images_per_s": batch as f64 / median, "device_memory_bytes": memory.total(),
+            "parameters": params, "first_step_s": first, "pipelines": gpu.pipeline_count(), "median_step_s": median, "steps_s": times,
+            "median_step_cpu_s": median_cpu, "images_per_s": batch as f64 / median, "device_memory_bytes": memory.total(),
             "memory": memory, "peak_rss_bytes": rss, "kernels": kernels,
         });
-        println!("{}", serde_json::to_string_pretty(&out).unwrap());
+        let mut out = out;
+        if a.per_node.is_some() {
+            out["nodes"] = nodes
+                .iter()
+                .map(|n| serde_json::json!({"name": n.name, "kind": n.kind, "op": n.op, "seconds": n.seconds, "flops": n.flops}))
+                .collect();
+        }
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
         return Ok(());
     }
     println!("| metric | value |\n| --- | --- |");
     println!("| workload | {} ({arch}, batch {batch}, {size}×{size}) |", a.workload);
     println!("| first finished step (incl. compilation) | {first:.2} s |");
+    println!("| pipelines compiled | {} |", gpu.pipeline_count());
     println!("| median step ({} steps) | {median:.3} s |", times.len());
+    println!("| median step CPU time (all threads) | {median_cpu:.3} s |");
     println!("| images/s | {:.1} |", batch as f64 / median);
     println!("| device memory (planner) | {} |", mib(memory.total()));
     println!("| peak RSS | {} |", rss.map(mib).unwrap_or_else(|| "unknown".into()));
@@ -161,5 +185,51 @@ pub fn run(cli: &super::Cli, a: &Args) -> Result<()> {
         }
         println!("(each kernel family timed in submissions of its own: {:.3} s in all)", total);
     }
+    if let Some(count) = a.per_node {
+        print_nodes(&nodes, count);
+    }
     Ok(())
+}
+
+/// User + system CPU time of this process (all threads, lavapipe's included), from /proc; 0
+/// where unknown.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the command name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// The `count` slowest nodes, then the time per convolution kind and shape (summed over the
+/// nodes that share it: a dense block's 3×3 layers all have one shape).
+fn print_nodes(nodes: &[NodeTime], count: usize) {
+    let total: f64 = nodes.iter().map(|n| n.seconds).sum();
+    let mut order: Vec<usize> = (0..nodes.len()).collect();
+    order.sort_by(|&a, &b| nodes[b].seconds.total_cmp(&nodes[a].seconds));
+    let gf = |s: f64, f: f64| if f > 0.0 { format!("{:.1}", f / s / 1e9) } else { "-".into() };
+    println!("\n| node | op and inputs | time | share | GFLOP/s |\n| --- | --- | --- | --- | --- |");
+    for &i in order.iter().take(count) {
+        let n = &nodes[i];
+        let (s, f) = (n.seconds, n.flops);
+        println!("| {} | {} | {:.2} ms | {:.1}% | {} |", n.name, n.op, s * 1e3, 100.0 * s / total, gf(s, f));
+    }
+    let mut by_shape: Vec<(String, usize, f64, f64)> = Vec::new();
+    for n in nodes.iter().filter(|n| n.kind.starts_with("conv")) {
+        let key = format!("{}: {}", n.kind, n.op);
+        match by_shape.iter_mut().find(|e| e.0 == key) {
+            Some(e) => {
+                e.1 += 1;
+                e.2 += n.seconds;
+                e.3 += n.flops;
+            }
+            None => by_shape.push((key, 1, n.seconds, n.flops)),
+        }
+    }
+    by_shape.sort_by(|a, b| b.2.total_cmp(&a.2));
+    println!("\n| convolution kind and shape | nodes | time | share | GFLOP/s |\n| --- | --- | --- | --- | --- |");
+    for (key, count, s, f) in &by_shape {
+        println!("| {key} | {count} | {:.2} ms | {:.1}% | {} |", s * 1e3, 100.0 * s / total, gf(*s, *f));
+    }
+    println!("(each node timed in a submission of its own, best of 3: {:.3} s in all)", total);
 }

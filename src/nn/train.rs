@@ -40,6 +40,17 @@ const RING: usize = 4;
 /// Adam's first and second moments of one parameter, by name.
 pub type Moments = (String, Vec<f32>, Vec<f32>);
 
+/// One node of a step timed on its own ([`Trainer::profile_nodes`]).
+#[derive(Clone, Debug)]
+pub struct NodeTime {
+    pub name: String,
+    pub kind: &'static str,
+    /// The op and its input shapes.
+    pub op: String,
+    pub seconds: f64,
+    pub flops: f64,
+}
+
 struct Slot {
     buf: wgpu::Buffer,
     /// The step whose loss this slot holds and the mapping result once the device is done.
@@ -300,6 +311,29 @@ impl Trainer {
         add("adam", t.elapsed().as_secs_f64(), 0.0);
         by_kind.sort_by(|a, b| b.1.total_cmp(&a.1));
         Ok(by_kind)
+    }
+
+    /// Every node of the step timed on its own, the best of `reps` submissions each, in graph
+    /// order: (node name, kind, op and input shapes, seconds, flops). Changes the weights'
+    /// gradients (accumulating ones grow) like extra steps would.
+    pub fn profile_nodes(&mut self, reps: usize) -> Result<Vec<NodeTime>> {
+        self.exe.gpu.wait()?;
+        let mut best = vec![f64::INFINITY; self.exe.graph.nodes.len()];
+        for _ in 0..reps.max(1) {
+            for (i, secs) in self.exe.profile()? {
+                best[i] = best[i].min(secs);
+            }
+        }
+        let g = &self.exe.graph;
+        Ok(g.nodes
+            .iter()
+            .zip(best)
+            .map(|(n, secs)| {
+                let shapes: Vec<String> = n.ins.iter().map(|&t| format!("{:?}", g.tensors[t].shape)).collect();
+                let op = format!("{:?} {}", n.op, shapes.join(" "));
+                NodeTime { name: n.name.clone(), kind: n.op.kind(), op, seconds: secs, flops: g.flops(n) }
+            })
+            .collect())
     }
 
     /// The optimiser's moments by parameter name, for checkpoints.

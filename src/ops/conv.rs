@@ -7,13 +7,17 @@
 //!   slices whose partial sums go to a scratch buffer and are then added up in parallel.
 //!
 //! 1×1 stride-1 unpadded convolutions (most of DenseNet) use entry points without im2col index
-//! math (and vec4 column loads when h·w is a multiple of 4). The kernels need subgroups of at
-//! least 8 invocations (`wgpu::Features::SUBGROUP`; lavapipe has 8).
+//! math (and vec4 column loads when h·w is a multiple of 4); without bias and on images the
+//! GEMM's column tiles fit, their forward and backward data run as `ops::gemm` instead. Tiles
+//! come from `ops::tune` (heuristic, or timed once per device and cached). The kernels need
+//! subgroups of at least 8 invocations (`wgpu::Features::SUBGROUP`; lavapipe has 8).
 
 use std::ops::Range;
 
 use bytemuck::{Pod, Zeroable};
 
+use super::gemm::{self, GemmConfig, GemmShape, MatrixLayout};
+use super::tune::{self, Pass};
 use super::Act;
 use crate::error::{Error, Result};
 use crate::gpu::{ceil_div, grid, shaders, BufRange, Dispatch, Gpu, Launch};
@@ -90,8 +94,10 @@ impl Conv2dShape {
 }
 
 /// Register-tile sizes: `tm` channels × `tn` columns per invocation, `wg` invocations per
-/// workgroup. Defaults come from [`Tiles::forward`] and friends; other values are for tuning.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// workgroup. [`Tiles::forward`] and friends are the heuristic choice; `ops::tune` times a few
+/// candidates per shape on the device and caches the fastest. The results do not depend on the
+/// tiles: every output sums its K terms in the same order whatever the tile shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Tiles {
     pub wg: u32,
     pub tm: u32,
@@ -102,24 +108,63 @@ const MAX_TM: u32 = 16;
 const MAX_TN: u32 = 4;
 const RWG: u32 = 256;
 
+/// The register-tile height for `rows` rows: all of them when they fit (c_out = 12 in a DenseNet
+/// 3×3 would leave a quarter of a 16-row tile idle), else 16, 12 or 8, whichever wastes the least
+/// work per load (the TM rows of one K step cost TM/8 loads per lane, the TN columns TN loads).
+pub fn fit_tm(rows: usize, tn: u32) -> u32 {
+    if rows <= MAX_TM as usize {
+        return rows.max(1) as u32;
+    }
+    let score = |tm: u32| {
+        let used = rows as f64 / (rows.div_ceil(tm as usize) * tm as usize) as f64;
+        used * (tm * tn) as f64 / (tn as f64 + tm as f64 / 8.0)
+    };
+    [16, 12, 8].into_iter().max_by(|&a, &b| score(a).total_cmp(&score(b))).unwrap_or(MAX_TM)
+}
+
+/// The workgroup size (8, 16 or 32 invocations) whose `wg·tn`-column tiles cover `cols` columns
+/// with the least padding; the larger on a tie.
+pub fn fit_wg(cols: usize, tn: u32) -> u32 {
+    let waste = |wg: u32| cols.div_ceil((wg * tn) as usize) * (wg * tn) as usize - cols;
+    [32, 16, 8].into_iter().min_by_key(|&wg| waste(wg)).unwrap_or(32)
+}
+
 impl Tiles {
-    pub fn forward(_s: &Conv2dShape) -> Tiles {
-        Tiles { wg: 64, tm: 16, tn: 4 }
+    /// Rows are output channels, columns output pixels (many).
+    pub fn forward(s: &Conv2dShape) -> Tiles {
+        Tiles::pixel_columns(s, s.c_out)
     }
-    pub fn backward_data(_s: &Conv2dShape) -> Tiles {
-        Tiles { wg: 64, tm: 16, tn: 4 }
+    /// Rows are input channels, columns input pixels (many).
+    pub fn backward_data(s: &Conv2dShape) -> Tiles {
+        Tiles::pixel_columns(s, s.c_in)
     }
+    /// Rows are output channels, columns c_in·kh·kw: as few as 24 in a DenseNet-BC, so the tile
+    /// width follows the column count instead of leaving most lanes idle.
     pub fn backward_weight(s: &Conv2dShape) -> Tiles {
-        // Columns are c_in·kh·kw, as few as 64 in DenseNet: do not leave most lanes idle.
-        let wg = if s.c_in * s.kh * s.kw <= 64 { 16 } else { 64 };
-        Tiles { wg, tm: 16, tn: 4 }
+        let cols = s.c_in * s.kh * s.kw;
+        let tn = 2;
+        Tiles { wg: fit_wg(cols, tn), tm: fit_tm(s.c_out, tn), tn }
     }
-    fn check(&self) -> Result<()> {
-        let ok = (1..=MAX_TM).contains(&self.tm) && (1..=MAX_TN).contains(&self.tn) && (1..=1024).contains(&self.wg);
+    /// 1×1 kernels over 4-aligned images read four pixels as one vec4 (TN = 4); elsewhere every
+    /// column is a gather of its own, and two per invocation measured faster on lavapipe.
+    fn pixel_columns(s: &Conv2dShape, rows: usize) -> Tiles {
+        if s.is_pointwise() && (s.h * s.w) % 4 == 0 {
+            Tiles { wg: 64, tm: fit_tm(rows, 4), tn: 4 }
+        } else {
+            Tiles { wg: 32, tm: fit_tm(rows, 2), tn: 2 }
+        }
+    }
+    pub fn check(&self) -> Result<()> {
+        // Lanes 0..8 of every subgroup broadcast the channel operand: whole groups of 8 lanes.
+        let wg_ok = (8..=1024).contains(&self.wg) && self.wg % 8 == 0;
+        let ok = (1..=MAX_TM).contains(&self.tm) && (1..=MAX_TN).contains(&self.tn) && wg_ok;
         if ok {
             Ok(())
         } else {
-            Err(Error::shape(OP, format!("tiles {self:?}: need 1 <= tm <= {MAX_TM}, 1 <= tn <= {MAX_TN}, wg <= 1024")))
+            Err(Error::shape(
+                OP,
+                format!("tiles {self:?}: need 1 <= tm <= {MAX_TM}, 1 <= tn <= {MAX_TN}, wg a multiple of 8 <= 1024"),
+            ))
         }
     }
     fn constants(&self) -> Vec<(&'static str, f64)> {
@@ -221,6 +266,25 @@ fn vec4_columns(s: &Conv2dShape, t: &Tiles) -> bool {
     t.tn == 4 && (s.h * s.w) % 4 == 0
 }
 
+/// The GEMM tiles of a 1×1 convolution run as `ops::gemm` (its default: 64 lanes × 4 columns).
+const GEMM: GemmConfig = GemmConfig { wg: 64, tm: 16, tn: 4, vec4: true };
+
+/// Whether the forward (without bias) and backward data of `s` run as the batched strided GEMM,
+/// one product per image: `gemm.wgsl` loads the weights as vec4s and reaches about 1.6× the
+/// conv kernels' rate on DenseNet's 1×1 shapes, but its column tiles stop at image boundaries,
+/// so it is used where they fit the images (at most an eighth of them empty). The choice
+/// depends on the shape only, so results never depend on tuning.
+pub fn pointwise_gemm(s: &Conv2dShape) -> bool {
+    let (hw, cols) = (s.h * s.w, (GEMM.wg * GEMM.tn) as usize);
+    s.is_pointwise() && hw.div_ceil(cols) * cols - hw <= hw / 8
+}
+
+/// Layout of an NCHW channel view as a batch of `channels × pixels` matrices.
+fn act_layout(a: &Act, pixels: usize) -> MatrixLayout {
+    let p = pixels;
+    MatrixLayout { offset: a.c_off as usize * p, row_stride: p, col_stride: 1, batch_stride: a.c_total as usize * p }
+}
+
 /// y = conv(x, weight) + bias. `x` views `c_in` channels, `y` `c_out` channels (both may be
 /// channel slices of larger buffers); `weight` is OIHW, `bias` has `c_out` values.
 pub fn forward(
@@ -231,7 +295,7 @@ pub fn forward(
     bias: Option<&wgpu::Buffer>,
     y: Act,
 ) -> Result<Vec<Dispatch>> {
-    forward_tiled(gpu, s, x, weight, bias, y, Tiles::forward(s))
+    forward_tiled(gpu, s, x, weight, bias, y, tune::tiles(gpu, Pass::Forward, s))
 }
 
 /// [`forward`] with explicit tile sizes (for tuning).
@@ -250,6 +314,12 @@ pub fn forward_tiled(
     check_act("x", &x, s.n, s.c_in, s.h * s.w)?;
     check_act("y", &y, s.n, s.c_out, s.p() * s.q())?;
     check_buf("weight", weight, s.weight_len())?;
+    if bias.is_none() && pointwise_gemm(s) {
+        let hw = s.h * s.w;
+        let w = MatrixLayout::row_major(s.c_out, s.c_in).with_batch_stride(0);
+        let g = GemmShape::new(s.c_out, hw, s.c_in, s.n, w, act_layout(&x, hw), act_layout(&y, hw))?;
+        return gemm::gemm_with(gpu, &g, weight, x.buf, y.buf, false, 1.0, &GEMM);
+    }
     let p = params(s, &x, &y);
     let groups = t.groups(s.c_out, s.n * s.p() * s.q());
     let entry = if s.is_pointwise() && vec4_columns(s, &t) {
@@ -286,7 +356,7 @@ pub fn backward_data(
     dx: Act,
     accumulate: bool,
 ) -> Result<Vec<Dispatch>> {
-    backward_data_tiled(gpu, s, dy, weight, dx, accumulate, Tiles::backward_data(s))
+    backward_data_tiled(gpu, s, dy, weight, dx, accumulate, tune::tiles(gpu, Pass::BackwardData, s))
 }
 
 /// [`backward_data`] with explicit tile sizes (for tuning).
@@ -305,12 +375,23 @@ pub fn backward_data_tiled(
     check_act("dy", &dy, s.n, s.c_out, s.p() * s.q())?;
     check_act("dx", &dx, s.n, s.c_in, s.h * s.w)?;
     check_buf("weight", weight, s.weight_len())?;
+    if pointwise_gemm(s) {
+        // dx = wᵀ · dy per image.
+        let hw = s.h * s.w;
+        let w = MatrixLayout::transposed(s.c_in, s.c_out).with_batch_stride(0);
+        let g = GemmShape::new(s.c_in, hw, s.c_out, s.n, w, act_layout(&dy, hw), act_layout(&dx, hw))?;
+        return gemm::gemm_with(gpu, &g, weight, dy.buf, dx.buf, accumulate, 1.0, &GEMM);
+    }
     let p = Params { accumulate: accumulate as u32, ..params(s, &dx, &dy) };
     let groups = t.groups(s.c_in, s.n * s.h * s.w);
     let entry = if s.is_pointwise() && vec4_columns(s, &t) {
         "backward_data_1x1_v4"
     } else if s.is_pointwise() {
         "backward_data_1x1"
+    } else if s.stride == 1 && s.c_out % 8 != 0 && s.kh * s.kw <= 32 {
+        // Blocks of 8 output channels per tap would be partly empty: walk (tap, channel) as one
+        // index (a tap mask per column, 32 bits).
+        "backward_data_flat"
     } else {
         "backward_data"
     };
@@ -321,10 +402,12 @@ pub fn backward_data_tiled(
 
 /// How many slices the n·p·q reduction of the weight gradient is cut into: enough workgroups
 /// to keep every core busy, while each slice stays long enough to amortise its setup.
+/// The count depends on the shape only, never on the tiles (they are tuned per device): two
+/// devices or two cached tile choices sum the same slices and get bit-identical gradients.
 fn splits(s: &Conv2dShape) -> (usize, usize) {
-    let t = Tiles::backward_weight(s);
+    let cols = s.c_in * s.kh * s.kw;
+    let tiles = s.c_out.div_ceil(16) * cols.div_ceil(if cols <= 64 { 64 } else { 256 });
     let total = s.n * s.p() * s.q();
-    let tiles = t.groups(s.c_out, s.c_in * s.kh * s.kw);
     let want = 64usize.div_ceil(tiles).clamp(1, 64);
     let count = want.min(total.div_ceil(256)).max(1);
     let len = total.div_ceil(count);
@@ -370,7 +453,8 @@ pub fn backward_weight_chunks(
     dbias: Option<&wgpu::Buffer>,
     scratch: &wgpu::Buffer,
 ) -> Result<Vec<Dispatch>> {
-    backward_weight_impl(gpu, s, chunks, x, dy, dweight, dbias, scratch, Tiles::backward_weight(s))
+    let t = tune::tiles(gpu, Pass::BackwardWeight, s);
+    backward_weight_impl(gpu, s, chunks, x, dy, dweight, dbias, scratch, t)
 }
 
 /// [`backward_weight`] with explicit tile sizes (for tuning).

@@ -15,7 +15,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::error::{Error, Result};
-use crate::gpu::{ceil_div, grid, shaders, Dispatch, Gpu, Launch, MAX_GROUPS_PER_DIM};
+use crate::gpu::{ceil_div, grid, shaders, BufRange, Dispatch, Gpu, Launch, MAX_GROUPS_PER_DIM};
 
 const OP: &str = "gemm";
 const WG_REDUCE: u32 = 256;
@@ -277,64 +277,64 @@ pub fn suggest_splits(shape: &GemmShape, cfg: &GemmConfig, target_items: usize) 
     want.min(depth / 256).clamp(1, 1024)
 }
 
-fn check_buffer(name: &str, buf: &wgpu::Buffer, need: usize) -> Result<()> {
+fn check_buffer(name: &str, buf: BufRange, need: usize) -> Result<()> {
     super::check_len(OP, name, buf, need)
 }
 
 /// `C = alpha · A·B (+ C)` with the default tiles and no split.
-pub fn gemm(
+pub fn gemm<'a>(
     gpu: &Gpu,
     shape: &GemmShape,
-    a: &wgpu::Buffer,
-    b: &wgpu::Buffer,
-    c: &wgpu::Buffer,
+    a: impl Into<BufRange<'a>>,
+    b: impl Into<BufRange<'a>>,
+    c: impl Into<BufRange<'a>>,
     accumulate: bool,
     alpha: f32,
 ) -> Result<Vec<Dispatch>> {
-    gemm_with(gpu, shape, a, b, c, accumulate, alpha, &GemmConfig::default())
+    gemm_with(gpu, shape, a.into(), b.into(), c.into(), accumulate, alpha, &GemmConfig::default())
 }
 
 /// [`gemm`] with explicit tile sizes.
-pub fn gemm_with(
+pub fn gemm_with<'a>(
     gpu: &Gpu,
     shape: &GemmShape,
-    a: &wgpu::Buffer,
-    b: &wgpu::Buffer,
-    c: &wgpu::Buffer,
+    a: impl Into<BufRange<'a>>,
+    b: impl Into<BufRange<'a>>,
+    c: impl Into<BufRange<'a>>,
     accumulate: bool,
     alpha: f32,
     cfg: &GemmConfig,
 ) -> Result<Vec<Dispatch>> {
-    build(gpu, shape, [a, b, c], accumulate, alpha, cfg, 1, None)
+    build(gpu, shape, [a.into(), b.into(), c.into()], accumulate, alpha, cfg, 1, None)
 }
 
 /// Split-K: the reduction is cut into `splits` slices per output matrix, whose partial
 /// products go to `scratch` (at least [`gemm_scratch_len`] elements) and are then summed into
 /// C by a second, parallel pass.
-pub fn gemm_split(
+pub fn gemm_split<'a>(
     gpu: &Gpu,
     shape: &GemmShape,
-    a: &wgpu::Buffer,
-    b: &wgpu::Buffer,
-    c: &wgpu::Buffer,
+    a: impl Into<BufRange<'a>>,
+    b: impl Into<BufRange<'a>>,
+    c: impl Into<BufRange<'a>>,
     accumulate: bool,
     alpha: f32,
     cfg: &GemmConfig,
     splits: usize,
-    scratch: &wgpu::Buffer,
+    scratch: impl Into<BufRange<'a>>,
 ) -> Result<Vec<Dispatch>> {
-    build(gpu, shape, [a, b, c], accumulate, alpha, cfg, splits, Some(scratch))
+    build(gpu, shape, [a.into(), b.into(), c.into()], accumulate, alpha, cfg, splits, Some(scratch.into()))
 }
 
-fn build(
+fn build<'a>(
     gpu: &Gpu,
     shape: &GemmShape,
-    [a, b, c]: [&wgpu::Buffer; 3],
+    [a, b, c]: [BufRange<'a>; 3],
     accumulate: bool,
     alpha: f32,
     cfg: &GemmConfig,
     splits: usize,
-    scratch: Option<&wgpu::Buffer>,
+    scratch: Option<BufRange<'a>>,
 ) -> Result<Vec<Dispatch>> {
     shape.validate()?;
     cfg.check(gpu)?;
@@ -394,11 +394,11 @@ pub fn entry(shape: &GemmShape, cfg: &GemmConfig) -> &'static str {
     ENTRIES[a_mode][b_mode]
 }
 
-fn product(
+fn product<'a>(
     gpu: &Gpu,
     shape: &GemmShape,
     plan: Plan,
-    [a, b, c]: [&wgpu::Buffer; 3],
+    [a, b, c]: [BufRange<'a>; 3],
     c_layout: MatrixLayout,
     accumulate: bool,
     alpha: f32,
@@ -415,17 +415,17 @@ fn product(
         entry: entry(shape, cfg),
         constants: &[("WG", cfg.wg as f64), ("TM", cfg.tm as f64), ("TN", cfg.tn as f64)],
         params: bytemuck::bytes_of(&p),
-        buffers: &[c.into(), a.into(), b.into()],
+        buffers: &[c, a, b],
         workgroups: groups,
     })
 }
 
-fn reduce(
+fn reduce<'a>(
     gpu: &Gpu,
     shape: &GemmShape,
     plan: Plan,
-    scratch: &wgpu::Buffer,
-    c: &wgpu::Buffer,
+    scratch: BufRange<'a>,
+    c: BufRange<'a>,
     accumulate: bool,
     alpha: f32,
 ) -> Result<Dispatch> {
@@ -436,7 +436,7 @@ fn reduce(
         entry: "gemm_reduce",
         constants: &[("WG_REDUCE", WG_REDUCE as f64)],
         params: bytemuck::bytes_of(&p),
-        buffers: &[c.into(), scratch.into()],
+        buffers: &[c, scratch],
         workgroups: grid(ceil_div(outputs, WG_REDUCE as usize)),
     })
 }
@@ -452,8 +452,8 @@ pub fn add_bias(
 ) -> Result<Dispatch> {
     let shape =
         GemmShape::new(m, n, 1, 1, MatrixLayout { row_stride: 0, ..bias.1 }, MatrixLayout::row_major(1, n), c.1)?;
-    check_buffer("bias", bias.0, bias.1.last(1, 1, n) + 1)?;
-    check_buffer("C", c.0, shape.c_len())?;
+    check_buffer("bias", bias.0.into(), bias.1.last(1, 1, n) + 1)?;
+    check_buffer("C", c.0.into(), shape.c_len())?;
     let p = params(&shape, plan(&shape, 1), c.1, true, 1.0);
     gpu.dispatch(Launch {
         shader: shaders::GEMM,
@@ -477,8 +477,8 @@ pub fn col_sum(
     alpha: f32,
 ) -> Result<Dispatch> {
     let shape = GemmShape::new(m, n, 1, 1, a.1, MatrixLayout::row_major(1, n), out.1)?;
-    check_buffer("A", a.0, a.1.last(1, m, n) + 1)?;
-    check_buffer("out", out.0, out.1.last(1, 1, n) + 1)?;
+    check_buffer("A", a.0.into(), a.1.last(1, m, n) + 1)?;
+    check_buffer("out", out.0.into(), out.1.last(1, 1, n) + 1)?;
     let p = params(&shape, plan(&shape, 1), out.1, accumulate, alpha);
     gpu.dispatch(Launch {
         shader: shaders::GEMM,

@@ -97,6 +97,7 @@ pub mod gemm;
 pub mod linear;
 pub mod loss;
 pub mod pool;
+pub mod tune;
 
 /// A view of an NCHW activation: `channels` channels starting at channel `c_off` of a buffer
 /// range that holds `c_total` channels per image. A whole tensor is `c_off = 0, c_total = channels`.

@@ -1,5 +1,5 @@
 use crate::common::*;
-use tailor::ops::conv::{self, Conv2dShape};
+use tailor::ops::conv::{self, Conv2dShape, Tiles};
 use tailor::ops::Act;
 
 #[allow(clippy::too_many_arguments)]
@@ -99,6 +99,10 @@ fn pointwise_matches_reference() {
     // h*w a multiple of 4: the vec4 column path.
     check(shape(2, 13, 6, 10, 76, 1, 1, 0), true, true, 14);
     check(shape(1, 76, 4, 5, 13, 1, 1, 0), false, false, 15);
+    // Images the GEMM's 256-column tiles fit: forward without bias and backward data run as GEMMs.
+    check(shape(2, 13, 16, 16, 76, 1, 1, 0), false, true, 20);
+    check(shape(1, 76, 32, 16, 13, 1, 1, 0), true, true, 21);
+    check(shape(3, 5, 16, 16, 3, 1, 1, 0), false, false, 22);
 }
 
 #[test]
@@ -106,6 +110,81 @@ fn three_by_three_matches_reference() {
     check(shape(1, 13, 15, 15, 13, 3, 1, 1), false, false, 4);
     check(shape(2, 3, 17, 9, 76, 3, 1, 1), true, true, 5);
     check(shape(1, 76, 7, 7, 3, 3, 1, 0), true, true, 6);
+}
+
+#[test]
+fn stride_one_with_few_output_channels_matches_reference() {
+    // Backward data walks (tap, channel) as one index when c_out is not a multiple of 8.
+    check(shape(1, 48, 10, 11, 12, 3, 1, 1), false, true, 16); // a DenseNet-BC 3x3, small
+    check(shape(2, 13, 6, 9, 3, 5, 1, 2), true, false, 17);
+    let s = Conv2dShape { n: 3, c_in: 3, h: 7, w: 12, c_out: 13, kh: 3, kw: 5, stride: 1, pad: 2 };
+    check(s, false, true, 18);
+    check(shape(1, 5, 9, 8, 13, 7, 1, 3), true, true, 19); // 49 taps: too many for the mask
+}
+
+/// Every candidate tile set of a shape (and a few odd ones) gives bit-identical results: the
+/// tuned choice may differ between devices and runs, the numbers may not.
+#[test]
+fn every_tile_choice_gives_bit_identical_results() {
+    use tailor::ops::tune::{self, Pass};
+    let g = gpu();
+    let extra = [Tiles { wg: 8, tm: 1, tn: 1 }, Tiles { wg: 24, tm: 5, tn: 3 }, Tiles { wg: 64, tm: 16, tn: 4 }];
+    let shapes = [
+        shape(1, 48, 10, 11, 12, 3, 1, 1),
+        shape(2, 13, 6, 10, 76, 1, 1, 0),
+        shape(3, 76, 5, 7, 13, 1, 1, 0),
+        shape(2, 3, 17, 9, 24, 3, 1, 1),
+        shape(1, 13, 15, 15, 3, 3, 2, 1),
+    ];
+    for (i, s) in shapes.iter().enumerate() {
+        let mut rng = Rng::new(100 + i as u64);
+        let pre = 3;
+        let (x, dy) = (rng.vec(s.x_len(), -1.0, 1.0), rng.vec(s.y_len(), -1.0, 1.0));
+        let xv = View::new(&mut rng, &x, s.n, s.c_in, s.h * s.w, pre, s.c_in + pre + 1);
+        let dyv = View::new(&mut rng, &dy, s.n, s.c_out, s.p() * s.q(), pre, s.c_out + pre);
+        let (bx, bdy) = (up(&g, &xv.full), up(&g, &dyv.full));
+        let (bw, bb) = (up(&g, &rng.vec(s.weight_len(), -1.0, 1.0)), up(&g, &rng.vec(s.c_out, -1.0, 1.0)));
+        let old = up(&g, &xv.full);
+        for pass in [Pass::Forward, Pass::BackwardData, Pass::BackwardWeight] {
+            let mut tiles = tune::candidates(pass, s);
+            tiles.extend(extra);
+            let mut first: Option<Vec<u32>> = None;
+            for t in tiles {
+                let bits: Vec<u32> = match pass {
+                    Pass::Forward => {
+                        let y = up(&g, &dyv.full);
+                        let d = conv::forward_tiled(&g, s, xv.act(&bx), &bw, Some(&bb), dyv.act(&y), t).unwrap();
+                        g.run(&d).unwrap();
+                        g.read::<f32>(&y, dyv.full.len()).unwrap().iter().map(|v| v.to_bits()).collect()
+                    }
+                    Pass::BackwardData => {
+                        let dx = g.zeros("dx", xv.full.len()).unwrap();
+                        let mut enc = g.device.create_command_encoder(&Default::default());
+                        enc.copy_buffer_to_buffer(&old, 0, &dx, 0, old.size());
+                        g.queue.submit([enc.finish()]);
+                        let d = conv::backward_data_tiled(&g, s, dyv.act(&bdy), &bw, xv.act(&dx), true, t).unwrap();
+                        g.run(&d).unwrap();
+                        g.read::<f32>(&dx, xv.full.len()).unwrap().iter().map(|v| v.to_bits()).collect()
+                    }
+                    Pass::BackwardWeight => {
+                        let dw = g.zeros("dw", s.weight_len()).unwrap();
+                        let db = g.zeros("db", s.c_out).unwrap();
+                        let scratch = g.zeros("scratch", conv::backward_weight_scratch_len(s)).unwrap();
+                        let (x, dy) = (xv.act(&bx), dyv.act(&bdy));
+                        let d = conv::backward_weight_tiled(&g, s, x, dy, &dw, Some(&db), &scratch, t).unwrap();
+                        g.run(&d).unwrap();
+                        let mut v = g.read::<f32>(&dw, s.weight_len()).unwrap();
+                        v.extend(g.read::<f32>(&db, s.c_out).unwrap());
+                        v.iter().map(|v| v.to_bits()).collect()
+                    }
+                };
+                match &first {
+                    None => first = Some(bits),
+                    Some(f) => assert!(f == &bits, "{pass:?} {s:?}: tiles {t:?} differ from the heuristic's"),
+                }
+            }
+        }
+    }
 }
 
 #[test]
@@ -202,7 +281,7 @@ fn tiles() {
     let tiles = std::env::var("CONV_TILES").unwrap_or("64,16,2".into());
     for t in tiles.split_whitespace() {
         let v: Vec<u32> = t.split(',').map(|t| t.parse().unwrap()).collect();
-        let t = conv::Tiles { wg: v[0], tm: v[1], tn: v[2] };
+        let t = Tiles { wg: v[0], tm: v[1], tn: v[2] };
         let r = rates(&s, Some(t));
         println!("{s:?} {t:?}: fwd {:5.1}  bwd-data {:5.1}  bwd-weight {:5.1} GFLOP/s", r[0], r[1], r[2]);
     }
@@ -305,4 +384,41 @@ fn batch_chunks_match_reference() {
         &conv::backward_bias_ref(&s, &dy),
         TOL,
     );
+}
+
+/// A 1x1 convolution as the batched strided GEMM (several tile configs) next to the conv
+/// kernels, in GFLOP per CPU-second ×2 (why `conv::pointwise_gemm` exists):
+/// `CONV_SHAPE=64,84,32,32,48,1,1,0 cargo test --release --test kernels conv::pointwise_as_gemm -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn pointwise_as_gemm() {
+    use tailor::ops::gemm::{self, GemmConfig, GemmShape, MatrixLayout as L};
+    let g = gpu();
+    let spec = std::env::var("CONV_SHAPE").unwrap_or("64,84,32,32,48,1,1,0".into());
+    let v: Vec<usize> = spec.split(',').map(|t| t.parse().unwrap()).collect();
+    let s = shape(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]);
+    let hw = s.h * s.w;
+    let w = L::row_major(s.c_out, s.c_in).with_batch_stride(0);
+    let x = L { offset: 0, row_stride: hw, col_stride: 1, batch_stride: s.c_in * hw };
+    let y = L { offset: 0, row_stride: hw, col_stride: 1, batch_stride: s.c_out * hw };
+    let gs = GemmShape::new(s.c_out, hw, s.c_in, s.n, w, x, y).unwrap();
+    let (bx, bw, by) =
+        (g.zeros("x", s.x_len()).unwrap(), g.zeros("w", s.weight_len()).unwrap(), g.zeros("y", s.y_len()).unwrap());
+    for cfg in [
+        GemmConfig::default(),
+        GemmConfig { wg: 32, tm: 16, tn: 4, vec4: true },
+        GemmConfig { wg: 64, tm: 8, tn: 4, vec4: true },
+        GemmConfig { wg: 64, tm: 16, tn: 8, vec4: true },
+    ] {
+        let d = gemm::gemm_with(&g, &gs, &bw, &bx, &by, false, 1.0, &cfg).unwrap();
+        g.run(&d).unwrap();
+        let reps = 10;
+        let cpu = cpu_seconds();
+        for _ in 0..reps {
+            g.run(&d).unwrap();
+        }
+        println!("gemm {cfg:?}: {:.1} GFLOP/s", 2.0 * s.flops() * reps as f64 / (cpu_seconds() - cpu) / 1e9);
+    }
+    let r = rates(&s, None);
+    println!("conv: fwd {:.1} bwd-data {:.1} bwd-weight {:.1}", r[0], r[1], r[2]);
 }
