@@ -239,6 +239,9 @@ fn gpu_bn(b: &mut Bench, name: &str, s: &BnShape, tot: usize) {
     let reps = ((3e7 / elems) as usize).clamp(4, 100);
     let fwd = bn::forward_train(&g, s, act(&x), &gamma, &beta, act(&y), &mean, &invstd, &rm, &rv, &scratch).unwrap();
     b.gpu_reps(&format!("bn fwd   {name}"), &fwd, elems, reps);
+    if fwd.len() == 2 {
+        b.gpu_reps(&format!("bn fwdP  {name}"), &fwd[..1], elems, reps);
+    }
     let bwd = bn::backward(&g, s, act(&x), act(&dy), &gamma, &beta, &mean, &invstd, act(&dx), &dg, &db, true, &scratch)
         .unwrap();
     b.gpu_reps(&format!("bn bwd   {name}"), &bwd, elems, reps);

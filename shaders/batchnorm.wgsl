@@ -52,6 +52,7 @@ struct Params {
 
 override WG: u32 = 256;    // threads per workgroup, a power of two <= MAX_WG
 override ITEMS: u32 = 4;   // units per thread and batch
+override SG: u32 = 1;      // subgroup size (1: no subgroups), a power of two <= WG
 
 const MAX_WG: u32 = 256;
 
@@ -204,38 +205,49 @@ fn chan(a: Stats, b: Stats) -> Stats {
     return Stats(n, a.mean + d * fb, a.m2 + b.m2 + d * d * a.n * fb);
 }
 
-fn reduce_stats(t: u32, s: Stats) -> Stats {
-    red_a[t] = s.n;
-    red_b[t] = s.mean;
-    red_c[t] = s.m2;
-    workgroupBarrier();
-    for (var h = WG / 2u; h > 0u; h = h / 2u) {
-        if (t < h) {
-            let r = chan(Stats(red_a[t], red_b[t], red_c[t]), Stats(red_a[t + h], red_b[t + h], red_c[t + h]));
-            red_a[t] = r.n;
-            red_b[t] = r.mean;
-            red_c[t] = r.m2;
-        }
-        workgroupBarrier();
+// A workgroup's reduction: subgroupAdd within each subgroup of SG lanes (lanes k·SG.. of the
+// workgroup; SG is the device's one subgroup size), one barrier, then every thread combines the
+// WG/SG subgroup results in a workgroup-uniform loop (cheap on llvmpipe, where every barrier
+// switches all of the workgroup's SIMD fibers: a tree over 256 threads took 9 of them).
+// Without subgroups the host passes SG = 1 and swaps `subgroupAdd(v)` below for `v`.
+fn sg_add(v: vec4<f32>) -> vec4<f32> {
+    if (SG == 1u) {
+        return v;
     }
-    let r = Stats(red_a[0], red_b[0], red_c[0]);
-    workgroupBarrier(); // the arrays may be reused right after
+    return subgroupAdd(v);
+}
+
+// Each kernel reduces once, so the arrays are not reused and need no closing barrier.
+fn reduce_stats(t: u32, s: Stats) -> Stats {
+    // Within a subgroup: counts and sums first, then the deviations from the subgroup's mean.
+    let a = sg_add(vec4<f32>(s.n, s.n * s.mean, 0.0, 0.0));
+    let mean = select(0.0, a.y / a.x, a.x > 0.0);
+    let d = s.mean - mean;
+    let m2 = sg_add(vec4<f32>(s.m2 + s.n * d * d, 0.0, 0.0, 0.0)).x;
+    if (t % SG == 0u) {
+        red_a[t / SG] = a.x;
+        red_b[t / SG] = mean;
+        red_c[t / SG] = m2;
+    }
+    workgroupBarrier();
+    var r = Stats(0.0, 0.0, 0.0);
+    for (var k = 0u; k < WG / SG; k++) {
+        r = chan(r, Stats(red_a[k], red_b[k], red_c[k]));
+    }
     return r;
 }
 
 fn reduce_sum2(t: u32, s: vec2<f32>) -> vec2<f32> {
-    red_a[t] = s.x;
-    red_b[t] = s.y;
-    workgroupBarrier();
-    for (var h = WG / 2u; h > 0u; h = h / 2u) {
-        if (t < h) {
-            red_a[t] += red_a[t + h];
-            red_b[t] += red_b[t + h];
-        }
-        workgroupBarrier();
+    let a = sg_add(vec4<f32>(s, 0.0, 0.0));
+    if (t % SG == 0u) {
+        red_a[t / SG] = a.x;
+        red_b[t / SG] = a.y;
     }
-    let r = vec2<f32>(red_a[0], red_b[0]);
     workgroupBarrier();
+    var r = vec2<f32>(0.0);
+    for (var k = 0u; k < WG / SG; k++) {
+        r += vec2<f32>(red_a[k], red_b[k]);
+    }
     return r;
 }
 
