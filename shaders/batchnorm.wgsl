@@ -1,17 +1,19 @@
 // Batch normalisation of NCHW f32 channel views (training and eval), with an optional fused ReLU.
 //
 // Layout: workgroup (wid.x = chunk, wid.y = channel). A channel's m = n·hw elements, in (image,
-// pixel) order, are cut into units of 4 consecutive elements; a chunk is WG·ITEMS units, and
-// thread t owns units t, t + WG, … of it, so neighbouring lanes touch neighbouring memory and
-// every per-channel value is a workgroup-uniform load. `*_v` entry points bind activations as
-// vec4 (hw % 4 == 0: a unit never straddles two planes and is 16-byte aligned), `*_s` ones as
-// scalars; on llvmpipe a vec4 load costs about what a scalar one does, so `_v` is ~4x faster.
+// pixel) order, are cut into units of 4 consecutive elements; a chunk is WG·steps() units
+// (steps() = batches·ITEMS per thread), each group of LANES threads owning a contiguous run of
+// them (see `start`), and every per-channel value is a workgroup-uniform load. `*_v` entry points
+// bind activations as vec4 (hw % 4 == 0: a unit never straddles two planes and is 16-byte
+// aligned), `*_s` ones as scalars; on llvmpipe a vec4 load costs about what a scalar one does,
+// so `_v` is ~4x faster. Each load or store whose address differs per lane is a loop over the
+// lanes there, so the kernels count them: forward 1 + 2 per unit, recompute 2, backward 2 + 4
+// (x, dy; x, dy, dx read, dx write).
 //
-// A chunk is `batches` batches of WG·ITEMS units; a batch is loaded into registers at once.
-// A channel that fits one batch is done in one pass with its values held in registers
-// (`*_fused`). Bigger channels: `*_partial` writes one partial reduction per chunk to scratch,
-// then `*_apply` re-combines the few partials of its channel (a short uniform loop, cheaper on
-// llvmpipe than another tree of barriers) in every workgroup, and applies.
+// `*_fused`: one workgroup per channel reduces its units, then streams them again to apply (the
+// second read mostly hits the cache). Otherwise `*_partial` writes one partial reduction per
+// chunk to scratch, then `*_apply` re-combines the few partials of its channel (a short uniform
+// loop) in every workgroup, and applies.
 //
 // A batch too large for one binding is bound in batch chunks (images n0..n1, one dispatch
 // each): every chunk's `*_partial` writes its partials after those of the chunks before it
@@ -32,15 +34,15 @@ struct Params {
     dy_tot: u32,
     chunks: u32,     // chunks per channel
     accumulate: u32, // dx += result instead of dx = result
-    step_img: u32,   // (4·WG) / hw: how far one stride of WG units moves in (image, pixel)
-    step_pix: u32,   // (4·WG) % hw
+    step_img: u32,   // (4·LANES) / hw: how far one step of LANES units moves in (image, pixel)
+    step_pix: u32,   // (4·LANES) % hw
     relu: u32,
     use_var: u32,    // normalize: stat_b holds a variance (eval) instead of invstd
     eps: f32,
     momentum: f32,
     batches: u32,    // batches per chunk
-    bstep_img: u32,  // (4·WG·ITEMS) / hw: how far one batch moves
-    bstep_pix: u32,  // (4·WG·ITEMS) % hw
+    _pad3: u32,
+    _pad4: u32,
     part_base: u32,  // partials of earlier batch chunks: this dispatch's first partial per channel
     parts: u32,      // partials per channel over every batch chunk
     save: u32,       // this dispatch writes the statistics, running statistics or dγ/dβ (first chunk)
@@ -52,6 +54,7 @@ struct Params {
 
 override WG: u32 = 256;    // threads per workgroup, a power of two <= MAX_WG
 override ITEMS: u32 = 4;   // units per thread and batch
+override LANES: u32 = 8;  // threads that step together (llvmpipe's SIMD width), divides WG
 override SG: u32 = 1;      // subgroup size (1: no subgroups), a power of two <= WG
 
 const MAX_WG: u32 = 256;
@@ -91,8 +94,14 @@ struct Cursor {
     ch: u32,
 }
 
+// Thread t of the chunk's WG threads: its group of LANES threads (t / LANES, one SIMD fiber on
+// llvmpipe) owns a contiguous run of steps()·LANES units, and the group's lanes take neighbouring
+// units of it, LANES units a step. llvmpipe runs a barrier-free workgroup one fiber after another,
+// so each fiber streams one contiguous range (hardware prefetch works) instead of every fiber
+// striding through the whole chunk.
 fn start(wid: vec3<u32>, lid: vec3<u32>) -> Cursor {
-    let e = 4u * (wid.x * p.batches * WG * ITEMS + lid.x);
+    let u = wid.x * steps() * WG + (lid.x / LANES) * steps() * LANES + lid.x % LANES;
+    let e = 4u * u;
     return Cursor(vec2<u32>(e / p.hw, e % p.hw), e, wid.y);
 }
 
@@ -101,13 +110,13 @@ fn steps() -> u32 {
     return p.batches * ITEMS;
 }
 
-// The thread's next unit, WG units on, without dividing.
+// The thread's next unit, LANES units on, without dividing.
 fn step(c: Cursor) -> Cursor {
     var r = vec2<u32>(c.q.x + p.step_img, c.q.y + p.step_pix);
     if (r.y >= p.hw) {
         r = vec2<u32>(r.x + 1u, r.y - p.hw);
     }
-    return Cursor(r, c.e + 4u * WG, c.ch);
+    return Cursor(r, c.e + 4u * LANES, c.ch);
 }
 
 fn next_pixel(q: vec2<u32>) -> vec2<u32> {
@@ -209,7 +218,7 @@ fn chan(a: Stats, b: Stats) -> Stats {
 // workgroup; SG is the device's one subgroup size), one barrier, then every thread combines the
 // WG/SG subgroup results in a workgroup-uniform loop (cheap on llvmpipe, where every barrier
 // switches all of the workgroup's SIMD fibers: a tree over 256 threads took 9 of them).
-// Without subgroups the host passes SG = 1 and swaps `subgroupAdd(v)` below for `v`.
+// Without subgroups the host passes SG = 1 and swaps the subgroupAdd call below for its argument.
 fn sg_add(v: vec4<f32>) -> vec4<f32> {
     if (SG == 1u) {
         return v;
