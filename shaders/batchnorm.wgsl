@@ -279,6 +279,19 @@ fn shifted_add(a: Shifted, x: vec4<f32>, mask: vec4<f32>) -> Shifted {
     return Shifted(a.k, a.cnt + hsum(mask), a.s + d, a.q + d * d);
 }
 
+// Sums of the same shift add up.
+fn shifted_merge(a: Shifted, b: Shifted) -> Shifted {
+    return Shifted(a.k, a.cnt + b.cnt, a.s + b.s, a.q + b.q);
+}
+
+// Every BLOCK units a thread adds its block's sums into its running total: two-level summation,
+// whose rounding grows with BLOCK + units/BLOCK instead of with a thread's hundreds of units.
+const BLOCK: u32 = 8u;
+
+fn block_end(j: u32) -> bool {
+    return j % BLOCK == BLOCK - 1u;
+}
+
 fn shifted_stats(a: Shifted) -> Stats {
     if (a.cnt == 0.0) {
         return Stats(0.0, 0.0, 0.0);
@@ -336,25 +349,37 @@ fn finish_stats(wid: vec3<u32>, t: u32, s: Stats) -> f32 {
 
 // The thread's shifted sums over its units of the chunk.
 fn x_stats_v(c0: Cursor) -> Stats {
-    var a = Shifted(x_v[addr(vec2<u32>(0u), p.x_off, p.x_tot, c0.ch) / 4u].x, 0.0, vec4<f32>(0.0), vec4<f32>(0.0));
+    let zero = Shifted(x_v[addr(vec2<u32>(0u), p.x_off, p.x_tot, c0.ch) / 4u].x, 0.0, vec4<f32>(0.0), vec4<f32>(0.0));
+    var a = zero;
+    var t = zero;
     var c = c0;
     for (var j = 0u; j < steps(); j++) {
         if (c.e < p.m) {
             a = shifted_add(a, ld_x_v(c), vec4<f32>(1.0));
         }
+        if (block_end(j)) {
+            t = shifted_merge(t, a);
+            a = zero;
+        }
         c = step(c);
     }
-    return shifted_stats(a);
+    return shifted_stats(shifted_merge(t, a));
 }
 
 fn x_stats_s(c0: Cursor) -> Stats {
-    var a = Shifted(x_s[addr(vec2<u32>(0u), p.x_off, p.x_tot, c0.ch)], 0.0, vec4<f32>(0.0), vec4<f32>(0.0));
+    let zero = Shifted(x_s[addr(vec2<u32>(0u), p.x_off, p.x_tot, c0.ch)], 0.0, vec4<f32>(0.0), vec4<f32>(0.0));
+    var a = zero;
+    var t = zero;
     var c = c0;
     for (var j = 0u; j < steps(); j++) {
         a = shifted_add(a, ld_x_s(c), unit_mask(c.e));
+        if (block_end(j)) {
+            t = shifted_merge(t, a);
+            a = zero;
+        }
         c = step(c);
     }
-    return shifted_stats(a);
+    return shifted_stats(shifted_merge(t, a));
 }
 
 fn y_pass_v(c0: Cursor, a: Affine) {
@@ -490,24 +515,34 @@ fn sums_add(s: Sums, sv: Saved, x: vec4<f32>, dy: vec4<f32>) -> Sums {
 // (Σ dy', Σ dy'·x̂) of the thread's units.
 fn bwd_sums_v(c0: Cursor, sv: Saved) -> vec2<f32> {
     var s = Sums(vec4<f32>(0.0), vec4<f32>(0.0));
+    var t = s;
     var c = c0;
     for (var j = 0u; j < steps(); j++) {
         if (c.e < p.m) {
             s = sums_add(s, sv, ld_x_v(c), ld_dy_v(c));
         }
+        if (block_end(j)) {
+            t = Sums(t.b + s.b, t.g + s.g);
+            s = Sums(vec4<f32>(0.0), vec4<f32>(0.0));
+        }
         c = step(c);
     }
-    return vec2<f32>(hsum(s.b), hsum(s.g) * sv.invstd);
+    return vec2<f32>(hsum(t.b + s.b), hsum(t.g + s.g) * sv.invstd);
 }
 
 fn bwd_sums_s(c0: Cursor, sv: Saved) -> vec2<f32> {
     var s = Sums(vec4<f32>(0.0), vec4<f32>(0.0));
+    var t = s;
     var c = c0;
     for (var j = 0u; j < steps(); j++) {
         s = sums_add(s, sv, ld_x_s(c), ld_dy_s(c));
+        if (block_end(j)) {
+            t = Sums(t.b + s.b, t.g + s.g);
+            s = Sums(vec4<f32>(0.0), vec4<f32>(0.0));
+        }
         c = step(c);
     }
-    return vec2<f32>(hsum(s.b), hsum(s.g) * sv.invstd);
+    return vec2<f32>(hsum(t.b + s.b), hsum(t.g + s.g) * sv.invstd);
 }
 
 // dx = γ·invstd·(dy' − dβ/m − x̂·dγ/m), from masked dy' and the channel's (dβ, dγ).
