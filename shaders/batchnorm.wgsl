@@ -41,7 +41,7 @@ struct Params {
     eps: f32,
     momentum: f32,
     batches: u32,    // batches per chunk
-    _pad3: u32,
+    one: f32,        // 1.0: see two_sum
     _pad4: u32,
     part_base: u32,  // partials of earlier batch chunks: this dispatch's first partial per channel
     parts: u32,      // partials per channel over every batch chunk
@@ -82,6 +82,7 @@ const MAX_WG: u32 = 256;
 var<workgroup> red_a: array<f32, MAX_WG>;
 var<workgroup> red_b: array<f32, MAX_WG>;
 var<workgroup> red_c: array<f32, MAX_WG>;
+var<workgroup> red_d: array<f32, MAX_WG>;
 
 // ---- Walking a chunk -------------------------------------------------------------------------
 
@@ -246,18 +247,54 @@ fn reduce_stats(t: u32, s: Stats) -> Stats {
     return r;
 }
 
-fn reduce_sum2(t: u32, s: vec2<f32>) -> vec2<f32> {
-    let a = sg_add(vec4<f32>(s, 0.0, 0.0));
-    if (t % SG == 0u) {
-        red_a[t / SG] = a.x;
-        red_b[t / SG] = a.y;
-    }
+// ---- Compensated sums (backward) ---------------------------------------------------------------
+//
+// Backward's Σ dy' and Σ dy'·x̂ are often sums of thousands of terms that nearly cancel: dβ of a
+// batch norm whose output only feeds other batch norms is exactly 0, and Adam turns whatever
+// rounding is left into updates of up to lr. So these sums carry their rounding error along
+// (TwoSum / Kahan) and are exact to about one rounding of the result. `p.one` (1.0, from the
+// uniform block) keeps the shader compiler from simplifying (a + b) − a to b, which would
+// throw the error terms away.
+
+// s + e == a + b exactly (Knuth's TwoSum).
+fn two_sum(a: vec4<f32>, b: vec4<f32>) -> array<vec4<f32>, 2> {
+    let s = (a + b) * p.one;
+    let bb = (s - a) * p.one;
+    return array<vec4<f32>, 2>(s, (a - (s - bb)) + (b - bb));
+}
+
+// A running sum and its error.
+struct Comp {
+    s: vec4<f32>,
+    e: vec4<f32>,
+}
+
+fn comp_add(c: Comp, v: vec4<f32>) -> Comp {
+    let r = two_sum(c.s, v);
+    return Comp(r[0], c.e + r[1]);
+}
+
+// The four lanes of a compensated sum as one (sum, error) pair.
+fn comp_hsum(c: Comp) -> vec2<f32> {
+    let a = two_sum(vec4<f32>(c.s.x, c.s.z, 0.0, 0.0), vec4<f32>(c.s.y, c.s.w, 0.0, 0.0));
+    let b = two_sum(vec4<f32>(a[0].x), vec4<f32>(a[0].y));
+    return vec2<f32>(b[0].x, b[1].x + a[1].x + a[1].y + hsum(c.e));
+}
+
+// (Σ dy', Σ dy'·(x − mean)) over the workgroup, each given per thread as (sum, error): one
+// barrier, then every thread adds the WG pairs in the same order (a workgroup-uniform loop).
+fn reduce_comp2(t: u32, b: vec2<f32>, g: vec2<f32>) -> vec2<f32> {
+    red_a[t] = b.x;
+    red_b[t] = b.y;
+    red_c[t] = g.x;
+    red_d[t] = g.y;
     workgroupBarrier();
-    var r = vec2<f32>(0.0);
-    for (var k = 0u; k < WG / SG; k++) {
-        r += vec2<f32>(red_a[k], red_b[k]);
+    var r = Comp(vec4<f32>(0.0), vec4<f32>(0.0));
+    for (var k = 0u; k < WG; k++) {
+        r = comp_add(r, vec4<f32>(red_a[k], red_c[k], 0.0, 0.0));
+        r.e += vec4<f32>(red_b[k], red_d[k], 0.0, 0.0);
     }
-    return r;
+    return (r.s + r.e).xy;
 }
 
 fn hsum(v: vec4<f32>) -> f32 {
@@ -501,48 +538,48 @@ fn masked(sv: Saved, x: vec4<f32>, dy: vec4<f32>) -> vec4<f32> {
     return select(vec4<f32>(0.0), dy, affine(x, sv.a.mean, sv.a.scale, sv.a.shift) > vec4<f32>(0.0));
 }
 
-// Per-thread (Σ dy', Σ dy'·(x − mean)) as vec4 lanes.
+// Per-thread compensated (Σ dy', Σ dy'·(x − mean)) as vec4 lanes.
 struct Sums {
-    b: vec4<f32>,
-    g: vec4<f32>,
+    b: Comp,
+    g: Comp,
 }
 
 fn sums_add(s: Sums, sv: Saved, x: vec4<f32>, dy: vec4<f32>) -> Sums {
     let d = masked(sv, x, dy);
-    return Sums(s.b + d, s.g + d * (x - sv.a.mean));
+    return Sums(comp_add(s.b, d), comp_add(s.g, d * (x - sv.a.mean)));
 }
 
-// (Σ dy', Σ dy'·x̂) of the thread's units.
-fn bwd_sums_v(c0: Cursor, sv: Saved) -> vec2<f32> {
-    var s = Sums(vec4<f32>(0.0), vec4<f32>(0.0));
-    var t = s;
+fn sums_zero() -> Sums {
+    let z = Comp(vec4<f32>(0.0), vec4<f32>(0.0));
+    return Sums(z, z);
+}
+
+// The thread's (Σ dy', Σ dy'·x̂) as (sum, error) pairs, reduced over the workgroup.
+fn bwd_reduce(t: u32, s: Sums, sv: Saved) -> vec2<f32> {
+    let r = reduce_comp2(t, comp_hsum(s.b), comp_hsum(s.g));
+    return vec2<f32>(r.x, r.y * sv.invstd);
+}
+
+fn bwd_sums_v(t: u32, c0: Cursor, sv: Saved) -> vec2<f32> {
+    var s = sums_zero();
     var c = c0;
     for (var j = 0u; j < steps(); j++) {
         if (c.e < p.m) {
             s = sums_add(s, sv, ld_x_v(c), ld_dy_v(c));
         }
-        if (block_end(j)) {
-            t = Sums(t.b + s.b, t.g + s.g);
-            s = Sums(vec4<f32>(0.0), vec4<f32>(0.0));
-        }
         c = step(c);
     }
-    return vec2<f32>(hsum(t.b + s.b), hsum(t.g + s.g) * sv.invstd);
+    return bwd_reduce(t, s, sv);
 }
 
-fn bwd_sums_s(c0: Cursor, sv: Saved) -> vec2<f32> {
-    var s = Sums(vec4<f32>(0.0), vec4<f32>(0.0));
-    var t = s;
+fn bwd_sums_s(t: u32, c0: Cursor, sv: Saved) -> vec2<f32> {
+    var s = sums_zero();
     var c = c0;
     for (var j = 0u; j < steps(); j++) {
         s = sums_add(s, sv, ld_x_s(c), ld_dy_s(c));
-        if (block_end(j)) {
-            t = Sums(t.b + s.b, t.g + s.g);
-            s = Sums(vec4<f32>(0.0), vec4<f32>(0.0));
-        }
         c = step(c);
     }
-    return vec2<f32>(hsum(t.b + s.b), hsum(t.g + s.g) * sv.invstd);
+    return bwd_reduce(t, s, sv);
 }
 
 // dx = γ·invstd·(dy' − dβ/m − x̂·dγ/m), from masked dy' and the channel's (dβ, dγ).
@@ -590,7 +627,7 @@ fn put_dparams(wid: vec3<u32>, t: u32, sums: vec2<f32>) {
 fn bwd_fused_v(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let c = start(wid, lid);
     let sv = saved(c.ch);
-    let sums = reduce_sum2(lid.x, bwd_sums_v(c, sv));
+    let sums = bwd_sums_v(lid.x, c, sv);
     put_dparams(wid, lid.x, sums);
     dx_pass_v(c, sv, dx_of(sv, sums));
 }
@@ -599,7 +636,7 @@ fn bwd_fused_v(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
 fn bwd_fused_s(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let c = start(wid, lid);
     let sv = saved(c.ch);
-    let sums = reduce_sum2(lid.x, bwd_sums_s(c, sv));
+    let sums = bwd_sums_s(lid.x, c, sv);
     put_dparams(wid, lid.x, sums);
     dx_pass_s(c, sv, dx_of(sv, sums));
 }
@@ -607,13 +644,13 @@ fn bwd_fused_s(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
 @compute @workgroup_size(WG)
 fn bwd_partial_v(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let c = start(wid, lid);
-    put_partial(wid, lid.x, vec3<f32>(reduce_sum2(lid.x, bwd_sums_v(c, saved(c.ch))), 0.0));
+    put_partial(wid, lid.x, vec3<f32>(bwd_sums_v(lid.x, c, saved(c.ch)), 0.0));
 }
 
 @compute @workgroup_size(WG)
 fn bwd_partial_s(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let c = start(wid, lid);
-    put_partial(wid, lid.x, vec3<f32>(reduce_sum2(lid.x, bwd_sums_s(c, saved(c.ch))), 0.0));
+    put_partial(wid, lid.x, vec3<f32>(bwd_sums_s(lid.x, c, saved(c.ch)), 0.0));
 }
 
 // The channel's (dβ, dγ) from its chunks' partials, saved by the first chunk.

@@ -171,7 +171,7 @@ struct Params {
     eps: f32,
     momentum: f32,
     batches: u32,
-    _pad3: u32,
+    one: f32,
     _pad4: u32,
     part_base: u32,
     parts: u32,
@@ -201,6 +201,7 @@ fn params(s: &BnShape, plan: Plan, x: Act, out: Act) -> Params {
         parts: plan.chunks as u32,
         save: 1,
         m_total: s.m() as u32,
+        one: 1.0,
         ..Default::default()
     }
 }
