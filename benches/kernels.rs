@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
 use tailor::gpu::{Dispatch, Gpu};
+use tailor::ops::batchnorm::{self as bn, BnShape};
 use tailor::ops::conv::{self, Conv2dShape};
 use tailor::ops::gemm::{self, GemmConfig, GemmShape};
 use tailor::ops::Act;
@@ -44,7 +45,11 @@ impl Bench {
     /// Times `dispatches` replayed `reps` times in one submission; criterion reports
     /// elements/s = flop/s, and the table gets a manually timed GFLOP/s.
     fn gpu(&mut self, name: &str, dispatches: &[Dispatch], flops: f64) {
-        let reps = reps_for(flops);
+        self.gpu_reps(name, dispatches, flops, reps_for(flops));
+    }
+
+    /// [`Bench::gpu`] with `reps` replays per submission.
+    fn gpu_reps(&mut self, name: &str, dispatches: &[Dispatch], flops: f64, reps: usize) {
         let gpu = self.gpu.clone();
         let run = |n: usize| {
             let mut enc = gpu.device.create_command_encoder(&Default::default());
@@ -223,6 +228,50 @@ fn gpu_conv(b: &mut Bench, name: &str, s: &Conv2dShape) {
     b.gpu(&format!("conv bwd-w {name}"), &bwd_w, s.flops());
 }
 
+/// Batch norm shapes of W1 (DenseNet-BC k=12, batch 64 at 32²/16²/8²) and W2 (DenseNet-121, batch
+/// 8 at 56²..7²): training forward, backward (ReLU, accumulating into a channel slice, as a dense
+/// layer's BN does) and recompute. The rate column is elements (n·c·h·w) per second, not flops.
+fn bn_shapes() -> Vec<(String, BnShape, usize)> {
+    let mut v = Vec::new();
+    for (n, c, h, tot) in [
+        (64, 48, 32, 96),
+        (64, 96, 16, 192),
+        (64, 96, 8, 132),
+        (8, 128, 56, 256),
+        (8, 256, 28, 512),
+        (8, 512, 14, 1024),
+        (8, 512, 7, 1024),
+    ] {
+        v.push((format!("{n}x{c}x{h}x{h} of {tot}"), BnShape::new(n, c, h, h, true), tot));
+    }
+    v
+}
+
+fn gpu_bn(b: &mut Bench, name: &str, s: &BnShape, tot: usize) {
+    let g = b.gpu.clone();
+    let buf = |len: usize, seed: u32| g.upload("bench", &filled(len, seed)).unwrap();
+    let big = s.n * tot * s.h * s.w;
+    let (x, dy, y, dx) = (buf(big, 1), buf(big, 2), buf(big, 3), buf(big, 4));
+    let pc = |seed| buf(s.c, seed);
+    let (gamma, beta, mean, invstd, rm, rv, dg, db) =
+        (pc(5), pc(6), pc(7), g.upload("i", &vec![1.0f32; s.c]).unwrap(), pc(9), pc(10), pc(11), pc(12));
+    let scratch = g.zeros("scratch", bn::forward_train_scratch_len(s).max(bn::backward_scratch_len(s)).max(1)).unwrap();
+    let act = |bf| Act::slice(bf, tot - s.c, tot);
+    let elems = (s.n * s.c * s.h * s.w) as f64;
+    // About 0.1 s per submission, enough to time the small shapes.
+    let reps = ((3e7 / elems) as usize).clamp(4, 100);
+    let fwd = bn::forward_train(&g, s, act(&x), &gamma, &beta, act(&y), &mean, &invstd, &rm, &rv, &scratch).unwrap();
+    b.gpu_reps(&format!("bn fwd   {name}"), &fwd, elems, reps);
+    if fwd.len() == 2 {
+        b.gpu_reps(&format!("bn fwdP  {name}"), &fwd[..1], elems, reps);
+    }
+    let bwd = bn::backward(&g, s, act(&x), act(&dy), &gamma, &beta, &mean, &invstd, act(&dx), &dg, &db, true, &scratch)
+        .unwrap();
+    b.gpu_reps(&format!("bn bwd   {name}"), &bwd, elems, reps);
+    let rec = bn::normalize(&g, s, act(&x), &gamma, &beta, &mean, &invstd, act(&y)).unwrap();
+    b.gpu_reps(&format!("bn recmp {name}"), &rec, elems, reps);
+}
+
 fn main() {
     // matrixmultiply reads its thread count once, at the first call.
     std::env::set_var("MATMUL_NUM_THREADS", CPU_THREADS);
@@ -240,6 +289,14 @@ fn main() {
     if !full {
         // A smoke run: heuristic conv tiles, nothing timed or cached.
         tailor::ops::tune::set_mode(tailor::ops::tune::Mode::Off);
+    }
+    // `TAILOR_BENCH_ONLY=bn`: the batch norm rows only.
+    if std::env::var("TAILOR_BENCH_ONLY").is_ok_and(|s| s == "bn") {
+        for (name, s, tot) in bn_shapes() {
+            gpu_bn(&mut b, &name, &s, tot);
+        }
+        b.print_table();
+        return;
     }
     let n = std::env::var("TAILOR_BENCH_N").ok().and_then(|s| s.parse().ok()).unwrap_or(1024);
     cpu_sgemm(&mut b, n);
@@ -264,6 +321,9 @@ fn main() {
         }
     }
     b.use_criterion = true;
+    for (name, s, tot) in bn_shapes() {
+        gpu_bn(&mut b, &name, &s, tot);
+    }
     cpu_sgemm(&mut b, n);
     b.crit.final_summary();
     b.print_table();

@@ -1,17 +1,19 @@
 // Batch normalisation of NCHW f32 channel views (training and eval), with an optional fused ReLU.
 //
 // Layout: workgroup (wid.x = chunk, wid.y = channel). A channel's m = n·hw elements, in (image,
-// pixel) order, are cut into units of 4 consecutive elements; a chunk is WG·ITEMS units, and
-// thread t owns units t, t + WG, … of it, so neighbouring lanes touch neighbouring memory and
-// every per-channel value is a workgroup-uniform load. `*_v` entry points bind activations as
-// vec4 (hw % 4 == 0: a unit never straddles two planes and is 16-byte aligned), `*_s` ones as
-// scalars; on llvmpipe a vec4 load costs about what a scalar one does, so `_v` is ~4x faster.
+// pixel) order, are cut into units of 4 consecutive elements; a chunk is WG·steps() units
+// (steps() = batches·ITEMS per thread), each group of LANES threads owning a contiguous run of
+// them (see `start`), and every per-channel value is a workgroup-uniform load. `*_v` entry points
+// bind activations as vec4 (hw % 4 == 0: a unit never straddles two planes and is 16-byte
+// aligned), `*_s` ones as scalars; on llvmpipe a vec4 load costs about what a scalar one does,
+// so `_v` is ~4x faster. Each load or store whose address differs per lane is a loop over the
+// lanes there, so the kernels count them: forward 1 + 2 per unit, recompute 2, backward 2 + 4
+// (x, dy; x, dy, dx read, dx write).
 //
-// A chunk is `batches` batches of WG·ITEMS units; a batch is loaded into registers at once.
-// A channel that fits one batch is done in one pass with its values held in registers
-// (`*_fused`). Bigger channels: `*_partial` writes one partial reduction per chunk to scratch,
-// then `*_apply` re-combines the few partials of its channel (a short uniform loop, cheaper on
-// llvmpipe than another tree of barriers) in every workgroup, and applies.
+// `*_fused`: one workgroup per channel reduces its units, then streams them again to apply (the
+// second read mostly hits the cache). Otherwise `*_partial` writes one partial reduction per
+// chunk to scratch, then `*_apply` re-combines the few partials of its channel (a short uniform
+// loop) in every workgroup, and applies.
 //
 // A batch too large for one binding is bound in batch chunks (images n0..n1, one dispatch
 // each): every chunk's `*_partial` writes its partials after those of the chunks before it
@@ -32,15 +34,15 @@ struct Params {
     dy_tot: u32,
     chunks: u32,     // chunks per channel
     accumulate: u32, // dx += result instead of dx = result
-    step_img: u32,   // (4·WG) / hw: how far one stride of WG units moves in (image, pixel)
-    step_pix: u32,   // (4·WG) % hw
+    step_img: u32,   // (4·LANES) / hw: how far one step of LANES units moves in (image, pixel)
+    step_pix: u32,   // (4·LANES) % hw
     relu: u32,
     use_var: u32,    // normalize: stat_b holds a variance (eval) instead of invstd
     eps: f32,
     momentum: f32,
     batches: u32,    // batches per chunk
-    bstep_img: u32,  // (4·WG·ITEMS) / hw: how far one batch moves
-    bstep_pix: u32,  // (4·WG·ITEMS) % hw
+    one: f32,        // 1.0: see two_sum
+    _pad4: u32,
     part_base: u32,  // partials of earlier batch chunks: this dispatch's first partial per channel
     parts: u32,      // partials per channel over every batch chunk
     save: u32,       // this dispatch writes the statistics, running statistics or dγ/dβ (first chunk)
@@ -51,12 +53,11 @@ struct Params {
 }
 
 override WG: u32 = 256;    // threads per workgroup, a power of two <= MAX_WG
-override ITEMS: u32 = 4;   // units per thread, <= MAX_ITEMS
+override ITEMS: u32 = 4;   // units per thread and batch
+override LANES: u32 = 8;  // threads that step together (llvmpipe's SIMD width), divides WG
+override SG: u32 = 1;      // subgroup size (1: no subgroups), a power of two <= WG
 
 const MAX_WG: u32 = 256;
-const MAX_ITEMS: u32 = 8;
-
-alias Units = array<vec4<f32>, MAX_ITEMS>;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x_s: array<f32>;
@@ -81,45 +82,42 @@ alias Units = array<vec4<f32>, MAX_ITEMS>;
 var<workgroup> red_a: array<f32, MAX_WG>;
 var<workgroup> red_b: array<f32, MAX_WG>;
 var<workgroup> red_c: array<f32, MAX_WG>;
+var<workgroup> red_d: array<f32, MAX_WG>;
 
 // ---- Walking a chunk -------------------------------------------------------------------------
 
-struct Walk {
+// A thread's place in its chunk: its current unit's (image, pixel) and first element. A thread
+// streams its units one at a time (load, use, store): holding a batch of them in a register
+// array cost ~4x more on llvmpipe than loading them twice (the array lives in memory there).
+struct Cursor {
+    q: vec2<u32>,
+    e: u32,   // first element of the unit within the channel (>= m: past the end)
     ch: u32,
-    chunk: u32,
-    t: u32,
-    u0: u32,         // this thread's first unit (of the batch) within the channel
-    q: vec2<u32>,    // its (image, pixel)
 }
 
-// The first batch of the workgroup's chunk.
-fn walk(wid: vec3<u32>, lid: vec3<u32>) -> Walk {
-    let u0 = wid.x * p.batches * WG * ITEMS + lid.x;
-    let e = 4u * u0;
-    return Walk(wid.y, wid.x, lid.x, u0, vec2<u32>(e / p.hw, e % p.hw));
+// Thread t of the chunk's WG threads: its group of LANES threads (t / LANES, one SIMD fiber on
+// llvmpipe) owns a contiguous run of steps()·LANES units, and the group's lanes take neighbouring
+// units of it, LANES units a step. llvmpipe runs a barrier-free workgroup one fiber after another,
+// so each fiber streams one contiguous range (hardware prefetch works) instead of every fiber
+// striding through the whole chunk.
+fn start(wid: vec3<u32>, lid: vec3<u32>) -> Cursor {
+    let u = wid.x * steps() * WG + (lid.x / LANES) * steps() * LANES + lid.x % LANES;
+    let e = 4u * u;
+    return Cursor(vec2<u32>(e / p.hw, e % p.hw), e, wid.y);
 }
 
-// The next batch, without dividing.
-fn next_batch(w: Walk) -> Walk {
-    var q = vec2<u32>(w.q.x + p.bstep_img, w.q.y + p.bstep_pix);
-    if (q.y >= p.hw) {
-        q = vec2<u32>(q.x + 1u, q.y - p.hw);
-    }
-    return Walk(w.ch, w.chunk, w.t, w.u0 + WG * ITEMS, q);
+// Units per thread and chunk.
+fn steps() -> u32 {
+    return p.batches * ITEMS;
 }
 
-// First element of the thread's j-th unit.
-fn elem(w: Walk, j: u32) -> u32 {
-    return 4u * (w.u0 + j * WG);
-}
-
-// Moves an (image, pixel) position on by WG units without dividing.
-fn advance(q: vec2<u32>) -> vec2<u32> {
-    var r = vec2<u32>(q.x + p.step_img, q.y + p.step_pix);
+// The thread's next unit, LANES units on, without dividing.
+fn step(c: Cursor) -> Cursor {
+    var r = vec2<u32>(c.q.x + p.step_img, c.q.y + p.step_pix);
     if (r.y >= p.hw) {
         r = vec2<u32>(r.x + 1u, r.y - p.hw);
     }
-    return r;
+    return Cursor(r, c.e + 4u * LANES, c.ch);
 }
 
 fn next_pixel(q: vec2<u32>) -> vec2<u32> {
@@ -138,95 +136,62 @@ fn unit_mask(e: u32) -> vec4<f32> {
     return select(vec4<f32>(0.0), vec4<f32>(1.0), vec4<u32>(e) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(p.m));
 }
 
-// ---- Loads and stores (absent elements read as 0 and are never written) ----------------------
+// ---- Loads and stores of one unit (absent elements read as 0 and are never written) -----------
+// The `_v` forms need the unit to exist (c.e < m); the `_s` ones check each element.
 
-fn load_x_v(w: Walk) -> Units {
-    var r: Units;
-    var q = w.q;
-    for (var j = 0u; j < ITEMS; j++) {
-        if (elem(w, j) < p.m) {
-            r[j] = x_v[addr(q, p.x_off, p.x_tot, w.ch) / 4u];
+fn ld_x_v(c: Cursor) -> vec4<f32> {
+    return x_v[addr(c.q, p.x_off, p.x_tot, c.ch) / 4u];
+}
+
+fn ld_x_s(c: Cursor) -> vec4<f32> {
+    var r = vec4<f32>(0.0);
+    var q = c.q;
+    for (var k = 0u; k < 4u; k++) {
+        if (c.e + k < p.m) {
+            r[k] = x_s[addr(q, p.x_off, p.x_tot, c.ch)];
         }
-        q = advance(q);
+        q = next_pixel(q);
     }
     return r;
 }
 
-fn load_x_s(w: Walk) -> Units {
-    var r: Units;
-    var q = w.q;
-    for (var j = 0u; j < ITEMS; j++) {
-        var c = q;
-        for (var k = 0u; k < 4u; k++) {
-            if (elem(w, j) + k < p.m) {
-                r[j][k] = x_s[addr(c, p.x_off, p.x_tot, w.ch)];
-            }
-            c = next_pixel(c);
+fn ld_dy_v(c: Cursor) -> vec4<f32> {
+    return dy_v[addr(c.q, p.dy_off, p.dy_tot, c.ch) / 4u];
+}
+
+fn ld_dy_s(c: Cursor) -> vec4<f32> {
+    var r = vec4<f32>(0.0);
+    var q = c.q;
+    for (var k = 0u; k < 4u; k++) {
+        if (c.e + k < p.m) {
+            r[k] = dy_s[addr(q, p.dy_off, p.dy_tot, c.ch)];
         }
-        q = advance(q);
+        q = next_pixel(q);
     }
     return r;
 }
 
-fn load_dy_v(w: Walk) -> Units {
-    var r: Units;
-    var q = w.q;
-    for (var j = 0u; j < ITEMS; j++) {
-        if (elem(w, j) < p.m) {
-            r[j] = dy_v[addr(q, p.dy_off, p.dy_tot, w.ch) / 4u];
-        }
-        q = advance(q);
+fn st_v(c: Cursor, v: vec4<f32>) {
+    let i = addr(c.q, p.o_off, p.o_tot, c.ch) / 4u;
+    var r = v;
+    if (p.accumulate != 0u) {
+        r += out_v[i];
     }
-    return r;
+    out_v[i] = r;
 }
 
-fn load_dy_s(w: Walk) -> Units {
-    var r: Units;
-    var q = w.q;
-    for (var j = 0u; j < ITEMS; j++) {
-        var c = q;
-        for (var k = 0u; k < 4u; k++) {
-            if (elem(w, j) + k < p.m) {
-                r[j][k] = dy_s[addr(c, p.dy_off, p.dy_tot, w.ch)];
-            }
-            c = next_pixel(c);
-        }
-        q = advance(q);
-    }
-    return r;
-}
-
-fn store_v(w: Walk, v: Units) {
-    var q = w.q;
-    for (var j = 0u; j < ITEMS; j++) {
-        if (elem(w, j) < p.m) {
-            let i = addr(q, p.o_off, p.o_tot, w.ch) / 4u;
-            var r = v[j];
+fn st_s(c: Cursor, v: vec4<f32>) {
+    var q = c.q;
+    for (var k = 0u; k < 4u; k++) {
+        if (c.e + k < p.m) {
+            let i = addr(q, p.o_off, p.o_tot, c.ch);
+            var r = v[k];
             if (p.accumulate != 0u) {
-                r += out_v[i];
+                r += out_s[i];
             }
-            out_v[i] = r;
+            out_s[i] = r;
         }
-        q = advance(q);
-    }
-}
-
-fn store_s(w: Walk, v: Units) {
-    var q = w.q;
-    for (var j = 0u; j < ITEMS; j++) {
-        var c = q;
-        for (var k = 0u; k < 4u; k++) {
-            if (elem(w, j) + k < p.m) {
-                let i = addr(c, p.o_off, p.o_tot, w.ch);
-                var r = v[j][k];
-                if (p.accumulate != 0u) {
-                    r += out_s[i];
-                }
-                out_s[i] = r;
-            }
-            c = next_pixel(c);
-        }
-        q = advance(q);
+        q = next_pixel(q);
     }
 }
 
@@ -250,63 +215,127 @@ fn chan(a: Stats, b: Stats) -> Stats {
     return Stats(n, a.mean + d * fb, a.m2 + b.m2 + d * d * a.n * fb);
 }
 
-fn reduce_stats(t: u32, s: Stats) -> Stats {
-    red_a[t] = s.n;
-    red_b[t] = s.mean;
-    red_c[t] = s.m2;
-    workgroupBarrier();
-    for (var h = WG / 2u; h > 0u; h = h / 2u) {
-        if (t < h) {
-            let r = chan(Stats(red_a[t], red_b[t], red_c[t]), Stats(red_a[t + h], red_b[t + h], red_c[t + h]));
-            red_a[t] = r.n;
-            red_b[t] = r.mean;
-            red_c[t] = r.m2;
-        }
-        workgroupBarrier();
+// A workgroup's reduction: subgroupAdd within each subgroup of SG lanes (lanes k·SG.. of the
+// workgroup; SG is the device's one subgroup size), one barrier, then every thread combines the
+// WG/SG subgroup results in a workgroup-uniform loop (cheap on llvmpipe, where every barrier
+// switches all of the workgroup's SIMD fibers: a tree over 256 threads took 9 of them).
+// Without subgroups the host passes SG = 1 and swaps the subgroupAdd call below for its argument.
+fn sg_add(v: vec4<f32>) -> vec4<f32> {
+    if (SG == 1u) {
+        return v;
     }
-    let r = Stats(red_a[0], red_b[0], red_c[0]);
-    workgroupBarrier(); // the arrays may be reused right after
+    return subgroupAdd(v);
+}
+
+// Each kernel reduces once, so the arrays are not reused and need no closing barrier.
+fn reduce_stats(t: u32, s: Stats) -> Stats {
+    // Within a subgroup: counts and sums first, then the deviations from the subgroup's mean.
+    let a = sg_add(vec4<f32>(s.n, s.n * s.mean, 0.0, 0.0));
+    let mean = select(0.0, a.y / a.x, a.x > 0.0);
+    let d = s.mean - mean;
+    let m2 = sg_add(vec4<f32>(s.m2 + s.n * d * d, 0.0, 0.0, 0.0)).x;
+    if (t % SG == 0u) {
+        red_a[t / SG] = a.x;
+        red_b[t / SG] = mean;
+        red_c[t / SG] = m2;
+    }
+    workgroupBarrier();
+    var r = Stats(0.0, 0.0, 0.0);
+    for (var k = 0u; k < WG / SG; k++) {
+        r = chan(r, Stats(red_a[k], red_b[k], red_c[k]));
+    }
     return r;
 }
 
-fn reduce_sum2(t: u32, s: vec2<f32>) -> vec2<f32> {
-    red_a[t] = s.x;
-    red_b[t] = s.y;
+// ---- Compensated sums (backward) ---------------------------------------------------------------
+//
+// Backward's Σ dy' and Σ dy'·x̂ are often sums of thousands of terms that nearly cancel: dβ of a
+// batch norm whose output only feeds other batch norms is exactly 0, and Adam turns whatever
+// rounding is left into updates of up to lr. So these sums carry their rounding error along
+// (TwoSum / Kahan) and are exact to about one rounding of the result. `p.one` (1.0, from the
+// uniform block) keeps the shader compiler from simplifying (a + b) − a to b, which would
+// throw the error terms away.
+
+// s + e == a + b exactly (Knuth's TwoSum).
+fn two_sum(a: vec4<f32>, b: vec4<f32>) -> array<vec4<f32>, 2> {
+    let s = (a + b) * p.one;
+    let bb = (s - a) * p.one;
+    return array<vec4<f32>, 2>(s, (a - (s - bb)) + (b - bb));
+}
+
+// A running sum and its error.
+struct Comp {
+    s: vec4<f32>,
+    e: vec4<f32>,
+}
+
+fn comp_add(c: Comp, v: vec4<f32>) -> Comp {
+    let r = two_sum(c.s, v);
+    return Comp(r[0], c.e + r[1]);
+}
+
+// The four lanes of a compensated sum as one (sum, error) pair.
+fn comp_hsum(c: Comp) -> vec2<f32> {
+    let a = two_sum(vec4<f32>(c.s.x, c.s.z, 0.0, 0.0), vec4<f32>(c.s.y, c.s.w, 0.0, 0.0));
+    let b = two_sum(vec4<f32>(a[0].x), vec4<f32>(a[0].y));
+    return vec2<f32>(b[0].x, b[1].x + a[1].x + a[1].y + hsum(c.e));
+}
+
+// (Σ dy', Σ dy'·(x − mean)) over the workgroup, each given per thread as (sum, error): one
+// barrier, then every thread adds the WG pairs in the same order (a workgroup-uniform loop).
+fn reduce_comp2(t: u32, b: vec2<f32>, g: vec2<f32>) -> vec2<f32> {
+    red_a[t] = b.x;
+    red_b[t] = b.y;
+    red_c[t] = g.x;
+    red_d[t] = g.y;
     workgroupBarrier();
-    for (var h = WG / 2u; h > 0u; h = h / 2u) {
-        if (t < h) {
-            red_a[t] += red_a[t + h];
-            red_b[t] += red_b[t + h];
-        }
-        workgroupBarrier();
+    var r = Comp(vec4<f32>(0.0), vec4<f32>(0.0));
+    for (var k = 0u; k < WG; k++) {
+        r = comp_add(r, vec4<f32>(red_a[k], red_c[k], 0.0, 0.0));
+        r.e += vec4<f32>(red_b[k], red_d[k], 0.0, 0.0);
     }
-    let r = vec2<f32>(red_a[0], red_b[0]);
-    workgroupBarrier();
-    return r;
+    return (r.s + r.e).xy;
 }
 
 fn hsum(v: vec4<f32>) -> f32 {
     return (v.x + v.y) + (v.z + v.w);
 }
 
-// Two-pass statistics of the thread's own units (held in registers).
-fn local_stats(w: Walk, xs: Units) -> Stats {
-    var cnt = 0.0;
-    var s = vec4<f32>(0.0);
-    for (var j = 0u; j < ITEMS; j++) {
-        cnt += hsum(unit_mask(elem(w, j)));
-        s += xs[j];
-    }
-    if (cnt == 0.0) {
+// A thread's statistics are streamed as sums of x − k and (x − k)² (k: the channel's first
+// value in this dispatch, a workgroup-uniform load): shifted by a value of the data, the sums
+// do not cancel the way raw E[x²] − E[x]² would, and need no division per unit.
+struct Shifted {
+    k: f32,
+    cnt: f32,
+    s: vec4<f32>,
+    q: vec4<f32>,
+}
+
+fn shifted_add(a: Shifted, x: vec4<f32>, mask: vec4<f32>) -> Shifted {
+    let d = (x - a.k) * mask;
+    return Shifted(a.k, a.cnt + hsum(mask), a.s + d, a.q + d * d);
+}
+
+// Sums of the same shift add up.
+fn shifted_merge(a: Shifted, b: Shifted) -> Shifted {
+    return Shifted(a.k, a.cnt + b.cnt, a.s + b.s, a.q + b.q);
+}
+
+// Every BLOCK units a thread adds its block's sums into its running total: two-level summation,
+// whose rounding grows with BLOCK + units/BLOCK instead of with a thread's hundreds of units.
+const BLOCK: u32 = 8u;
+
+fn block_end(j: u32) -> bool {
+    return j % BLOCK == BLOCK - 1u;
+}
+
+fn shifted_stats(a: Shifted) -> Stats {
+    if (a.cnt == 0.0) {
         return Stats(0.0, 0.0, 0.0);
     }
-    let mean = hsum(s) / cnt;
-    var q = vec4<f32>(0.0);
-    for (var j = 0u; j < ITEMS; j++) {
-        let d = (xs[j] - mean) * unit_mask(elem(w, j));
-        q += d * d;
-    }
-    return Stats(cnt, mean, hsum(q));
+    let s = hsum(a.s);
+    let d = s / a.cnt;
+    return Stats(a.cnt, a.k + d, max(hsum(a.q) - s * d, 0.0));
 }
 
 // ---- Forward -----------------------------------------------------------------------------------
@@ -324,46 +353,103 @@ fn activate(y: vec4<f32>) -> vec4<f32> {
     return y;
 }
 
-fn normalized(xs: Units, mean: f32, invstd: f32, ch: u32) -> Units {
-    var ys: Units;
-    let scale = gamma[ch] * invstd;
-    let shift = beta[ch];
-    for (var j = 0u; j < ITEMS; j++) {
-        ys[j] = activate(affine(xs[j], mean, scale, shift));
-    }
-    return ys;
+// (mean, γ·invstd, β) of a channel.
+struct Affine {
+    mean: f32,
+    scale: f32,
+    shift: f32,
+}
+
+fn affine_of(ch: u32, mean: f32, invstd: f32) -> Affine {
+    return Affine(mean, gamma[ch] * invstd, beta[ch]);
+}
+
+fn y_of(a: Affine, x: vec4<f32>) -> vec4<f32> {
+    return activate(affine(x, a.mean, a.scale, a.shift));
 }
 
 // Saves mean and invstd and moves the running statistics (unbiased variance, as PyTorch does).
 // Returns invstd.
-fn finish_stats(w: Walk, s: Stats) -> f32 {
+fn finish_stats(wid: vec3<u32>, t: u32, s: Stats) -> f32 {
     let var_b = s.m2 / s.n;
     let invstd = 1.0 / sqrt(var_b + p.eps);
-    if (w.t == 0u && w.chunk == 0u && p.save != 0u) {
-        stat_a[w.ch] = s.mean;
-        stat_b[w.ch] = invstd;
+    let ch = wid.y;
+    if (t == 0u && wid.x == 0u && p.save != 0u) {
+        stat_a[ch] = s.mean;
+        stat_b[ch] = invstd;
         let mom = p.momentum;
-        run_mean[w.ch] = (1.0 - mom) * run_mean[w.ch] + mom * s.mean;
-        run_var[w.ch] = (1.0 - mom) * run_var[w.ch] + mom * (s.m2 / (s.n - 1.0));
+        run_mean[ch] = (1.0 - mom) * run_mean[ch] + mom * s.mean;
+        run_var[ch] = (1.0 - mom) * run_var[ch] + mom * (s.m2 / (s.n - 1.0));
     }
     return invstd;
 }
 
-fn fwd_fused(w: Walk, xs: Units) -> Units {
-    let s = reduce_stats(w.t, local_stats(w, xs));
-    return normalized(xs, s.mean, finish_stats(w, s), w.ch);
+// The thread's shifted sums over its units of the chunk.
+fn x_stats_v(c0: Cursor) -> Stats {
+    let zero = Shifted(x_v[addr(vec2<u32>(0u), p.x_off, p.x_tot, c0.ch) / 4u].x, 0.0, vec4<f32>(0.0), vec4<f32>(0.0));
+    var a = zero;
+    var t = zero;
+    var c = c0;
+    for (var j = 0u; j < steps(); j++) {
+        if (c.e < p.m) {
+            a = shifted_add(a, ld_x_v(c), vec4<f32>(1.0));
+        }
+        if (block_end(j)) {
+            t = shifted_merge(t, a);
+            a = zero;
+        }
+        c = step(c);
+    }
+    return shifted_stats(shifted_merge(t, a));
 }
 
+fn x_stats_s(c0: Cursor) -> Stats {
+    let zero = Shifted(x_s[addr(vec2<u32>(0u), p.x_off, p.x_tot, c0.ch)], 0.0, vec4<f32>(0.0), vec4<f32>(0.0));
+    var a = zero;
+    var t = zero;
+    var c = c0;
+    for (var j = 0u; j < steps(); j++) {
+        a = shifted_add(a, ld_x_s(c), unit_mask(c.e));
+        if (block_end(j)) {
+            t = shifted_merge(t, a);
+            a = zero;
+        }
+        c = step(c);
+    }
+    return shifted_stats(shifted_merge(t, a));
+}
+
+fn y_pass_v(c0: Cursor, a: Affine) {
+    var c = c0;
+    for (var j = 0u; j < steps(); j++) {
+        if (c.e < p.m) {
+            st_v(c, y_of(a, ld_x_v(c)));
+        }
+        c = step(c);
+    }
+}
+
+fn y_pass_s(c0: Cursor, a: Affine) {
+    var c = c0;
+    for (var j = 0u; j < steps(); j++) {
+        st_s(c, y_of(a, ld_x_s(c)));
+        c = step(c);
+    }
+}
+
+// One workgroup per channel: statistics, then y (x is read twice).
 @compute @workgroup_size(WG)
 fn fwd_fused_v(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let w = walk(wid, lid);
-    store_v(w, fwd_fused(w, load_x_v(w)));
+    let c = start(wid, lid);
+    let s = reduce_stats(lid.x, x_stats_v(c));
+    y_pass_v(c, affine_of(c.ch, s.mean, finish_stats(wid, lid.x, s)));
 }
 
 @compute @workgroup_size(WG)
 fn fwd_fused_s(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let w = walk(wid, lid);
-    store_s(w, fwd_fused(w, load_x_s(w)));
+    let c = start(wid, lid);
+    let s = reduce_stats(lid.x, x_stats_s(c));
+    y_pass_s(c, affine_of(c.ch, s.mean, finish_stats(wid, lid.x, s)));
 }
 
 // Partial k of a channel over all batch chunks is at 3·(ch·parts + k).
@@ -371,9 +457,9 @@ fn part_index(ch: u32, k: u32) -> u32 {
     return 3u * (ch * p.parts + k);
 }
 
-fn put_partial(w: Walk, v: vec3<f32>) {
-    if (w.t == 0u) {
-        let i = part_index(w.ch, p.part_base + w.chunk);
+fn put_partial(wid: vec3<u32>, t: u32, v: vec3<f32>) {
+    if (t == 0u) {
+        let i = part_index(wid.y, p.part_base + wid.x);
         part_out[i] = v.x;
         part_out[i + 1u] = v.y;
         part_out[i + 2u] = v.z;
@@ -382,209 +468,212 @@ fn put_partial(w: Walk, v: vec3<f32>) {
 
 @compute @workgroup_size(WG)
 fn fwd_partial_v(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    var s = Stats(0.0, 0.0, 0.0);
-    var w = walk(wid, lid);
-    for (var b = 0u; b < p.batches; b++) {
-        s = chan(s, local_stats(w, load_x_v(w)));
-        w = next_batch(w);
-    }
-    s = reduce_stats(lid.x, s);
-    put_partial(w, vec3<f32>(s.n, s.mean, s.m2));
+    let s = reduce_stats(lid.x, x_stats_v(start(wid, lid)));
+    put_partial(wid, lid.x, vec3<f32>(s.n, s.mean, s.m2));
 }
 
 @compute @workgroup_size(WG)
 fn fwd_partial_s(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    var s = Stats(0.0, 0.0, 0.0);
-    var w = walk(wid, lid);
-    for (var b = 0u; b < p.batches; b++) {
-        s = chan(s, local_stats(w, load_x_s(w)));
-        w = next_batch(w);
-    }
-    s = reduce_stats(lid.x, s);
-    put_partial(w, vec3<f32>(s.n, s.mean, s.m2));
+    let s = reduce_stats(lid.x, x_stats_s(start(wid, lid)));
+    put_partial(wid, lid.x, vec3<f32>(s.n, s.mean, s.m2));
 }
 
-// The channel's statistics from its chunks' partials; saves them (first chunk) and returns
-// (mean, invstd).
-fn fwd_combine(w: Walk) -> vec2<f32> {
+// The channel's affine map from its chunks' partials; saves the statistics (first chunk).
+fn fwd_combine(wid: vec3<u32>, t: u32) -> Affine {
     var s = Stats(0.0, 0.0, 0.0);
     for (var k = 0u; k < p.parts; k++) {
-        let i = part_index(w.ch, k);
+        let i = part_index(wid.y, k);
         s = chan(s, Stats(part9[i], part9[i + 1u], part9[i + 2u]));
     }
-    return vec2<f32>(s.mean, finish_stats(w, s));
+    return affine_of(wid.y, s.mean, finish_stats(wid, t, s));
 }
 
 @compute @workgroup_size(WG)
 fn fwd_apply_v(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    var w = walk(wid, lid);
-    let st = fwd_combine(w);
-    for (var b = 0u; b < p.batches; b++) {
-        store_v(w, normalized(load_x_v(w), st.x, st.y, w.ch));
-        w = next_batch(w);
-    }
+    y_pass_v(start(wid, lid), fwd_combine(wid, lid.x));
 }
 
 @compute @workgroup_size(WG)
 fn fwd_apply_s(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    var w = walk(wid, lid);
-    let st = fwd_combine(w);
-    for (var b = 0u; b < p.batches; b++) {
-        store_s(w, normalized(load_x_s(w), st.x, st.y, w.ch));
-        w = next_batch(w);
-    }
+    y_pass_s(start(wid, lid), fwd_combine(wid, lid.x));
 }
 
 // y from given statistics: saved mean/invstd (recompute) or running mean/variance (eval).
-fn normalize(w: Walk, xs: Units) -> Units {
-    var invstd = stat_b[w.ch];
+fn given_affine(ch: u32) -> Affine {
+    var invstd = stat_b[ch];
     if (p.use_var != 0u) {
         invstd = 1.0 / sqrt(invstd + p.eps);
     }
-    return normalized(xs, stat_a[w.ch], invstd, w.ch);
+    return affine_of(ch, stat_a[ch], invstd);
 }
 
 @compute @workgroup_size(WG)
 fn normalize_v(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    var w = walk(wid, lid);
-    for (var b = 0u; b < p.batches; b++) {
-        store_v(w, normalize(w, load_x_v(w)));
-        w = next_batch(w);
-    }
+    y_pass_v(start(wid, lid), given_affine(wid.y));
 }
 
 @compute @workgroup_size(WG)
 fn normalize_s(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    var w = walk(wid, lid);
-    for (var b = 0u; b < p.batches; b++) {
-        store_s(w, normalize(w, load_x_s(w)));
-        w = next_batch(w);
-    }
+    y_pass_s(start(wid, lid), given_affine(wid.y));
 }
 
 // ---- Backward ----------------------------------------------------------------------------------
 
+// What backward needs of a channel's saved statistics, loaded once (workgroup-uniform).
+struct Saved {
+    a: Affine,
+    invstd: f32,
+}
+
+fn saved(ch: u32) -> Saved {
+    let invstd = stat_b[ch];
+    return Saved(affine_of(ch, stat_a[ch], invstd), invstd);
+}
+
 // dy masked by the ReLU, the mask recomputed from x and the saved statistics.
-fn masked(w: Walk, xs: Units, dy: Units) -> Units {
+fn masked(sv: Saved, x: vec4<f32>, dy: vec4<f32>) -> vec4<f32> {
     if (p.relu == 0u) {
         return dy;
     }
-    let mean = stat_a[w.ch];
-    let scale = gamma[w.ch] * stat_b[w.ch];
-    let shift = beta[w.ch];
-    var r: Units;
-    for (var j = 0u; j < ITEMS; j++) {
-        r[j] = select(vec4<f32>(0.0), dy[j], affine(xs[j], mean, scale, shift) > vec4<f32>(0.0));
-    }
-    return r;
+    return select(vec4<f32>(0.0), dy, affine(x, sv.a.mean, sv.a.scale, sv.a.shift) > vec4<f32>(0.0));
 }
 
-// The thread's (Σ dy', Σ dy'·x̂) from masked dy'.
-fn bwd_sums(w: Walk, xs: Units, dys: Units) -> vec2<f32> {
-    let mean = stat_a[w.ch];
-    var sb = vec4<f32>(0.0);
-    var sg = vec4<f32>(0.0);
-    for (var j = 0u; j < ITEMS; j++) {
-        sb += dys[j];
-        sg += dys[j] * (xs[j] - mean);
+// Per-thread compensated (Σ dy', Σ dy'·(x − mean)) as vec4 lanes.
+struct Sums {
+    b: Comp,
+    g: Comp,
+}
+
+fn sums_add(s: Sums, sv: Saved, x: vec4<f32>, dy: vec4<f32>) -> Sums {
+    let d = masked(sv, x, dy);
+    return Sums(comp_add(s.b, d), comp_add(s.g, d * (x - sv.a.mean)));
+}
+
+fn sums_zero() -> Sums {
+    let z = Comp(vec4<f32>(0.0), vec4<f32>(0.0));
+    return Sums(z, z);
+}
+
+// The thread's (Σ dy', Σ dy'·x̂) as (sum, error) pairs, reduced over the workgroup.
+fn bwd_reduce(t: u32, s: Sums, sv: Saved) -> vec2<f32> {
+    let r = reduce_comp2(t, comp_hsum(s.b), comp_hsum(s.g));
+    return vec2<f32>(r.x, r.y * sv.invstd);
+}
+
+fn bwd_sums_v(t: u32, c0: Cursor, sv: Saved) -> vec2<f32> {
+    var s = sums_zero();
+    var c = c0;
+    for (var j = 0u; j < steps(); j++) {
+        if (c.e < p.m) {
+            s = sums_add(s, sv, ld_x_v(c), ld_dy_v(c));
+        }
+        c = step(c);
     }
-    return vec2<f32>(hsum(sb), hsum(sg) * stat_b[w.ch]);
+    return bwd_reduce(t, s, sv);
+}
+
+fn bwd_sums_s(t: u32, c0: Cursor, sv: Saved) -> vec2<f32> {
+    var s = sums_zero();
+    var c = c0;
+    for (var j = 0u; j < steps(); j++) {
+        s = sums_add(s, sv, ld_x_s(c), ld_dy_s(c));
+        c = step(c);
+    }
+    return bwd_reduce(t, s, sv);
 }
 
 // dx = γ·invstd·(dy' − dβ/m − x̂·dγ/m), from masked dy' and the channel's (dβ, dγ).
-fn bwd_dx(w: Walk, xs: Units, dys: Units, sums: vec2<f32>) -> Units {
-    let mean = stat_a[w.ch];
-    let invstd = stat_b[w.ch];
-    let scale = gamma[w.ch] * invstd;
+struct Dx {
+    kb: f32,
+    kg: f32,
+}
+
+fn dx_of(sv: Saved, sums: vec2<f32>) -> Dx {
     let inv_m = 1.0 / f32(p.m_total);
-    let kb = sums.x * inv_m;
-    let kg = sums.y * inv_m * invstd;
-    var dx: Units;
-    for (var j = 0u; j < ITEMS; j++) {
-        dx[j] = scale * (dys[j] - kb - (xs[j] - mean) * kg);
+    return Dx(sums.x * inv_m, sums.y * inv_m * sv.invstd);
+}
+
+fn dx_unit(sv: Saved, k: Dx, x: vec4<f32>, dy: vec4<f32>) -> vec4<f32> {
+    return sv.a.scale * (masked(sv, x, dy) - k.kb - (x - sv.a.mean) * k.kg);
+}
+
+fn dx_pass_v(c0: Cursor, sv: Saved, k: Dx) {
+    var c = c0;
+    for (var j = 0u; j < steps(); j++) {
+        if (c.e < p.m) {
+            st_v(c, dx_unit(sv, k, ld_x_v(c), ld_dy_v(c)));
+        }
+        c = step(c);
     }
-    return dx;
 }
 
-fn put_dparams(w: Walk, sums: vec2<f32>) {
-    if (w.t == 0u && w.chunk == 0u && p.save != 0u) {
-        dbeta[w.ch] = sums.x;
-        dgamma[w.ch] = sums.y;
+fn dx_pass_s(c0: Cursor, sv: Saved, k: Dx) {
+    var c = c0;
+    for (var j = 0u; j < steps(); j++) {
+        st_s(c, dx_unit(sv, k, ld_x_s(c), ld_dy_s(c)));
+        c = step(c);
     }
 }
 
-fn bwd_fused(w: Walk, xs: Units, dy: Units) -> Units {
-    let dys = masked(w, xs, dy);
-    let sums = reduce_sum2(w.t, bwd_sums(w, xs, dys));
-    put_dparams(w, sums);
-    return bwd_dx(w, xs, dys, sums);
+fn put_dparams(wid: vec3<u32>, t: u32, sums: vec2<f32>) {
+    if (t == 0u && wid.x == 0u && p.save != 0u) {
+        dbeta[wid.y] = sums.x;
+        dgamma[wid.y] = sums.y;
+    }
 }
 
+// One workgroup per channel: the sums, then dx (x and dy are read twice).
 @compute @workgroup_size(WG)
 fn bwd_fused_v(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let w = walk(wid, lid);
-    store_v(w, bwd_fused(w, load_x_v(w), load_dy_v(w)));
+    let c = start(wid, lid);
+    let sv = saved(c.ch);
+    let sums = bwd_sums_v(lid.x, c, sv);
+    put_dparams(wid, lid.x, sums);
+    dx_pass_v(c, sv, dx_of(sv, sums));
 }
 
 @compute @workgroup_size(WG)
 fn bwd_fused_s(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let w = walk(wid, lid);
-    store_s(w, bwd_fused(w, load_x_s(w), load_dy_s(w)));
+    let c = start(wid, lid);
+    let sv = saved(c.ch);
+    let sums = bwd_sums_s(lid.x, c, sv);
+    put_dparams(wid, lid.x, sums);
+    dx_pass_s(c, sv, dx_of(sv, sums));
 }
 
 @compute @workgroup_size(WG)
 fn bwd_partial_v(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    var s = vec2<f32>(0.0);
-    var w = walk(wid, lid);
-    for (var b = 0u; b < p.batches; b++) {
-        let xs = load_x_v(w);
-        s += bwd_sums(w, xs, masked(w, xs, load_dy_v(w)));
-        w = next_batch(w);
-    }
-    put_partial(w, vec3<f32>(reduce_sum2(lid.x, s), 0.0));
+    let c = start(wid, lid);
+    put_partial(wid, lid.x, vec3<f32>(bwd_sums_v(lid.x, c, saved(c.ch)), 0.0));
 }
 
 @compute @workgroup_size(WG)
 fn bwd_partial_s(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    var s = vec2<f32>(0.0);
-    var w = walk(wid, lid);
-    for (var b = 0u; b < p.batches; b++) {
-        let xs = load_x_s(w);
-        s += bwd_sums(w, xs, masked(w, xs, load_dy_s(w)));
-        w = next_batch(w);
-    }
-    put_partial(w, vec3<f32>(reduce_sum2(lid.x, s), 0.0));
+    let c = start(wid, lid);
+    put_partial(wid, lid.x, vec3<f32>(bwd_sums_s(lid.x, c, saved(c.ch)), 0.0));
 }
 
 // The channel's (dβ, dγ) from its chunks' partials, saved by the first chunk.
-fn bwd_combine(w: Walk) -> vec2<f32> {
+fn bwd_combine(wid: vec3<u32>, t: u32) -> vec2<f32> {
     var s = vec2<f32>(0.0);
     for (var k = 0u; k < p.parts; k++) {
-        let i = part_index(w.ch, k);
+        let i = part_index(wid.y, k);
         s += vec2<f32>(part10[i], part10[i + 1u]);
     }
-    put_dparams(w, s);
+    put_dparams(wid, t, s);
     return s;
 }
 
 @compute @workgroup_size(WG)
 fn bwd_apply_v(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    var w = walk(wid, lid);
-    let sums = bwd_combine(w);
-    for (var b = 0u; b < p.batches; b++) {
-        let xs = load_x_v(w);
-        store_v(w, bwd_dx(w, xs, masked(w, xs, load_dy_v(w)), sums));
-        w = next_batch(w);
-    }
+    let c = start(wid, lid);
+    let sv = saved(c.ch);
+    dx_pass_v(c, sv, dx_of(sv, bwd_combine(wid, lid.x)));
 }
 
 @compute @workgroup_size(WG)
 fn bwd_apply_s(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    var w = walk(wid, lid);
-    let sums = bwd_combine(w);
-    for (var b = 0u; b < p.batches; b++) {
-        let xs = load_x_s(w);
-        store_s(w, bwd_dx(w, xs, masked(w, xs, load_dy_s(w)), sums));
-        w = next_batch(w);
-    }
+    let c = start(wid, lid);
+    let sv = saved(c.ch);
+    dx_pass_s(c, sv, dx_of(sv, bwd_combine(wid, lid.x)));
 }

@@ -3,9 +3,12 @@
 //! with the unbiased variance), eval forward (running statistics), recompute from saved
 //! statistics, and training backward (ReLU mask recomputed from x, so y need not be kept).
 //!
-//! A channel of at most [`FUSED_MAX`] elements (n·h·w) is done in one kernel with its values in
-//! registers; a bigger one in two: per-chunk partial reductions into scratch, then a pass that
-//! combines its channel's partials and applies. Activations with h·w divisible by 4 are moved as
+//! A channel of at most [`FUSED_MAX`] elements (n·h·w), or of any size when there are at least
+//! [`FUSED_MIN_CHANNELS`] channels, is done by one workgroup in one kernel (reduce, then apply,
+//! reading its data again, mostly from cache); otherwise in two: per-chunk partial reductions into
+//! scratch, then a pass that combines its channel's partials and applies. Threads stream their
+//! units one at a time (on llvmpipe a register array of them lives in memory and costs more than a
+//! second read), and reductions use subgroups where the device has them. Activations with h·w divisible by 4 are moved as
 //! vec4 (about 4x faster on llvmpipe).
 //!
 //! A batch bound in chunks (`*_chunks`, see [`Act::images`]) always takes the two-pass path: each
@@ -20,14 +23,23 @@ use super::Act;
 use crate::error::{Error, Result};
 use crate::gpu::{shaders, BufRange, Dispatch, Gpu, Launch};
 
-/// Largest channel (n·h·w elements) normalised by one workgroup in one pass.
-pub const FUSED_MAX: usize = 4 * 256 * 8;
-/// Threads per workgroup and units of 4 elements per thread and batch in multi-chunk passes.
-const BIG_WG: usize = 256;
-const BIG_ITEMS: usize = 4;
-/// Batches per chunk (about): fewer, bigger chunks mean fewer workgroup reductions, which cost
-/// a lot on llvmpipe (every barrier switches all the workgroup's SIMD fibers).
+/// Threads per workgroup and units of 4 elements per thread and batch. Small workgroups win on
+/// llvmpipe: a workgroup's invocations run as WG/8 SIMD fibers that every barrier switches, and
+/// a thread streams any number of units at no extra cost.
+const BIG_WG: usize = 32;
+const BIG_ITEMS: usize = 32;
+/// Threads that step through memory side by side (llvmpipe's SIMD width; the `LANES` constant).
+const LANES: usize = 8;
+/// Batches per chunk (about): fewer, bigger chunks mean fewer workgroup reductions and partials.
 const BATCHES: usize = 4;
+/// Largest channel (n·h·w elements) always done by one workgroup in one dispatch (statistics,
+/// then the apply pass re-reading its units, mostly from cache): the channels the two-pass plan
+/// would give one chunk anyway.
+pub const FUSED_MAX: usize = 4 * BIG_WG * BIG_ITEMS * BATCHES;
+/// Bigger channels are fused too when there are at least this many of them: enough workgroups
+/// to keep every core busy. Fewer, bigger channels take the two-pass path, several workgroups
+/// a channel.
+pub const FUSED_MIN_CHANNELS: usize = 16;
 
 /// A batch norm over `c` channels of `n` images of `h`×`w`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -90,9 +102,7 @@ impl BnShape {
     fn plan(&self) -> Plan {
         let units = self.m().div_ceil(4);
         if self.fused() {
-            let wg = if units <= 64 * 8 { 64 } else { BIG_WG };
-            let items = units.div_ceil(wg).next_power_of_two();
-            Plan { wg, items, batches: 1, chunks: 1 }
+            Plan { wg: BIG_WG, items: units.div_ceil(BIG_WG), batches: 1, chunks: 1 }
         } else {
             self.two_pass_plan()
         }
@@ -110,9 +120,9 @@ impl BnShape {
         BnShape { n, ..*self }
     }
 
-    /// One workgroup per channel, in one pass.
+    /// One workgroup per channel, in one dispatch.
     fn fused(&self) -> bool {
-        self.m() <= FUSED_MAX
+        self.m() <= FUSED_MAX || self.c >= FUSED_MIN_CHANNELS
     }
 
     fn vec4(&self) -> bool {
@@ -161,8 +171,8 @@ struct Params {
     eps: f32,
     momentum: f32,
     batches: u32,
-    bstep_img: u32,
-    bstep_pix: u32,
+    one: f32,
+    _pad4: u32,
     part_base: u32,
     parts: u32,
     save: u32,
@@ -171,7 +181,7 @@ struct Params {
 }
 
 fn params(s: &BnShape, plan: Plan, x: Act, out: Act) -> Params {
-    let (step, bstep) = (4 * plan.wg, 4 * plan.wg * plan.items);
+    let step = 4 * LANES;
     Params {
         n: s.n as u32,
         c: s.c as u32,
@@ -185,14 +195,13 @@ fn params(s: &BnShape, plan: Plan, x: Act, out: Act) -> Params {
         batches: plan.batches as u32,
         step_img: (step / s.hw()) as u32,
         step_pix: (step % s.hw()) as u32,
-        bstep_img: (bstep / s.hw()) as u32,
-        bstep_pix: (bstep % s.hw()) as u32,
         relu: s.relu as u32,
         eps: s.eps,
         momentum: s.momentum,
         parts: plan.chunks as u32,
         save: 1,
         m_total: s.m() as u32,
+        one: 1.0,
         ..Default::default()
     }
 }
@@ -209,12 +218,37 @@ fn check_distinct(bufs: &[BufRange]) -> Result<()> {
     super::check_distinct("batch_norm", bufs)
 }
 
+/// The subgroup size the reductions use: the device's one size when it has subgroups of a fixed
+/// size that divides `wg`, else 1 (no subgroup operations).
+fn subgroup_size(gpu: &Gpu, wg: usize) -> usize {
+    let (lo, hi) = (gpu.info.subgroup_min_size as usize, gpu.info.subgroup_max_size as usize);
+    let fixed = gpu.features.contains(wgpu::Features::SUBGROUP) && lo == hi && lo.is_power_of_two();
+    if fixed && lo <= wg {
+        lo
+    } else {
+        1
+    }
+}
+
+/// batchnorm.wgsl without its one subgroup operation, for devices without subgroups (SG = 1 never
+/// reaches it, but a module that names it does not compile there).
+pub fn shader_without_subgroups() -> shaders::Shader {
+    static SOURCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let source = SOURCE.get_or_init(|| {
+        let s = shaders::BATCHNORM.source;
+        assert_eq!(s.matches("subgroupAdd(v)").count(), 1, "batchnorm.wgsl: one subgroupAdd(v) expected");
+        s.replace("subgroupAdd(v)", "v")
+    });
+    shaders::Shader { name: "batchnorm.wgsl (no subgroups)", source }
+}
+
 fn launch(gpu: &Gpu, s: &BnShape, plan: Plan, entry: &str, p: &Params, buffers: &[BufRange]) -> Result<Dispatch> {
     let entry = format!("{entry}_{}", if s.vec4() { "v" } else { "s" });
+    let sg = subgroup_size(gpu, plan.wg);
     gpu.dispatch(Launch {
-        shader: shaders::BATCHNORM,
+        shader: if sg > 1 { shaders::BATCHNORM } else { shader_without_subgroups() },
         entry: &entry,
-        constants: &[("WG", plan.wg as f64), ("ITEMS", plan.items as f64)],
+        constants: &[("WG", plan.wg as f64), ("ITEMS", plan.items as f64), ("LANES", LANES as f64), ("SG", sg as f64)],
         params: bytemuck::bytes_of(p),
         buffers,
         workgroups: [plan.chunks as u32, s.c as u32, 1],

@@ -70,7 +70,7 @@ fn scratch(g: &Gpu, len: usize) -> wgpu::Buffer {
 }
 
 /// Channel counts 3, 13, 76, batch 1, odd spatial sizes (scalar path), sizes divisible by 4
-/// (vec4 path), one-pass and multi-chunk channels.
+/// (vec4 path), one-workgroup (fused) channels small and big, and multi-chunk channels.
 fn shapes(relu: bool) -> Vec<BnShape> {
     [
         (1, 3, 7, 7),
@@ -81,6 +81,10 @@ fn shapes(relu: bool) -> Vec<BnShape> {
         (2, 3, 131, 97),
         (2, 8, 68, 68),
         (4, 3, 112, 112),
+        // Over FUSED_MAX with FUSED_MIN_CHANNELS channels: one workgroup per big channel (vec4
+        // and scalar); the 3-channel shapes above take the two-pass path.
+        (2, 16, 96, 100),
+        (1, 17, 131, 129),
     ]
     .into_iter()
     .map(|(n, c, h, w)| BnShape::new(n, c, h, w, relu))

@@ -24,3 +24,14 @@ fn every_shader_file_parses_and_validates() {
     }
     assert_eq!(files.len(), shaders::ALL.len(), "a registered shader has no file");
 }
+
+/// The batch norm shader for devices without subgroups validates without the capability.
+#[test]
+fn batchnorm_without_subgroups_validates() {
+    let src = tailor::ops::batchnorm::shader_without_subgroups().source;
+    let module = naga::front::wgsl::parse_str(src).unwrap_or_else(|e| panic!("{}", e.emit_to_string(src)));
+    let caps = naga::valid::Capabilities::all() - naga::valid::Capabilities::SUBGROUP;
+    naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("{}", e.emit_to_string(src)));
+}
