@@ -550,6 +550,220 @@ fn backward_data_1x1_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_work
 }
 
 // ---------------------------------------------------------------------------------------------
+// Forward of a 3x3, stride 1, pad 1 convolution (p = h, q = w): out[n, m, y, x] = init[m] +
+// sum_{k, ky, kx} W(m, k, ky, kx) in[n, k, y + ky - 1, x + kx - 1]. An invocation owns TN
+// consecutive pixels of one output row (rows are cut into ceil(w / TN) segments; the columns of
+// the GEMM are segments * TN). Per (k, ky) it loads the TN + 2 input pixels
+// in[.., y + ky - 1, x0 - 1 .. x0 + TN] once and uses them for all three kx taps: TN + 2 loads
+// for 3 K steps instead of 3 * TN (and with TN = 4 on rows of whole vec4s, 3 vec4 loads: see
+// x_win4). The weights are shared as elsewhere (block8). K is walked as ky, then blocks of 8
+// channels, then kx, then channel, whatever the tiles, so results do not depend on them.
+
+struct Conv3 {
+    nrows: u32, // output channels of this convolution (GEMM rows)
+    kch: u32, // input channels (K / 9)
+    rstride: u32, // weight offset from one row to the next
+    kstride: u32, // ... from one input channel to the next (tap t at offset t)
+    in_off: u32, // channel view of the input
+    in_tot: u32,
+    out_off: u32, // ... and of the output
+    out_tot: u32,
+    add: bool,
+}
+
+// (Backward data is such a convolution of dy with the weights transposed and flipped,
+// W(ci, co, ky, kx) = w[co, ci, 2 - ky, 2 - kx]: rstride 9, kstride cin * 9, tap t at 8 - t. Run
+// that way, it measured no clear gain over backward_data_flat with 12 output channels, whose
+// blocks of 8 would be a quarter empty, so backward data does not use these kernels.)
+
+// TN + 2 consecutive input values of one row (the rest 0): a = e0..e3, b = e4, e5.
+struct Win {
+    a: vec4<f32>,
+    b: vec2<f32>,
+}
+
+alias Win8 = array<Win, 8>;
+
+// The columns x0 - 1 .. x0 + 5 of a lane's window (clamped into the row) and whether each is
+// inside the image, computed once per lane.
+struct WinCols {
+    a: vec4<u32>,
+    b: vec2<u32>,
+    a_ok: vec4<bool>,
+    b_ok: vec2<bool>,
+}
+
+fn win_cols(x0: u32) -> WinCols {
+    let ia = vec4(i32(x0) - 1) + vec4(0, 1, 2, 3);
+    let ib = vec2(i32(x0) + 3) + vec2(0, 1);
+    let wa = vec4(i32(p.w));
+    let wb = vec2(i32(p.w));
+    let a_ok = (ia >= vec4(0)) & (ia < wa);
+    let b_ok = (ib >= vec2(0)) & (ib < wb);
+    return WinCols(select(vec4(0u), vec4<u32>(ia), a_ok), select(vec2(0u), vec2<u32>(ib), b_ok), a_ok, b_ok);
+}
+
+// in[row at off, column i], 0 where !ok.
+fn x_at(off: u32, i: u32, ok: bool) -> f32 {
+    return select(0.0, src[select(0u, off + i, ok)], ok);
+}
+
+fn x_win(off: u32, c: WinCols, ok: bool) -> Win {
+    var v = Win(vec4(0.0), vec2(0.0));
+    v.a.x = x_at(off, c.a.x, ok & c.a_ok.x);
+    v.a.y = x_at(off, c.a.y, ok & c.a_ok.y);
+    v.a.z = x_at(off, c.a.z, ok & c.a_ok.z);
+    if (TN > 1u) { v.a.w = x_at(off, c.a.w, ok & c.a_ok.w); }
+    if (TN > 2u) { v.b.x = x_at(off, c.b.x, ok & c.b_ok.x); }
+    if (TN > 3u) { v.b.y = x_at(off, c.b.y, ok & c.b_ok.y); }
+    return v;
+}
+
+// The TN columns that tap kx multiplies: e[kx .. kx + TN].
+fn win_tap(v: Win, kx: u32) -> vec4<f32> {
+    let t1 = vec4(v.a.yzw, v.b.x);
+    let t2 = vec4(v.a.zw, v.b);
+    return select(select(t2, t1, kx == 1u), v.a, kx == 0u);
+}
+
+fn taps8(v: Win8, kx: u32) -> X8 {
+    return X8(win_tap(v[0], kx), win_tap(v[1], kx), win_tap(v[2], kx), win_tap(v[3], kx),
+              win_tap(v[4], kx), win_tap(v[5], kx), win_tap(v[6], kx), win_tap(v[7], kx));
+}
+
+fn conv3_body(f: u32, lid: u32, sid: u32, init: Acc, c: Conv3) {
+    let segs = (p.w + TN - 1u) / TN; // per row
+    let nseg = p.n * p.h * segs;
+    let hw = p.h * p.w;
+    let tl = tile(f, lid, c.nrows, nseg * TN, 1u);
+    let rows = Rows(tl.m0, c.nrows - 1u, c.rstride);
+    let l8 = sid & 7u;
+
+    let sg = tl.cols.x / TN;
+    let s = min(sg, nseg - 1u);
+    let img = s / (p.h * segs);
+    let y = (s / segs) % p.h;
+    let x0 = (s % segs) * TN;
+    let inbase = (img * c.in_tot + c.in_off) * hw;
+    let wc = win_cols(x0);
+
+    var acc = init;
+    for (var ky = 0u; ky < 3u; ky++) {
+        let iy = i32(y + ky) - 1;
+        let rowok = (iy >= 0) & (iy < i32(p.h));
+        let rowoff = inbase + select(0u, u32(iy), rowok) * p.w;
+        for (var k0 = 0u; k0 < c.kch; k0 += 8u) {
+            var v: Win8;
+            v[0] = x_win(rowoff + min(k0, c.kch - 1u) * hw, wc, rowok & (k0 < c.kch));
+            v[1] = x_win(rowoff + min(k0 + 1u, c.kch - 1u) * hw, wc, rowok & (k0 + 1u < c.kch));
+            v[2] = x_win(rowoff + min(k0 + 2u, c.kch - 1u) * hw, wc, rowok & (k0 + 2u < c.kch));
+            v[3] = x_win(rowoff + min(k0 + 3u, c.kch - 1u) * hw, wc, rowok & (k0 + 3u < c.kch));
+            v[4] = x_win(rowoff + min(k0 + 4u, c.kch - 1u) * hw, wc, rowok & (k0 + 4u < c.kch));
+            v[5] = x_win(rowoff + min(k0 + 5u, c.kch - 1u) * hw, wc, rowok & (k0 + 5u < c.kch));
+            v[6] = x_win(rowoff + min(k0 + 6u, c.kch - 1u) * hw, wc, rowok & (k0 + 6u < c.kch));
+            v[7] = x_win(rowoff + min(k0 + 7u, c.kch - 1u) * hw, wc, rowok & (k0 + 7u < c.kch));
+            // This lane's weights: channel k0 + l8, taps (ky, 0..3).
+            let kl = k0 + l8;
+            let wb = min(kl, c.kch - 1u) * c.kstride;
+            let t0 = ky * 3u;
+            block8(&acc, load_rows(rows, wb + t0, kl < c.kch), taps8(v, 0u));
+            block8(&acc, load_rows(rows, wb + t0 + 1u, kl < c.kch), taps8(v, 1u));
+            block8(&acc, load_rows(rows, wb + t0 + 2u, kl < c.kch), taps8(v, 2u));
+        }
+    }
+    let col = (img * c.out_tot + c.out_off) * hw + y * p.w + x0 + LANE4;
+    let ok = (vec4(sg) < vec4(nseg)) & (vec4(x0) + LANE4 < vec4(p.w));
+    store_tile(&acc, Out(col, ok, tl.m0, c.nrows, hw, c.add));
+}
+
+// x_win for TN = 4 and rows of a multiple of 4 pixels, through the vec4 view: the window's
+// middle four pixels x0 .. x0 + 4 are one aligned vec4 (one per-lane load instead of four),
+// its ends the last and first elements of the vec4s either side (0 past the row's edges).
+fn x_win4(off: u32, edges: vec2<bool>, ok: bool) -> Win {
+    let q = off / 4u;
+    let mid = select(vec4(0.0), src4[select(0u, q, ok)], vec4(ok));
+    let l = ok & edges.x;
+    let r = ok & edges.y;
+    let e0 = select(0.0, src4[select(0u, q - 1u, l)].w, l);
+    let e5 = select(0.0, src4[select(0u, q + 1u, r)].x, r);
+    return Win(vec4(e0, mid.xyz), vec2(mid.w, e5));
+}
+
+fn conv3_body_v4(f: u32, lid: u32, sid: u32, init: Acc, c: Conv3) {
+    let segs = (p.w + TN - 1u) / TN; // per row
+    let nseg = p.n * p.h * segs;
+    let hw = p.h * p.w;
+    let tl = tile(f, lid, c.nrows, nseg * TN, 1u);
+    let rows = Rows(tl.m0, c.nrows - 1u, c.rstride);
+    let l8 = sid & 7u;
+
+    let sg = tl.cols.x / TN;
+    let s = min(sg, nseg - 1u);
+    let img = s / (p.h * segs);
+    let y = (s / segs) % p.h;
+    let x0 = (s % segs) * TN;
+    let inbase = (img * c.in_tot + c.in_off) * hw;
+    let edges = vec2(x0 > 0u, x0 + 4u < p.w);
+
+    var acc = init;
+    for (var ky = 0u; ky < 3u; ky++) {
+        let iy = i32(y + ky) - 1;
+        let rowok = (iy >= 0) & (iy < i32(p.h));
+        let rowoff = inbase + select(0u, u32(iy), rowok) * p.w;
+        for (var k0 = 0u; k0 < c.kch; k0 += 8u) {
+            var v: Win8;
+            v[0] = x_win4(rowoff + min(k0, c.kch - 1u) * hw + x0, edges, rowok & (k0 < c.kch));
+            v[1] = x_win4(rowoff + min(k0 + 1u, c.kch - 1u) * hw + x0, edges, rowok & (k0 + 1u < c.kch));
+            v[2] = x_win4(rowoff + min(k0 + 2u, c.kch - 1u) * hw + x0, edges, rowok & (k0 + 2u < c.kch));
+            v[3] = x_win4(rowoff + min(k0 + 3u, c.kch - 1u) * hw + x0, edges, rowok & (k0 + 3u < c.kch));
+            v[4] = x_win4(rowoff + min(k0 + 4u, c.kch - 1u) * hw + x0, edges, rowok & (k0 + 4u < c.kch));
+            v[5] = x_win4(rowoff + min(k0 + 5u, c.kch - 1u) * hw + x0, edges, rowok & (k0 + 5u < c.kch));
+            v[6] = x_win4(rowoff + min(k0 + 6u, c.kch - 1u) * hw + x0, edges, rowok & (k0 + 6u < c.kch));
+            v[7] = x_win4(rowoff + min(k0 + 7u, c.kch - 1u) * hw + x0, edges, rowok & (k0 + 7u < c.kch));
+            // This lane's weights: channel k0 + l8, taps (ky, 0..3).
+            let kl = k0 + l8;
+            let wb = min(kl, c.kch - 1u) * c.kstride;
+            let t0 = ky * 3u;
+            block8(&acc, load_rows(rows, wb + t0, kl < c.kch), taps8(v, 0u));
+            block8(&acc, load_rows(rows, wb + t0 + 1u, kl < c.kch), taps8(v, 1u));
+            block8(&acc, load_rows(rows, wb + t0 + 2u, kl < c.kch), taps8(v, 2u));
+        }
+    }
+    let col = (img * c.out_tot + c.out_off) * hw + y * p.w + x0 + LANE4;
+    let ok = (vec4(sg) < vec4(nseg)) & (vec4(x0) + LANE4 < vec4(p.w));
+    store_tile(&acc, Out(col, ok, tl.m0, c.nrows, hw, c.add));
+}
+
+@compute @workgroup_size(WG)
+fn forward_3x3(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
+    let c = Conv3(p.cout, p.cin, p.cin * 9u, 9u, p.a_off, p.a_tot, p.b_off, p.b_tot, false);
+    let f = flat(wid, nwg);
+    // The bias of this workgroup's rows (its tile as conv3_body cuts the columns).
+    let m0 = tile(f, 0u, p.cout, p.n * p.h * ((p.w + TN - 1u) / TN) * TN, 1u).m0;
+    var init: Acc;
+    for (var m = 0u; m < TM; m++) {
+        init[m] = vec4(bias[min(m0 + m, p.cout - 1u)]);
+    }
+    conv3_body(f, lid, sid, init, c);
+}
+
+// forward_3x3 with TN = 4 on rows of a multiple of 4 pixels (x_win4); the same sums in the same
+// order.
+@compute @workgroup_size(WG)
+fn forward_3x3_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
+    let c = Conv3(p.cout, p.cin, p.cin * 9u, 9u, p.a_off, p.a_tot, p.b_off, p.b_tot, false);
+    let f = flat(wid, nwg);
+    let m0 = tile(f, 0u, p.cout, p.n * p.h * ((p.w + TN - 1u) / TN) * TN, 1u).m0;
+    var init: Acc;
+    for (var m = 0u; m < TM; m++) {
+        init[m] = vec4(bias[min(m0 + m, p.cout - 1u)]);
+    }
+    conv3_body_v4(f, lid, sid, init, c);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Backward data: dx[n, ci, iy, ix] (+)= sum_{co, ky, kx} w[co, ci, ky, kx] dy[n, co, oy, ox]
 // over the taps with iy + pad - ky = oy * stride (and the same for x); the others are masked.
 // GEMM rows = input channels, columns = input pixels n*h*w (lanes), K = cout*kh*kw.

@@ -135,6 +135,7 @@ fn every_tile_choice_gives_bit_identical_results() {
         shape(3, 76, 5, 7, 13, 1, 1, 0),
         shape(2, 3, 17, 9, 24, 3, 1, 1),
         shape(1, 13, 15, 15, 3, 3, 2, 1),
+        shape(2, 16, 5, 8, 13, 3, 1, 1), // row windows, scalar and vec4 (tn = 4)
     ];
     for (i, s) in shapes.iter().enumerate() {
         let mut rng = Rng::new(100 + i as u64);
@@ -185,6 +186,29 @@ fn every_tile_choice_gives_bit_identical_results() {
             }
         }
     }
+}
+
+/// The row-window forward of 3×3 stride-1 pad-1 convolutions (`conv::row_window_forward`):
+/// rows that are not a multiple of the 4 pixels a lane owns, tiny images, odd channel counts,
+/// batch 1, channel views, and rows of whole vec4s (`forward_3x3_v4`).
+#[test]
+fn three_by_three_row_windows_match_reference() {
+    let shapes = [
+        shape(1, 13, 7, 5, 3, 3, 1, 1),
+        shape(2, 13, 1, 1, 13, 3, 1, 1),
+        shape(1, 8, 2, 9, 13, 3, 1, 1),
+        shape(3, 9, 5, 2, 12, 3, 1, 1),
+        shape(2, 48, 8, 8, 12, 3, 1, 1),  // vec4 rows
+        shape(1, 13, 4, 12, 17, 3, 1, 1), // vec4 rows, two row tiles
+        shape(2, 16, 3, 4, 3, 3, 1, 1),   // one vec4 per row: both window ends padding
+    ];
+    for (i, s) in shapes.into_iter().enumerate() {
+        assert!(conv::row_window_forward(&s), "{s:?}");
+        check(s, i % 2 == 0, i % 3 != 1, 40 + i as u64);
+    }
+    // Fewer than 8 input channels keep forward_flat.
+    assert!(!conv::row_window_forward(&shape(1, 3, 8, 8, 12, 3, 1, 1)));
+    check(shape(1, 3, 2, 9, 13, 3, 1, 1), true, true, 50);
 }
 
 #[test]
