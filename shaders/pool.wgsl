@@ -28,6 +28,9 @@ struct Params {
 }
 
 override WG: u32 = 256;
+// Workgroup of the 2×2 average-pooling entries: WX output columns by WY rows.
+override WX: u32 = 8;
+override WY: u32 = 8;
 // Max-pool backward input tile; one invocation per input pixel of the tile.
 override TX: u32 = 16;
 override TY: u32 = 16;
@@ -44,6 +47,10 @@ const MAX_WG: u32 = 256u;
 // view starts 16-byte aligned); an entry point uses either these or the scalar ones.
 @group(0) @binding(1) var<storage, read> src4: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> dst4: array<vec4<f32>>;
+// vec2 aliases for the 2×2 average pooling of even-width planes (every row pair starts 8-byte
+// aligned).
+@group(0) @binding(1) var<storage, read> src2: array<vec2<f32>>;
+@group(0) @binding(2) var<storage, read_write> dst2: array<vec2<f32>>;
 
 var<workgroup> win_idx: array<i32, MAX_WINDOWS>;
 var<workgroup> win_dy: array<f32, MAX_WINDOWS>;
@@ -56,6 +63,70 @@ fn flat(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
 // Start of plane (img, ch) of a view with `plane` elements per channel.
 fn base(img: u32, ch: u32, off: u32, tot: u32, plane: u32) -> u32 {
     return (img * tot + off + ch) * plane;
+}
+
+// Average pooling 2×2 / stride 2 / no padding over even widths (DenseNet's transitions), one
+// lane per 2×2 block: the generic entries spend a dozen per-lane integer divisions on every
+// element, these two per block. Row index = gid.y + gid.z · rows per z-slice (see
+// ops::pool::avg_2x2_groups). The sums run in the generic entries' order, so the results are
+// bit-identical to theirs.
+fn row_2x2(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return gid.y + gid.z * nwg.y * WY;
+}
+
+@compute @workgroup_size(WX, WY)
+fn avg_forward_2x2(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let ox = gid.x;
+    let row = row_2x2(gid, nwg); // plane · oh + oy
+    if (ox >= p.ow || row >= p.n * p.c * p.oh) {
+        return;
+    }
+    let plane = row / p.oh;
+    let oy = row % p.oh;
+    let img = plane / p.c;
+    let ch = plane % p.c;
+    // vec2 index of input pixel (2·oy, 2·ox)
+    let i = base(img, ch, p.off1, p.tot1, p.h * p.w) / 2u + oy * p.w + ox;
+    let top = src2[i];
+    let bottom = src2[i + p.w / 2u];
+    var sum = 0.0;
+    sum += top.x;
+    sum += top.y;
+    sum += bottom.x;
+    sum += bottom.y;
+    dst[base(img, ch, p.off2, p.tot2, p.oh * p.ow) + oy * p.ow + ox] = sum / 4.0;
+}
+
+fn store2(o: u32, v: vec2<f32>) {
+    var r = v;
+    if (p.acc != 0u) {
+        r += dst2[o];
+    }
+    dst2[o] = r;
+}
+
+// Rows of blocks cover ceil(h / 2) so that an odd height's last row (in no window) gets zeros.
+@compute @workgroup_size(WX, WY)
+fn avg_backward_2x2(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let bx = gid.x;
+    let bh = (p.h + 1u) / 2u;
+    let row = row_2x2(gid, nwg); // plane · bh + by
+    if (bx >= p.ow || row >= p.n * p.c * bh) {
+        return;
+    }
+    let plane = row / bh;
+    let by = row % bh;
+    let img = plane / p.c;
+    let ch = plane % p.c;
+    var g = 0.0;
+    if (by < p.oh) {
+        g += src[base(img, ch, p.off1, p.tot1, p.oh * p.ow) + by * p.ow + bx] / 4.0;
+    }
+    let o = base(img, ch, p.off2, p.tot2, p.h * p.w) / 2u + by * p.w + bx;
+    store2(o, vec2(g));
+    if (2u * by + 1u < p.h) {
+        store2(o + p.w / 2u, vec2(g));
+    }
 }
 
 struct Best {

@@ -85,6 +85,23 @@ fn binding_limit_from_env() -> Result<u64> {
     }
 }
 
+fn request(
+    adapter: &wgpu::Adapter,
+    label: &str,
+    features: wgpu::Features,
+    limits: &wgpu::Limits,
+) -> Result<(wgpu::Device, wgpu::Queue)> {
+    pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        label: Some(label),
+        required_features: features,
+        required_limits: limits.clone(),
+        experimental_features: wgpu::ExperimentalFeatures::disabled(),
+        memory_hints: wgpu::MemoryHints::Performance,
+        trace: wgpu::Trace::Off,
+    }))
+    .map_err(|e| Error::RequestDevice { adapter: adapter.get_info().name, msg: e.to_string() })
+}
+
 type PipelineKey = (&'static str, String, Vec<(String, u64)>);
 
 /// A pipeline being compiled or compiled. Each key has its own lock, so threads compile
@@ -93,6 +110,8 @@ type PipelineSlot = Arc<Mutex<Option<Arc<wgpu::ComputePipeline>>>>;
 
 /// An open device with its queue, limits and caches. Cheap to share behind an `Arc`.
 pub struct Gpu {
+    /// The adapter the device was opened on (more devices can be opened on it).
+    pub adapter: wgpu::Adapter,
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
@@ -103,6 +122,8 @@ pub struct Gpu {
     lost: Arc<Mutex<Option<String>>>,
     /// A lower per-binding limit than the device's, in bytes (0: none); see [`Gpu::set_binding_limit`].
     binding_limit: AtomicU64,
+    /// Extra devices that compile pipelines ahead of the first dispatch (see [`Gpu::precompile`]).
+    pub(super) precompilers: Mutex<Vec<super::precompile::Worker>>,
 }
 
 impl Gpu {
@@ -139,15 +160,7 @@ impl Gpu {
         let info = adapter.get_info();
         let features = adapter.features() & wanted_features();
         let limits = adapter.limits();
-        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-            label: Some("tailor"),
-            required_features: features,
-            required_limits: limits.clone(),
-            experimental_features: wgpu::ExperimentalFeatures::disabled(),
-            memory_hints: wgpu::MemoryHints::Performance,
-            trace: wgpu::Trace::Off,
-        }))
-        .map_err(|e| Error::RequestDevice { adapter: info.name.clone(), msg: e.to_string() })?;
+        let (device, queue) = request(&adapter, "tailor", features, &limits)?;
         let lost = Arc::new(Mutex::new(None));
         let lost2 = lost.clone();
         device.set_device_lost_callback(move |reason, msg| {
@@ -163,6 +176,7 @@ impl Gpu {
             }
         }));
         Ok(Arc::new(Gpu {
+            adapter,
             device,
             queue,
             info,
@@ -172,7 +186,13 @@ impl Gpu {
             pipelines: Mutex::new(HashMap::new()),
             lost,
             binding_limit: AtomicU64::new(binding_limit_from_env()?),
+            precompilers: Mutex::new(Vec::new()),
         }))
+    }
+
+    /// Another device on the same adapter with the same features and limits.
+    pub fn request_device(&self, label: &str) -> Result<(wgpu::Device, wgpu::Queue)> {
+        request(&self.adapter, label, self.features, &self.limits)
     }
 
     /// A short description: name, backend and driver.

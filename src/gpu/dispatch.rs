@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use super::shaders::Shader;
-use super::Gpu;
+use super::{Gpu, PipelineSpec};
 use crate::error::{Error, Result};
 
 /// The most workgroups one dimension of a dispatch may have on every backend.
@@ -14,6 +14,8 @@ pub struct Dispatch {
     pub pipeline: Arc<wgpu::ComputePipeline>,
     pub bind_group: wgpu::BindGroup,
     pub workgroups: [u32; 3],
+    /// How to build the same pipeline on another device (see [`Gpu::precompile`]).
+    pub spec: Arc<PipelineSpec>,
 }
 
 /// A grid of `groups` workgroups laid over x (then y when x would exceed the limit).
@@ -118,7 +120,14 @@ impl Gpu {
                 entries: &entries,
             })
         })?;
-        Ok(Dispatch { label, pipeline, bind_group, workgroups: l.workgroups })
+        let spec = Arc::new(PipelineSpec {
+            shader: l.shader,
+            entry: l.entry.to_string(),
+            constants: l.constants.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            params_len: l.params.len(),
+            storage: l.buffers.len(),
+        });
+        Ok(Dispatch { label, pipeline, bind_group, workgroups: l.workgroups, spec })
     }
 
     /// Records `dispatches` into one compute pass.

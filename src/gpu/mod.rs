@@ -4,7 +4,9 @@
 mod buffer;
 mod device;
 mod dispatch;
+mod precompile;
 pub mod shaders;
 
 pub use device::*;
 pub use dispatch::*;
+pub use precompile::PipelineSpec;

@@ -108,6 +108,7 @@ impl Executable {
             dispatches.extend(d?);
         }
         exe.dispatches = dispatches;
+        exe.gpu.precompile(&exe.dispatches);
         Ok(exe)
     }
 

@@ -251,8 +251,13 @@ impl DenseNet {
                     b.conv("features.conv0", x, channels, 3, 1, 1, Some(head))?;
                 }
                 _ => {
-                    let name = format!("features.transition{}.pool", bi);
-                    b.g.avg_pool(&name, x, 2, 2, 0, Some(head))?;
+                    // torchvision's transition is BN-ReLU → 1×1 conv → 2×2 average pool. The
+                    // conv (no bias) and the pool are both linear, so pooling first gives the
+                    // same result with a quarter of the conv's work, and the conv writes
+                    // straight into the next block's buffer.
+                    let t = format!("features.transition{bi}");
+                    let pooled = b.g.avg_pool(&format!("{t}.pool"), x, 2, 2, 0, None)?;
+                    b.conv(&format!("{t}.conv"), pooled, channels, 1, 1, 0, Some(head))?;
                 }
             }
             for l in 0..layers {
@@ -267,10 +272,10 @@ impl DenseNet {
             }
             channels = total;
             if bi + 1 < nblocks {
+                // The transition's conv and pool run at the head of the next block.
                 let t = format!("features.transition{}", bi + 1);
-                let a = b.bn_relu(&format!("{t}.norm"), block, false)?;
+                x = b.bn_relu(&format!("{t}.norm"), block, false)?;
                 let out = ((channels as f64) * c.compression).floor() as usize;
-                x = b.conv(&format!("{t}.conv"), a, out.max(1), 1, 1, 0, None)?;
                 channels = out.max(1);
             } else {
                 x = block;

@@ -56,6 +56,12 @@ impl PoolShape {
     }
 
     /// (h + 2·pad − k) / stride + 1, rounded down.
+    /// Whether the dedicated 2×2 average-pooling entries apply: window 2, stride 2, no padding
+    /// and an even width (rows of pairs load and store as aligned vec2s).
+    pub fn is_2x2_even(&self) -> bool {
+        self.k == 2 && self.stride == 2 && self.pad == 0 && self.w % 2 == 0
+    }
+
     pub fn out_h(&self) -> usize {
         (self.h + 2 * self.pad - self.k) / self.stride + 1
     }
@@ -168,6 +174,18 @@ pub fn avg_forward(gpu: &Gpu, s: &PoolShape, x: Act, y: Act) -> Result<Vec<Dispa
 
 fn pooled_forward(gpu: &Gpu, entry: &str, s: &PoolShape, x: Act, y: Act) -> Result<Vec<Dispatch>> {
     check_pool(entry, s, ("x", &x), ("y", &y))?;
+    if entry == "avg_forward" && s.is_2x2_even() {
+        return launch(
+            gpu,
+            Kernel {
+                entry: "avg_forward_2x2",
+                constants: &WXY,
+                params: Params::pool(s, &[x, y], false),
+                views: &[x, y],
+                workgroups: avg_2x2_groups(s.out_w(), s.n * s.c * s.out_h()),
+            },
+        );
+    }
     launch(
         gpu,
         Kernel {
@@ -178,6 +196,16 @@ fn pooled_forward(gpu: &Gpu, entry: &str, s: &PoolShape, x: Act, y: Act) -> Resu
             workgroups: grid(ceil_div(s.out_len(), WG as usize)),
         },
     )
+}
+
+/// Workgroup of the 2×2 average-pooling entries (columns, rows of blocks).
+const WXY: [(&str, f64); 2] = [("WX", 8.0), ("WY", 8.0)];
+
+/// Groups for `cols` × `rows` blocks of the 2×2 entries: rows past the 65535-group limit of one
+/// dimension continue in z (the shader's `row_2x2`).
+fn avg_2x2_groups(cols: usize, rows: usize) -> [u32; 3] {
+    let [y, z, _] = grid(ceil_div(rows, WXY[1].1 as usize));
+    [ceil_div(cols, WXY[0].1 as usize), y, z]
 }
 
 /// Windows of one axis that touch a run of `t` input pixels, at most.
@@ -220,6 +248,18 @@ pub fn max_backward(gpu: &Gpu, s: &PoolShape, x: Act, dy: Act, dx: Act, accumula
 /// dx (+)= the gradient of average pooling: each input gathers dy / k² from its windows.
 pub fn avg_backward(gpu: &Gpu, s: &PoolShape, dy: Act, dx: Act, accumulate: bool) -> Result<Vec<Dispatch>> {
     check_pool("avg_backward", s, ("dx", &dx), ("dy", &dy))?;
+    if s.is_2x2_even() {
+        return launch(
+            gpu,
+            Kernel {
+                entry: "avg_backward_2x2",
+                constants: &WXY,
+                params: Params::pool(s, &[dy, dx], accumulate),
+                views: &[dy, dx],
+                workgroups: avg_2x2_groups(s.out_w(), s.n * s.c * s.h.div_ceil(2)),
+            },
+        );
+    }
     launch(
         gpu,
         Kernel {

@@ -186,16 +186,17 @@ fn tune(gpu: &Gpu, pass: Pass, s: &Conv2dShape) -> Option<Tiles> {
     }
     let proxy = proxy(s);
     let bufs = Buffers::new(gpu, &proxy).ok()?;
-    // Build (compile) and warm every candidate, then time them in turns, so that a burst of
-    // other work on a shared machine hits them all alike; each keeps its best time.
+    // Build every candidate, compile them (in parallel where the driver compiles at first
+    // dispatch), warm them, then time them in turns, so that a burst of other work on a shared
+    // machine hits them all alike; each keeps its best time.
     let mut runs: Vec<(usize, Vec<Dispatch>, f64)> = Vec::new();
     for (i, &t) in cands.iter().enumerate() {
         if let Ok(d) = build(gpu, pass, &proxy, &bufs, t) {
-            if gpu.run(&d).is_ok() {
-                runs.push((i, d, f64::INFINITY));
-            }
+            runs.push((i, d, f64::INFINITY));
         }
     }
+    gpu.precompile(runs.iter().flat_map(|r| r.1.iter()));
+    runs.retain(|r| gpu.run(&r.1).is_ok());
     for _ in 0..ROUNDS {
         for (_, d, best) in runs.iter_mut() {
             let start = Instant::now();

@@ -85,6 +85,10 @@ fn cases(max: bool) -> Vec<Case> {
         case(1, 3, 9, 9, 2, 3, 0, whole(3), whole(3)),
         case(1, 13, 17, 17, 4, 2, 2, whole(13), whole(13)),
         case(1, 76, 56, 56, 2, 2, 0, Lay { off: 40, tot: 128 }, Lay { off: 4, tot: 80 }),
+        // the 2×2 entries: odd height (its last row is in no window), 7×7 output, tiny planes
+        case(1, 13, 7, 10, 2, 2, 0, Lay { off: 1, tot: 15 }, Lay { off: 1, tot: 14 }),
+        case(2, 5, 14, 14, 2, 2, 0, whole(5), whole(5)),
+        case(3, 3, 3, 2, 2, 2, 0, whole(3), Lay { off: 1, tot: 4 }),
     ];
     if max {
         v.push(case(1, 3, 33, 40, 7, 1, 3, whole(3), whole(3)));
@@ -158,27 +162,39 @@ fn max_pool_backward_past_the_grid_limit() {
     run_max(&mut rng, &cs, &x);
 }
 
+fn run_avg(rng: &mut Rng, cs: &Case) {
+    let g = gpu();
+    let s = cs.s;
+    let (hw, ohw) = (s.h * s.w, s.out_h() * s.out_w());
+    let x = rng.vec(s.in_len(), -1.0, 1.0);
+    let bx = up(&g, &place(rng, s.n, s.c, hw, &x, cs.x));
+    let tag = format!("avg {s:?}");
+    let y = pool::avg_forward_ref(&s, &x);
+    check_output(&format!("{tag} forward"), rng, s.n, s.c, ohw, cs.y, &y, 1e-6, false, |b, _| {
+        pool::avg_forward(&g, &s, act(&bx, cs.x), act(b, cs.y)).unwrap()
+    });
+    let dy = rng.vec(s.out_len(), -1.0, 1.0);
+    let bdy = up(&g, &place(rng, s.n, s.c, ohw, &dy, cs.y));
+    let dx = pool::avg_backward_ref(&s, &dy);
+    check_output(&format!("{tag} backward"), rng, s.n, s.c, hw, cs.x, &dx, 1e-6, true, |b, acc| {
+        pool::avg_backward(&g, &s, act(&bdy, cs.y), act(b, cs.x), acc).unwrap()
+    });
+}
+
 #[test]
 fn avg_pool_matches_reference() {
-    let g = gpu();
     let mut rng = Rng::new(14);
     for cs in cases(false) {
-        let s = cs.s;
-        let (hw, ohw) = (s.h * s.w, s.out_h() * s.out_w());
-        let x = rng.vec(s.in_len(), -1.0, 1.0);
-        let bx = up(&g, &place(&mut rng, s.n, s.c, hw, &x, cs.x));
-        let tag = format!("avg {s:?}");
-        let y = pool::avg_forward_ref(&s, &x);
-        check_output(&format!("{tag} forward"), &mut rng, s.n, s.c, ohw, cs.y, &y, 1e-6, false, |b, _| {
-            pool::avg_forward(&g, &s, act(&bx, cs.x), act(b, cs.y)).unwrap()
-        });
-        let dy = rng.vec(s.out_len(), -1.0, 1.0);
-        let bdy = up(&g, &place(&mut rng, s.n, s.c, ohw, &dy, cs.y));
-        let dx = pool::avg_backward_ref(&s, &dy);
-        check_output(&format!("{tag} backward"), &mut rng, s.n, s.c, hw, cs.x, &dx, 1e-6, true, |b, acc| {
-            pool::avg_backward(&g, &s, act(&bdy, cs.y), act(b, cs.x), acc).unwrap()
-        });
+        run_avg(&mut rng, &cs);
     }
+}
+
+/// The 2×2 entries with more than 65535 × 8 rows of blocks: rows continue along z.
+#[test]
+fn avg_pool_2x2_past_the_grid_limit() {
+    let mut rng = Rng::new(15);
+    let c = 530_000;
+    run_avg(&mut rng, &case(1, c, 3, 2, 2, 2, 0, whole(c), whole(c)));
 }
 
 #[test]

@@ -35,3 +35,29 @@ fn batchnorm_without_subgroups_validates() {
         .validate(&module)
         .unwrap_or_else(|e| panic!("{}", e.emit_to_string(src)));
 }
+
+/// Each dispatch records how to rebuild its pipeline elsewhere, and on drivers that compile at
+/// first dispatch (lavapipe) `precompile` builds every distinct pipeline on extra devices; the
+/// dispatches then run as before.
+#[test]
+fn precompile_builds_each_distinct_pipeline_once() {
+    use tailor::ops::pool::{self, PoolShape};
+    use tailor::ops::Act;
+    let g = crate::common::gpu();
+    let s = PoolShape::new(2, 3, 6, 8, 2, 2, 0).unwrap();
+    let x = crate::common::up(&g, &(0..s.in_len()).map(|i| i as f64).collect::<Vec<_>>());
+    let y = g.zeros("y", s.out_len()).unwrap();
+    let dx = g.zeros("dx", s.in_len()).unwrap();
+    let mut d = pool::avg_forward(&g, &s, Act::whole(&x, 3), Act::whole(&y, 3)).unwrap();
+    d.extend(pool::avg_backward(&g, &s, Act::whole(&y, 3), Act::whole(&dx, 3), false).unwrap());
+    d.extend(pool::avg_forward(&g, &s, Act::whole(&x, 3), Act::whole(&y, 3)).unwrap());
+    assert_eq!(d.len(), 3);
+    assert_eq!((d[0].spec.entry.as_str(), d[0].spec.storage), ("avg_forward_2x2", 2));
+    assert_eq!(d[0].spec.params_len % 16, 0);
+    assert!(d[0].spec.constants.iter().any(|(k, _)| k == "WX"));
+    assert_eq!(d[0].spec, d[2].spec);
+    let n = g.precompile(&d);
+    assert_eq!(n, if g.compiles_at_first_dispatch() { 2 } else { 0 });
+    let y = crate::common::run_read(&g, &d, &y, s.out_len());
+    assert_eq!(y[0], (0.0 + 1.0 + 8.0 + 9.0) / 4.0);
+}

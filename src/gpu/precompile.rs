@@ -1,0 +1,177 @@
+//! Compiling a step's pipelines in parallel on drivers that compile at first dispatch.
+//!
+//! Mesa's lavapipe (llvmpipe) turns a compute pipeline into machine code with LLVM only when it
+//! is first dispatched, on the queue's single thread: 0.2–1 s per pipeline on this project's
+//! 2-core machine, so a cold first step compiled its 40 pipelines one after another on one core.
+//! Two facts make that parallel: a dispatch of zero workgroups compiles the pipeline just the
+//! same, and llvmpipe keeps what it compiled in Mesa's on-disk shader cache, which every device
+//! of the machine reads (this process's included). So [`Gpu::precompile`] opens a few more
+//! devices on the same adapter, one per core, and each compiles a share of the pipelines with
+//! empty dispatches on its own queue thread; the step's device then finds every one in the cache.
+//! When the cache already has them this costs a few milliseconds per pipeline.
+//!
+//! Nothing here affects results: the extra devices run no work and share no memory with the
+//! step's device. Any failure just leaves the compilation to the first step.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use super::shaders::Shader;
+use super::{Dispatch, Gpu};
+
+/// What another device needs to build the same pipeline as a [`Dispatch`]: the entry point and
+/// constants, and the bindings' shape (a uniform block of `params_len` bytes at 0 when non-zero,
+/// then `storage` storage buffers at 1, 2, …).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PipelineSpec {
+    pub shader: Shader,
+    pub entry: String,
+    pub constants: Vec<(String, f64)>,
+    pub params_len: usize,
+    pub storage: usize,
+}
+
+/// Bytes of each stand-in storage buffer: more than any binding's minimum size in `shaders/`.
+const DUMMY_BYTES: u64 = 4096;
+
+impl Gpu {
+    /// Whether the driver compiles pipelines at their first dispatch, on one thread, into Mesa's
+    /// disk cache: lavapipe, unless the cache is disabled or `TAILOR_PRECOMPILE=off`.
+    pub fn compiles_at_first_dispatch(&self) -> bool {
+        let off = |k: &str| {
+            std::env::var(k).is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
+        };
+        let precompile_off = std::env::var("TAILOR_PRECOMPILE")
+            .is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "0" | "off" | "false" | "no"));
+        let name = format!("{} {}", self.info.name, self.info.driver).to_ascii_lowercase();
+        self.info.backend == wgpu::Backend::Vulkan
+            && self.info.device_type == wgpu::DeviceType::Cpu
+            && name.contains("llvmpipe")
+            && !off("MESA_SHADER_CACHE_DISABLE")
+            && !precompile_off
+    }
+
+    /// Compiles the pipelines of `dispatches` on extra devices in parallel (see the module
+    /// docs) when [`Gpu::compiles_at_first_dispatch`]; returns how many it compiled.
+    pub fn precompile<'a>(&self, dispatches: impl IntoIterator<Item = &'a Dispatch>) -> usize {
+        if !self.compiles_at_first_dispatch() {
+            return 0;
+        }
+        let mut specs: Vec<&PipelineSpec> = Vec::new();
+        for d in dispatches {
+            if !specs.contains(&&*d.spec) {
+                specs.push(&d.spec);
+            }
+        }
+        let want = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8).min(specs.len());
+        // The extra devices are opened once and kept: the tuner precompiles its candidates too.
+        let mut workers = self.precompilers.lock().unwrap_or_else(|e| e.into_inner());
+        while workers.len() < want {
+            match Worker::open(self) {
+                Some(w) => workers.push(w),
+                None => break,
+            }
+        }
+        let next = AtomicUsize::new(0);
+        let done = AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for w in workers.iter_mut().take(want) {
+                let (next, done, specs) = (&next, &done, &specs);
+                scope.spawn(move || {
+                    // Each worker takes the next pipeline not yet taken, so slow ones balance out.
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(spec) = specs.get(i) else { break };
+                        if !w.compile(spec) {
+                            break;
+                        }
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+            }
+        });
+        done.into_inner()
+    }
+}
+
+/// A device of its own, used only to compile.
+pub(super) struct Worker {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    modules: HashMap<&'static str, wgpu::ShaderModule>,
+    uniform: wgpu::Buffer,
+    storage: Vec<wgpu::Buffer>,
+}
+
+impl Worker {
+    fn open(gpu: &Gpu) -> Option<Worker> {
+        let (device, queue) = gpu.request_device("tailor precompile").ok()?;
+        // Never panic on a stray error: a failed compile here only means the step compiles it.
+        device.on_uncaptured_error(Arc::new(|_| {}));
+        let buffer = |usage| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("precompile stand-in"),
+                size: DUMMY_BYTES,
+                usage,
+                mapped_at_creation: false,
+            })
+        };
+        let uniform = buffer(wgpu::BufferUsages::UNIFORM);
+        let storage = (0..8).map(|_| buffer(wgpu::BufferUsages::STORAGE)).collect();
+        Some(Worker { device, queue, modules: Default::default(), uniform, storage })
+    }
+
+    /// Builds `spec`'s pipeline exactly as [`Gpu::pipeline`] does (so the driver's cache key is
+    /// the same) and dispatches it over zero workgroups. False if it could not.
+    fn compile(&mut self, spec: &PipelineSpec) -> bool {
+        if spec.storage > self.storage.len() || spec.params_len as u64 > DUMMY_BYTES {
+            return true; // cannot stand in for it: skip it, the step compiles it
+        }
+        let module = self
+            .modules
+            .entry(spec.shader.name)
+            .or_insert_with(|| {
+                self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(spec.shader.name),
+                    source: wgpu::ShaderSource::Wgsl(spec.shader.source.into()),
+                })
+            })
+            .clone();
+        let constants: Vec<(&str, f64)> = spec.constants.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(&spec.entry),
+            layout: None,
+            module: &module,
+            entry_point: Some(&spec.entry),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: &constants,
+                zero_initialize_workgroup_memory: false,
+            },
+            cache: None,
+        });
+        let mut entries = Vec::new();
+        if spec.params_len > 0 {
+            let size = wgpu::BufferSize::new((spec.params_len as u64).next_multiple_of(16));
+            let b = wgpu::BufferBinding { buffer: &self.uniform, offset: 0, size };
+            entries.push(wgpu::BindGroupEntry { binding: 0, resource: wgpu::BindingResource::Buffer(b) });
+        }
+        for (i, b) in self.storage.iter().take(spec.storage).enumerate() {
+            entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.as_entire_binding() });
+        }
+        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            pass.set_pipeline(&pipeline);
+            pass.set_bind_group(0, &bind_group, &[]);
+            pass.dispatch_workgroups(0, 0, 0);
+        }
+        self.queue.submit([enc.finish()]);
+        self.device.poll(wgpu::PollType::Wait { submission_index: None, timeout: None }).is_ok()
+    }
+}
