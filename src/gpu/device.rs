@@ -280,6 +280,21 @@ impl Gpu {
         Ok(pipeline)
     }
 
+    /// Every pipeline created so far, as `shader::entry NAME=value …`, sorted (for reports).
+    pub fn pipeline_labels(&self) -> Vec<String> {
+        let pipelines = self.pipelines.lock().unwrap();
+        let mut v: Vec<String> = pipelines
+            .iter()
+            .filter(|(_, s)| s.lock().unwrap().is_some())
+            .map(|((shader, entry, consts), _)| {
+                let c: Vec<String> = consts.iter().map(|(k, v)| format!("{k}={}", f64::from_bits(*v))).collect();
+                format!("{shader}::{entry} {}", c.join(" ")).trim_end().to_string()
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
     /// How many pipelines have been compiled so far (for reports).
     pub fn pipeline_count(&self) -> usize {
         self.pipelines.lock().unwrap().values().filter(|s| s.lock().unwrap().is_some()).count()

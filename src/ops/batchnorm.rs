@@ -102,7 +102,9 @@ impl BnShape {
     fn plan(&self) -> Plan {
         let units = self.m().div_ceil(4);
         if self.fused() {
-            Plan { wg: BIG_WG, items: units.div_ceil(BIG_WG), batches: 1, chunks: 1 }
+            // The run length is a runtime count of ITEMS-unit batches rather than a new ITEMS,
+            // so that every image size shares the same pipelines (one compile each).
+            Plan { wg: BIG_WG, items: BIG_ITEMS, batches: units.div_ceil(BIG_WG * BIG_ITEMS), chunks: 1 }
         } else {
             self.two_pass_plan()
         }
