@@ -43,6 +43,9 @@ pub struct Args {
     /// Skip the per-kernel breakdown.
     #[arg(long)]
     no_breakdown: bool,
+    /// List the compute pipelines the run created (entry point and constants)
+    #[arg(long)]
+    list_pipelines: bool,
     /// Only plan the step and print the device memory it needs (no binding limit, nothing allocated).
     #[arg(long)]
     plan_only: bool,
@@ -157,6 +160,7 @@ pub fn run(cli: &super::Cli, a: &Args) -> Result<()> {
             "parameters": params, "first_step_s": first, "pipelines": gpu.pipeline_count(), "median_step_s": median, "steps_s": times,
             "median_step_cpu_s": median_cpu, "images_per_s": batch as f64 / median, "device_memory_bytes": memory.total(),
             "memory": memory, "peak_rss_bytes": rss, "kernels": kernels,
+            "pipeline_labels": gpu.pipeline_labels(),
         });
         let mut out = out;
         if a.per_node.is_some() {
@@ -187,6 +191,12 @@ pub fn run(cli: &super::Cli, a: &Args) -> Result<()> {
     }
     if let Some(count) = a.per_node {
         print_nodes(&nodes, count);
+    }
+    if a.list_pipelines {
+        println!("\n| compute pipeline (shader::entry constants) |\n| --- |");
+        for l in gpu.pipeline_labels() {
+            println!("| {l} |");
+        }
     }
     Ok(())
 }
