@@ -68,7 +68,7 @@ fn base(img: u32, ch: u32, off: u32, tot: u32, plane: u32) -> u32 {
 // Average pooling 2×2 / stride 2 / no padding over even widths (DenseNet's transitions), one
 // lane per 2×2 block: the generic entries spend a dozen per-lane integer divisions on every
 // element, these two per block. Row index = gid.y + gid.z · rows per z-slice (see
-// ops::pool::avg_2x2_groups). The sums run in the generic entries' order, so the results are
+// ops::pool::block_groups). The sums run in the generic entries' order, so the results are
 // bit-identical to theirs.
 fn row_2x2(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.y + gid.z * nwg.y * WY;
@@ -129,6 +129,91 @@ fn avg_backward_2x2(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
     }
 }
 
+// Max pooling 3×3 / stride 2 / padding 1 (the ImageNet stem), backward: one lane per 2×2 block
+// of input pixels (2·by.., 2·bx..), which only windows by..by+1 × bx..bx+1 contain. The lane
+// loads the 5×5 input region those windows span once, finds each window's maximum by
+// `window_max`'s rule and gathers dy in row-major window order as `max_backward` does: the same
+// results, without workgroup memory, barriers or per-pixel divisions (rows as in `row_2x2`).
+@compute @workgroup_size(WX, WY)
+fn max_backward_3s2(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let bx = gid.x;
+    let bh = (p.h + 1u) / 2u;
+    let row = row_2x2(gid, nwg); // plane · bh + by
+    if (bx >= (p.w + 1u) / 2u || row >= p.n * p.c * bh) {
+        return;
+    }
+    let plane = row / bh;
+    let by = row % bh;
+    let img = plane / p.c;
+    let ch = plane % p.c;
+    let xb = base(img, ch, p.off1, p.tot1, p.h * p.w);
+    let gb = base(img, ch, p.off3, p.tot3, p.oh * p.ow);
+    let y0 = i32(2u * by) - 1;
+    let x0 = i32(2u * bx) - 1;
+    var v: array<f32, 25>;
+    for (var r = 0; r < 5; r++) {
+        for (var c = 0; c < 5; c++) {
+            let y = y0 + r;
+            let x = x0 + c;
+            var val = 0.0;
+            if (y >= 0 && y < i32(p.h) && x >= 0 && x < i32(p.w)) {
+                val = src[xb + u32(y * i32(p.w) + x)];
+            }
+            v[r * 5 + c] = val;
+        }
+    }
+    // Window (by + wy, bx + wx) covers region rows 2·wy.., columns 2·wx..: its winner (a
+    // region index, -1 if none) and dy.
+    var win: array<i32, 4>;
+    var g: array<f32, 4>;
+    for (var wy = 0; wy < 2; wy++) {
+        for (var wx = 0; wx < 2; wx++) {
+            let oy = i32(by) + wy;
+            let ox = i32(bx) + wx;
+            var best = Best(0.0, -1);
+            var gv = 0.0;
+            if (oy < i32(p.oh) && ox < i32(p.ow)) {
+                gv = grad[gb + u32(oy * i32(p.ow) + ox)];
+                for (var r = 2 * wy; r < 2 * wy + 3; r++) {
+                    for (var c = 2 * wx; c < 2 * wx + 3; c++) {
+                        let y = y0 + r;
+                        let x = x0 + c;
+                        if (y >= 0 && y < i32(p.h) && x >= 0 && x < i32(p.w)) {
+                            let val = v[r * 5 + c];
+                            if (best.i < 0 || val > best.v || is_nan(val)) {
+                                best = Best(val, r * 5 + c);
+                            }
+                        }
+                    }
+                }
+            }
+            win[wy * 2 + wx] = best.i;
+            g[wy * 2 + wx] = gv;
+        }
+    }
+    let ob = base(img, ch, p.off2, p.tot2, p.h * p.w);
+    for (var py = 1; py < 3; py++) {
+        for (var px = 1; px < 3; px++) {
+            let y = y0 + py;
+            let x = x0 + px;
+            if (y < i32(p.h) && x < i32(p.w)) {
+                var sum = 0.0;
+                for (var k = 0; k < 4; k++) {
+                    if (win[k] == py * 5 + px) {
+                        sum += g[k];
+                    }
+                }
+                store(ob + u32(y * i32(p.w) + x), sum);
+            }
+        }
+    }
+}
+
+// By the bits: drivers may compile `v != v` as an ordered comparison (false for NaN).
+fn is_nan(v: f32) -> bool {
+    return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
+}
+
 struct Best {
     v: f32,
     i: i32, // plane-local index y * w + x
@@ -146,7 +231,7 @@ fn window_max(xb: u32, oy: u32, ox: u32) -> Best {
         for (var x = max(x0, 0); x < x1; x++) {
             let idx = y * i32(p.w) + x;
             let v = src[xb + u32(idx)];
-            if (b.i < 0 || v > b.v || v != v) {
+            if (b.i < 0 || v > b.v || is_nan(v)) {
                 b = Best(v, idx);
             }
         }

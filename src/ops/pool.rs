@@ -182,7 +182,7 @@ fn pooled_forward(gpu: &Gpu, entry: &str, s: &PoolShape, x: Act, y: Act) -> Resu
                 constants: &WXY,
                 params: Params::pool(s, &[x, y], false),
                 views: &[x, y],
-                workgroups: avg_2x2_groups(s.out_w(), s.n * s.c * s.out_h()),
+                workgroups: block_groups(s.out_w(), s.n * s.c * s.out_h()),
             },
         );
     }
@@ -198,12 +198,12 @@ fn pooled_forward(gpu: &Gpu, entry: &str, s: &PoolShape, x: Act, y: Act) -> Resu
     )
 }
 
-/// Workgroup of the 2×2 average-pooling entries (columns, rows of blocks).
+/// Workgroup of the entries with one lane per 2×2 block (columns, rows of blocks).
 const WXY: [(&str, f64); 2] = [("WX", 8.0), ("WY", 8.0)];
 
-/// Groups for `cols` × `rows` blocks of the 2×2 entries: rows past the 65535-group limit of one
+/// Groups for `cols` × `rows` blocks of the 2×2-block entries: rows past the 65535-group limit of one
 /// dimension continue in z (the shader's `row_2x2`).
-fn avg_2x2_groups(cols: usize, rows: usize) -> [u32; 3] {
+fn block_groups(cols: usize, rows: usize) -> [u32; 3] {
     let [y, z, _] = grid(ceil_div(rows, WXY[1].1 as usize));
     [ceil_div(cols, WXY[0].1 as usize), y, z]
 }
@@ -231,6 +231,18 @@ fn max_backward_tile(s: &PoolShape) -> Result<usize> {
 pub fn max_backward(gpu: &Gpu, s: &PoolShape, x: Act, dy: Act, dx: Act, accumulate: bool) -> Result<Vec<Dispatch>> {
     check_pool("max_backward", s, ("x", &x), ("dy", &dy))?;
     check_view("max_backward", "dx", &dx, s.n, s.c, s.h * s.w)?;
+    if s.k == 3 && s.stride == 2 && s.pad == 1 {
+        return launch(
+            gpu,
+            Kernel {
+                entry: "max_backward_3s2",
+                constants: &WXY,
+                params: Params::pool(s, &[x, dx, dy], accumulate),
+                views: &[x, dx, dy],
+                workgroups: block_groups(s.w.div_ceil(2), s.n * s.c * s.h.div_ceil(2)),
+            },
+        );
+    }
     let t = max_backward_tile(s)?;
     let tiles = s.h.div_ceil(t) * s.w.div_ceil(t);
     launch(
@@ -256,7 +268,7 @@ pub fn avg_backward(gpu: &Gpu, s: &PoolShape, dy: Act, dx: Act, accumulate: bool
                 constants: &WXY,
                 params: Params::pool(s, &[dy, dx], accumulate),
                 views: &[dy, dx],
-                workgroups: avg_2x2_groups(s.out_w(), s.n * s.c * s.h.div_ceil(2)),
+                workgroups: block_groups(s.out_w(), s.n * s.c * s.h.div_ceil(2)),
             },
         );
     }

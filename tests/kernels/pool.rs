@@ -340,3 +340,27 @@ fn max_pool_in_batch_chunks_matches_reference() {
     let want_dx = expect(&old_dx, s.n, s.c, hw, &pool::max_backward_ref(&s, &x, &dy), lx, true);
     assert_close(&format!("max backward {what}"), &read(&g, &bdx, old_dx.len()), &want_dx, 1e-6, 1e-6);
 }
+
+/// A NaN in a window wins it (the last NaN, as PyTorch's `val > max || isnan(val)`), in the
+/// generic backward and in the 3×3 / stride 2 / padding 1 one.
+#[test]
+fn max_pool_backward_routes_gradients_to_nans() {
+    let g = gpu();
+    let mut rng = Rng::new(16);
+    for s in [
+        PoolShape::new(1, 2, 8, 7, 2, 2, 0).unwrap(),
+        PoolShape::new(2, 3, 9, 11, 3, 3, 1).unwrap(),
+        PoolShape::new(2, 3, 9, 11, 3, 2, 1).unwrap(),
+    ] {
+        let mut x = rng.vec(s.in_len(), -1.0, 1.0);
+        for i in (0..x.len()).step_by(7) {
+            x[i] = f64::NAN;
+        }
+        let dy = rng.vec(s.out_len(), -1.0, 1.0);
+        let want = pool::max_backward_ref(&s, &x, &dy);
+        let (bx, bdy, bdx) = (up(&g, &x), up(&g, &dy), g.zeros("dx", s.in_len()).unwrap());
+        let d = pool::max_backward(&g, &s, Act::whole(&bx, s.c), Act::whole(&bdy, s.c), Act::whole(&bdx, s.c), false)
+            .unwrap();
+        assert_close(&format!("NaN max backward {s:?}"), &run_read(&g, &d, &bdx, s.in_len()), &want, 1e-6, 1e-6);
+    }
+}
