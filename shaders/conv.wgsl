@@ -911,6 +911,351 @@ fn backward_data_1x1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
 }
 
 // ---------------------------------------------------------------------------------------------
+// Backward data of a 3x3, stride 1, pad 1 convolution (p = h, q = w), the transpose of the
+// row-window forward above: dx[n, ci, y, x] (+)= sum_{ky, co, kx} w[co, ci, ky, kx]
+// dy[n, co, y + 1 - ky, x + 1 - kx]. An invocation owns TN consecutive pixels of one dx row and
+// the TM channels of its workgroup. Per (ky, co) it loads the dy row window
+// dy[n, co, y + 1 - ky, x0 - 1 .. x0 + TN] once and uses it for the three kx taps (pixel x0 + j,
+// tap kx reads window element j + 2 - kx); the weights are shared as elsewhere (block8, lane l
+// loading output channel k0 + l's). backward_data_3x3_v8 owns 8 pixels (two vec4 accumulators,
+// rows of a multiple of 4 pixels): per (ky, 8 output channels) 32 window loads and 3 * TM weight
+// loads per lane for 3 * 8 * TM * 8 FMAs, about twice forward_3x3_v4's FMAs per load. K is walked
+// as ky, then blocks of 8 output channels (the last one as a block of 4 when at most 4 are left:
+// 12 = 8 + 4 in DenseNet-BC, so no lane's broadcast is wasted), then kx, then channel, whatever
+// the tiles, so results do not depend on them. (Weights read by every lane at the same address
+// measured slower: llvmpipe's uniform storage loads still cost about half a per-lane load.)
+
+alias X4 = array<vec4<f32>, 4>;
+
+// block8 for K steps 0..4 (lanes 0..4 hold the rows): the last, short block of a K loop.
+fn block4(acc: ptr<function, Acc>, w: Row, xs: X4) {
+    // k-step 0
+    (*acc)[0] = fma(vec4(subgroupBroadcast(w[0], 0u)), xs[0], (*acc)[0]);
+    if (TM > 1u) { (*acc)[1] = fma(vec4(subgroupBroadcast(w[1], 0u)), xs[0], (*acc)[1]); }
+    if (TM > 2u) { (*acc)[2] = fma(vec4(subgroupBroadcast(w[2], 0u)), xs[0], (*acc)[2]); }
+    if (TM > 3u) { (*acc)[3] = fma(vec4(subgroupBroadcast(w[3], 0u)), xs[0], (*acc)[3]); }
+    if (TM > 4u) { (*acc)[4] = fma(vec4(subgroupBroadcast(w[4], 0u)), xs[0], (*acc)[4]); }
+    if (TM > 5u) { (*acc)[5] = fma(vec4(subgroupBroadcast(w[5], 0u)), xs[0], (*acc)[5]); }
+    if (TM > 6u) { (*acc)[6] = fma(vec4(subgroupBroadcast(w[6], 0u)), xs[0], (*acc)[6]); }
+    if (TM > 7u) { (*acc)[7] = fma(vec4(subgroupBroadcast(w[7], 0u)), xs[0], (*acc)[7]); }
+    if (TM > 8u) { (*acc)[8] = fma(vec4(subgroupBroadcast(w[8], 0u)), xs[0], (*acc)[8]); }
+    if (TM > 9u) { (*acc)[9] = fma(vec4(subgroupBroadcast(w[9], 0u)), xs[0], (*acc)[9]); }
+    if (TM > 10u) { (*acc)[10] = fma(vec4(subgroupBroadcast(w[10], 0u)), xs[0], (*acc)[10]); }
+    if (TM > 11u) { (*acc)[11] = fma(vec4(subgroupBroadcast(w[11], 0u)), xs[0], (*acc)[11]); }
+    if (TM > 12u) { (*acc)[12] = fma(vec4(subgroupBroadcast(w[12], 0u)), xs[0], (*acc)[12]); }
+    if (TM > 13u) { (*acc)[13] = fma(vec4(subgroupBroadcast(w[13], 0u)), xs[0], (*acc)[13]); }
+    if (TM > 14u) { (*acc)[14] = fma(vec4(subgroupBroadcast(w[14], 0u)), xs[0], (*acc)[14]); }
+    if (TM > 15u) { (*acc)[15] = fma(vec4(subgroupBroadcast(w[15], 0u)), xs[0], (*acc)[15]); }
+    // k-step 1
+    (*acc)[0] = fma(vec4(subgroupBroadcast(w[0], 1u)), xs[1], (*acc)[0]);
+    if (TM > 1u) { (*acc)[1] = fma(vec4(subgroupBroadcast(w[1], 1u)), xs[1], (*acc)[1]); }
+    if (TM > 2u) { (*acc)[2] = fma(vec4(subgroupBroadcast(w[2], 1u)), xs[1], (*acc)[2]); }
+    if (TM > 3u) { (*acc)[3] = fma(vec4(subgroupBroadcast(w[3], 1u)), xs[1], (*acc)[3]); }
+    if (TM > 4u) { (*acc)[4] = fma(vec4(subgroupBroadcast(w[4], 1u)), xs[1], (*acc)[4]); }
+    if (TM > 5u) { (*acc)[5] = fma(vec4(subgroupBroadcast(w[5], 1u)), xs[1], (*acc)[5]); }
+    if (TM > 6u) { (*acc)[6] = fma(vec4(subgroupBroadcast(w[6], 1u)), xs[1], (*acc)[6]); }
+    if (TM > 7u) { (*acc)[7] = fma(vec4(subgroupBroadcast(w[7], 1u)), xs[1], (*acc)[7]); }
+    if (TM > 8u) { (*acc)[8] = fma(vec4(subgroupBroadcast(w[8], 1u)), xs[1], (*acc)[8]); }
+    if (TM > 9u) { (*acc)[9] = fma(vec4(subgroupBroadcast(w[9], 1u)), xs[1], (*acc)[9]); }
+    if (TM > 10u) { (*acc)[10] = fma(vec4(subgroupBroadcast(w[10], 1u)), xs[1], (*acc)[10]); }
+    if (TM > 11u) { (*acc)[11] = fma(vec4(subgroupBroadcast(w[11], 1u)), xs[1], (*acc)[11]); }
+    if (TM > 12u) { (*acc)[12] = fma(vec4(subgroupBroadcast(w[12], 1u)), xs[1], (*acc)[12]); }
+    if (TM > 13u) { (*acc)[13] = fma(vec4(subgroupBroadcast(w[13], 1u)), xs[1], (*acc)[13]); }
+    if (TM > 14u) { (*acc)[14] = fma(vec4(subgroupBroadcast(w[14], 1u)), xs[1], (*acc)[14]); }
+    if (TM > 15u) { (*acc)[15] = fma(vec4(subgroupBroadcast(w[15], 1u)), xs[1], (*acc)[15]); }
+    // k-step 2
+    (*acc)[0] = fma(vec4(subgroupBroadcast(w[0], 2u)), xs[2], (*acc)[0]);
+    if (TM > 1u) { (*acc)[1] = fma(vec4(subgroupBroadcast(w[1], 2u)), xs[2], (*acc)[1]); }
+    if (TM > 2u) { (*acc)[2] = fma(vec4(subgroupBroadcast(w[2], 2u)), xs[2], (*acc)[2]); }
+    if (TM > 3u) { (*acc)[3] = fma(vec4(subgroupBroadcast(w[3], 2u)), xs[2], (*acc)[3]); }
+    if (TM > 4u) { (*acc)[4] = fma(vec4(subgroupBroadcast(w[4], 2u)), xs[2], (*acc)[4]); }
+    if (TM > 5u) { (*acc)[5] = fma(vec4(subgroupBroadcast(w[5], 2u)), xs[2], (*acc)[5]); }
+    if (TM > 6u) { (*acc)[6] = fma(vec4(subgroupBroadcast(w[6], 2u)), xs[2], (*acc)[6]); }
+    if (TM > 7u) { (*acc)[7] = fma(vec4(subgroupBroadcast(w[7], 2u)), xs[2], (*acc)[7]); }
+    if (TM > 8u) { (*acc)[8] = fma(vec4(subgroupBroadcast(w[8], 2u)), xs[2], (*acc)[8]); }
+    if (TM > 9u) { (*acc)[9] = fma(vec4(subgroupBroadcast(w[9], 2u)), xs[2], (*acc)[9]); }
+    if (TM > 10u) { (*acc)[10] = fma(vec4(subgroupBroadcast(w[10], 2u)), xs[2], (*acc)[10]); }
+    if (TM > 11u) { (*acc)[11] = fma(vec4(subgroupBroadcast(w[11], 2u)), xs[2], (*acc)[11]); }
+    if (TM > 12u) { (*acc)[12] = fma(vec4(subgroupBroadcast(w[12], 2u)), xs[2], (*acc)[12]); }
+    if (TM > 13u) { (*acc)[13] = fma(vec4(subgroupBroadcast(w[13], 2u)), xs[2], (*acc)[13]); }
+    if (TM > 14u) { (*acc)[14] = fma(vec4(subgroupBroadcast(w[14], 2u)), xs[2], (*acc)[14]); }
+    if (TM > 15u) { (*acc)[15] = fma(vec4(subgroupBroadcast(w[15], 2u)), xs[2], (*acc)[15]); }
+    // k-step 3
+    (*acc)[0] = fma(vec4(subgroupBroadcast(w[0], 3u)), xs[3], (*acc)[0]);
+    if (TM > 1u) { (*acc)[1] = fma(vec4(subgroupBroadcast(w[1], 3u)), xs[3], (*acc)[1]); }
+    if (TM > 2u) { (*acc)[2] = fma(vec4(subgroupBroadcast(w[2], 3u)), xs[3], (*acc)[2]); }
+    if (TM > 3u) { (*acc)[3] = fma(vec4(subgroupBroadcast(w[3], 3u)), xs[3], (*acc)[3]); }
+    if (TM > 4u) { (*acc)[4] = fma(vec4(subgroupBroadcast(w[4], 3u)), xs[3], (*acc)[4]); }
+    if (TM > 5u) { (*acc)[5] = fma(vec4(subgroupBroadcast(w[5], 3u)), xs[3], (*acc)[5]); }
+    if (TM > 6u) { (*acc)[6] = fma(vec4(subgroupBroadcast(w[6], 3u)), xs[3], (*acc)[6]); }
+    if (TM > 7u) { (*acc)[7] = fma(vec4(subgroupBroadcast(w[7], 3u)), xs[3], (*acc)[7]); }
+    if (TM > 8u) { (*acc)[8] = fma(vec4(subgroupBroadcast(w[8], 3u)), xs[3], (*acc)[8]); }
+    if (TM > 9u) { (*acc)[9] = fma(vec4(subgroupBroadcast(w[9], 3u)), xs[3], (*acc)[9]); }
+    if (TM > 10u) { (*acc)[10] = fma(vec4(subgroupBroadcast(w[10], 3u)), xs[3], (*acc)[10]); }
+    if (TM > 11u) { (*acc)[11] = fma(vec4(subgroupBroadcast(w[11], 3u)), xs[3], (*acc)[11]); }
+    if (TM > 12u) { (*acc)[12] = fma(vec4(subgroupBroadcast(w[12], 3u)), xs[3], (*acc)[12]); }
+    if (TM > 13u) { (*acc)[13] = fma(vec4(subgroupBroadcast(w[13], 3u)), xs[3], (*acc)[13]); }
+    if (TM > 14u) { (*acc)[14] = fma(vec4(subgroupBroadcast(w[14], 3u)), xs[3], (*acc)[14]); }
+    if (TM > 15u) { (*acc)[15] = fma(vec4(subgroupBroadcast(w[15], 3u)), xs[3], (*acc)[15]); }
+}
+
+// 10 consecutive dy values of a row, x0 - 1 .. x0 + 9 (0 outside the image): e0, a, b, e9.
+struct Win10 {
+    e0: f32,
+    a: vec4<f32>,
+    b: vec4<f32>,
+    e9: f32,
+}
+
+// off = the row's start + x0 (a multiple of 4); edges = (x0 > 0, x0 + 4 < w, x0 + 8 < w).
+fn dy_win10(off: u32, edges: vec3<bool>, ok: bool) -> Win10 {
+    let q = off / 4u;
+    let a = select(vec4(0.0), src4[select(0u, q, ok)], vec4(ok));
+    let bo = ok & edges.y;
+    let b = select(vec4(0.0), src4[select(0u, q + 1u, bo)], vec4(bo));
+    let l = ok & edges.x;
+    let r = ok & edges.z;
+    let e0 = select(0.0, src4[select(0u, q - 1u, l)].w, l);
+    let e9 = select(0.0, src4[select(0u, q + 2u, r)].x, r);
+    return Win10(e0, a, b, e9);
+}
+
+// Pixels 0..4 and 4..8 of window elements t .. t + 8.
+fn tap10_lo(v: Win10, t: u32) -> vec4<f32> {
+    return select(select(vec4(v.a.yzw, v.b.x), v.a, t == 1u), vec4(v.e0, v.a.xyz), t == 0u);
+}
+
+fn tap10_hi(v: Win10, t: u32) -> vec4<f32> {
+    return select(select(vec4(v.b.yzw, v.e9), v.b, t == 1u), vec4(v.a.w, v.b.xyz), t == 0u);
+}
+
+fn backward_data_3x3_body(f: u32, lid: u32, sid: u32) {
+    let segs = (p.w + TN - 1u) / TN; // per row
+    let nseg = p.n * p.h * segs;
+    let hw = p.h * p.w;
+    let tl = tile(f, lid, p.cin, nseg * TN, 1u);
+    let rows = Rows(tl.m0, p.cin - 1u, 9u);
+    let wco = p.cin * 9u; // from one output channel's weights to the next
+    let l8 = sid & 7u;
+
+    let sg = tl.cols.x / TN;
+    let s = min(sg, nseg - 1u);
+    let img = s / (p.h * segs);
+    let y = (s / segs) % p.h;
+    let x0 = (s % segs) * TN;
+    let dybase = (img * p.b_tot + p.b_off) * hw;
+    let wc = win_cols(x0);
+
+    var acc: Acc;
+    for (var ky = 0u; ky < 3u; ky++) {
+        // Tap ky reads dy row y + 1 - ky.
+        let oy = i32(y + 1u) - i32(ky);
+        let rowok = (oy >= 0) & (oy < i32(p.h));
+        let rowoff = dybase + select(0u, u32(oy), rowok) * p.w;
+        for (var k0 = 0u; k0 < p.cout; k0 += 8u) {
+            // This lane's weights: output channel k0 + l8, taps (ky, 0..3).
+            let kl = k0 + l8;
+            let wb = min(kl, p.cout - 1u) * wco + ky * 3u;
+            let wok = kl < p.cout;
+            var w: Row;
+            if (p.cout - k0 <= 4u) {
+                var v: array<Win, 4>;
+                v[0] = x_win(rowoff + min(k0 + 0u, p.cout - 1u) * hw, wc, rowok & (k0 + 0u < p.cout));
+                v[1] = x_win(rowoff + min(k0 + 1u, p.cout - 1u) * hw, wc, rowok & (k0 + 1u < p.cout));
+                v[2] = x_win(rowoff + min(k0 + 2u, p.cout - 1u) * hw, wc, rowok & (k0 + 2u < p.cout));
+                v[3] = x_win(rowoff + min(k0 + 3u, p.cout - 1u) * hw, wc, rowok & (k0 + 3u < p.cout));
+                w = load_rows(rows, wb + 0u, wok); // kx = 0: window elements 2..
+                block4(&acc, w, X4(win_tap(v[0], 2u), win_tap(v[1], 2u), win_tap(v[2], 2u), win_tap(v[3], 2u)));
+                w = load_rows(rows, wb + 1u, wok); // kx = 1: window elements 1..
+                block4(&acc, w, X4(win_tap(v[0], 1u), win_tap(v[1], 1u), win_tap(v[2], 1u), win_tap(v[3], 1u)));
+                w = load_rows(rows, wb + 2u, wok); // kx = 2: window elements 0..
+                block4(&acc, w, X4(win_tap(v[0], 0u), win_tap(v[1], 0u), win_tap(v[2], 0u), win_tap(v[3], 0u)));
+            } else {
+                var v: array<Win, 8>;
+                v[0] = x_win(rowoff + min(k0 + 0u, p.cout - 1u) * hw, wc, rowok & (k0 + 0u < p.cout));
+                v[1] = x_win(rowoff + min(k0 + 1u, p.cout - 1u) * hw, wc, rowok & (k0 + 1u < p.cout));
+                v[2] = x_win(rowoff + min(k0 + 2u, p.cout - 1u) * hw, wc, rowok & (k0 + 2u < p.cout));
+                v[3] = x_win(rowoff + min(k0 + 3u, p.cout - 1u) * hw, wc, rowok & (k0 + 3u < p.cout));
+                v[4] = x_win(rowoff + min(k0 + 4u, p.cout - 1u) * hw, wc, rowok & (k0 + 4u < p.cout));
+                v[5] = x_win(rowoff + min(k0 + 5u, p.cout - 1u) * hw, wc, rowok & (k0 + 5u < p.cout));
+                v[6] = x_win(rowoff + min(k0 + 6u, p.cout - 1u) * hw, wc, rowok & (k0 + 6u < p.cout));
+                v[7] = x_win(rowoff + min(k0 + 7u, p.cout - 1u) * hw, wc, rowok & (k0 + 7u < p.cout));
+                w = load_rows(rows, wb + 0u, wok); // kx = 0: window elements 2..
+                block8(&acc, w, X8(win_tap(v[0], 2u), win_tap(v[1], 2u), win_tap(v[2], 2u), win_tap(v[3], 2u), win_tap(v[4], 2u), win_tap(v[5], 2u), win_tap(v[6], 2u), win_tap(v[7], 2u)));
+                w = load_rows(rows, wb + 1u, wok); // kx = 1: window elements 1..
+                block8(&acc, w, X8(win_tap(v[0], 1u), win_tap(v[1], 1u), win_tap(v[2], 1u), win_tap(v[3], 1u), win_tap(v[4], 1u), win_tap(v[5], 1u), win_tap(v[6], 1u), win_tap(v[7], 1u)));
+                w = load_rows(rows, wb + 2u, wok); // kx = 2: window elements 0..
+                block8(&acc, w, X8(win_tap(v[0], 0u), win_tap(v[1], 0u), win_tap(v[2], 0u), win_tap(v[3], 0u), win_tap(v[4], 0u), win_tap(v[5], 0u), win_tap(v[6], 0u), win_tap(v[7], 0u)));
+            }
+        }
+    }
+    let col = (img * p.a_tot + p.a_off) * hw + y * p.w + x0 + LANE4;
+    let ok = (vec4(sg) < vec4(nseg)) & (vec4(x0) + LANE4 < vec4(p.w));
+    store_tile(&acc, Out(col, ok, tl.m0, p.cin, hw, p.accumulate != 0u));
+}
+
+// backward_data_3x3_body with x_win4 (TN = 4, rows of a multiple of 4 pixels).
+fn backward_data_3x3_body_v4(f: u32, lid: u32, sid: u32) {
+    let segs = (p.w + TN - 1u) / TN; // per row
+    let nseg = p.n * p.h * segs;
+    let hw = p.h * p.w;
+    let tl = tile(f, lid, p.cin, nseg * TN, 1u);
+    let rows = Rows(tl.m0, p.cin - 1u, 9u);
+    let wco = p.cin * 9u; // from one output channel's weights to the next
+    let l8 = sid & 7u;
+
+    let sg = tl.cols.x / TN;
+    let s = min(sg, nseg - 1u);
+    let img = s / (p.h * segs);
+    let y = (s / segs) % p.h;
+    let x0 = (s % segs) * TN;
+    let dybase = (img * p.b_tot + p.b_off) * hw;
+    let edges = vec2(x0 > 0u, x0 + 4u < p.w);
+
+    var acc: Acc;
+    for (var ky = 0u; ky < 3u; ky++) {
+        // Tap ky reads dy row y + 1 - ky.
+        let oy = i32(y + 1u) - i32(ky);
+        let rowok = (oy >= 0) & (oy < i32(p.h));
+        let rowoff = dybase + select(0u, u32(oy), rowok) * p.w + x0;
+        for (var k0 = 0u; k0 < p.cout; k0 += 8u) {
+            // This lane's weights: output channel k0 + l8, taps (ky, 0..3).
+            let kl = k0 + l8;
+            let wb = min(kl, p.cout - 1u) * wco + ky * 3u;
+            let wok = kl < p.cout;
+            var w: Row;
+            if (p.cout - k0 <= 4u) {
+                var v: array<Win, 4>;
+                v[0] = x_win4(rowoff + min(k0 + 0u, p.cout - 1u) * hw, edges, rowok & (k0 + 0u < p.cout));
+                v[1] = x_win4(rowoff + min(k0 + 1u, p.cout - 1u) * hw, edges, rowok & (k0 + 1u < p.cout));
+                v[2] = x_win4(rowoff + min(k0 + 2u, p.cout - 1u) * hw, edges, rowok & (k0 + 2u < p.cout));
+                v[3] = x_win4(rowoff + min(k0 + 3u, p.cout - 1u) * hw, edges, rowok & (k0 + 3u < p.cout));
+                w = load_rows(rows, wb + 0u, wok); // kx = 0: window elements 2..
+                block4(&acc, w, X4(win_tap(v[0], 2u), win_tap(v[1], 2u), win_tap(v[2], 2u), win_tap(v[3], 2u)));
+                w = load_rows(rows, wb + 1u, wok); // kx = 1: window elements 1..
+                block4(&acc, w, X4(win_tap(v[0], 1u), win_tap(v[1], 1u), win_tap(v[2], 1u), win_tap(v[3], 1u)));
+                w = load_rows(rows, wb + 2u, wok); // kx = 2: window elements 0..
+                block4(&acc, w, X4(win_tap(v[0], 0u), win_tap(v[1], 0u), win_tap(v[2], 0u), win_tap(v[3], 0u)));
+            } else {
+                var v: array<Win, 8>;
+                v[0] = x_win4(rowoff + min(k0 + 0u, p.cout - 1u) * hw, edges, rowok & (k0 + 0u < p.cout));
+                v[1] = x_win4(rowoff + min(k0 + 1u, p.cout - 1u) * hw, edges, rowok & (k0 + 1u < p.cout));
+                v[2] = x_win4(rowoff + min(k0 + 2u, p.cout - 1u) * hw, edges, rowok & (k0 + 2u < p.cout));
+                v[3] = x_win4(rowoff + min(k0 + 3u, p.cout - 1u) * hw, edges, rowok & (k0 + 3u < p.cout));
+                v[4] = x_win4(rowoff + min(k0 + 4u, p.cout - 1u) * hw, edges, rowok & (k0 + 4u < p.cout));
+                v[5] = x_win4(rowoff + min(k0 + 5u, p.cout - 1u) * hw, edges, rowok & (k0 + 5u < p.cout));
+                v[6] = x_win4(rowoff + min(k0 + 6u, p.cout - 1u) * hw, edges, rowok & (k0 + 6u < p.cout));
+                v[7] = x_win4(rowoff + min(k0 + 7u, p.cout - 1u) * hw, edges, rowok & (k0 + 7u < p.cout));
+                w = load_rows(rows, wb + 0u, wok); // kx = 0: window elements 2..
+                block8(&acc, w, X8(win_tap(v[0], 2u), win_tap(v[1], 2u), win_tap(v[2], 2u), win_tap(v[3], 2u), win_tap(v[4], 2u), win_tap(v[5], 2u), win_tap(v[6], 2u), win_tap(v[7], 2u)));
+                w = load_rows(rows, wb + 1u, wok); // kx = 1: window elements 1..
+                block8(&acc, w, X8(win_tap(v[0], 1u), win_tap(v[1], 1u), win_tap(v[2], 1u), win_tap(v[3], 1u), win_tap(v[4], 1u), win_tap(v[5], 1u), win_tap(v[6], 1u), win_tap(v[7], 1u)));
+                w = load_rows(rows, wb + 2u, wok); // kx = 2: window elements 0..
+                block8(&acc, w, X8(win_tap(v[0], 0u), win_tap(v[1], 0u), win_tap(v[2], 0u), win_tap(v[3], 0u), win_tap(v[4], 0u), win_tap(v[5], 0u), win_tap(v[6], 0u), win_tap(v[7], 0u)));
+            }
+        }
+    }
+    let col = (img * p.a_tot + p.a_off) * hw + y * p.w + x0 + LANE4;
+    let ok = (vec4(sg) < vec4(nseg)) & (vec4(x0) + LANE4 < vec4(p.w));
+    store_tile(&acc, Out(col, ok, tl.m0, p.cin, hw, p.accumulate != 0u));
+}
+
+// backward_data_3x3_body with 8 pixels per invocation, TN = 8 (rows of a multiple of 4 pixels:
+// two vec4s and the two ends; the second vec4 of a row's last segment may lie past its end).
+fn backward_data_3x3_body_v8(f: u32, lid: u32, sid: u32) {
+    let segs = (p.w + 8u - 1u) / 8u; // per row
+    let nseg = p.n * p.h * segs;
+    let hw = p.h * p.w;
+    let tl = tile(f, lid, p.cin, nseg * 8u, 1u);
+    let rows = Rows(tl.m0, p.cin - 1u, 9u);
+    let wco = p.cin * 9u; // from one output channel's weights to the next
+    let l8 = sid & 7u;
+
+    let sg = tl.cols.x / 8u;
+    let s = min(sg, nseg - 1u);
+    let img = s / (p.h * segs);
+    let y = (s / segs) % p.h;
+    let x0 = (s % segs) * 8u;
+    let dybase = (img * p.b_tot + p.b_off) * hw;
+    let edges = vec3(x0 > 0u, x0 + 4u < p.w, x0 + 8u < p.w);
+
+    var acc: Acc;
+    var hi: Acc; // pixels 4..8
+    for (var ky = 0u; ky < 3u; ky++) {
+        // Tap ky reads dy row y + 1 - ky.
+        let oy = i32(y + 1u) - i32(ky);
+        let rowok = (oy >= 0) & (oy < i32(p.h));
+        let rowoff = dybase + select(0u, u32(oy), rowok) * p.w + x0;
+        for (var k0 = 0u; k0 < p.cout; k0 += 8u) {
+            // This lane's weights: output channel k0 + l8, taps (ky, 0..3).
+            let kl = k0 + l8;
+            let wb = min(kl, p.cout - 1u) * wco + ky * 3u;
+            let wok = kl < p.cout;
+            var w: Row;
+            if (p.cout - k0 <= 4u) {
+                var v: array<Win10, 4>;
+                v[0] = dy_win10(rowoff + min(k0 + 0u, p.cout - 1u) * hw, edges, rowok & (k0 + 0u < p.cout));
+                v[1] = dy_win10(rowoff + min(k0 + 1u, p.cout - 1u) * hw, edges, rowok & (k0 + 1u < p.cout));
+                v[2] = dy_win10(rowoff + min(k0 + 2u, p.cout - 1u) * hw, edges, rowok & (k0 + 2u < p.cout));
+                v[3] = dy_win10(rowoff + min(k0 + 3u, p.cout - 1u) * hw, edges, rowok & (k0 + 3u < p.cout));
+                w = load_rows(rows, wb + 0u, wok); // kx = 0: window elements 2..
+                block4(&acc, w, X4(tap10_lo(v[0], 2u), tap10_lo(v[1], 2u), tap10_lo(v[2], 2u), tap10_lo(v[3], 2u)));
+                block4(&hi, w, X4(tap10_hi(v[0], 2u), tap10_hi(v[1], 2u), tap10_hi(v[2], 2u), tap10_hi(v[3], 2u)));
+                w = load_rows(rows, wb + 1u, wok); // kx = 1: window elements 1..
+                block4(&acc, w, X4(tap10_lo(v[0], 1u), tap10_lo(v[1], 1u), tap10_lo(v[2], 1u), tap10_lo(v[3], 1u)));
+                block4(&hi, w, X4(tap10_hi(v[0], 1u), tap10_hi(v[1], 1u), tap10_hi(v[2], 1u), tap10_hi(v[3], 1u)));
+                w = load_rows(rows, wb + 2u, wok); // kx = 2: window elements 0..
+                block4(&acc, w, X4(tap10_lo(v[0], 0u), tap10_lo(v[1], 0u), tap10_lo(v[2], 0u), tap10_lo(v[3], 0u)));
+                block4(&hi, w, X4(tap10_hi(v[0], 0u), tap10_hi(v[1], 0u), tap10_hi(v[2], 0u), tap10_hi(v[3], 0u)));
+            } else {
+                var v: array<Win10, 8>;
+                v[0] = dy_win10(rowoff + min(k0 + 0u, p.cout - 1u) * hw, edges, rowok & (k0 + 0u < p.cout));
+                v[1] = dy_win10(rowoff + min(k0 + 1u, p.cout - 1u) * hw, edges, rowok & (k0 + 1u < p.cout));
+                v[2] = dy_win10(rowoff + min(k0 + 2u, p.cout - 1u) * hw, edges, rowok & (k0 + 2u < p.cout));
+                v[3] = dy_win10(rowoff + min(k0 + 3u, p.cout - 1u) * hw, edges, rowok & (k0 + 3u < p.cout));
+                v[4] = dy_win10(rowoff + min(k0 + 4u, p.cout - 1u) * hw, edges, rowok & (k0 + 4u < p.cout));
+                v[5] = dy_win10(rowoff + min(k0 + 5u, p.cout - 1u) * hw, edges, rowok & (k0 + 5u < p.cout));
+                v[6] = dy_win10(rowoff + min(k0 + 6u, p.cout - 1u) * hw, edges, rowok & (k0 + 6u < p.cout));
+                v[7] = dy_win10(rowoff + min(k0 + 7u, p.cout - 1u) * hw, edges, rowok & (k0 + 7u < p.cout));
+                w = load_rows(rows, wb + 0u, wok); // kx = 0: window elements 2..
+                block8(&acc, w, X8(tap10_lo(v[0], 2u), tap10_lo(v[1], 2u), tap10_lo(v[2], 2u), tap10_lo(v[3], 2u), tap10_lo(v[4], 2u), tap10_lo(v[5], 2u), tap10_lo(v[6], 2u), tap10_lo(v[7], 2u)));
+                block8(&hi, w, X8(tap10_hi(v[0], 2u), tap10_hi(v[1], 2u), tap10_hi(v[2], 2u), tap10_hi(v[3], 2u), tap10_hi(v[4], 2u), tap10_hi(v[5], 2u), tap10_hi(v[6], 2u), tap10_hi(v[7], 2u)));
+                w = load_rows(rows, wb + 1u, wok); // kx = 1: window elements 1..
+                block8(&acc, w, X8(tap10_lo(v[0], 1u), tap10_lo(v[1], 1u), tap10_lo(v[2], 1u), tap10_lo(v[3], 1u), tap10_lo(v[4], 1u), tap10_lo(v[5], 1u), tap10_lo(v[6], 1u), tap10_lo(v[7], 1u)));
+                block8(&hi, w, X8(tap10_hi(v[0], 1u), tap10_hi(v[1], 1u), tap10_hi(v[2], 1u), tap10_hi(v[3], 1u), tap10_hi(v[4], 1u), tap10_hi(v[5], 1u), tap10_hi(v[6], 1u), tap10_hi(v[7], 1u)));
+                w = load_rows(rows, wb + 2u, wok); // kx = 2: window elements 0..
+                block8(&acc, w, X8(tap10_lo(v[0], 0u), tap10_lo(v[1], 0u), tap10_lo(v[2], 0u), tap10_lo(v[3], 0u), tap10_lo(v[4], 0u), tap10_lo(v[5], 0u), tap10_lo(v[6], 0u), tap10_lo(v[7], 0u)));
+                block8(&hi, w, X8(tap10_hi(v[0], 0u), tap10_hi(v[1], 0u), tap10_hi(v[2], 0u), tap10_hi(v[3], 0u), tap10_hi(v[4], 0u), tap10_hi(v[5], 0u), tap10_hi(v[6], 0u), tap10_hi(v[7], 0u)));
+            }
+        }
+    }
+    let col = (img * p.a_tot + p.a_off) * hw + y * p.w + x0 + LANE4;
+    let ok = (vec4(sg) < vec4(nseg)) & (vec4(x0) + LANE4 < vec4(p.w));
+    store_tile(&acc, Out(col, ok, tl.m0, p.cin, hw, p.accumulate != 0u));
+    let ok_hi = (vec4(sg) < vec4(nseg)) & (vec4(x0 + 4u) + LANE4 < vec4(p.w));
+    store_tile(&hi, Out(col + vec4(4u), ok_hi, tl.m0, p.cin, hw, p.accumulate != 0u));
+}
+
+@compute @workgroup_size(WG)
+fn backward_data_3x3(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
+    backward_data_3x3_body(flat(wid, nwg), lid, sid);
+}
+
+// The same sums in the same order as backward_data_3x3, in other tiles.
+@compute @workgroup_size(WG)
+fn backward_data_3x3_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                        @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
+    backward_data_3x3_body_v4(flat(wid, nwg), lid, sid);
+}
+
+@compute @workgroup_size(WG)
+fn backward_data_3x3_v8(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                        @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
+    backward_data_3x3_body_v8(flat(wid, nwg), lid, sid);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Backward weight, split-K: partial[s, co, j] = sum over slice s of the n*p*q output pixels of
 // dy[n, co, oy, ox] * x[n, ci, oy*stride-pad+ky, ox*stride-pad+kx], with j = (ci, ky, kx).
 // GEMM rows = output channels (dy), columns = cin*kh*kw (lanes), K = output pixels.

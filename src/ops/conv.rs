@@ -10,7 +10,9 @@
 //! math (and vec4 column loads when h·w is a multiple of 4); without bias and on images the
 //! GEMM's column tiles fit, their forward and backward data run as `ops::gemm` instead. The
 //! forward of 3×3 stride-1 pad-1 convolutions loads each input row window once for the three
-//! horizontal taps (`forward_3x3`, see [`row_window_forward`]). Tiles
+//! horizontal taps (`forward_3x3`, see [`row_window_forward`]); their backward data does the
+//! same with dy's row windows, 8 pixels per lane (`backward_data_3x3_v8`, see
+//! [`row_window_backward_data`]). Tiles
 //! come from `ops::tune` (heuristic, or timed once per device and cached). The kernels need
 //! subgroups of at least 8 invocations (`wgpu::Features::SUBGROUP`; lavapipe has 8).
 
@@ -143,7 +145,12 @@ impl Tiles {
     }
     /// Rows are input channels, columns input pixels (many).
     pub fn backward_data(s: &Conv2dShape) -> Tiles {
-        Tiles::pixel_columns(s, s.c_in, false)
+        if row_window_backward_data(s) && s.w % 4 == 0 {
+            // backward_data_3x3_v8: 8 pixels per lane.
+            Tiles { wg: 32, tm: fit_tm(s.c_in, 8), tn: 8 }
+        } else {
+            Tiles::pixel_columns(s, s.c_in, row_window_backward_data(s))
+        }
     }
     /// Rows are output channels, columns c_in·kh·kw: as few as 24 in a DenseNet-BC, so the tile
     /// width follows the column count instead of leaving most lanes idle.
@@ -175,6 +182,15 @@ impl Tiles {
                 OP,
                 format!("tiles {self:?}: need 1 <= tm <= {MAX_TM}, 1 <= tn <= {MAX_TN}, wg a multiple of 8 <= 1024"),
             ))
+        }
+    }
+    /// [`Tiles::check`], and the 8 pixels per lane that `backward_data_3x3_v8` takes where the
+    /// backward data of `s` runs as it (rows of a multiple of 4 pixels).
+    pub fn check_backward_data(&self, s: &Conv2dShape) -> Result<()> {
+        if self.tn == 8 && row_window_backward_data(s) && s.w % 4 == 0 {
+            Tiles { tn: 4, ..*self }.check()
+        } else {
+            self.check()
         }
     }
     fn constants(&self) -> Vec<(&'static str, f64)> {
@@ -290,6 +306,16 @@ pub fn row_window_forward(s: &Conv2dShape) -> bool {
     s.is_3x3_same() && s.c_in >= 8
 }
 
+/// Whether the backward data of `s` runs as `backward_data_3x3` (`backward_data_3x3_v4` with 4
+/// pixels per lane on rows of a multiple of 4 pixels: the same sums in the same order): every
+/// 3×3 stride-1 pad-1 convolution. A lane loads each dy row window once per (output channel,
+/// ky) for the three kx taps and reads the weights at workgroup-uniform addresses, so K needs no
+/// blocks of 8 channels and DenseNet-BC's 12-channel dy wastes nothing (`backward_data_flat`,
+/// used before, loads 4 values per 32 FMAs). By shape only, so results never depend on tuning.
+pub fn row_window_backward_data(s: &Conv2dShape) -> bool {
+    s.is_3x3_same()
+}
+
 /// The GEMM tiles of a 1×1 convolution run as `ops::gemm` (its default: 64 lanes × 4 columns).
 const GEMM: GemmConfig = GemmConfig { wg: 64, tm: 16, tn: 4, vec4: true };
 
@@ -402,7 +428,9 @@ pub fn backward_data_tiled(
     t: Tiles,
 ) -> Result<Vec<Dispatch>> {
     s.validate()?;
-    t.check()?;
+    t.check_backward_data(s)?;
+    // 8 pixels per lane: only backward_data_3x3_v8 (two vec4s of a row per lane).
+    let v8 = row_window_backward_data(s) && t.tn == 8 && s.w % 4 == 0;
     check_subgroups(gpu)?;
     check_act("dy", &dy, s.n, s.c_out, s.p() * s.q())?;
     check_act("dx", &dx, s.n, s.c_in, s.h * s.w)?;
@@ -415,8 +443,18 @@ pub fn backward_data_tiled(
         return gemm::gemm_with(gpu, &g, weight, dy.buf, dx.buf, accumulate, 1.0, &GEMM);
     }
     let p = Params { accumulate: accumulate as u32, ..params(s, &dx, &dy) };
-    let groups = t.groups(s.c_in, s.n * s.h * s.w);
-    let entry = if s.is_pointwise() && vec4_columns(s, &t) {
+    let mut groups = t.groups(s.c_in, s.n * s.h * s.w);
+    let entry = if row_window_backward_data(s) {
+        groups = t.groups(s.c_in, t.row_columns(s));
+        // Rows of whole vec4s: the window's middle pixels as vec4 loads (the same sums).
+        if v8 {
+            "backward_data_3x3_v8"
+        } else if t.tn == 4 && s.w % 4 == 0 {
+            "backward_data_3x3_v4"
+        } else {
+            "backward_data_3x3"
+        }
+    } else if s.is_pointwise() && vec4_columns(s, &t) {
         "backward_data_1x1_v4"
     } else if s.is_pointwise() {
         "backward_data_1x1"

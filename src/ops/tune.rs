@@ -109,11 +109,16 @@ pub fn candidates(pass: Pass, s: &Conv2dShape) -> Vec<Tiles> {
         Pass::BackwardData => (s.c_in, 16),
     };
     let mut push = |t: Tiles| {
-        if !v.contains(&t) && t.check().is_ok() && v.len() < MAX_CANDIDATES {
+        if !v.contains(&t) && valid(pass, s, t) && v.len() < MAX_CANDIDATES {
             v.push(t);
         }
     };
     match pass {
+        Pass::BackwardData if h.tn == 8 => {
+            // backward_data_3x3_v8 (8 pixels per lane), and 4 per lane.
+            push(Tiles { wg: 16, ..h });
+            push(Tiles { wg: 32, tm: fit_tm(rows, 4), tn: 4 });
+        }
         Pass::Forward | Pass::BackwardData => {
             let vec4 = s.is_pointwise() && (s.h * s.w) % 4 == 0;
             if vec4 {
@@ -137,6 +142,14 @@ pub fn candidates(pass: Pass, s: &Conv2dShape) -> Vec<Tiles> {
     v
 }
 
+/// Whether the kernels of `pass` on `s` take tiles `t`.
+pub fn valid(pass: Pass, s: &Conv2dShape, t: Tiles) -> bool {
+    match pass {
+        Pass::BackwardData => t.check_backward_data(s).is_ok(),
+        Pass::Forward | Pass::BackwardWeight => t.check().is_ok(),
+    }
+}
+
 /// The tiles for `pass` on shape `s` on this device: cached, tuned now, or the heuristic.
 /// Never fails: anything that goes wrong while tuning falls back to the heuristic.
 pub fn tiles(gpu: &Gpu, pass: Pass, s: &Conv2dShape) -> Tiles {
@@ -151,7 +164,7 @@ pub fn tiles(gpu: &Gpu, pass: Pass, s: &Conv2dShape) -> Tiles {
     if !cache.loaded {
         *cache = Cache::load(cache_path());
     }
-    if let Some(t) = cache.entries.get(&key).and_then(|e| e.tiles()) {
+    if let Some(t) = cache.entries.get(&key).and_then(|e| e.tiles(pass, s)) {
         return t;
     }
     if cache.spent >= budget() {
@@ -277,9 +290,9 @@ fn entry_key(gpu: &Gpu, pass: Pass, s: &Conv2dShape) -> String {
 struct Entry(u32, u32, u32);
 
 impl Entry {
-    fn tiles(self) -> Option<Tiles> {
+    fn tiles(self, pass: Pass, s: &Conv2dShape) -> Option<Tiles> {
         let t = Tiles { wg: self.0, tm: self.1, tn: self.2 };
-        t.check().ok().map(|_| t)
+        valid(pass, s, t).then_some(t)
     }
 }
 
@@ -364,12 +377,14 @@ mod tests {
     #[test]
     fn cache_round_trips_and_ignores_bad_files() {
         let path = temp("roundtrip");
+        let s3 = Conv2dShape { n: 1, c_in: 48, h: 8, w: 8, c_out: 12, kh: 3, kw: 3, stride: 1, pad: 1 };
+        let (fwd, bwd) = (Pass::Forward, Pass::BackwardData);
         let mut c = Cache::load(Some(path.clone()));
         assert!(c.entries.is_empty());
         c.entries.insert("k".into(), Entry(32, 12, 2));
         c.save(); // creates the folder
         let back = Cache::load(Some(path.clone()));
-        assert_eq!(back.entries.get("k").and_then(|e| e.tiles()), Some(Tiles { wg: 32, tm: 12, tn: 2 }));
+        assert_eq!(back.entries.get("k").and_then(|e| e.tiles(fwd, &s3)), Some(Tiles { wg: 32, tm: 12, tn: 2 }));
         // Corrupt, truncated, from another format or other kernels: ignored, then rewritten.
         for bad in [
             "{ not json".to_string(),
@@ -389,8 +404,12 @@ mod tests {
             assert_eq!(Cache::load(Some(path.clone())).entries.len(), 1);
         }
         // An entry with impossible tiles is not used.
-        assert_eq!(Entry(12, 17, 2).tiles(), None);
-        assert_eq!(Entry(4, 8, 2).tiles(), None);
+        assert_eq!(Entry(12, 17, 2).tiles(fwd, &s3), None);
+        assert_eq!(Entry(4, 8, 2).tiles(fwd, &s3), None);
+        // 8 pixels per lane: only the backward data of a 3x3 stride-1 pad-1 on 4-aligned rows.
+        assert_eq!(Entry(32, 16, 8).tiles(fwd, &s3), None);
+        assert_eq!(Entry(32, 16, 8).tiles(bwd, &s3), Some(Tiles { wg: 32, tm: 16, tn: 8 }));
+        assert_eq!(Entry(32, 16, 8).tiles(bwd, &Conv2dShape { w: 7, ..s3 }), None);
         let _ = std::fs::remove_dir_all(path.parent().and_then(|p| p.parent()).unwrap());
     }
 
@@ -407,7 +426,7 @@ mod tests {
                 let c = candidates(pass, s);
                 assert_eq!(c[0], heuristic(pass, s));
                 assert!(c.len() <= MAX_CANDIDATES);
-                assert!(c.iter().all(|t| t.check().is_ok()), "{pass:?} {s:?}: {c:?}");
+                assert!(c.iter().all(|&t| valid(pass, s, t)), "{pass:?} {s:?}: {c:?}");
             }
         }
         // c_out = 12: one 12-row tile instead of three quarters of a 16-row one.
