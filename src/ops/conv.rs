@@ -306,12 +306,13 @@ pub fn row_window_forward(s: &Conv2dShape) -> bool {
     s.is_3x3_same() && s.c_in >= 8
 }
 
-/// Whether the backward data of `s` runs as `backward_data_3x3` (`backward_data_3x3_v4` with 4
-/// pixels per lane on rows of a multiple of 4 pixels: the same sums in the same order): every
-/// 3×3 stride-1 pad-1 convolution. A lane loads each dy row window once per (output channel,
-/// ky) for the three kx taps and reads the weights at workgroup-uniform addresses, so K needs no
-/// blocks of 8 channels and DenseNet-BC's 12-channel dy wastes nothing (`backward_data_flat`,
-/// used before, loads 4 values per 32 FMAs). By shape only, so results never depend on tuning.
+/// Whether the backward data of `s` runs as `backward_data_3x3` (`_v4` / `_v8` with 4 / 8 pixels
+/// per lane on rows of a multiple of 4 pixels: the same sums in the same order): every 3×3
+/// stride-1 pad-1 convolution. A lane loads each dy row window once per (output channel, ky)
+/// for the three kx taps and shares the weights by subgroup broadcast, the last block of output
+/// channels taking 4 when at most 4 are left, so DenseNet-BC's 12-channel dy wastes nothing
+/// (`backward_data_flat`, used before, loads 4 values per 32 FMAs). By shape only, so results
+/// never depend on tuning.
 pub fn row_window_backward_data(s: &Conv2dShape) -> bool {
     s.is_3x3_same()
 }
