@@ -104,7 +104,10 @@ pub fn run(cli: &super::Cli, a: &Args) -> Result<()> {
         }
         return Ok(());
     }
+    let t_build = Instant::now();
+    let before_build = t_build.duration_since(t0).as_secs_f64();
     let mut trainer = Trainer::new(model, cfg)?;
+    let build = t_build.elapsed().as_secs_f64();
     let memory = trainer.memory();
     if !a.json {
         eprintln!(
@@ -127,7 +130,7 @@ pub fn run(cli: &super::Cli, a: &Args) -> Result<()> {
         cpu_times.push(cpu_seconds() - c);
         Ok(s.elapsed().as_secs_f64())
     };
-    step(&mut trainer)?;
+    let first_step = step(&mut trainer)?;
     let first = t0.elapsed().as_secs_f64();
     for _ in 0..a.warmup {
         step(&mut trainer)?;
@@ -157,7 +160,7 @@ pub fn run(cli: &super::Cli, a: &Args) -> Result<()> {
             .collect();
         let out = serde_json::json!({
             "workload": a.workload, "arch": arch, "batch": batch, "image_size": size, "device": gpu.describe(),
-            "parameters": params, "first_step_s": first, "pipelines": gpu.pipeline_count(), "median_step_s": median, "steps_s": times,
+            "parameters": params, "first_step_s": first, "startup_s": {"device_and_model": before_build, "build": build, "first_step": first_step}, "pipelines": gpu.pipeline_count(), "median_step_s": median, "steps_s": times,
             "median_step_cpu_s": median_cpu, "images_per_s": batch as f64 / median, "device_memory_bytes": memory.total(),
             "memory": memory, "peak_rss_bytes": rss, "kernels": kernels,
             "pipeline_labels": gpu.pipeline_labels(),
@@ -175,6 +178,9 @@ pub fn run(cli: &super::Cli, a: &Args) -> Result<()> {
     println!("| metric | value |\n| --- | --- |");
     println!("| workload | {} ({arch}, batch {batch}, {size}×{size}) |", a.workload);
     println!("| first finished step (incl. compilation) | {first:.2} s |");
+    println!(
+        "| of which: device and model / plan, tune, build, precompile / first step | {before_build:.2} / {build:.2} / {first_step:.2} s |"
+    );
     println!("| pipelines compiled | {} |", gpu.pipeline_count());
     println!("| median step ({} steps) | {median:.3} s |", times.len());
     println!("| median step CPU time (all threads) | {median_cpu:.3} s |");
