@@ -4,7 +4,9 @@
 //! - forward: rows = output channels, columns = output pixels `n·p·q`, K = `c_in·kh·kw`;
 //! - backward data: rows = input channels, columns = input pixels `n·h·w`, K = `c_out·kh·kw`;
 //! - backward weight: rows = output channels, columns = `c_in·kh·kw`, K = `n·p·q`, split into
-//!   slices whose partial sums go to a scratch buffer and are then added up in parallel.
+//!   slices whose partial sums go to a scratch buffer and are then added up in parallel; 1×1
+//!   stride-1 unpadded ones on images of 4 pixels or more run as `ops::gemm`'s split-K product
+//!   with the images summed instead ([`pointwise_gemm_weight`]).
 //!
 //! 1×1 stride-1 unpadded convolutions (most of DenseNet) use entry points without im2col index
 //! math (and vec4 column loads when h·w is a multiple of 4); without bias and on images the
@@ -24,7 +26,7 @@ use super::gemm::{self, GemmConfig, GemmShape, MatrixLayout};
 use super::tune::{self, Pass};
 use super::Act;
 use crate::error::{Error, Result};
-use crate::gpu::{ceil_div, grid, shaders, BufRange, Dispatch, Gpu, Launch};
+use crate::gpu::{ceil_div, grid, shaders, BufRange, Dispatch, Gpu, Launch, MAX_GROUPS_PER_DIM};
 
 /// Shape of a convolution: input `n × c_in × h × w`, weight `c_out × c_in × kh × kw`, the same
 /// stride and zero padding along both axes.
@@ -330,6 +332,42 @@ pub fn pointwise_gemm(s: &Conv2dShape) -> bool {
     s.is_pointwise() && hw.div_ceil(cols) * cols - hw <= hw / 8
 }
 
+/// The GEMM tiles of a 1×1 backward weight (see [`pointwise_gemm_weight`]): one subgroup of 8
+/// lanes × 4 columns per workgroup, since C is only c_out × c_in (48 × 24..120 in a DenseNet-BC):
+/// 256-column tiles would leave most lanes idle. Measured on lavapipe against 16 and 32 lanes,
+/// 8-row tiles and 8 columns per lane, this is the fastest on every DenseNet shape.
+const GEMM_BW: GemmConfig = GemmConfig { wg: 8, tm: 16, tn: 4, vec4: true };
+
+/// Work items (tiles × slices) the split of a 1×1 backward weight aims at: a few per core, so
+/// that the reduction over n·h·w keeps every core busy when C has only a few tiles. More slices
+/// cost partial sums to write and add up: on lavapipe 4 to 16 slices of a 48 × 96 C run alike,
+/// 64 about 25% slower at 8×8 images.
+const GEMM_BW_ITEMS: usize = 32;
+
+/// Whether the backward weight of `s` runs as the batched strided GEMM with split-K
+/// ([`gemm::gemm_split`]): dW = Σ_n dy_n · x_nᵀ, the images summed (C batch stride 0). The conv
+/// kernel gathers every x column on its own; the GEMM loads dy and x as vec4s along the
+/// pixels (`gemm_kk`). On lavapipe it measured about 2× the conv kernel's rate on every
+/// DenseNet-BC 1×1 shape of W1 (32² to 8² images) and 3 to 4.5× on DenseNet-121's at batch 8
+/// (56² to 7² images, these through scalar loads), and is still ahead down to 2×2 images. With one pixel per image (a Linear layer) each reduction step of four would be 3/4
+/// padding: the conv kernel is faster there (as it is where the GEMM's grid, one workgroup per
+/// 32 input channels along x, would be too wide). By shape only, so results never depend on
+/// tuning.
+pub fn pointwise_gemm_weight(s: &Conv2dShape) -> bool {
+    let col_tiles = s.c_in.div_ceil((GEMM_BW.wg * GEMM_BW.tn) as usize);
+    s.is_pointwise() && s.h * s.w >= 4 && col_tiles <= MAX_GROUPS_PER_DIM as usize
+}
+
+/// The product and split count of [`pointwise_gemm_weight`] for the images of one chunk of
+/// `s` (`s.n` of them), given the `channels × h·w` layouts of x and dy: C = dW [c_out × c_in],
+/// A = dy_n [c_out × h·w], B = x_nᵀ [h·w × c_in]. The split depends on the sizes only, not on
+/// the views, so [`backward_weight_chunks_scratch_len`] gets the same one from dense layouts.
+fn weight_gemm(s: &Conv2dShape, x: MatrixLayout, dy: MatrixLayout) -> (GemmShape, usize) {
+    let c = MatrixLayout::row_major(s.c_out, s.c_in).with_batch_stride(0);
+    let g = GemmShape { m: s.c_out, n: s.c_in, k: s.h * s.w, batch: s.n, a: dy, b: x.t(), c };
+    (g, gemm::suggest_splits(&g, &GEMM_BW, GEMM_BW_ITEMS))
+}
+
 /// Layout of an NCHW channel view as a batch of `channels × pixels` matrices.
 fn act_layout(a: &Act, pixels: usize) -> MatrixLayout {
     let p = pixels;
@@ -492,7 +530,18 @@ pub fn backward_weight_scratch_len(s: &Conv2dShape) -> usize {
 
 /// f32 elements of scratch that [`backward_weight_chunks`] needs: the slices of its largest chunk.
 pub fn backward_weight_chunks_scratch_len(s: &Conv2dShape, chunks: &[Range<usize>]) -> usize {
-    chunks.iter().map(|r| splits(&Conv2dShape { n: r.len(), ..*s }).0).max().unwrap_or(0) * s.weight_len()
+    let per_chunk = |r: &Range<usize>| {
+        let sc = Conv2dShape { n: r.len(), ..*s };
+        if pointwise_gemm_weight(s) {
+            let hw = s.h * s.w;
+            let (g, splits) =
+                weight_gemm(&sc, MatrixLayout::row_major(s.c_in, hw), MatrixLayout::row_major(s.c_out, hw));
+            gemm::gemm_scratch_len(&g, splits)
+        } else {
+            splits(&sc).0 * s.weight_len()
+        }
+    };
+    chunks.iter().map(per_chunk).max().unwrap_or(0)
 }
 
 /// dweight = the gradient with respect to the weight (overwritten), and dbias = the per-channel
@@ -565,9 +614,25 @@ fn backward_weight_impl(
     let scratch_len = backward_weight_chunks_scratch_len(s, chunks);
     check_buf("scratch", scratch, scratch_len)?;
     let scratch = BufRange::prefix(scratch, scratch_len as u64 * 4);
+    let mut out = Vec::new();
+    if pointwise_gemm_weight(s) {
+        let hw = s.h * s.w;
+        for r in chunks {
+            let sc = Conv2dShape { n: r.len(), ..*s };
+            let (x, dy) = (x.images(r.clone(), hw), dy.images(r.clone(), hw));
+            let (g, splits) = weight_gemm(&sc, act_layout(&x, hw), act_layout(&dy, hw));
+            // Later chunks add to what the first wrote.
+            let acc = r.start > 0;
+            out.extend(gemm::gemm_split(gpu, &g, dy.buf, x.buf, dweight, acc, 1.0, &GEMM_BW, splits, scratch)?);
+            if let Some(db) = dbias {
+                check_buf("dbias", db, s.c_out)?;
+                out.push(launch_bias_grad(gpu, &Params { accumulate: acc as u32, ..params(&sc, &x, &dy) }, dy, db)?);
+            }
+        }
+        return Ok(out);
+    }
     let entry = if s.is_pointwise() { "backward_weight_1x1" } else { "backward_weight" };
     let reduce_groups = ceil_div(s.weight_len(), RWG as usize) as usize;
-    let mut out = Vec::new();
     for r in chunks {
         let sc = Conv2dShape { n: r.len(), ..*s };
         let (x, dy) = (x.images(r.clone(), s.h * s.w), dy.images(r.clone(), s.p() * s.q()));

@@ -154,8 +154,11 @@ pub fn valid(pass: Pass, s: &Conv2dShape, t: Tiles) -> bool {
 /// Never fails: anything that goes wrong while tuning falls back to the heuristic.
 pub fn tiles(gpu: &Gpu, pass: Pass, s: &Conv2dShape) -> Tiles {
     let h = heuristic(pass, s);
-    // (Where forward and backward data run as the GEMM kernel, conv tiles do not matter.)
-    let gemm = pass != Pass::BackwardWeight && conv::pointwise_gemm(s);
+    // (Where a pass runs as the GEMM kernel, conv tiles do not matter.)
+    let gemm = match pass {
+        Pass::BackwardWeight => conv::pointwise_gemm_weight(s),
+        Pass::Forward | Pass::BackwardData => conv::pointwise_gemm(s),
+    };
     if mode() == Mode::Off || gemm || s.validate().is_err() || s.flops() < MIN_FLOPS {
         return h;
     }

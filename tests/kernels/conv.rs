@@ -474,6 +474,57 @@ fn batch_chunks_match_reference() {
     );
 }
 
+/// The backward weight of 1×1 convolutions as `gemm_split` (`conv::pointwise_gemm_weight`):
+/// channel counts that are not multiples of the 16 × 32 tiles, batch 1 (the split cuts h·w) and
+/// larger batches (it cuts the images), channel views (scalar and vec4 loads), dbias, images
+/// of 2×2 pixels, and the 1×1 images of a Linear layer that keep the conv kernel.
+#[test]
+fn pointwise_backward_weight_as_gemm_matches_reference() {
+    let shapes = [
+        (shape(1, 13, 32, 32, 19, 1, 1, 0), true, false), // batch 1: h·w split, vec4 loads
+        (shape(7, 37, 8, 8, 17, 1, 1, 0), false, true),   // images split, views: scalar x loads
+        (shape(9, 40, 16, 16, 48, 1, 1, 0), true, false), // whole tiles in m, vec4 loads
+        (shape(6, 33, 7, 7, 21, 1, 1, 0), false, false),  // 7×7: scalar loads
+        (shape(64, 24, 2, 2, 48, 1, 1, 0), true, true),   // the smallest images routed
+        (shape(5, 13, 12, 12, 5, 1, 1, 0), true, true),   // c_out below a tile
+        (shape(4, 13, 1, 1, 9, 1, 1, 0), true, false),    // Linear: the conv kernel
+    ];
+    for (i, (s, bias, views)) in shapes.into_iter().enumerate() {
+        assert_eq!(conv::pointwise_gemm_weight(&s), s.h * s.w > 1, "{s:?}");
+        check(s, bias, views, 60 + i as u64);
+    }
+}
+
+/// A 1×1 backward weight as `gemm_split` in batch chunks (binding limit 24 KiB: x, 10 KiB per
+/// image, goes two images at a time, in chunks 0..2, 2..4, 4..5, the first two split in two
+/// slices, the last in one): the first chunk overwrites dweight and dbias (both hold junk
+/// before), later ones add to them; the tensors are channel views of wider buffers.
+#[test]
+fn pointwise_backward_weight_chunks_match_reference() {
+    let s = shape(5, 7, 16, 16, 5, 1, 1, 0);
+    assert!(conv::pointwise_gemm_weight(&s));
+    let g = limited_gpu(24 << 10);
+    let hw = s.h * s.w;
+    let mut rng = Rng::new(77);
+    let (x, dy) = (rng.vec(s.x_len(), -1.0, 1.0), rng.vec(s.y_len(), -1.0, 1.0));
+    let xv = View::new(&mut rng, &x, s.n, s.c_in, hw, 2, s.c_in + 3);
+    let dyv = View::new(&mut rng, &dy, s.n, s.c_out, hw, 3, s.c_out + 3);
+    let chunks = cut(&g, s.n, &[(xv.tot * hw * 4) as u64, (dyv.tot * hw * 4) as u64]);
+    let (bx, bdy) = (up(&g, &xv.full), up(&g, &dyv.full));
+    let (bdw, bdb) = (up(&g, &rng.vec(s.weight_len(), -1.0, 1.0)), up(&g, &rng.vec(s.c_out, -1.0, 1.0)));
+    let len = conv::backward_weight_chunks_scratch_len(&s, &chunks);
+    assert!(len > 0, "{s:?} in chunks {chunks:?}: no split");
+    let scratch = up(&g, &rng.vec(len, -1.0, 1.0));
+    let (xa, dya) = (xv.act(&bx), dyv.act(&bdy));
+    let d = conv::backward_weight_chunks(&g, &s, &chunks, xa, dya, &bdw, Some(&bdb), &scratch).unwrap();
+    g.run(&d).unwrap();
+    let what = format!("{s:?} in chunks {chunks:?}");
+    let got = read(&g, &bdw, s.weight_len());
+    assert_close_scaled(&format!("backward weight {what}"), &got, &conv::backward_weight_ref(&s, &x, &dy), TOL);
+    let got = read(&g, &bdb, s.c_out);
+    assert_close_scaled(&format!("backward bias {what}"), &got, &conv::backward_bias_ref(&s, &dy), TOL);
+}
+
 /// A 1x1 convolution as the batched strided GEMM (several tile configs) next to the conv
 /// kernels, in GFLOP per CPU-second ×2 (why `conv::pointwise_gemm` exists):
 /// `CONV_SHAPE=64,84,32,32,48,1,1,0 cargo test --release --test kernels conv::pointwise_as_gemm -- --ignored --nocapture`.
@@ -509,4 +560,58 @@ fn pointwise_as_gemm() {
     }
     let r = rates(&s, None);
     println!("conv: fwd {:.1} bwd-data {:.1} bwd-weight {:.1}", r[0], r[1], r[2]);
+}
+
+/// The backward weight of a 1×1 convolution as `gemm_split` over a sweep of tile configs
+/// (wg,tm,tn) and split counts, next to `conv::backward_weight` (which picks one of them where
+/// `conv::pointwise_gemm_weight` holds), in GFLOP/s of wall time (best run) and per CPU-second ×2
+/// (how `conv::GEMM_BW` and its split target were chosen):
+/// `CONV_SHAPE=64,84,32,32,48,1,1,0 GEMM_CFGS="8,16,4 16,16,4" GEMM_SPLITS="1 4 16" cargo test
+/// --release --test kernels conv::pointwise_backward_weight_sweep -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn pointwise_backward_weight_sweep() {
+    use tailor::ops::gemm::{self, GemmConfig, GemmShape, MatrixLayout as L};
+    let g = gpu();
+    let spec = std::env::var("CONV_SHAPE").unwrap_or("64,84,32,32,48,1,1,0".into());
+    let v: Vec<usize> = spec.split(',').map(|t| t.parse().unwrap()).collect();
+    let s = shape(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]);
+    let hw = s.h * s.w;
+    let a = L { offset: 0, row_stride: hw, col_stride: 1, batch_stride: s.c_out * hw };
+    let b = L { offset: 0, row_stride: 1, col_stride: hw, batch_stride: s.c_in * hw };
+    let c = L::row_major(s.c_out, s.c_in).with_batch_stride(0);
+    let gs = GemmShape::new(s.c_out, s.c_in, hw, s.n, a, b, c).unwrap();
+    let (bx, bdy, bdw) =
+        (g.zeros("x", s.x_len()).unwrap(), g.zeros("dy", s.y_len()).unwrap(), g.zeros("dw", s.weight_len()).unwrap());
+    let time = |d: &[tailor::gpu::Dispatch]| {
+        g.run(d).unwrap();
+        let mut best = f64::INFINITY;
+        let (cpu, mut reps) = (cpu_seconds(), 0);
+        while reps < 3 || cpu_seconds() - cpu < 0.5 {
+            let t = std::time::Instant::now();
+            g.run(d).unwrap();
+            best = best.min(t.elapsed().as_secs_f64());
+            reps += 1;
+        }
+        let cpu = (cpu_seconds() - cpu) / reps as f64;
+        (s.flops() / best / 1e9, s.flops() / cpu * 2.0 / 1e9)
+    };
+    let cfgs = std::env::var("GEMM_CFGS").unwrap_or("8,16,4 16,16,4 32,16,4 8,16,8 16,8,4".into());
+    let splits = std::env::var("GEMM_SPLITS").unwrap_or("1 4 8 16 32 64".into());
+    for cfg in cfgs.split_whitespace() {
+        let v: Vec<u32> = cfg.split(',').map(|t| t.parse().unwrap()).collect();
+        let cfg = GemmConfig { wg: v[0], tm: v[1], tn: v[2], vec4: true };
+        for sp in splits.split_whitespace() {
+            let sp: usize = sp.parse().unwrap();
+            let scratch = g.zeros("scratch", gemm::gemm_scratch_len(&gs, sp).max(1)).unwrap();
+            let d = gemm::gemm_split(&g, &gs, &bdy, &bx, &bdw, false, 1.0, &cfg, sp, &scratch).unwrap();
+            let (wall, cpu) = time(&d);
+            println!("{} {cfg:?} splits {sp:3}: wall {wall:5.1}  cpu×2 {cpu:5.1} GFLOP/s", gemm::entry(&gs, &cfg));
+        }
+    }
+    let scratch = g.zeros("scratch", conv::backward_weight_scratch_len(&s)).unwrap();
+    let d = conv::backward_weight(&g, &s, Act::whole(&bx, s.c_in), Act::whole(&bdy, s.c_out), &bdw, None, &scratch)
+        .unwrap();
+    let (wall, cpu) = time(&d);
+    println!("conv backward_weight: wall {wall:5.1}  cpu×2 {cpu:5.1} GFLOP/s");
 }
