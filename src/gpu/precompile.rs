@@ -32,6 +32,24 @@ pub struct PipelineSpec {
     pub storage: usize,
 }
 
+impl PipelineSpec {
+    /// `shader::entry NAME=value …`
+    pub fn label(&self) -> String {
+        let c: Vec<String> = self.constants.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        format!("{}::{} {}", self.shader.name, self.entry, c.join(" ")).trim_end().to_string()
+    }
+
+    /// A rough relative compile time: LLVM's time grows with the register tile (TM × TN
+    /// accumulators per invocation) of the matrix kernels; everything else is small.
+    pub fn compile_cost(&self) -> f64 {
+        let get = |k: &str| self.constants.iter().find(|(n, _)| n == k).map(|c| c.1);
+        match (get("TM"), get("TN")) {
+            (Some(m), Some(n)) => 1.0 + m * n / 8.0,
+            _ => 1.0,
+        }
+    }
+}
+
 /// Bytes of each stand-in storage buffer: more than any binding's minimum size in `shaders/`.
 const DUMMY_BYTES: u64 = 4096;
 
@@ -64,6 +82,14 @@ impl Gpu {
                 specs.push(&d.spec);
             }
         }
+        self.precompile_specs(&specs)
+    }
+
+    /// [`Gpu::precompile`] for pipelines given by their specs (whatever the driver).
+    pub fn precompile_specs(&self, specs: &[&PipelineSpec]) -> usize {
+        // Longest first, so that the biggest kernels (seconds each) do not start last.
+        let mut specs = specs.to_vec();
+        specs.sort_by(|a, b| b.compile_cost().total_cmp(&a.compile_cost()));
         let want = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8).min(specs.len());
         // The extra devices are opened once and kept: the tuner precompiles its candidates too.
         let mut workers = self.precompilers.lock().unwrap_or_else(|e| e.into_inner());
@@ -73,6 +99,7 @@ impl Gpu {
                 None => break,
             }
         }
+        let log = std::env::var("TAILOR_PRECOMPILE_LOG").is_ok_and(|v| !matches!(v.trim(), "" | "0"));
         let next = AtomicUsize::new(0);
         let done = AtomicUsize::new(0);
         std::thread::scope(|scope| {
@@ -83,8 +110,15 @@ impl Gpu {
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(spec) = specs.get(i) else { break };
-                        if !w.compile(spec) {
-                            break;
+                        let t = std::time::Instant::now();
+                        match w.compile(spec) {
+                            None => break,
+                            Some(false) => continue,
+                            Some(true) if log => {
+                                let secs = t.elapsed().as_secs_f64();
+                                eprintln!("precompiled {} in {secs:.2} s", spec.label());
+                            }
+                            Some(true) => {}
                         }
                         done.fetch_add(1, Ordering::Relaxed);
                     }
@@ -118,15 +152,16 @@ impl Worker {
             })
         };
         let uniform = buffer(wgpu::BufferUsages::UNIFORM);
-        let storage = (0..8).map(|_| buffer(wgpu::BufferUsages::STORAGE)).collect();
+        let storage = (0..16).map(|_| buffer(wgpu::BufferUsages::STORAGE)).collect();
         Some(Worker { device, queue, modules: Default::default(), uniform, storage })
     }
 
     /// Builds `spec`'s pipeline exactly as [`Gpu::pipeline`] does (so the driver's cache key is
-    /// the same) and dispatches it over zero workgroups. False if it could not.
-    fn compile(&mut self, spec: &PipelineSpec) -> bool {
+    /// the same) and dispatches it over zero workgroups: Some(true) when done, Some(false) when
+    /// this worker cannot stand in for it (the step then compiles it), None if the device failed.
+    fn compile(&mut self, spec: &PipelineSpec) -> Option<bool> {
         if spec.storage > self.storage.len() || spec.params_len as u64 > DUMMY_BYTES {
-            return true; // cannot stand in for it: skip it, the step compiles it
+            return Some(false);
         }
         let module = self
             .modules
@@ -139,6 +174,7 @@ impl Worker {
             })
             .clone();
         let constants: Vec<(&str, f64)> = spec.constants.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(&spec.entry),
             layout: None,
@@ -164,6 +200,9 @@ impl Worker {
             layout: &pipeline.get_bind_group_layout(0),
             entries: &entries,
         });
+        if pollster::block_on(scope.pop()).is_some() {
+            return Some(false);
+        }
         let mut enc = self.device.create_command_encoder(&Default::default());
         {
             let mut pass = enc.begin_compute_pass(&Default::default());
@@ -172,6 +211,6 @@ impl Worker {
             pass.dispatch_workgroups(0, 0, 0);
         }
         self.queue.submit([enc.finish()]);
-        self.device.poll(wgpu::PollType::Wait { submission_index: None, timeout: None }).is_ok()
+        self.device.poll(wgpu::PollType::Wait { submission_index: None, timeout: None }).ok().map(|_| true)
     }
 }

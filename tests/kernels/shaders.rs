@@ -60,4 +60,15 @@ fn precompile_builds_each_distinct_pipeline_once() {
     assert_eq!(n, if g.compiles_at_first_dispatch() { 2 } else { 0 });
     let y = crate::common::run_read(&g, &d, &y, s.out_len());
     assert_eq!(y[0], (0.0 + 1.0 + 8.0 + 9.0) / 4.0);
+    // Batch norm's backward binds 9 storage buffers; a wrong binding count compiles nothing.
+    let bn = |storage| tailor::gpu::PipelineSpec {
+        shader: tailor::gpu::shaders::BATCHNORM,
+        entry: "bwd_fused_v".into(),
+        constants: vec![("WG".into(), 32.0), ("ITEMS".into(), 4.0), ("LANES".into(), 8.0), ("SG".into(), 8.0)],
+        params_len: 112,
+        storage,
+    };
+    let on = g.compiles_at_first_dispatch() as usize;
+    assert_eq!(g.precompile_specs(&[&bn(9)]), on);
+    assert_eq!(g.precompile_specs(&[&bn(4)]), 0);
 }
