@@ -9,8 +9,8 @@
 //!   with the images summed instead ([`pointwise_gemm_weight`]).
 //!
 //! 1×1 stride-1 unpadded convolutions (most of DenseNet) use entry points without im2col index
-//! math (and vec4 column loads when h·w is a multiple of 4); without bias and on images the
-//! GEMM's column tiles fit, their forward and backward data run as `ops::gemm` instead. The
+//! math (and vec4 column loads when h·w is a multiple of 4); without bias, their forward and
+//! backward data (and, on images of more than 3 pixels, backward weight) run as `ops::gemm`. The
 //! forward of 3×3 stride-1 pad-1 convolutions loads each input row window once for the three
 //! horizontal taps (`forward_3x3`, see [`row_window_forward`]); their backward data does the
 //! same with dy's row windows, 8 pixels per lane (`backward_data_3x3_v8`, see
@@ -319,17 +319,36 @@ pub fn row_window_backward_data(s: &Conv2dShape) -> bool {
     s.is_3x3_same()
 }
 
-/// The GEMM tiles of a 1×1 convolution run as `ops::gemm` (its default: 64 lanes × 4 columns).
+/// The GEMM tiles of a 1×1 convolution run as `ops::gemm`: 16 rows, 4 columns per lane, and
+/// as many lanes as fit the images (see [`pointwise_gemm_config`]).
 const GEMM: GemmConfig = GemmConfig { wg: 64, tm: 16, tn: 4, vec4: true };
 
 /// Whether the forward (without bias) and backward data of `s` run as the batched strided GEMM,
-/// one product per image: `gemm.wgsl` loads the weights as vec4s and reaches about 1.6× the
-/// conv kernels' rate on DenseNet's 1×1 shapes, but its column tiles stop at image boundaries,
-/// so it is used where they fit the images (at most an eighth of them empty). The choice
-/// depends on the shape only, so results never depend on tuning.
+/// one product per image (see [`pointwise_gemm_config`]).
 pub fn pointwise_gemm(s: &Conv2dShape) -> bool {
-    let (hw, cols) = (s.h * s.w, (GEMM.wg * GEMM.tn) as usize);
-    s.is_pointwise() && hw.div_ceil(cols) * cols - hw <= hw / 8
+    pointwise_gemm_config(s).is_some()
+}
+
+/// The GEMM tiles of the forward and backward data of a 1×1 convolution `s` (every one: they
+/// run as the GEMM). `gemm.wgsl` loads the weights as vec4s and reaches 1.5–2× the conv
+/// kernels' rate on DenseNet's 1×1 shapes (7×7 and 14×14 images included), and compiles in a
+/// fraction of their time on lavapipe. Its column tiles stop at image boundaries, so the
+/// workgroup is the widest of 64, 32, 16 or 8 lanes whose tiles leave at most an eighth of the
+/// image's columns empty, else the one that leaves fewest. The choice depends on the shape only,
+/// so results never depend on tuning.
+pub fn pointwise_gemm_config(s: &Conv2dShape) -> Option<GemmConfig> {
+    if !s.is_pointwise() {
+        return None;
+    }
+    let hw = s.h * s.w;
+    let waste = |wg: u32| {
+        let cols = (wg * GEMM.tn) as usize;
+        hw.div_ceil(cols) * cols - hw
+    };
+    const LANES: [u32; 4] = [64, 32, 16, 8];
+    let wg = LANES.into_iter().find(|&wg| waste(wg) <= hw / 8);
+    let wg = wg.unwrap_or_else(|| LANES.into_iter().min_by_key(|&wg| waste(wg)).unwrap_or(64));
+    Some(GemmConfig { wg, ..GEMM })
 }
 
 /// The GEMM tiles of a 1×1 backward weight (see [`pointwise_gemm_weight`]): one subgroup of 8
@@ -403,11 +422,11 @@ pub fn forward_tiled(
     check_act("x", &x, s.n, s.c_in, s.h * s.w)?;
     check_act("y", &y, s.n, s.c_out, s.p() * s.q())?;
     check_buf("weight", weight, s.weight_len())?;
-    if bias.is_none() && pointwise_gemm(s) {
+    if let (None, Some(cfg)) = (bias, pointwise_gemm_config(s)) {
         let hw = s.h * s.w;
         let w = MatrixLayout::row_major(s.c_out, s.c_in).with_batch_stride(0);
         let g = GemmShape::new(s.c_out, hw, s.c_in, s.n, w, act_layout(&x, hw), act_layout(&y, hw))?;
-        return gemm::gemm_with(gpu, &g, weight, x.buf, y.buf, false, 1.0, &GEMM);
+        return gemm::gemm_with(gpu, &g, weight, x.buf, y.buf, false, 1.0, &cfg);
     }
     let p = params(s, &x, &y);
     let mut groups = t.groups(s.c_out, s.n * s.p() * s.q());
@@ -474,12 +493,12 @@ pub fn backward_data_tiled(
     check_act("dy", &dy, s.n, s.c_out, s.p() * s.q())?;
     check_act("dx", &dx, s.n, s.c_in, s.h * s.w)?;
     check_buf("weight", weight, s.weight_len())?;
-    if pointwise_gemm(s) {
+    if let Some(cfg) = pointwise_gemm_config(s) {
         // dx = wᵀ · dy per image.
         let hw = s.h * s.w;
         let w = MatrixLayout::transposed(s.c_in, s.c_out).with_batch_stride(0);
         let g = GemmShape::new(s.c_in, hw, s.c_out, s.n, w, act_layout(&dy, hw), act_layout(&dx, hw))?;
-        return gemm::gemm_with(gpu, &g, weight, dy.buf, dx.buf, accumulate, 1.0, &GEMM);
+        return gemm::gemm_with(gpu, &g, weight, dy.buf, dx.buf, accumulate, 1.0, &cfg);
     }
     let p = Params { accumulate: accumulate as u32, ..params(s, &dx, &dy) };
     let mut groups = t.groups(s.c_in, s.n * s.h * s.w);
