@@ -1552,6 +1552,158 @@ fn backward_weight_1x1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
     backward_weight_body(flat(wid, nwg), lid, sid, true);
 }
 
+// Backward weight of a 3x3, stride 1, pad 1 convolution with row windows: an invocation owns
+// one input channel ci (lanes: consecutive channels) and the TM output channels of its
+// workgroup, all 9 taps (acc[ky][m] holds taps kx = 0..3 as .xyz). The n*h rows of the image are
+// cut into segments of 8 pixels, and the segments into slices (p.splits of p.split_len, the
+// shape's choice). Per segment a lane loads dy of pixel x0 + l8 for the TM rows (shared by
+// subgroupBroadcast, block8) and its channel's three x row windows x0 - 1 .. x0 + 9 (as two
+// vec4s and two ends on rows of a multiple of 4 pixels): 12 + TM loads for 8 * 9 * TM FMAs,
+// where backward_weight's gathers load 8 * TN + TM per 8 * TN * TM. Every weight sums its slice's
+// pixels in order (segment by segment, pixel by pixel), whatever the tiles.
+
+// 10 values of x row window x0 - 1 .. x0 + 9 at `row` (the row's start, 0 if !ok), one load
+// each (rows of any width).
+fn x_at10(row: u32, c: i32, ok: bool) -> f32 {
+    let v = ok & (c >= 0) & (c < i32(p.w));
+    return select(0.0, src[select(0u, row + u32(c), v)], v);
+}
+
+fn x_win10(row: u32, x0: u32, ok: bool) -> Win10 {
+    let c = i32(x0) - 1;
+    let a = vec4(x_at10(row, c + 1, ok), x_at10(row, c + 2, ok), x_at10(row, c + 3, ok), x_at10(row, c + 4, ok));
+    let b = vec4(x_at10(row, c + 5, ok), x_at10(row, c + 6, ok), x_at10(row, c + 7, ok), x_at10(row, c + 8, ok));
+    return Win10(x_at10(row, c, ok), a, b, x_at10(row, c + 9, ok));
+}
+
+// Channel base xb's window of row y + ky - 1 for the segment at x0: one load per value, or
+// (backward_weight_3x3_v4, rows of a multiple of 4 pixels) two vec4s and two ends.
+fn bw_win(xb: u32, y: u32, ky: u32, x0: u32) -> Win10 {
+    let iy = i32(y + ky) - 1;
+    let ok = (iy >= 0) & (iy < i32(p.h));
+    return x_win10(xb + select(0u, u32(iy), ok) * p.w, x0, ok);
+}
+
+fn bw_win4(xb: u32, y: u32, ky: u32, x0: u32, edges: vec3<bool>) -> Win10 {
+    let iy = i32(y + ky) - 1;
+    let ok = (iy >= 0) & (iy < i32(p.h));
+    return dy_win10(xb + select(0u, u32(iy), ok) * p.w + x0, edges, ok);
+}
+
+// The 8 pixels' x values for the three kx taps: (e[u], e[u + 1], e[u + 2]) for pixel u.
+fn bw_taps(v: Win10) -> X8 {
+    return X8(vec4(v.e0, v.a.xy, 0.0), vec4(v.a.xyz, 0.0), vec4(v.a.yzw, 0.0), vec4(v.a.zw, v.b.x, 0.0),
+              vec4(v.a.w, v.b.xy, 0.0), vec4(v.b.xyz, 0.0), vec4(v.b.yzw, 0.0), vec4(v.b.zw, v.e9, 0.0));
+}
+
+@compute @workgroup_size(WG)
+fn backward_weight_3x3(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                       @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
+    let hw = p.h * p.w;
+    let segs = (p.w + 7u) / 8u; // per row
+    let mblocks = (p.cout + TM - 1u) / TM;
+    let nblocks = (p.cin + WG - 1u) / WG;
+    let fc = min(flat(wid, nwg), mblocks * nblocks * p.splits - 1u);
+    let m0 = (fc % mblocks) * TM;
+    let ci_l = ((fc / mblocks) % nblocks) * WG + lid;
+    let split = fc / (mblocks * nblocks);
+    let ci = min(ci_l, p.cin - 1u);
+    let rows = Rows(m0, p.cout - 1u, hw);
+    let l8 = sid & 7u;
+
+    let total = p.n * p.h * segs;
+    let s0 = min(split * p.split_len, total);
+    let s1 = min(s0 + p.split_len, total);
+    // The segment's image, row and first pixel, advanced without divisions.
+    var sx = s0 % segs;
+    var y = (s0 / segs) % p.h;
+    var img = s0 / (segs * p.h);
+    var acc0: Acc;
+    var acc1: Acc;
+    var acc2: Acc;
+    for (var sg = s0; sg < s1; sg++) {
+        let x0 = sx * 8u;
+        let im = min(img, p.n - 1u);
+        let dyb = (im * p.b_tot + p.b_off) * hw + y * p.w + min(x0 + l8, p.w - 1u);
+        let w = load_rows(rows, dyb, x0 + l8 < p.w);
+        let xb = (im * p.a_tot + p.a_off + ci) * hw;
+        block8(&acc0, w, bw_taps(bw_win(xb, y, 0u, x0)));
+        block8(&acc1, w, bw_taps(bw_win(xb, y, 1u, x0)));
+        block8(&acc2, w, bw_taps(bw_win(xb, y, 2u, x0)));
+        sx += 1u;
+        if (sx == segs) {
+            sx = 0u;
+            y += 1u;
+            if (y == p.h) {
+                y = 0u;
+                img += 1u;
+            }
+        }
+    }
+    // partial[split, co, ci * 9 + ky * 3 + kx]
+    let ncols = p.cin * 9u;
+    let col = split * p.cout * ncols + ci_l * 9u + LANE4;
+    let ok = vec4(ci_l < p.cin) & (LANE4 < vec4(3u));
+    store_tile(&acc0, Out(col, ok, m0, p.cout, ncols, false));
+    store_tile(&acc1, Out(col + vec4(3u), ok, m0, p.cout, ncols, false));
+    store_tile(&acc2, Out(col + vec4(6u), ok, m0, p.cout, ncols, false));
+}
+
+// backward_weight_3x3 on rows of a multiple of 4 pixels (bw_win4): the same sums in the same order.
+@compute @workgroup_size(WG)
+fn backward_weight_3x3_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                       @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
+    let hw = p.h * p.w;
+    let segs = (p.w + 7u) / 8u; // per row
+    let mblocks = (p.cout + TM - 1u) / TM;
+    let nblocks = (p.cin + WG - 1u) / WG;
+    let fc = min(flat(wid, nwg), mblocks * nblocks * p.splits - 1u);
+    let m0 = (fc % mblocks) * TM;
+    let ci_l = ((fc / mblocks) % nblocks) * WG + lid;
+    let split = fc / (mblocks * nblocks);
+    let ci = min(ci_l, p.cin - 1u);
+    let rows = Rows(m0, p.cout - 1u, hw);
+    let l8 = sid & 7u;
+
+    let total = p.n * p.h * segs;
+    let s0 = min(split * p.split_len, total);
+    let s1 = min(s0 + p.split_len, total);
+    // The segment's image, row and first pixel, advanced without divisions.
+    var sx = s0 % segs;
+    var y = (s0 / segs) % p.h;
+    var img = s0 / (segs * p.h);
+    var acc0: Acc;
+    var acc1: Acc;
+    var acc2: Acc;
+    for (var sg = s0; sg < s1; sg++) {
+        let x0 = sx * 8u;
+        let im = min(img, p.n - 1u);
+        let dyb = (im * p.b_tot + p.b_off) * hw + y * p.w + min(x0 + l8, p.w - 1u);
+        let w = load_rows(rows, dyb, x0 + l8 < p.w);
+        let xb = (im * p.a_tot + p.a_off + ci) * hw;
+        let edges = vec3(x0 > 0u, x0 + 4u < p.w, x0 + 8u < p.w);
+        block8(&acc0, w, bw_taps(bw_win4(xb, y, 0u, x0, edges)));
+        block8(&acc1, w, bw_taps(bw_win4(xb, y, 1u, x0, edges)));
+        block8(&acc2, w, bw_taps(bw_win4(xb, y, 2u, x0, edges)));
+        sx += 1u;
+        if (sx == segs) {
+            sx = 0u;
+            y += 1u;
+            if (y == p.h) {
+                y = 0u;
+                img += 1u;
+            }
+        }
+    }
+    // partial[split, co, ci * 9 + ky * 3 + kx]
+    let ncols = p.cin * 9u;
+    let col = split * p.cout * ncols + ci_l * 9u + LANE4;
+    let ok = vec4(ci_l < p.cin) & (LANE4 < vec4(3u));
+    store_tile(&acc0, Out(col, ok, m0, p.cout, ncols, false));
+    store_tile(&acc1, Out(col + vec4(3u), ok, m0, p.cout, ncols, false));
+    store_tile(&acc2, Out(col + vec4(6u), ok, m0, p.cout, ncols, false));
+}
+
 // dweight[i] (+)= sum_s partial[s, i]: one invocation per weight, over the few (<= 64) slices.
 // Later batch chunks add to what the first wrote.
 @compute @workgroup_size(RWG)

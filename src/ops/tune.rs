@@ -129,6 +129,11 @@ pub fn candidates(pass: Pass, s: &Conv2dShape) -> Vec<Tiles> {
                 push(Tiles { wg: 64, tm: fit_tm(rows, 4), tn: 4 });
             }
         }
+        Pass::BackwardWeight if conv::row_window_backward_weight(s) => {
+            // backward_weight_3x3: other workgroup widths and tile heights (TN is unused).
+            push(Tiles { wg: if h.wg == 32 { 16 } else { 32 }, ..h });
+            push(Tiles { tm: if h.tm > 8 { 8 } else { rows.min(16) as u32 }, ..h });
+        }
         Pass::BackwardWeight => {
             let cols = s.c_in * s.kh * s.kw;
             push(Tiles { wg: fit_wg(cols, 1), tm: h.tm, tn: 1 });

@@ -275,6 +275,68 @@ fn three_by_three_forward_tiles_are_bit_identical() {
     }
 }
 
+/// The row-window backward weight of 3×3 stride-1 pad-1 convolutions
+/// (`conv::row_window_backward_weight`: one input channel per lane, 8-pixel row segments,
+/// `_v4` on rows of a multiple of 4 pixels): odd and tiny images (a segment past the row's end,
+/// one pixel), batch 1, odd channel counts (input channels not filling a workgroup, output
+/// channels in one or several tiles), channel views and bias (`check` runs them all).
+#[test]
+fn three_by_three_backward_weight_matches_reference() {
+    let shapes = [
+        shape(1, 8, 5, 8, 12, 3, 1, 1),
+        shape(2, 9, 1, 4, 13, 3, 1, 1),
+        shape(1, 13, 3, 12, 32, 3, 1, 1), // 32 output channels: tiles of 8
+        shape(1, 17, 7, 7, 12, 3, 1, 1),
+        shape(3, 17, 1, 1, 20, 3, 1, 1), // one pixel: every tap but the centre is padding
+        shape(2, 40, 6, 14, 5, 3, 1, 1), // 40 input channels: two workgroups of 32, one partly empty
+        shape(4, 48, 8, 8, 12, 3, 1, 1), // DenseNet-BC: several slices
+    ];
+    for (i, s) in shapes.into_iter().enumerate() {
+        assert!(conv::row_window_backward_weight(&s), "{s:?}");
+        check(s, i % 2 == 1, i % 3 != 2, 120 + i as u64);
+    }
+    assert!(!conv::row_window_backward_weight(&shape(1, 16, 8, 8, 12, 3, 2, 1)));
+}
+
+/// The backward weight (and bias) of 3×3 stride-1 pad-1 convolutions in every tile shape it
+/// takes gives bit-identical results: the slices and each slice's order of pixels depend on the
+/// shape only.
+#[test]
+fn three_by_three_backward_weight_tiles_are_bit_identical() {
+    use tailor::ops::tune::{self, Pass};
+    let g = gpu();
+    let shapes = [shape(3, 13, 5, 12, 20, 3, 1, 1), shape(2, 48, 8, 8, 12, 3, 1, 1), shape(1, 9, 3, 7, 17, 3, 1, 1)];
+    for (i, s) in shapes.iter().enumerate() {
+        let mut rng = Rng::new(400 + i as u64);
+        let (x, dy) = (rng.vec(s.x_len(), -1.0, 1.0), rng.vec(s.y_len(), -1.0, 1.0));
+        let xv = View::new(&mut rng, &x, s.n, s.c_in, s.h * s.w, 2, s.c_in + 3);
+        let dyv = View::new(&mut rng, &dy, s.n, s.c_out, s.h * s.w, 1, s.c_out + 1);
+        let (bx, bdy) = (up(&g, &xv.full), up(&g, &dyv.full));
+        let mut tiles = tune::candidates(Pass::BackwardWeight, s);
+        for tn in [1, 2, 4] {
+            for (wg, tm) in [(8, 1), (24, 5), (32, 12), (16, 16), (64, 8)] {
+                tiles.push(Tiles { wg, tm, tn });
+            }
+        }
+        let mut first: Option<Vec<u32>> = None;
+        for t in tiles {
+            let dw = g.zeros("dw", s.weight_len()).unwrap();
+            let db = g.zeros("db", s.c_out).unwrap();
+            let scratch = g.zeros("scratch", conv::backward_weight_scratch_len(s)).unwrap();
+            let (x, dy) = (xv.act(&bx), dyv.act(&bdy));
+            let d = conv::backward_weight_tiled(&g, s, x, dy, &dw, Some(&db), &scratch, t).unwrap();
+            g.run(&d).unwrap();
+            let mut v = g.read::<f32>(&dw, s.weight_len()).unwrap();
+            v.extend(g.read::<f32>(&db, s.c_out).unwrap());
+            let bits: Vec<u32> = v.iter().map(|v| v.to_bits()).collect();
+            match &first {
+                None => first = Some(bits),
+                Some(f) => assert!(f == &bits, "{s:?}: tiles {t:?} differ from the heuristic's"),
+            }
+        }
+    }
+}
+
 /// The row-window backward data of 3×3 stride-1 pad-1 convolutions (`backward_data_3x3`, `_v4`
 /// and, on rows of a multiple of 4 pixels, `_v8` with 8 pixels per lane): odd and tiny images,
 /// rows whose last 8-pixel segment is half empty, batch 1, odd channel counts (a last block of
