@@ -354,10 +354,11 @@ pub fn row_window_backward_data(s: &Conv2dShape) -> bool {
 /// horizontal taps of 8 pixels and sharing dy by subgroup broadcast: 12 + TM loads for
 /// 72·TM FMAs (`backward_weight` gathers every (channel, tap) column: 8·TN + TM for 8·TN·TM).
 /// About 1.7-2× `backward_weight` on DenseNet's shapes on lavapipe (W1 32²: 25 → 45 GFLOP/s).
-/// The reduction's slices are whole 8-pixel row segments, by shape only, so results never
-/// depend on tuning.
+/// The reduction's slices are whole 8-pixel row segments. With fewer than 8 input channels
+/// most lanes would idle (the stem's 3: 4.4 → 5.6 ms on W1), so those keep `backward_weight`.
+/// By shape only, so results never depend on tuning.
 pub fn row_window_backward_weight(s: &Conv2dShape) -> bool {
-    s.is_3x3_same()
+    s.is_3x3_same() && s.c_in >= 8
 }
 
 /// The GEMM tiles of a 1×1 convolution run as `ops::gemm` (its default: 64 lanes × 4 columns).

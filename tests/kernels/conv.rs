@@ -296,6 +296,8 @@ fn three_by_three_backward_weight_matches_reference() {
         check(s, i % 2 == 1, i % 3 != 2, 120 + i as u64);
     }
     assert!(!conv::row_window_backward_weight(&shape(1, 16, 8, 8, 12, 3, 2, 1)));
+    // Fewer than 8 input channels (the stem) keep backward_weight.
+    assert!(!conv::row_window_backward_weight(&shape(1, 3, 8, 8, 24, 3, 1, 1)));
 }
 
 /// The backward weight (and bias) of 3×3 stride-1 pad-1 convolutions in every tile shape it
