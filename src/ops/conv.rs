@@ -12,11 +12,13 @@
 //! math (and vec4 column loads when h·w is a multiple of 4); without bias, their forward and
 //! backward data (and, on images of more than 3 pixels, backward weight) run as `ops::gemm`. The
 //! forward of 3×3 stride-1 pad-1 convolutions loads each input row window once for the three
-//! horizontal taps (`forward_3x3`, see [`row_window_forward`]); their backward data does the
-//! same with dy's row windows, 8 pixels per lane (`backward_data_3x3_v8`, see
-//! [`row_window_backward_data`]). Tiles
-//! come from `ops::tune` (heuristic, or timed once per device and cached). The kernels need
-//! subgroups of at least 8 invocations (`wgpu::Features::SUBGROUP`; lavapipe has 8).
+//! horizontal taps, 8 pixels per lane on 4-aligned rows (`forward_3x3_v8`, see
+//! [`row_window_forward`]); their backward data does the same with dy's row windows
+//! (`backward_data_3x3_v8`, see [`row_window_backward_data`]), and their backward weight with
+//! x's, one input channel's 9 taps per lane (`backward_weight_3x3`, see
+//! [`row_window_backward_weight`]). Tiles come from `ops::tune`
+//! (heuristic, or timed once per device and cached). The kernels need subgroups of at least 8
+//! invocations (`wgpu::Features::SUBGROUP`; lavapipe has 8).
 
 use std::ops::Range;
 
@@ -143,7 +145,12 @@ pub fn fit_wg(cols: usize, tn: u32) -> u32 {
 impl Tiles {
     /// Rows are output channels, columns output pixels (many).
     pub fn forward(s: &Conv2dShape) -> Tiles {
-        Tiles::pixel_columns(s, s.c_out, row_window_forward(s))
+        if row_window_forward(s) && s.w % 4 == 0 {
+            // forward_3x3_v8: 8 pixels per lane.
+            Tiles { wg: 32, tm: fit_tm(s.c_out, 8), tn: 8 }
+        } else {
+            Tiles::pixel_columns(s, s.c_out, row_window_forward(s))
+        }
     }
     /// Rows are input channels, columns input pixels (many).
     pub fn backward_data(s: &Conv2dShape) -> Tiles {
@@ -156,7 +163,19 @@ impl Tiles {
     }
     /// Rows are output channels, columns c_in·kh·kw: as few as 24 in a DenseNet-BC, so the tile
     /// width follows the column count instead of leaving most lanes idle.
+    /// The row-window 3×3 kernel (`row_window_backward_weight`) takes one input channel per
+    /// lane and all the output channels in one tile up to 16, else tiles of 8 (which measured
+    /// 4-15% faster than 16 with 32 output channels).
     pub fn backward_weight(s: &Conv2dShape) -> Tiles {
+        if row_window_backward_weight(s) {
+            let tm = if s.c_out <= 16 {
+                s.c_out as u32
+            } else {
+                let waste = |tm: u32| s.c_out.div_ceil(tm as usize) * tm as usize - s.c_out;
+                [8, 12, 16].into_iter().min_by_key(|&tm| waste(tm)).unwrap_or(8)
+            };
+            return Tiles { wg: fit_wg(s.c_in, 1), tm, tn: 4 };
+        }
         let cols = s.c_in * s.kh * s.kw;
         let tn = 2;
         Tiles { wg: fit_wg(cols, tn), tm: fit_tm(s.c_out, tn), tn }
@@ -184,6 +203,15 @@ impl Tiles {
                 OP,
                 format!("tiles {self:?}: need 1 <= tm <= {MAX_TM}, 1 <= tn <= {MAX_TN}, wg a multiple of 8 <= 1024"),
             ))
+        }
+    }
+    /// [`Tiles::check`], and the 8 pixels per lane that `forward_3x3_v8` takes where the forward
+    /// of `s` runs as it (rows of a multiple of 4 pixels).
+    pub fn check_forward(&self, s: &Conv2dShape) -> Result<()> {
+        if self.tn == 8 && row_window_forward(s) && s.w % 4 == 0 {
+            Tiles { tn: 4, ..*self }.check()
+        } else {
+            self.check()
         }
     }
     /// [`Tiles::check`], and the 8 pixels per lane that `backward_data_3x3_v8` takes where the
@@ -298,10 +326,13 @@ fn vec4_columns(s: &Conv2dShape, t: &Tiles) -> bool {
     t.tn == 4 && (s.h * s.w) % 4 == 0
 }
 
-/// Whether the forward of `s` runs as `forward_3x3` (`forward_3x3_v4` with 4 pixels per lane on
-/// rows of a multiple of 4 pixels: the same sums in the same order): a 3×3 stride-1 pad-1
-/// convolution whose lanes load each input row window once for the three horizontal taps,
-/// about 10% faster than `forward` on DenseNet-BC's 48→12 layers on lavapipe. (With fewer than 8
+/// Whether the forward of `s` runs as `forward_3x3` (`forward_3x3_v4` / `_v8` with 4 / 8 pixels
+/// per lane on rows of a multiple of 4 pixels: the same sums in the same order): a 3×3 stride-1
+/// pad-1 convolution whose lanes load each input row window once for the three horizontal taps,
+/// with the weights transposed first so that a lane loads 4 rows per vec4 (`weights_3x3_t`;
+/// `forward_3x3_v8_oihw` with 16-row tiles reads them as they are). The 8-pixel kernel, the
+/// heuristic on 4-aligned rows, does about twice `_v4`'s FMAs per load: 29-32 GFLOP/s against
+/// 20-24 on DenseNet's shapes on lavapipe (`forward` was about 10% slower than `_v4`). (With fewer than 8
 /// input channels its blocks of 8 channels per row would be mostly empty; `forward_flat` walks
 /// (channel, tap) as one index instead.) By shape only, so results never depend on tuning.
 pub fn row_window_forward(s: &Conv2dShape) -> bool {
@@ -317,6 +348,19 @@ pub fn row_window_forward(s: &Conv2dShape) -> bool {
 /// never depend on tuning.
 pub fn row_window_backward_data(s: &Conv2dShape) -> bool {
     s.is_3x3_same()
+}
+
+/// Whether the backward weight of `s` runs as `backward_weight_3x3` (`_v4` on rows of a
+/// multiple of 4 pixels: the same sums in the same order): a 3×3 stride-1 pad-1 convolution,
+/// each lane one input channel's 9 taps, loading its x row windows once for the three
+/// horizontal taps of 8 pixels and sharing dy by subgroup broadcast: 12 + TM loads for
+/// 72·TM FMAs (`backward_weight` gathers every (channel, tap) column: 8·TN + TM for 8·TN·TM).
+/// About 1.7-2× `backward_weight` on DenseNet's shapes on lavapipe (W1 32²: 25 → 45 GFLOP/s).
+/// The reduction's slices are whole 8-pixel row segments. With fewer than 8 input channels
+/// most lanes would idle (the stem's 3: 4.4 → 5.6 ms on W1), so those keep `backward_weight`.
+/// By shape only, so results never depend on tuning.
+pub fn row_window_backward_weight(s: &Conv2dShape) -> bool {
+    s.is_3x3_same() && s.c_in >= 8
 }
 
 /// The GEMM tiles of a 1×1 convolution run as `ops::gemm`: 16 rows, 4 columns per lane, and
@@ -417,7 +461,7 @@ pub fn forward_tiled(
     t: Tiles,
 ) -> Result<Vec<Dispatch>> {
     s.validate()?;
-    t.check()?;
+    t.check_forward(s)?;
     check_subgroups(gpu)?;
     check_act("x", &x, s.n, s.c_in, s.h * s.w)?;
     check_act("y", &y, s.n, s.c_out, s.p() * s.q())?;
@@ -432,8 +476,13 @@ pub fn forward_tiled(
     let mut groups = t.groups(s.c_out, s.n * s.p() * s.q());
     let entry = if row_window_forward(s) {
         groups = t.groups(s.c_out, t.row_columns(s));
-        // Rows of whole vec4s: the window's middle four pixels in one load (the same sums).
-        if t.tn == 4 && s.w % 4 == 0 {
+        // Rows of whole vec4s: the window's middle pixels as vec4 loads (the same sums). With
+        // 16-row tiles, 8 pixels per lane measured faster reading the OIHW weights.
+        if t.tn == 8 && s.w % 4 == 0 && t.tm > 12 {
+            "forward_3x3_v8_oihw"
+        } else if t.tn == 8 && s.w % 4 == 0 {
+            "forward_3x3_v8"
+        } else if t.tn == 4 && s.w % 4 == 0 {
             "forward_3x3_v4"
         } else {
             "forward_3x3"
@@ -460,7 +509,21 @@ pub fn forward_tiled(
             &zeros
         }
     };
-    Ok(vec![launch(gpu, entry, &t.constants(), &p, &[x.buf, y.buf, weight.into(), bias.into()], groups)?])
+    let transposed = row_window_forward(s) && entry != "forward_3x3_v8_oihw";
+    if !transposed {
+        return Ok(vec![launch(gpu, entry, &t.constants(), &p, &[x.buf, y.buf, weight.into(), bias.into()], groups)?]);
+    }
+    // The other row-window kernels read the weights transposed, each K step's TM rows as vec4s
+    // (`weights_3x3_t`, one per-lane load per 4 rows): a buffer of this dispatch list's own,
+    // rewritten at every run (the weights change between runs).
+    let len = s.c_out.div_ceil(t.tm as usize) * s.c_in * 9 * t.tm.next_multiple_of(4) as usize;
+    let wt = gpu.zeros("conv2d 3x3 weights", len)?;
+    let c = [("TM", t.tm as f64), ("RWG", RWG as f64)];
+    let tp = Params { len: len as u32, ..p };
+    Ok(vec![
+        launch(gpu, "weights_3x3_t", &c, &tp, &[weight.into(), (&wt).into()], len.div_ceil(RWG as usize))?,
+        launch(gpu, entry, &t.constants(), &p, &[x.buf, y.buf, (&wt).into(), bias.into()], groups)?,
+    ])
 }
 
 /// dx (+)= the gradient of the convolution with respect to its input, given `dy`.
@@ -650,12 +713,31 @@ fn backward_weight_impl(
         }
         return Ok(out);
     }
-    let entry = if s.is_pointwise() { "backward_weight_1x1" } else { "backward_weight" };
+    let row_window = row_window_backward_weight(s);
+    let entry = if row_window && s.w % 4 == 0 {
+        "backward_weight_3x3_v4"
+    } else if row_window {
+        "backward_weight_3x3"
+    } else if s.is_pointwise() {
+        "backward_weight_1x1"
+    } else {
+        "backward_weight"
+    };
+    // backward_weight_3x3 stores 3 taps per vec4: TN = 4 whatever the tiles.
+    let consts = if row_window { Tiles { tn: 4, ..t }.constants() } else { t.constants() };
     let reduce_groups = ceil_div(s.weight_len(), RWG as usize) as usize;
     for r in chunks {
         let sc = Conv2dShape { n: r.len(), ..*s };
         let (x, dy) = (x.images(r.clone(), s.h * s.w), dy.images(r.clone(), s.p() * s.q()));
-        let (count, len) = splits(&sc);
+        let (mut count, mut len) = splits(&sc);
+        let mut groups = t.groups(s.c_out, s.c_in * s.kh * s.kw) * count;
+        if row_window {
+            // Slices of whole 8-pixel row segments, no more than splits' (scratch holds those).
+            let segs = sc.n * s.h * s.w.div_ceil(8);
+            len = segs.div_ceil(count);
+            count = segs.div_ceil(len);
+            groups = s.c_out.div_ceil(t.tm as usize) * s.c_in.div_ceil(t.wg as usize) * count;
+        }
         let p = Params {
             splits: count as u32,
             split_len: len as u32,
@@ -663,8 +745,7 @@ fn backward_weight_impl(
             accumulate: (r.start > 0) as u32,
             ..params(&sc, &x, &dy)
         };
-        let groups = t.groups(s.c_out, s.c_in * s.kh * s.kw) * count;
-        out.push(launch(gpu, entry, &t.constants(), &p, &[x.buf, scratch, dy.buf], groups)?);
+        out.push(launch(gpu, entry, &consts, &p, &[x.buf, scratch, dy.buf], groups)?);
         let reduce = [scratch, dweight.into()];
         out.push(launch(gpu, "reduce_splits", &[("RWG", RWG as f64)], &p, &reduce, reduce_groups)?);
         if let Some(db) = dbias {

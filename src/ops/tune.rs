@@ -114,8 +114,8 @@ pub fn candidates(pass: Pass, s: &Conv2dShape) -> Vec<Tiles> {
         }
     };
     match pass {
-        Pass::BackwardData if h.tn == 8 => {
-            // backward_data_3x3_v8 (8 pixels per lane), and 4 per lane.
+        Pass::Forward | Pass::BackwardData if h.tn == 8 => {
+            // forward_3x3_v8 / backward_data_3x3_v8 (8 pixels per lane), and 4 per lane.
             push(Tiles { wg: 16, ..h });
             push(Tiles { wg: 32, tm: fit_tm(rows, 4), tn: 4 });
         }
@@ -128,6 +128,11 @@ pub fn candidates(pass: Pass, s: &Conv2dShape) -> Vec<Tiles> {
                 push(Tiles { wg: 16, tm: h.tm, tn: 2 });
                 push(Tiles { wg: 64, tm: fit_tm(rows, 4), tn: 4 });
             }
+        }
+        Pass::BackwardWeight if conv::row_window_backward_weight(s) => {
+            // backward_weight_3x3: other workgroup widths and tile heights (TN is unused).
+            push(Tiles { wg: if h.wg == 32 { 16 } else { 32 }, ..h });
+            push(Tiles { tm: if h.tm > 8 { 8 } else { rows.min(16) as u32 }, ..h });
         }
         Pass::BackwardWeight => {
             let cols = s.c_in * s.kh * s.kw;
@@ -145,8 +150,9 @@ pub fn candidates(pass: Pass, s: &Conv2dShape) -> Vec<Tiles> {
 /// Whether the kernels of `pass` on `s` take tiles `t`.
 pub fn valid(pass: Pass, s: &Conv2dShape, t: Tiles) -> bool {
     match pass {
+        Pass::Forward => t.check_forward(s).is_ok(),
         Pass::BackwardData => t.check_backward_data(s).is_ok(),
-        Pass::Forward | Pass::BackwardWeight => t.check().is_ok(),
+        Pass::BackwardWeight => t.check().is_ok(),
     }
 }
 
@@ -409,8 +415,11 @@ mod tests {
         // An entry with impossible tiles is not used.
         assert_eq!(Entry(12, 17, 2).tiles(fwd, &s3), None);
         assert_eq!(Entry(4, 8, 2).tiles(fwd, &s3), None);
-        // 8 pixels per lane: only the backward data of a 3x3 stride-1 pad-1 on 4-aligned rows.
-        assert_eq!(Entry(32, 16, 8).tiles(fwd, &s3), None);
+        // 8 pixels per lane: only the forward and backward data of a 3x3 stride-1 pad-1 on
+        // 4-aligned rows.
+        assert_eq!(Entry(32, 16, 8).tiles(fwd, &s3), Some(Tiles { wg: 32, tm: 16, tn: 8 }));
+        assert_eq!(Entry(32, 16, 8).tiles(fwd, &Conv2dShape { w: 7, ..s3 }), None);
+        assert_eq!(Entry(32, 16, 8).tiles(Pass::BackwardWeight, &s3), None);
         assert_eq!(Entry(32, 16, 8).tiles(bwd, &s3), Some(Tiles { wg: 32, tm: 16, tn: 8 }));
         assert_eq!(Entry(32, 16, 8).tiles(bwd, &Conv2dShape { w: 7, ..s3 }), None);
         let _ = std::fs::remove_dir_all(path.parent().and_then(|p| p.parent()).unwrap());
@@ -432,8 +441,8 @@ mod tests {
                 assert!(c.iter().all(|&t| valid(pass, s, t)), "{pass:?} {s:?}: {c:?}");
             }
         }
-        // c_out = 12: one 12-row tile instead of three quarters of a 16-row one.
-        assert_eq!(heuristic(Pass::Forward, &shapes[0]).tm, 12);
+        // c_out = 12: one 12-row tile instead of three quarters of a 16-row one, 8 pixels a lane.
+        assert_eq!(heuristic(Pass::Forward, &shapes[0]), Tiles { wg: 32, tm: 12, tn: 8 });
         assert_eq!(proxy(&shapes[0]).n, 6);
     }
 }

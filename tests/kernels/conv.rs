@@ -211,6 +211,134 @@ fn three_by_three_row_windows_match_reference() {
     check(shape(1, 3, 2, 9, 13, 3, 1, 1), true, true, 50);
 }
 
+/// The 8-pixels-per-lane forward of 3×3 stride-1 pad-1 convolutions on rows of a multiple of 4
+/// pixels (`forward_3x3_v8`, transposed weights; `forward_3x3_v8_oihw` with 16-row tiles): rows
+/// whose last 8-pixel segment is half empty, one-row and one-vec4 images, batch 1, odd channel
+/// counts (a last block of 1..8 input channels), 12, 16 and 32 output channels (one or two row
+/// tiles), channel views and bias (`check` runs them all); 7×7 keeps the scalar row window.
+#[test]
+fn three_by_three_forward_v8_matches_reference() {
+    let shapes = [
+        shape(1, 8, 5, 8, 12, 3, 1, 1),
+        shape(2, 9, 1, 4, 13, 3, 1, 1),   // one vec4 per row: both window ends padding
+        shape(1, 13, 3, 12, 32, 3, 1, 1), // the second segment's second vec4 is past the row
+        shape(1, 17, 7, 7, 12, 3, 1, 1),
+        shape(3, 17, 4, 16, 20, 3, 1, 1), // two row tiles of 12, the second partly empty
+        shape(1, 48, 8, 8, 12, 3, 1, 1),  // DenseNet-BC
+        shape(1, 128, 4, 8, 32, 3, 1, 1), // DenseNet-121: 16-row tiles, OIHW weights
+    ];
+    for (i, s) in shapes.into_iter().enumerate() {
+        assert!(conv::row_window_forward(&s), "{s:?}");
+        let t = Tiles::forward(&s);
+        assert_eq!(t.tn == 8, s.w % 4 == 0, "{s:?} {t:?}");
+        check(s, i % 2 == 0, i % 3 != 1, 80 + i as u64);
+    }
+}
+
+/// The forward of 3×3 stride-1 pad-1 convolutions in every tile shape it takes (1..4 or 8
+/// pixels per lane, any channel tile: transposed weights padded to whole vec4s or OIHW ones, any
+/// workgroup size) gives bit-identical results, with bias, into a channel view.
+#[test]
+fn three_by_three_forward_tiles_are_bit_identical() {
+    use tailor::ops::tune::{self, Pass};
+    let g = gpu();
+    let shapes = [shape(2, 13, 5, 12, 20, 3, 1, 1), shape(1, 48, 4, 8, 12, 3, 1, 1), shape(1, 9, 3, 7, 17, 3, 1, 1)];
+    for (i, s) in shapes.iter().enumerate() {
+        let mut rng = Rng::new(300 + i as u64);
+        let x = rng.vec(s.x_len(), -1.0, 1.0);
+        let xv = View::new(&mut rng, &x, s.n, s.c_in, s.h * s.w, 2, s.c_in + 3);
+        let ytot = s.c_out + 2;
+        let junk = rng.vec(s.n * ytot * s.h * s.w, -3.0, 3.0);
+        let (bx, bw, bb) =
+            (up(&g, &xv.full), up(&g, &rng.vec(s.weight_len(), -1.0, 1.0)), up(&g, &rng.vec(s.c_out, -1.0, 1.0)));
+        let mut tiles = tune::candidates(Pass::Forward, s);
+        for tn in [1, 3, 4, 8] {
+            for (wg, tm) in [(8, 1), (24, 5), (32, 12), (16, 16)] {
+                tiles.push(Tiles { wg, tm, tn });
+            }
+        }
+        let mut first: Option<Vec<u32>> = None;
+        for t in tiles {
+            if !tune::valid(Pass::Forward, s, t) {
+                assert!(t.tn == 8 && s.w % 4 != 0, "{s:?} {t:?}");
+                continue;
+            }
+            let y = up(&g, &junk);
+            let d = conv::forward_tiled(&g, s, xv.act(&bx), &bw, Some(&bb), Act::slice(&y, 1, ytot), t).unwrap();
+            g.run(&d).unwrap();
+            let bits: Vec<u32> = g.read::<f32>(&y, junk.len()).unwrap().iter().map(|v| v.to_bits()).collect();
+            match &first {
+                None => first = Some(bits),
+                Some(f) => assert!(f == &bits, "{s:?}: tiles {t:?} differ from the heuristic's"),
+            }
+        }
+    }
+}
+
+/// The row-window backward weight of 3×3 stride-1 pad-1 convolutions
+/// (`conv::row_window_backward_weight`: one input channel per lane, 8-pixel row segments,
+/// `_v4` on rows of a multiple of 4 pixels): odd and tiny images (a segment past the row's end,
+/// one pixel), batch 1, odd channel counts (input channels not filling a workgroup, output
+/// channels in one or several tiles), channel views and bias (`check` runs them all).
+#[test]
+fn three_by_three_backward_weight_matches_reference() {
+    let shapes = [
+        shape(1, 8, 5, 8, 12, 3, 1, 1),
+        shape(2, 9, 1, 4, 13, 3, 1, 1),
+        shape(1, 13, 3, 12, 32, 3, 1, 1), // 32 output channels: tiles of 8
+        shape(1, 17, 7, 7, 12, 3, 1, 1),
+        shape(3, 17, 1, 1, 20, 3, 1, 1), // one pixel: every tap but the centre is padding
+        shape(2, 40, 6, 14, 5, 3, 1, 1), // 40 input channels: two workgroups of 32, one partly empty
+        shape(4, 48, 8, 8, 12, 3, 1, 1), // DenseNet-BC: several slices
+    ];
+    for (i, s) in shapes.into_iter().enumerate() {
+        assert!(conv::row_window_backward_weight(&s), "{s:?}");
+        check(s, i % 2 == 1, i % 3 != 2, 120 + i as u64);
+    }
+    assert!(!conv::row_window_backward_weight(&shape(1, 16, 8, 8, 12, 3, 2, 1)));
+    // Fewer than 8 input channels (the stem) keep backward_weight.
+    assert!(!conv::row_window_backward_weight(&shape(1, 3, 8, 8, 24, 3, 1, 1)));
+}
+
+/// The backward weight (and bias) of 3×3 stride-1 pad-1 convolutions in every tile shape it
+/// takes gives bit-identical results: the slices and each slice's order of pixels depend on the
+/// shape only.
+#[test]
+fn three_by_three_backward_weight_tiles_are_bit_identical() {
+    use tailor::ops::tune::{self, Pass};
+    let g = gpu();
+    let shapes = [shape(3, 13, 5, 12, 20, 3, 1, 1), shape(2, 48, 8, 8, 12, 3, 1, 1), shape(1, 9, 3, 7, 17, 3, 1, 1)];
+    for (i, s) in shapes.iter().enumerate() {
+        let mut rng = Rng::new(400 + i as u64);
+        let (x, dy) = (rng.vec(s.x_len(), -1.0, 1.0), rng.vec(s.y_len(), -1.0, 1.0));
+        let xv = View::new(&mut rng, &x, s.n, s.c_in, s.h * s.w, 2, s.c_in + 3);
+        let dyv = View::new(&mut rng, &dy, s.n, s.c_out, s.h * s.w, 1, s.c_out + 1);
+        let (bx, bdy) = (up(&g, &xv.full), up(&g, &dyv.full));
+        let mut tiles = tune::candidates(Pass::BackwardWeight, s);
+        for tn in [1, 2, 4] {
+            for (wg, tm) in [(8, 1), (24, 5), (32, 12), (16, 16), (64, 8)] {
+                tiles.push(Tiles { wg, tm, tn });
+            }
+        }
+        let mut first: Option<Vec<u32>> = None;
+        for t in tiles {
+            let dw = g.zeros("dw", s.weight_len()).unwrap();
+            let db = g.zeros("db", s.c_out).unwrap();
+            let scratch = g.zeros("scratch", conv::backward_weight_scratch_len(s)).unwrap();
+            let (x, dy) = (xv.act(&bx), dyv.act(&bdy));
+            let d = conv::backward_weight_tiled(&g, s, x, dy, &dw, Some(&db), &scratch, t).unwrap();
+            g.run(&d).unwrap();
+            let mut v = g.read::<f32>(&dw, s.weight_len()).unwrap();
+            v.extend(g.read::<f32>(&db, s.c_out).unwrap());
+            let bits: Vec<u32> = v.iter().map(|v| v.to_bits()).collect();
+            match &first {
+                None => first = Some(bits),
+                Some(f) => assert!(f == &bits, "{s:?}: tiles {t:?} differ from the heuristic's"),
+            }
+        }
+    }
+}
+
 /// The row-window backward data of 3×3 stride-1 pad-1 convolutions (`backward_data_3x3`, `_v4`
 /// and, on rows of a multiple of 4 pixels, `_v8` with 8 pixels per lane): odd and tiny images,
 /// rows whose last 8-pixel segment is half empty, batch 1, odd channel counts (a last block of
@@ -395,14 +523,23 @@ fn rates(s: &Conv2dShape, t: Option<conv::Tiles>) -> [f64; 3] {
             None => conv::backward_weight(&g, s, xa, ya, &dw, None, &scratch),
         },
     ];
+    // CONV_PASS=fwd (or bwd-data, bwd-weight, or several, comma-separated) times only those.
+    let pass = std::env::var("CONV_PASS").ok();
+    let mut names = ["fwd", "bwd-data", "bwd-weight"].into_iter();
     dispatches.map(|d| {
-        // Tiles that only one direction takes (8 pixels per lane: backward data 3×3) are NaN
+        let name = names.next().unwrap_or_default();
+        if pass.as_ref().is_some_and(|p| !p.split(',').any(|p| p.trim() == name)) {
+            return f64::NAN;
+        }
+        // Tiles that only one direction takes (8 pixels per lane: the 3×3 row windows) are NaN
         // in the others.
         let Ok(d) = d else { return f64::NAN };
         g.run(&d).unwrap();
         // The CPU running lavapipe is shared with other work, so wall-clock time overstates the
         // cost: count the process's CPU time instead, and report what two cores would do.
-        let reps = (2e9 / s.flops()).ceil().clamp(2.0, 50.0) as usize;
+        // CONV_GFLOP: the work timed per direction (default 2 GFLOP), for steadier numbers.
+        let work = std::env::var("CONV_GFLOP").ok().and_then(|v| v.parse::<f64>().ok()).unwrap_or(2.0);
+        let reps = (work * 1e9 / s.flops()).ceil().clamp(2.0, 500.0) as usize;
         let cpu = cpu_seconds();
         for _ in 0..reps {
             g.run(&d).unwrap();
