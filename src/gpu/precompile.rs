@@ -54,26 +54,30 @@ impl PipelineSpec {
 const DUMMY_BYTES: u64 = 4096;
 
 impl Gpu {
-    /// Whether the driver compiles pipelines at their first dispatch, on one thread, into Mesa's
-    /// disk cache: lavapipe, unless the cache is disabled or `TAILOR_PRECOMPILE=off`.
+    /// Whether the driver compiles pipelines with LLVM at their first dispatch, on one thread,
+    /// into Mesa's disk cache: lavapipe (llvmpipe).
     pub fn compiles_at_first_dispatch(&self) -> bool {
-        let off = |k: &str| {
-            std::env::var(k).is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
-        };
-        let precompile_off = std::env::var("TAILOR_PRECOMPILE")
-            .is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "0" | "off" | "false" | "no"));
         let name = format!("{} {}", self.info.name, self.info.driver).to_ascii_lowercase();
         self.info.backend == wgpu::Backend::Vulkan
             && self.info.device_type == wgpu::DeviceType::Cpu
             && name.contains("llvmpipe")
-            && !off("MESA_SHADER_CACHE_DISABLE")
-            && !precompile_off
+    }
+
+    /// Whether [`Gpu::precompile`] does anything: on lavapipe, unless Mesa's disk cache is off
+    /// (`MESA_SHADER_CACHE_DISABLE`) or `TAILOR_PRECOMPILE=off`.
+    pub fn precompile_enabled(&self) -> bool {
+        let env = |k: &str, values: &[&str]| {
+            std::env::var(k).is_ok_and(|v| values.contains(&v.trim().to_ascii_lowercase().as_str()))
+        };
+        self.compiles_at_first_dispatch()
+            && !env("MESA_SHADER_CACHE_DISABLE", &["1", "true", "yes"])
+            && !env("TAILOR_PRECOMPILE", &["0", "off", "false", "no"])
     }
 
     /// Compiles the pipelines of `dispatches` on extra devices in parallel (see the module
-    /// docs) when [`Gpu::compiles_at_first_dispatch`]; returns how many it compiled.
+    /// docs) when [`Gpu::precompile_enabled`]; returns how many it compiled.
     pub fn precompile<'a>(&self, dispatches: impl IntoIterator<Item = &'a Dispatch>) -> usize {
-        if !self.compiles_at_first_dispatch() {
+        if !self.precompile_enabled() {
             return 0;
         }
         let mut specs: Vec<&PipelineSpec> = Vec::new();

@@ -14,7 +14,9 @@
 //! [`PROXY_FLOPS`] of work), shapes under [`MIN_FLOPS`] keep the heuristic, and once a process
 //! has spent `TAILOR_TUNE_BUDGET` seconds (default 2) tuning, the remaining shapes keep the
 //! heuristic for this run (uncached, so a later run tunes them). `TAILOR_TUNE=off` (or
-//! [`set_mode`]) uses the heuristic everywhere and neither reads nor writes the cache.
+//! [`set_mode`]) uses the heuristic everywhere and neither reads nor writes the cache. By
+//! default ([`Mode::Auto`]) nothing is tuned on lavapipe, where each candidate costs seconds of
+//! LLVM on a cold machine; `TAILOR_TUNE=on` tunes there too.
 //!
 //! The choice never changes results: every tile shape sums each output's terms in the same
 //! order, and the backward-weight split of the reduction depends on the shape only.
@@ -55,6 +57,10 @@ pub enum Mode {
     Off,
     /// Cached choices; shapes not in the cache are timed (within the budget) and added.
     On,
+    /// On, except on drivers that compile each pipeline at its first dispatch (lavapipe): there
+    /// every candidate is seconds of LLVM on a cold machine, more than tuning wins, and the
+    /// heuristic tiles were measured on lavapipe in the first place.
+    Auto,
 }
 
 /// At most this many candidates are timed per (pass, shape): each new tile shape is a pipeline
@@ -70,23 +76,39 @@ const ROUNDS: usize = 3;
 /// Bumped when the cache format changes; entries also carry a hash of the kernels' source.
 const FORMAT: u32 = 1;
 
-static MODE: AtomicU8 = AtomicU8::new(0); // 0: read TAILOR_TUNE, 1: off, 2: on
+static MODE: AtomicU8 = AtomicU8::new(0); // 0: read TAILOR_TUNE, 1: off, 2: on, 3: auto
 
 /// Overrides `TAILOR_TUNE` for this process.
 pub fn set_mode(m: Mode) {
-    MODE.store(if m == Mode::Off { 1 } else { 2 }, Ordering::Relaxed);
+    let v = match m {
+        Mode::Off => 1,
+        Mode::On => 2,
+        Mode::Auto => 3,
+    };
+    MODE.store(v, Ordering::Relaxed);
 }
 
-/// The mode in force: [`set_mode`]'s, else `TAILOR_TUNE` (`off`, `0`, `false` or `no` turn
-/// tuning off), else on.
+/// The mode in force: [`set_mode`]'s, else `TAILOR_TUNE` (`off`, `0`, `false` or `no`: off;
+/// `on`, `1`, `true` or `yes`: on), else auto.
 pub fn mode() -> Mode {
     match MODE.load(Ordering::Relaxed) {
         1 => Mode::Off,
         2 => Mode::On,
+        3 => Mode::Auto,
         _ => match std::env::var("TAILOR_TUNE").map(|v| v.trim().to_ascii_lowercase()) {
             Ok(v) if matches!(v.as_str(), "off" | "0" | "false" | "no") => Mode::Off,
-            _ => Mode::On,
+            Ok(v) if matches!(v.as_str(), "on" | "1" | "true" | "yes") => Mode::On,
+            _ => Mode::Auto,
         },
+    }
+}
+
+/// Whether [`tiles`] tunes on `gpu` (see [`Mode::Auto`]).
+pub fn tunes_on(gpu: &Gpu) -> bool {
+    match mode() {
+        Mode::Off => false,
+        Mode::On => true,
+        Mode::Auto => !gpu.compiles_at_first_dispatch(),
     }
 }
 
@@ -165,7 +187,7 @@ pub fn tiles(gpu: &Gpu, pass: Pass, s: &Conv2dShape) -> Tiles {
         Pass::BackwardWeight => conv::pointwise_gemm_weight(s),
         Pass::Forward | Pass::BackwardData => conv::pointwise_gemm(s),
     };
-    if mode() == Mode::Off || gemm || s.validate().is_err() || s.flops() < MIN_FLOPS {
+    if !tunes_on(gpu) || gemm || s.validate().is_err() || s.flops() < MIN_FLOPS {
         return h;
     }
     let key = entry_key(gpu, pass, s);
