@@ -68,7 +68,7 @@ fn base(img: u32, ch: u32, off: u32, tot: u32, plane: u32) -> u32 {
 // Average pooling 2×2 / stride 2 / no padding over even widths (DenseNet's transitions), one
 // lane per 2×2 block: the generic entries spend a dozen per-lane integer divisions on every
 // element, these two per block. Row index = gid.y + gid.z · rows per z-slice (see
-// ops::pool::block_groups). The sums run in the generic entries' order, so the results are
+// ops::pool::per_block). The sums run in the generic entries' order, so the results are
 // bit-identical to theirs.
 fn row_2x2(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.y + gid.z * nwg.y * WY;

@@ -175,16 +175,7 @@ pub fn avg_forward(gpu: &Gpu, s: &PoolShape, x: Act, y: Act) -> Result<Vec<Dispa
 fn pooled_forward(gpu: &Gpu, entry: &str, s: &PoolShape, x: Act, y: Act) -> Result<Vec<Dispatch>> {
     check_pool(entry, s, ("x", &x), ("y", &y))?;
     if entry == "avg_forward" && s.is_2x2_even() {
-        return launch(
-            gpu,
-            Kernel {
-                entry: "avg_forward_2x2",
-                constants: &WXY,
-                params: Params::pool(s, &[x, y], false),
-                views: &[x, y],
-                workgroups: block_groups(s.out_w(), s.n * s.c * s.out_h()),
-            },
-        );
+        return per_block(gpu, "avg_forward_2x2", s, &[x, y], false, (s.out_w(), s.out_h()));
     }
     launch(
         gpu,
@@ -201,11 +192,20 @@ fn pooled_forward(gpu: &Gpu, entry: &str, s: &PoolShape, x: Act, y: Act) -> Resu
 /// Workgroup of the entries with one lane per 2×2 block (columns, rows of blocks).
 const WXY: [(&str, f64); 2] = [("WX", 8.0), ("WY", 8.0)];
 
-/// Groups for `cols` × `rows` blocks of the 2×2-block entries: rows past the 65535-group limit of one
-/// dimension continue in z (the shader's `row_2x2`).
-fn block_groups(cols: usize, rows: usize) -> [u32; 3] {
-    let [y, z, _] = grid(ceil_div(rows, WXY[1].1 as usize));
-    [ceil_div(cols, WXY[0].1 as usize), y, z]
+/// An entry with one lane per 2×2 block, over `blocks` = (columns, rows) of blocks per plane:
+/// rows of every plane past the 65535-group limit of one dimension continue in z (the shader's
+/// `row_2x2`).
+fn per_block(
+    gpu: &Gpu,
+    entry: &str,
+    s: &PoolShape,
+    views: &[Act],
+    accumulate: bool,
+    blocks: (usize, usize),
+) -> Result<Vec<Dispatch>> {
+    let [y, z, _] = grid(ceil_div(s.n * s.c * blocks.1, WXY[1].1 as usize));
+    let workgroups = [ceil_div(blocks.0, WXY[0].1 as usize), y, z];
+    launch(gpu, Kernel { entry, constants: &WXY, params: Params::pool(s, views, accumulate), views, workgroups })
 }
 
 /// Windows of one axis that touch a run of `t` input pixels, at most.
@@ -232,16 +232,7 @@ pub fn max_backward(gpu: &Gpu, s: &PoolShape, x: Act, dy: Act, dx: Act, accumula
     check_pool("max_backward", s, ("x", &x), ("dy", &dy))?;
     check_view("max_backward", "dx", &dx, s.n, s.c, s.h * s.w)?;
     if s.k == 3 && s.stride == 2 && s.pad == 1 {
-        return launch(
-            gpu,
-            Kernel {
-                entry: "max_backward_3s2",
-                constants: &WXY,
-                params: Params::pool(s, &[x, dx, dy], accumulate),
-                views: &[x, dx, dy],
-                workgroups: block_groups(s.w.div_ceil(2), s.n * s.c * s.h.div_ceil(2)),
-            },
-        );
+        return per_block(gpu, "max_backward_3s2", s, &[x, dx, dy], accumulate, (s.w.div_ceil(2), s.h.div_ceil(2)));
     }
     let t = max_backward_tile(s)?;
     let tiles = s.h.div_ceil(t) * s.w.div_ceil(t);
@@ -261,16 +252,7 @@ pub fn max_backward(gpu: &Gpu, s: &PoolShape, x: Act, dy: Act, dx: Act, accumula
 pub fn avg_backward(gpu: &Gpu, s: &PoolShape, dy: Act, dx: Act, accumulate: bool) -> Result<Vec<Dispatch>> {
     check_pool("avg_backward", s, ("dx", &dx), ("dy", &dy))?;
     if s.is_2x2_even() {
-        return launch(
-            gpu,
-            Kernel {
-                entry: "avg_backward_2x2",
-                constants: &WXY,
-                params: Params::pool(s, &[dy, dx], accumulate),
-                views: &[dy, dx],
-                workgroups: block_groups(s.out_w(), s.n * s.c * s.h.div_ceil(2)),
-            },
-        );
+        return per_block(gpu, "avg_backward_2x2", s, &[dy, dx], accumulate, (s.out_w(), s.h.div_ceil(2)));
     }
     launch(
         gpu,
