@@ -74,6 +74,7 @@ impl Gpu {
         self.compiles_at_first_dispatch()
             && !env("MESA_SHADER_CACHE_DISABLE", &["1", "true", "yes"])
             && !env("TAILOR_PRECOMPILE", &["0", "off", "false", "no"])
+            && mesa_cache_writable()
     }
 
     /// Compiles the pipelines of `dispatches` on extra devices in parallel (see the module
@@ -133,6 +134,22 @@ impl Gpu {
         });
         done.into_inner()
     }
+}
+
+/// Whether Mesa can keep compiled shaders on disk (its cache folder exists or can be created,
+/// and takes files): without that, precompiling would only compile everything twice.
+fn mesa_cache_writable() -> bool {
+    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(std::path::PathBuf::from);
+    let dir = match (var("MESA_SHADER_CACHE_DIR"), var("XDG_CACHE_HOME"), var("HOME")) {
+        (Some(d), _, _) => d,
+        (None, Some(x), _) => x,
+        (None, None, Some(h)) => h.join(".cache"),
+        _ => return false,
+    };
+    let probe = dir.join(format!(".tailor-probe-{}", std::process::id()));
+    let ok = std::fs::create_dir_all(&dir).is_ok() && std::fs::write(&probe, b"").is_ok();
+    let _ = std::fs::remove_file(&probe);
+    ok
 }
 
 /// A device of its own, used only to compile.
