@@ -99,10 +99,16 @@ fn pointwise_matches_reference() {
     // h*w a multiple of 4: the vec4 column path.
     check(shape(2, 13, 6, 10, 76, 1, 1, 0), true, true, 14);
     check(shape(1, 76, 4, 5, 13, 1, 1, 0), false, false, 15);
-    // Images the GEMM's 256-column tiles fit: forward without bias and backward data run as GEMMs.
+    // Forward without bias and backward data run as GEMMs, their workgroups fitted to the
+    // images: 64 lanes (256 columns), 16 lanes (8×8), the fewest empty columns (14×14, 2×2) and
+    // 1-pixel images.
     check(shape(2, 13, 16, 16, 76, 1, 1, 0), false, true, 20);
     check(shape(1, 76, 32, 16, 13, 1, 1, 0), true, true, 21);
     check(shape(3, 5, 16, 16, 3, 1, 1, 0), false, false, 22);
+    check(shape(2, 13, 8, 8, 11, 1, 1, 0), false, true, 23);
+    check(shape(1, 17, 14, 14, 9, 1, 1, 0), false, true, 24);
+    check(shape(2, 9, 2, 2, 5, 1, 1, 0), false, false, 25);
+    check(shape(3, 5, 1, 1, 7, 1, 1, 0), false, true, 26);
 }
 
 #[test]
