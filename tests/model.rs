@@ -160,3 +160,28 @@ fn loading_weights_for_another_class_count_reinitialises_only_the_classifier() {
     let err = other.load_state_dict(&sd).unwrap_err().to_string();
     assert!(err.contains("features.conv0.weight") && err.contains("--arch"), "{err}");
 }
+
+/// The memory report of a built step counts the buffers kernels keep for themselves (zero
+/// biases, transposed 3×3 weights) on top of the plan, and its total includes them.
+#[test]
+fn memory_report_counts_kernel_buffers() {
+    use tailor::graph::LossKind;
+    use tailor::nn::model::Model;
+    use tailor::nn::train::{TrainConfig, Trainer};
+    let gpu = tailor::Gpu::new().expect("no GPU adapter");
+    let model = Model::new(gpu, DenseNetConfig::small(8, &[2, 2], 3, 4), 1).unwrap();
+    let config = TrainConfig {
+        batch: 2,
+        height: 8,
+        width: 8,
+        loss: LossKind::Softmax { gamma: 0.0 },
+        class_weights: vec![1.0; 4],
+        optimizer: Default::default(),
+    };
+    let planned = Trainer::estimate_memory(&model, &config).unwrap();
+    let built = Trainer::new(model, config).unwrap().memory();
+    assert_eq!(planned.kernel_buffers, 0);
+    assert!(built.kernel_buffers > 0, "{built}");
+    assert_eq!(built.total(), planned.total() + built.kernel_buffers, "{planned} / {built}");
+    assert!(built.to_string().contains("kernel buffers"));
+}

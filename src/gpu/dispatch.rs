@@ -16,6 +16,9 @@ pub struct Dispatch {
     pub workgroups: [u32; 3],
     /// How to build the same pipeline on another device (see [`Gpu::precompile`]).
     pub spec: Arc<PipelineSpec>,
+    /// Bytes of device buffers the builder created for this dispatch alone (a zero bias, a
+    /// transposed copy of weights), which live as long as it: counted in memory reports.
+    pub owned_bytes: u64,
 }
 
 /// A grid of `groups` workgroups laid over x (then y when x would exceed the limit).
@@ -127,7 +130,7 @@ impl Gpu {
             params_len: l.params.len(),
             storage: l.buffers.len(),
         });
-        Ok(Dispatch { label, pipeline, bind_group, workgroups: l.workgroups, spec })
+        Ok(Dispatch { label, pipeline, bind_group, workgroups: l.workgroups, spec, owned_bytes: 0 })
     }
 
     /// Records `dispatches` into one compute pass.

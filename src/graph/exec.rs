@@ -32,11 +32,14 @@ pub struct MemoryReport {
     pub activations_unshared: u64,
     pub io: u64,
     pub scratch: u64,
+    /// Buffers kernels keep for themselves (zero biases, transposed weights): known once the
+    /// step is built, 0 in [`estimate`].
+    pub kernel_buffers: u64,
 }
 
 impl MemoryReport {
     pub fn total(&self) -> u64 {
-        self.params_and_state + self.param_grads + self.activations_pool + self.io + self.scratch
+        self.params_and_state + self.param_grads + self.activations_pool + self.io + self.scratch + self.kernel_buffers
     }
 }
 
@@ -56,7 +59,11 @@ impl std::fmt::Display for MemoryReport {
             mib(self.activations_unshared),
             mib(self.io),
             mib(self.scratch)
-        )
+        )?;
+        if self.kernel_buffers > 0 {
+            write!(f, ", kernel buffers {}", mib(self.kernel_buffers))?;
+        }
+        Ok(())
     }
 }
 
@@ -178,7 +185,8 @@ impl Executable {
 
     /// Device memory by kind.
     pub fn memory(&self) -> MemoryReport {
-        memory_report(&self.graph, &self.plan, self.scratch_bytes)
+        let kernel_buffers = self.dispatches.iter().map(|d| d.owned_bytes).sum();
+        MemoryReport { kernel_buffers, ..memory_report(&self.graph, &self.plan, self.scratch_bytes) }
     }
 
     /// Records every dispatch into `enc` as one compute pass.

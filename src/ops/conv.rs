@@ -502,19 +502,21 @@ pub fn forward_tiled(
     };
     // One entry point per kind, always with a bias: zeros stand in for a missing one.
     let zeros;
-    let bias = match bias {
+    let (bias, bias_bytes) = match bias {
         Some(b) => {
             check_buf("bias", b, s.c_out)?;
-            b
+            (b, 0)
         }
         None => {
             zeros = gpu.zeros("conv2d zero bias", s.c_out)?;
-            &zeros
+            (&zeros, zeros.size())
         }
     };
     let transposed = row_window_forward(s) && entry != "forward_3x3_v8_oihw";
     if !transposed {
-        return Ok(vec![launch(gpu, entry, &t.constants(), &p, &[x.buf, y.buf, weight.into(), bias.into()], groups)?]);
+        let mut d = launch(gpu, entry, &t.constants(), &p, &[x.buf, y.buf, weight.into(), bias.into()], groups)?;
+        d.owned_bytes = bias_bytes;
+        return Ok(vec![d]);
     }
     // The other row-window kernels read the weights transposed, each K step's TM rows as vec4s
     // (`weights_3x3_t`, one per-lane load per 4 rows): a buffer of this dispatch list's own,
@@ -523,10 +525,12 @@ pub fn forward_tiled(
     let wt = gpu.zeros("conv2d 3x3 weights", len)?;
     let c = [("TM", t.tm as f64), ("RWG", RWG as f64)];
     let tp = Params { len: len as u32, ..p };
-    Ok(vec![
-        launch(gpu, "weights_3x3_t", &c, &tp, &[weight.into(), (&wt).into()], len.div_ceil(RWG as usize))?,
-        launch(gpu, entry, &t.constants(), &p, &[x.buf, y.buf, (&wt).into(), bias.into()], groups)?,
-    ])
+    let mut transpose =
+        launch(gpu, "weights_3x3_t", &c, &tp, &[weight.into(), (&wt).into()], len.div_ceil(RWG as usize))?;
+    transpose.owned_bytes = wt.size();
+    let mut d = launch(gpu, entry, &t.constants(), &p, &[x.buf, y.buf, (&wt).into(), bias.into()], groups)?;
+    d.owned_bytes = bias_bytes;
+    Ok(vec![transpose, d])
 }
 
 /// dx (+)= the gradient of the convolution with respect to its input, given `dy`.
