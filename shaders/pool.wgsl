@@ -67,24 +67,35 @@ fn base(img: u32, ch: u32, off: u32, tot: u32, plane: u32) -> u32 {
 
 // Average pooling 2×2 / stride 2 / no padding over even widths (DenseNet's transitions), one
 // lane per 2×2 block: the generic entries spend a dozen per-lane integer divisions on every
-// element, these two per block. Row index = gid.y + gid.z · rows per z-slice (see
+// element, these two per block (`block_at`; rows past one grid dimension continue in z, see
 // ops::pool::per_block). The sums run in the generic entries' order, so the results are
 // bit-identical to theirs.
-fn row_2x2(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return gid.y + gid.z * nwg.y * WY;
+// The block (column gid.x, row `by` of `rows` per plane) of image `img`, channel `ch` a lane
+// owns; `ok` is false past the grid's end.
+struct Block {
+    ok: bool,
+    bx: u32,
+    by: u32,
+    img: u32,
+    ch: u32,
+}
+
+fn block_at(gid: vec3<u32>, nwg: vec3<u32>, cols: u32, rows: u32) -> Block {
+    let row = gid.y + gid.z * nwg.y * WY; // plane · rows + by
+    let plane = row / rows;
+    return Block(gid.x < cols && row < p.n * p.c * rows, gid.x, row % rows, plane / p.c, plane % p.c);
 }
 
 @compute @workgroup_size(WX, WY)
 fn avg_forward_2x2(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let ox = gid.x;
-    let row = row_2x2(gid, nwg); // plane · oh + oy
-    if (ox >= p.ow || row >= p.n * p.c * p.oh) {
+    let b = block_at(gid, nwg, p.ow, p.oh);
+    if (!b.ok) {
         return;
     }
-    let plane = row / p.oh;
-    let oy = row % p.oh;
-    let img = plane / p.c;
-    let ch = plane % p.c;
+    let ox = b.bx;
+    let oy = b.by;
+    let img = b.img;
+    let ch = b.ch;
     // vec2 index of input pixel (2·oy, 2·ox)
     let i = base(img, ch, p.off1, p.tot1, p.h * p.w) / 2u + oy * p.w + ox;
     let top = src2[i];
@@ -108,16 +119,14 @@ fn store2(o: u32, v: vec2<f32>) {
 // Rows of blocks cover ceil(h / 2) so that an odd height's last row (in no window) gets zeros.
 @compute @workgroup_size(WX, WY)
 fn avg_backward_2x2(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let bx = gid.x;
-    let bh = (p.h + 1u) / 2u;
-    let row = row_2x2(gid, nwg); // plane · bh + by
-    if (bx >= p.ow || row >= p.n * p.c * bh) {
+    let b = block_at(gid, nwg, p.ow, (p.h + 1u) / 2u);
+    if (!b.ok) {
         return;
     }
-    let plane = row / bh;
-    let by = row % bh;
-    let img = plane / p.c;
-    let ch = plane % p.c;
+    let bx = b.bx;
+    let by = b.by;
+    let img = b.img;
+    let ch = b.ch;
     var g = 0.0;
     if (by < p.oh) {
         g += src[base(img, ch, p.off1, p.tot1, p.oh * p.ow) + by * p.ow + bx] / 4.0;
@@ -133,19 +142,17 @@ fn avg_backward_2x2(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
 // of input pixels (2·by.., 2·bx..), which only windows by..by+1 × bx..bx+1 contain. The lane
 // loads the 5×5 input region those windows span once, finds each window's maximum by
 // `window_max`'s rule and gathers dy in row-major window order as `max_backward` does: the same
-// results, without workgroup memory, barriers or per-pixel divisions (rows as in `row_2x2`).
+// results, without workgroup memory, barriers or per-pixel divisions (`block_at`).
 @compute @workgroup_size(WX, WY)
 fn max_backward_3s2(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let bx = gid.x;
-    let bh = (p.h + 1u) / 2u;
-    let row = row_2x2(gid, nwg); // plane · bh + by
-    if (bx >= (p.w + 1u) / 2u || row >= p.n * p.c * bh) {
+    let b = block_at(gid, nwg, (p.w + 1u) / 2u, (p.h + 1u) / 2u);
+    if (!b.ok) {
         return;
     }
-    let plane = row / bh;
-    let by = row % bh;
-    let img = plane / p.c;
-    let ch = plane % p.c;
+    let bx = b.bx;
+    let by = b.by;
+    let img = b.img;
+    let ch = b.ch;
     let xb = base(img, ch, p.off1, p.tot1, p.h * p.w);
     let gb = base(img, ch, p.off3, p.tot3, p.oh * p.ow);
     let y0 = i32(2u * by) - 1;

@@ -194,7 +194,7 @@ const WXY: [(&str, f64); 2] = [("WX", 8.0), ("WY", 8.0)];
 
 /// An entry with one lane per 2×2 block, over `blocks` = (columns, rows) of blocks per plane:
 /// rows of every plane past the 65535-group limit of one dimension continue in z (the shader's
-/// `row_2x2`).
+/// `block_at`).
 fn per_block(
     gpu: &Gpu,
     entry: &str,
