@@ -51,6 +51,8 @@ override WG_REDUCE: u32 = 256;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> c: array<f32>;
+// C as vec4s, for the _c4 entry points (no entry point uses both).
+@group(0) @binding(1) var<storage, read_write> c4: array<vec4<f32>>;
 // A and B, read one float at a time (any strides) or four at a time (unit stride, aligned).
 @group(0) @binding(2) var<storage, read> a: array<f32>;
 @group(0) @binding(3) var<storage, read> b: array<f32>;
@@ -410,10 +412,20 @@ fn store4(z: u32, m: u32, n: u32, v: vec4<f32>) {
     }
 }
 
+// store4 where the four columns are one aligned vec4 of C (n and p.n multiples of 4).
+fn store4_c4(z: u32, m: u32, n: u32, v: vec4<f32>) {
+    if (n < p.n) {
+        let idx = (p.c.off + z * p.c.bs + m * p.c.rs + n) / 4u;
+        var r = p.alpha * v;
+        if (p.accumulate != 0u) { r += c4[idx]; }
+        c4[idx] = r;
+    }
+}
+
 // The tile goes through a function-local array so that the store loop can run over a runtime
 // row count instead of being unrolled TM·TN/4 times (smaller code, much faster to compile).
-fn store(t: Tile, z: u32) {
-    var tile = array<vec4<f32>, 32>(
+fn tile_array() -> array<vec4<f32>, 32> {
+    return array<vec4<f32>, 32>(
         acc0_0, acc0_1,
         acc1_0, acc1_1,
         acc2_0, acc2_1,
@@ -431,6 +443,10 @@ fn store(t: Tile, z: u32) {
         acc14_0, acc14_1,
         acc15_0, acc15_1,
     );
+}
+
+fn store(t: Tile, z: u32) {
+    var tile = tile_array();
     let rows = min(TM, p.m - t.m0);
     for (var i = 0u; i < rows; i++) {
         store4(z, t.m0 + i, t.n0, tile[2u * i]);
@@ -438,14 +454,21 @@ fn store(t: Tile, z: u32) {
     }
 }
 
-// One entry point per pair of operand layouts (any / vec4 along k / vec4 along m or n); each
-// walks its slice in steps of four.
+fn store_c4(t: Tile, z: u32) {
+    var tile = tile_array();
+    let rows = min(TM, p.m - t.m0);
+    for (var i = 0u; i < rows; i++) {
+        store4_c4(z, t.m0 + i, t.n0, tile[2u * i]);
+        if (TN > 4u) { store4_c4(z, t.m0 + i, t.n0 + 4u, tile[2u * i + 1u]); }
+    }
+}
 
-@compute @workgroup_size(WG)
-fn gemm_gg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
-           @builtin(subgroup_invocation_id) sid: u32) {
-    let t = tile(wid, lid, sid);
-    let r = slice_range(wid.z);
+// One K loop per pair of operand layouts (any / vec4 along k / vec4 along m or n), each walking
+// its slice in steps of four, and two entry points per pair: C stored one float at a time
+// (gemm_<a><b>) or as vec4s (gemm_<a><b>_c4: C has unit column stride, n and every offset and
+// stride a multiple of 4; one per-lane store instead of four, and one load when accumulating).
+
+fn mul_gg(t: Tile, r: Range) {
     clear();
     for (var bi = r.b0; bi < r.b1; bi++) {
         for (var k = r.k0; k < r.k1; k += 4u) {
@@ -453,14 +476,25 @@ fn gemm_gg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) 
             rank4(a_any(t, bi, k, valid), b_any(t, bi, k, valid));
         }
     }
+}
+
+@compute @workgroup_size(WG)
+fn gemm_gg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+           @builtin(subgroup_invocation_id) sid: u32) {
+    let t = tile(wid, lid, sid);
+    mul_gg(t, slice_range(wid.z));
     store(t, wid.z);
 }
 
 @compute @workgroup_size(WG)
-fn gemm_gn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
-           @builtin(subgroup_invocation_id) sid: u32) {
+fn gemm_gg_c4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+              @builtin(subgroup_invocation_id) sid: u32) {
     let t = tile(wid, lid, sid);
-    let r = slice_range(wid.z);
+    mul_gg(t, slice_range(wid.z));
+    store_c4(t, wid.z);
+}
+
+fn mul_gn(t: Tile, r: Range) {
     clear();
     for (var bi = r.b0; bi < r.b1; bi++) {
         for (var k = r.k0; k < r.k1; k += 4u) {
@@ -468,14 +502,25 @@ fn gemm_gn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) 
             rank4(a_any(t, bi, k, valid), b_n4(t, bi, k, valid));
         }
     }
+}
+
+@compute @workgroup_size(WG)
+fn gemm_gn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+           @builtin(subgroup_invocation_id) sid: u32) {
+    let t = tile(wid, lid, sid);
+    mul_gn(t, slice_range(wid.z));
     store(t, wid.z);
 }
 
 @compute @workgroup_size(WG)
-fn gemm_gk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
-           @builtin(subgroup_invocation_id) sid: u32) {
+fn gemm_gn_c4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+              @builtin(subgroup_invocation_id) sid: u32) {
     let t = tile(wid, lid, sid);
-    let r = slice_range(wid.z);
+    mul_gn(t, slice_range(wid.z));
+    store_c4(t, wid.z);
+}
+
+fn mul_gk(t: Tile, r: Range) {
     clear();
     for (var bi = r.b0; bi < r.b1; bi++) {
         for (var k = r.k0; k < r.k1; k += 4u) {
@@ -483,14 +528,25 @@ fn gemm_gk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) 
             rank4(a_any(t, bi, k, valid), b_k4(t, bi, k, valid));
         }
     }
+}
+
+@compute @workgroup_size(WG)
+fn gemm_gk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+           @builtin(subgroup_invocation_id) sid: u32) {
+    let t = tile(wid, lid, sid);
+    mul_gk(t, slice_range(wid.z));
     store(t, wid.z);
 }
 
 @compute @workgroup_size(WG)
-fn gemm_kg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
-           @builtin(subgroup_invocation_id) sid: u32) {
+fn gemm_gk_c4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+              @builtin(subgroup_invocation_id) sid: u32) {
     let t = tile(wid, lid, sid);
-    let r = slice_range(wid.z);
+    mul_gk(t, slice_range(wid.z));
+    store_c4(t, wid.z);
+}
+
+fn mul_kg(t: Tile, r: Range) {
     clear();
     for (var bi = r.b0; bi < r.b1; bi++) {
         for (var k = r.k0; k < r.k1; k += 4u) {
@@ -498,14 +554,25 @@ fn gemm_kg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) 
             rank4(a_k4(t, bi, k, valid), b_any(t, bi, k, valid));
         }
     }
+}
+
+@compute @workgroup_size(WG)
+fn gemm_kg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+           @builtin(subgroup_invocation_id) sid: u32) {
+    let t = tile(wid, lid, sid);
+    mul_kg(t, slice_range(wid.z));
     store(t, wid.z);
 }
 
 @compute @workgroup_size(WG)
-fn gemm_kn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
-           @builtin(subgroup_invocation_id) sid: u32) {
+fn gemm_kg_c4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+              @builtin(subgroup_invocation_id) sid: u32) {
     let t = tile(wid, lid, sid);
-    let r = slice_range(wid.z);
+    mul_kg(t, slice_range(wid.z));
+    store_c4(t, wid.z);
+}
+
+fn mul_kn(t: Tile, r: Range) {
     clear();
     for (var bi = r.b0; bi < r.b1; bi++) {
         for (var k = r.k0; k < r.k1; k += 4u) {
@@ -513,14 +580,25 @@ fn gemm_kn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) 
             rank4(a_k4(t, bi, k, valid), b_n4(t, bi, k, valid));
         }
     }
+}
+
+@compute @workgroup_size(WG)
+fn gemm_kn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+           @builtin(subgroup_invocation_id) sid: u32) {
+    let t = tile(wid, lid, sid);
+    mul_kn(t, slice_range(wid.z));
     store(t, wid.z);
 }
 
 @compute @workgroup_size(WG)
-fn gemm_kk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
-           @builtin(subgroup_invocation_id) sid: u32) {
+fn gemm_kn_c4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+              @builtin(subgroup_invocation_id) sid: u32) {
     let t = tile(wid, lid, sid);
-    let r = slice_range(wid.z);
+    mul_kn(t, slice_range(wid.z));
+    store_c4(t, wid.z);
+}
+
+fn mul_kk(t: Tile, r: Range) {
     clear();
     for (var bi = r.b0; bi < r.b1; bi++) {
         for (var k = r.k0; k < r.k1; k += 4u) {
@@ -528,14 +606,25 @@ fn gemm_kk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) 
             rank4(a_k4(t, bi, k, valid), b_k4(t, bi, k, valid));
         }
     }
+}
+
+@compute @workgroup_size(WG)
+fn gemm_kk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+           @builtin(subgroup_invocation_id) sid: u32) {
+    let t = tile(wid, lid, sid);
+    mul_kk(t, slice_range(wid.z));
     store(t, wid.z);
 }
 
 @compute @workgroup_size(WG)
-fn gemm_mg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
-           @builtin(subgroup_invocation_id) sid: u32) {
+fn gemm_kk_c4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+              @builtin(subgroup_invocation_id) sid: u32) {
     let t = tile(wid, lid, sid);
-    let r = slice_range(wid.z);
+    mul_kk(t, slice_range(wid.z));
+    store_c4(t, wid.z);
+}
+
+fn mul_mg(t: Tile, r: Range) {
     clear();
     for (var bi = r.b0; bi < r.b1; bi++) {
         for (var k = r.k0; k < r.k1; k += 4u) {
@@ -543,14 +632,25 @@ fn gemm_mg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) 
             rank4(a_m4(t, bi, k, valid), b_any(t, bi, k, valid));
         }
     }
+}
+
+@compute @workgroup_size(WG)
+fn gemm_mg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+           @builtin(subgroup_invocation_id) sid: u32) {
+    let t = tile(wid, lid, sid);
+    mul_mg(t, slice_range(wid.z));
     store(t, wid.z);
 }
 
 @compute @workgroup_size(WG)
-fn gemm_mn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
-           @builtin(subgroup_invocation_id) sid: u32) {
+fn gemm_mg_c4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+              @builtin(subgroup_invocation_id) sid: u32) {
     let t = tile(wid, lid, sid);
-    let r = slice_range(wid.z);
+    mul_mg(t, slice_range(wid.z));
+    store_c4(t, wid.z);
+}
+
+fn mul_mn(t: Tile, r: Range) {
     clear();
     for (var bi = r.b0; bi < r.b1; bi++) {
         for (var k = r.k0; k < r.k1; k += 4u) {
@@ -558,14 +658,25 @@ fn gemm_mn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) 
             rank4(a_m4(t, bi, k, valid), b_n4(t, bi, k, valid));
         }
     }
+}
+
+@compute @workgroup_size(WG)
+fn gemm_mn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+           @builtin(subgroup_invocation_id) sid: u32) {
+    let t = tile(wid, lid, sid);
+    mul_mn(t, slice_range(wid.z));
     store(t, wid.z);
 }
 
 @compute @workgroup_size(WG)
-fn gemm_mk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
-           @builtin(subgroup_invocation_id) sid: u32) {
+fn gemm_mn_c4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+              @builtin(subgroup_invocation_id) sid: u32) {
     let t = tile(wid, lid, sid);
-    let r = slice_range(wid.z);
+    mul_mn(t, slice_range(wid.z));
+    store_c4(t, wid.z);
+}
+
+fn mul_mk(t: Tile, r: Range) {
     clear();
     for (var bi = r.b0; bi < r.b1; bi++) {
         for (var k = r.k0; k < r.k1; k += 4u) {
@@ -573,7 +684,22 @@ fn gemm_mk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) 
             rank4(a_m4(t, bi, k, valid), b_k4(t, bi, k, valid));
         }
     }
+}
+
+@compute @workgroup_size(WG)
+fn gemm_mk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+           @builtin(subgroup_invocation_id) sid: u32) {
+    let t = tile(wid, lid, sid);
+    mul_mk(t, slice_range(wid.z));
     store(t, wid.z);
+}
+
+@compute @workgroup_size(WG)
+fn gemm_mk_c4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+              @builtin(subgroup_invocation_id) sid: u32) {
+    let t = tile(wid, lid, sid);
+    mul_mk(t, slice_range(wid.z));
+    store_c4(t, wid.z);
 }
 
 // C[o] = alpha · Σ_s parts[o·slices_per_out + s] (+ C[o]): one lane per output element, over a

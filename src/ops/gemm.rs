@@ -376,8 +376,20 @@ fn params(shape: &GemmShape, plan: Plan, c: MatrixLayout, accumulate: bool, alph
 }
 
 /// The entry point [`gemm`] uses for these layouts (for tests and reports): `gemm_<a><b>`, with A read as `k` (vec4 along
-/// k), `m` (vec4 along m) or `g` (scalar loads, any strides), and B as `n`, `k` or `g`.
+/// k), `m` (vec4 along m) or `g` (scalar loads, any strides), and B as `n`, `k` or `g`; `_c4` when
+/// C is written as aligned vec4s (see [`c_vec4_ok`]).
 pub fn entry(shape: &GemmShape, cfg: &GemmConfig) -> &'static str {
+    entry_for(shape, &shape.c, shape.out_count(), cfg)
+}
+
+/// Whether the product can write C (laid out as `c`, `outputs` matrices) four columns at a time:
+/// unit column stride, `n` and every offset and stride a multiple of 4, so that each lane's
+/// columns are one aligned vec4 inside C (and inside its binding, which ends at C's last element).
+pub fn c_vec4_ok(shape: &GemmShape, c: &MatrixLayout, outputs: usize, cfg: &GemmConfig) -> bool {
+    cfg.vec4 && cfg.tn % 4 == 0 && shape.n % 4 == 0 && c.vec4_ok(outputs, true)
+}
+
+fn entry_for(shape: &GemmShape, c: &MatrixLayout, outputs: usize, cfg: &GemmConfig) -> &'static str {
     let (a, b, n) = (&shape.a, &shape.b, shape.batch);
     let a_mode = match () {
         _ if cfg.vec4 && a.vec4_ok(n, true) => 0,
@@ -389,9 +401,15 @@ pub fn entry(shape: &GemmShape, cfg: &GemmConfig) -> &'static str {
         _ if cfg.vec4 && b.vec4_ok(n, false) => 1,
         _ => 2,
     };
-    const ENTRIES: [[&str; 3]; 3] =
-        [["gemm_kn", "gemm_kk", "gemm_kg"], ["gemm_mn", "gemm_mk", "gemm_mg"], ["gemm_gn", "gemm_gk", "gemm_gg"]];
-    ENTRIES[a_mode][b_mode]
+    const ENTRIES: [[[&str; 3]; 3]; 2] = [
+        [["gemm_kn", "gemm_kk", "gemm_kg"], ["gemm_mn", "gemm_mk", "gemm_mg"], ["gemm_gn", "gemm_gk", "gemm_gg"]],
+        [
+            ["gemm_kn_c4", "gemm_kk_c4", "gemm_kg_c4"],
+            ["gemm_mn_c4", "gemm_mk_c4", "gemm_mg_c4"],
+            ["gemm_gn_c4", "gemm_gk_c4", "gemm_gg_c4"],
+        ],
+    ];
+    ENTRIES[c_vec4_ok(shape, c, outputs, cfg) as usize][a_mode][b_mode]
 }
 
 fn product<'a>(
@@ -412,7 +430,7 @@ fn product<'a>(
     let p = params(shape, plan, c_layout, accumulate, alpha);
     gpu.dispatch(Launch {
         shader: shaders::GEMM,
-        entry: entry(shape, cfg),
+        entry: entry_for(shape, &c_layout, plan.slices, cfg),
         constants: &[("WG", cfg.wg as f64), ("TM", cfg.tm as f64), ("TN", cfg.tn as f64)],
         params: bytemuck::bytes_of(&p),
         buffers: &[c, a, b],

@@ -46,11 +46,14 @@ fn dense_shapes_match_reference() {
 #[test]
 fn accumulate_and_alpha() {
     let mut rng = Rng::new(11);
-    let s = dense(13, 77, 5, 2);
-    for cfg in [GemmConfig::default(), GENERAL] {
-        check("accumulate", &s, &cfg, true, 1.0, 1, &mut rng);
-        check("alpha", &s, &cfg, false, -0.37, 1, &mut rng);
-        check("accumulate alpha", &s, &cfg, true, 2.5, 1, &mut rng);
+    // n = 77: C one float at a time; n = 76: as vec4s (with the default tiles).
+    for n in [77, 76] {
+        let s = dense(13, n, 5, 2);
+        for cfg in [GemmConfig::default(), GENERAL] {
+            check("accumulate", &s, &cfg, true, 1.0, 1, &mut rng);
+            check("alpha", &s, &cfg, false, -0.37, 1, &mut rng);
+            check("accumulate alpha", &s, &cfg, true, 2.5, 1, &mut rng);
+        }
     }
 }
 
@@ -86,19 +89,25 @@ fn every_operand_layout_path() {
         L { offset: 8, row_stride: 1, col_stride: 24, batch_stride: 24 * n + 8 },
         L { offset: 3, row_stride: 1, col_stride: 23, batch_stride: 23 * n + 3 },
     ];
+    // C written as aligned vec4s (n = 36, offset 4) or one float at a time (offset 1).
+    let c_layouts = [L::row_major(m, n).with_offset(4), L::row_major(m, n).with_offset(1)];
     let mut seen = std::collections::BTreeSet::new();
     for (i, a) in a_layouts.into_iter().enumerate() {
         for (j, b) in b_layouts.into_iter().enumerate() {
-            let s = GemmShape::new(m, n, k, batch, a, b, L::row_major(m, n)).unwrap();
-            // The 8×8 tile on the diagonal only: each pipeline costs a second to compile.
-            let cfgs = if i == j { vec![GemmConfig::default(), SMALL_V4] } else { vec![GemmConfig::default()] };
-            for cfg in cfgs {
-                seen.insert(gm::entry(&s, &cfg));
-                check("layout path", &s, &cfg, true, 1.5, 1, &mut rng);
+            for (h, c) in c_layouts.into_iter().enumerate() {
+                let s = GemmShape::new(m, n, k, batch, a, b, c).unwrap();
+                // The 8×8 tile on the diagonal only: each pipeline costs a second to compile.
+                let small = i == j && h == 0;
+                let cfgs = if small { vec![GemmConfig::default(), SMALL_V4] } else { vec![GemmConfig::default()] };
+                for cfg in cfgs {
+                    seen.insert(gm::entry(&s, &cfg));
+                    check("layout path", &s, &cfg, true, 1.5, 1, &mut rng);
+                }
             }
         }
     }
-    assert_eq!(seen.len(), 9, "entry points covered: {seen:?}");
+    assert_eq!(seen.len(), 18, "entry points covered: {seen:?}");
+    assert!(seen.iter().filter(|e| e.ends_with("_c4")).count() == 9, "vec4 C entry points: {seen:?}");
 }
 
 #[test]
@@ -133,6 +142,12 @@ fn split_k_and_batch_sums() {
         check("split-k", &s, &GemmConfig::default(), true, 0.75, splits, &mut rng);
     }
     check("split-k general", &s, &GENERAL, false, 1.0, 5, &mut rng);
+    // n = 8: the partial sums written as vec4s.
+    let s = dense(5, 8, 1001, 1);
+    assert!(gm::entry(&s, &GemmConfig::default()).ends_with("_c4"));
+    for splits in [1, 7] {
+        check("split-k vec4 C", &s, &GemmConfig::default(), true, 0.75, splits, &mut rng);
+    }
     let s = dense(6, 11, 301, 3);
     check("split-k batched", &s, &SMALL_V4, true, 1.0, 4, &mut rng);
     // C batch stride 0: Σ_b A_b·B_b (a weight gradient over images), direct and split.
