@@ -46,6 +46,9 @@ override WG: u32 = 64u; // invocations per workgroup
 override TM: u32 = 16u; // channels per invocation (workgroup-uniform), 1..=16
 override TN: u32 = 4u; // consecutive columns per invocation, 1..=4
 override STRIDED: bool = false; // backward data: stride > 1 (taps may miss the output grid)
+// Row-window backward data: the K loop ends in a block of at most 4 output channels (c_out % 8
+// in 1..=4), so the block4 path is compiled (a second copy of the loop body: seconds of LLVM).
+override SHORT_K: bool = true;
 override RWG: u32 = 256u; // reductions: invocations per workgroup, a power of two <= 256
 
 const MAX_TM: u32 = 16u;
@@ -60,6 +63,8 @@ const LANE4 = vec4<u32>(0u, 1u, 2u, 3u);
 // The same buffer as `src` seen as vec4s, for the 1x1 entry points whose columns come four
 // consecutive pixels at a time (one per-lane load instead of four). No entry point uses both.
 @group(0) @binding(1) var<storage, read> src4: array<vec4<f32>>;
+// `dst` as vec4s, for the entry points whose tiles store four consecutive pixels (store_tile4).
+@group(0) @binding(2) var<storage, read_write> dst4: array<vec4<f32>>;
 
 var<workgroup> red: array<f32, MAX_RWG>;
 
@@ -323,6 +328,41 @@ fn store_row(o: Out, m: u32, v: vec4<f32>) {
     if (TN > 3u && o.ok.w) { put(i.w, v.w, o.add); }
 }
 
+// store_tile for tiles whose four columns are one aligned vec4 of dst, all four valid or none
+// (rows of a multiple of 4 pixels, o.col.x a multiple of 4): one per-lane store per row instead
+// of four, and one load when adding. The same sums as store_tile.
+fn store_row4(o: Out, m: u32, v: vec4<f32>) {
+    let row = o.row0 + m;
+    if (row >= o.rows || !o.ok.x) {
+        return;
+    }
+    let i = (o.col.x + row * o.stride) / 4u;
+    var s = v;
+    if (o.add) {
+        s += dst4[i];
+    }
+    dst4[i] = s;
+}
+
+fn store_tile4(acc: ptr<function, Acc>, o: Out) {
+    store_row4(o, 0u, (*acc)[0]);
+    if (TM > 1u) { store_row4(o, 1u, (*acc)[1]); }
+    if (TM > 2u) { store_row4(o, 2u, (*acc)[2]); }
+    if (TM > 3u) { store_row4(o, 3u, (*acc)[3]); }
+    if (TM > 4u) { store_row4(o, 4u, (*acc)[4]); }
+    if (TM > 5u) { store_row4(o, 5u, (*acc)[5]); }
+    if (TM > 6u) { store_row4(o, 6u, (*acc)[6]); }
+    if (TM > 7u) { store_row4(o, 7u, (*acc)[7]); }
+    if (TM > 8u) { store_row4(o, 8u, (*acc)[8]); }
+    if (TM > 9u) { store_row4(o, 9u, (*acc)[9]); }
+    if (TM > 10u) { store_row4(o, 10u, (*acc)[10]); }
+    if (TM > 11u) { store_row4(o, 11u, (*acc)[11]); }
+    if (TM > 12u) { store_row4(o, 12u, (*acc)[12]); }
+    if (TM > 13u) { store_row4(o, 13u, (*acc)[13]); }
+    if (TM > 14u) { store_row4(o, 14u, (*acc)[14]); }
+    if (TM > 15u) { store_row4(o, 15u, (*acc)[15]); }
+}
+
 fn store_tile(acc: ptr<function, Acc>, o: Out) {
     store_row(o, 0u, (*acc)[0]);
     if (TM > 1u) { store_row(o, 1u, (*acc)[1]); }
@@ -526,7 +566,7 @@ fn gemm_v4(f: u32, lid: u32, sid: u32, init: Acc, gm: Gemm) {
         block8(&acc, w, xs);
     }
     let ocol = vec4((img * gm.o_tot + gm.o_off) * hw + px) + LANE4;
-    store_tile(&acc, Out(ocol, tl.cols < vec4(npix), tl.m0, gm.nrows, hw, gm.add));
+    store_tile4(&acc, Out(ocol, tl.cols < vec4(npix), tl.m0, gm.nrows, hw, gm.add));
 }
 
 fn forward_v4(f: u32, lid: u32, sid: u32, init: Acc) {
@@ -788,7 +828,7 @@ fn conv3_body_v4(f: u32, lid: u32, sid: u32, init: Acc, c: Conv3) {
     }
     let col = (img * c.out_tot + c.out_off) * hw + y * p.w + x0 + LANE4;
     let ok = (vec4(sg) < vec4(nseg)) & (vec4(x0) + LANE4 < vec4(p.w));
-    store_tile(&acc, Out(col, ok, tl.m0, c.nrows, hw, c.add));
+    store_tile4(&acc, Out(col, ok, tl.m0, c.nrows, hw, c.add));
 }
 
 @compute @workgroup_size(WG)
@@ -876,9 +916,9 @@ fn conv3_body_v8(f: u32, lid: u32, sid: u32, init: Acc, c: Conv3) {
     }
     let col = (img * c.out_tot + c.out_off) * hw + y * p.w + x0 + LANE4;
     let ok = (vec4(sg) < vec4(nseg)) & (vec4(x0) + LANE4 < vec4(p.w));
-    store_tile(&acc, Out(col, ok, tl.m0, c.nrows, hw, c.add));
+    store_tile4(&acc, Out(col, ok, tl.m0, c.nrows, hw, c.add));
     let ok_hi = (vec4(sg) < vec4(nseg)) & (vec4(x0 + 4u) + LANE4 < vec4(p.w));
-    store_tile(&hi, Out(col + vec4(4u), ok_hi, tl.m0, c.nrows, hw, c.add));
+    store_tile4(&hi, Out(col + vec4(4u), ok_hi, tl.m0, c.nrows, hw, c.add));
 }
 
 @compute @workgroup_size(WG)
@@ -945,9 +985,9 @@ fn conv3_body_v8_oihw(f: u32, lid: u32, sid: u32, init: Acc, c: Conv3) {
     }
     let col = (img * c.out_tot + c.out_off) * hw + y * p.w + x0 + LANE4;
     let ok = (vec4(sg) < vec4(nseg)) & (vec4(x0) + LANE4 < vec4(p.w));
-    store_tile(&acc, Out(col, ok, tl.m0, c.nrows, hw, c.add));
+    store_tile4(&acc, Out(col, ok, tl.m0, c.nrows, hw, c.add));
     let ok_hi = (vec4(sg) < vec4(nseg)) & (vec4(x0 + 4u) + LANE4 < vec4(p.w));
-    store_tile(&hi, Out(col + vec4(4u), ok_hi, tl.m0, c.nrows, hw, c.add));
+    store_tile4(&hi, Out(col + vec4(4u), ok_hi, tl.m0, c.nrows, hw, c.add));
 }
 
 @compute @workgroup_size(WG)
@@ -1258,7 +1298,7 @@ fn backward_data_3x3_body(f: u32, lid: u32, sid: u32) {
             let wb = min(kl, p.cout - 1u) * wco + ky * 3u;
             let wok = kl < p.cout;
             var w: Row;
-            if (p.cout - k0 <= 4u) {
+            if (SHORT_K && p.cout - k0 <= 4u) {
                 var v: array<Win, 4>;
                 v[0] = x_win(rowoff + min(k0 + 0u, p.cout - 1u) * hw, wc, rowok & (k0 + 0u < p.cout));
                 v[1] = x_win(rowoff + min(k0 + 1u, p.cout - 1u) * hw, wc, rowok & (k0 + 1u < p.cout));
@@ -1324,7 +1364,7 @@ fn backward_data_3x3_body_v4(f: u32, lid: u32, sid: u32) {
             let wb = min(kl, p.cout - 1u) * wco + ky * 3u;
             let wok = kl < p.cout;
             var w: Row;
-            if (p.cout - k0 <= 4u) {
+            if (SHORT_K && p.cout - k0 <= 4u) {
                 var v: array<Win, 4>;
                 v[0] = x_win4(rowoff + min(k0 + 0u, p.cout - 1u) * hw, edges, rowok & (k0 + 0u < p.cout));
                 v[1] = x_win4(rowoff + min(k0 + 1u, p.cout - 1u) * hw, edges, rowok & (k0 + 1u < p.cout));
@@ -1357,7 +1397,7 @@ fn backward_data_3x3_body_v4(f: u32, lid: u32, sid: u32) {
     }
     let col = (img * p.a_tot + p.a_off) * hw + y * p.w + x0 + LANE4;
     let ok = (vec4(sg) < vec4(nseg)) & (vec4(x0) + LANE4 < vec4(p.w));
-    store_tile(&acc, Out(col, ok, tl.m0, p.cin, hw, p.accumulate != 0u));
+    store_tile4(&acc, Out(col, ok, tl.m0, p.cin, hw, p.accumulate != 0u));
 }
 
 // backward_data_3x3_body with 8 pixels per invocation, TN = 8 (rows of a multiple of 4 pixels:
@@ -1392,7 +1432,7 @@ fn backward_data_3x3_body_v8(f: u32, lid: u32, sid: u32) {
             let wb = min(kl, p.cout - 1u) * wco + ky * 3u;
             let wok = kl < p.cout;
             var w: Row;
-            if (p.cout - k0 <= 4u) {
+            if (SHORT_K && p.cout - k0 <= 4u) {
                 var v: array<Win10, 4>;
                 v[0] = dy_win10(rowoff + min(k0 + 0u, p.cout - 1u) * hw, edges, rowok & (k0 + 0u < p.cout));
                 v[1] = dy_win10(rowoff + min(k0 + 1u, p.cout - 1u) * hw, edges, rowok & (k0 + 1u < p.cout));
@@ -1431,9 +1471,9 @@ fn backward_data_3x3_body_v8(f: u32, lid: u32, sid: u32) {
     }
     let col = (img * p.a_tot + p.a_off) * hw + y * p.w + x0 + LANE4;
     let ok = (vec4(sg) < vec4(nseg)) & (vec4(x0) + LANE4 < vec4(p.w));
-    store_tile(&acc, Out(col, ok, tl.m0, p.cin, hw, p.accumulate != 0u));
+    store_tile4(&acc, Out(col, ok, tl.m0, p.cin, hw, p.accumulate != 0u));
     let ok_hi = (vec4(sg) < vec4(nseg)) & (vec4(x0 + 4u) + LANE4 < vec4(p.w));
-    store_tile(&hi, Out(col + vec4(4u), ok_hi, tl.m0, p.cin, hw, p.accumulate != 0u));
+    store_tile4(&hi, Out(col + vec4(4u), ok_hi, tl.m0, p.cin, hw, p.accumulate != 0u));
 }
 
 @compute @workgroup_size(WG)

@@ -595,6 +595,9 @@ pub fn backward_data_tiled(
     };
     let mut c = t.constants();
     c.push(("STRIDED", (s.stride > 1) as u8 as f64));
+    if entry.starts_with("backward_data_3x3") {
+        c.push(("SHORT_K", (1..=4).contains(&(s.c_out % 8)) as u8 as f64));
+    }
     Ok(vec![launch(gpu, entry, &c, &p, &[dy.buf, dx.buf, weight.into()], groups)?])
 }
 
