@@ -2,7 +2,7 @@
 //
 // Layout: workgroup (wid.x = chunk, wid.y = channel). A channel's m = n·hw elements, in (image,
 // pixel) order, are cut into units of 4 consecutive elements; a chunk is WG·steps() units
-// (steps() = batches·ITEMS per thread), each group of LANES threads owning a contiguous run of
+// (steps() ≤ batches·ITEMS per thread), each group of LANES threads owning a contiguous run of
 // them (see `start`), and every per-channel value is a workgroup-uniform load. `*_v` entry points
 // bind activations as vec4 (hw % 4 == 0: a unit never straddles two planes and is 16-byte
 // aligned), `*_s` ones as scalars; on llvmpipe a vec4 load costs about what a scalar one does,
@@ -47,7 +47,7 @@ struct Params {
     parts: u32,      // partials per channel over every batch chunk
     save: u32,       // this dispatch writes the statistics, running statistics or dγ/dβ (first chunk)
     m_total: u32,    // elements per channel over every batch chunk
-    _pad0: u32,
+    steps: u32,      // units per thread and chunk: batches·ITEMS, or fewer when one chunk covers all
     _pad1: u32,
     _pad2: u32,
 }
@@ -106,9 +106,11 @@ fn start(wid: vec3<u32>, lid: vec3<u32>) -> Cursor {
     return Cursor(vec2<u32>(e / p.hw, e % p.hw), e, wid.y);
 }
 
-// Units per thread and chunk.
+// Units per thread and chunk: batches·ITEMS, except that a channel done by one chunk stops at
+// ceil(units / WG) (a short channel, e.g. 7×7 at batch 8, needs 13 of 32 steps; the rest would
+// only mask).
 fn steps() -> u32 {
-    return p.batches * ITEMS;
+    return p.steps;
 }
 
 // The thread's next unit, LANES units on, without dividing.

@@ -194,12 +194,18 @@ struct Params {
     parts: u32,
     save: u32,
     m_total: u32,
-    _pad: [u32; 3],
+    steps: u32,
+    _pad: [u32; 2],
 }
 
 fn params(s: &BnShape, plan: Plan, x: Act, out: Act) -> Params {
     let step = 4 * LANES;
+    // Every chunk but a lone one runs batches·ITEMS steps (their units start at fixed strides);
+    // a lone chunk stops once its threads have covered the channel.
+    let full = plan.batches * plan.items;
+    let steps = if plan.chunks == 1 { s.m().div_ceil(4).div_ceil(plan.wg).min(full) } else { full };
     Params {
+        steps: steps as u32,
         n: s.n as u32,
         c: s.c as u32,
         hw: s.hw() as u32,
