@@ -330,7 +330,8 @@ fn store_row(o: Out, m: u32, v: vec4<f32>) {
 
 // store_tile for tiles whose four columns are one aligned vec4 of dst, all four valid or none
 // (rows of a multiple of 4 pixels, o.col.x a multiple of 4): one per-lane store per row instead
-// of four, and one load when adding. The same sums as store_tile.
+// of four, and one load when adding. The same sums as store_tile (a copy of it: one entry point
+// may name dst or dst4 but not both).
 fn store_row4(o: Out, m: u32, v: vec4<f32>) {
     let row = o.row0 + m;
     if (row >= o.rows || !o.ok.x) {

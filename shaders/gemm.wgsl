@@ -454,6 +454,7 @@ fn store(t: Tile, z: u32) {
     }
 }
 
+// store with vec4 stores: a copy, since one entry point may name c or c4 but not both.
 fn store_c4(t: Tile, z: u32) {
     var tile = tile_array();
     let rows = min(TM, p.m - t.m0);
