@@ -370,10 +370,14 @@ pub fn row_window_backward_weight(s: &Conv2dShape) -> bool {
 /// as many lanes as fit the images (see [`pointwise_gemm_config`]).
 const GEMM: GemmConfig = GemmConfig { wg: 64, tm: 16, tn: 4, vec4: true };
 
+/// Lanes of the 1×1 forward and backward-data GEMMs on a CPU device (one SIMD fiber), for
+/// images of up to 65535 column tiles of 32 pixels (wider workgroups above that).
+const GEMM_WG_CPU: u32 = 8;
+
 /// Whether the forward (without bias) and backward data of `s` run as the batched strided GEMM,
 /// one product per image (see [`pointwise_gemm_config`]).
 pub fn pointwise_gemm(s: &Conv2dShape) -> bool {
-    pointwise_gemm_config(s).is_some()
+    s.is_pointwise()
 }
 
 /// The GEMM tiles of the forward and backward data of a 1×1 convolution `s` (every one: they
@@ -381,13 +385,23 @@ pub fn pointwise_gemm(s: &Conv2dShape) -> bool {
 /// kernels' rate on DenseNet's 1×1 shapes (7×7 and 14×14 images included), and compiles in a
 /// fraction of their time on lavapipe. Its column tiles stop at image boundaries, so the
 /// workgroup is the widest of 64, 32, 16 or 8 lanes whose tiles leave at most an eighth of the
-/// image's columns empty, else the one that leaves fewest. The choice depends on the shape only,
-/// so results never depend on tuning.
-pub fn pointwise_gemm_config(s: &Conv2dShape) -> Option<GemmConfig> {
+/// image's columns empty, else the one that leaves fewest. On a CPU device (llvmpipe) always 8
+/// lanes, one SIMD fiber: a workgroup's fibers run one after another there and share nothing
+/// (A reaches each fiber through its own subgroup broadcasts), so wider workgroups only cost
+/// an extra pipeline each, 1.5-4 s of LLVM on a cold start (`GEMM_WG_CPU`). The
+/// choice depends on the device type and shape only, and the lanes' sums do not depend on it,
+/// so results are the same whatever it is.
+pub fn pointwise_gemm_config(gpu: &Gpu, s: &Conv2dShape) -> Option<GemmConfig> {
     if !s.is_pointwise() {
         return None;
     }
     let hw = s.h * s.w;
+    if gpu.info.device_type == wgpu::DeviceType::Cpu {
+        // Wider only where an image's column tiles would not fit one grid dimension.
+        let fits = |wg: u32| hw.div_ceil((wg * GEMM.tn) as usize) <= MAX_GROUPS_PER_DIM as usize;
+        let wg = [GEMM_WG_CPU, 16, 32].into_iter().find(|&wg| fits(wg)).unwrap_or(64);
+        return Some(GemmConfig { wg, ..GEMM });
+    }
     let waste = |wg: u32| {
         let cols = (wg * GEMM.tn) as usize;
         hw.div_ceil(cols) * cols - hw
@@ -469,7 +483,7 @@ pub fn forward_tiled(
     check_act("x", &x, s.n, s.c_in, s.h * s.w)?;
     check_act("y", &y, s.n, s.c_out, s.p() * s.q())?;
     check_buf("weight", weight, s.weight_len())?;
-    if let (None, Some(cfg)) = (bias, pointwise_gemm_config(s)) {
+    if let (None, Some(cfg)) = (bias, pointwise_gemm_config(gpu, s)) {
         let hw = s.h * s.w;
         let w = MatrixLayout::row_major(s.c_out, s.c_in).with_batch_stride(0);
         let g = GemmShape::new(s.c_out, hw, s.c_in, s.n, w, act_layout(&x, hw), act_layout(&y, hw))?;
@@ -563,7 +577,7 @@ pub fn backward_data_tiled(
     check_act("dy", &dy, s.n, s.c_out, s.p() * s.q())?;
     check_act("dx", &dx, s.n, s.c_in, s.h * s.w)?;
     check_buf("weight", weight, s.weight_len())?;
-    if let Some(cfg) = pointwise_gemm_config(s) {
+    if let Some(cfg) = pointwise_gemm_config(gpu, s) {
         // dx = wᵀ · dy per image.
         let hw = s.h * s.w;
         let w = MatrixLayout::transposed(s.c_in, s.c_out).with_batch_stride(0);

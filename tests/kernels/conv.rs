@@ -99,9 +99,9 @@ fn pointwise_matches_reference() {
     // h*w a multiple of 4: the vec4 column path.
     check(shape(2, 13, 6, 10, 76, 1, 1, 0), true, true, 14);
     check(shape(1, 76, 4, 5, 13, 1, 1, 0), false, false, 15);
-    // Forward without bias and backward data run as GEMMs, their workgroups fitted to the
-    // images: 64 lanes (256 columns), 16 lanes (8×8), the fewest empty columns (14×14, 2×2) and
-    // 1-pixel images.
+    // Forward without bias and backward data run as GEMMs: on a GPU their workgroups fitted to
+    // the images (64 lanes, 16 lanes for 8×8, the fewest empty columns for 14×14 and 2×2), on a
+    // CPU device 8 lanes; and 1-pixel images.
     check(shape(2, 13, 16, 16, 76, 1, 1, 0), false, true, 20);
     check(shape(1, 76, 32, 16, 13, 1, 1, 0), true, true, 21);
     check(shape(3, 5, 16, 16, 3, 1, 1, 0), false, false, 22);
@@ -109,6 +109,17 @@ fn pointwise_matches_reference() {
     check(shape(1, 17, 14, 14, 9, 1, 1, 0), false, true, 24);
     check(shape(2, 9, 2, 2, 5, 1, 1, 0), false, false, 25);
     check(shape(3, 5, 1, 1, 7, 1, 1, 0), false, true, 26);
+}
+
+/// An image of more column tiles than one grid dimension holds at 8 lanes (65535 × 32 pixels):
+/// the 1×1 GEMMs widen their workgroups instead of failing.
+#[test]
+fn pointwise_gemm_on_an_image_wider_than_a_grid_dimension() {
+    let g = gpu();
+    let s = shape(1, 2, 1, 65_535 * 32 + 5, 3, 1, 1, 0);
+    let cfg = conv::pointwise_gemm_config(&g, &s).unwrap();
+    assert!((s.h * s.w).div_ceil((cfg.wg * cfg.tn) as usize) <= 65_535, "{cfg:?}");
+    check(s, false, false, 27);
 }
 
 #[test]
