@@ -385,12 +385,12 @@ pub fn pointwise_gemm(s: &Conv2dShape) -> bool {
 /// kernels' rate on DenseNet's 1×1 shapes (7×7 and 14×14 images included), and compiles in a
 /// fraction of their time on lavapipe. Its column tiles stop at image boundaries, so the
 /// workgroup is the widest of 64, 32, 16 or 8 lanes whose tiles leave at most an eighth of the
-/// image's columns empty, else the one that leaves fewest. On a CPU device (llvmpipe) always 8
-/// lanes, one SIMD fiber: a workgroup's fibers run one after another there and share nothing
-/// (A reaches each fiber through its own subgroup broadcasts), so wider workgroups only cost
-/// an extra pipeline each, 1.5-4 s of LLVM on a cold start (`GEMM_WG_CPU`). The
-/// choice depends on the device type and shape only, and the lanes' sums do not depend on it,
-/// so results are the same whatever it is.
+/// image's columns empty, else the one that leaves fewest. On a CPU device (llvmpipe) 8 lanes,
+/// one SIMD fiber (`GEMM_WG_CPU`), wider only where an image's tiles would overflow a grid
+/// dimension: a workgroup's fibers run one after another there and share nothing (A reaches
+/// each fiber through its own subgroup broadcasts), so wider workgroups only cost an extra
+/// pipeline each, 1.5-4 s of LLVM on a cold start. The choice depends on the device type and
+/// shape only, and the lanes' sums do not depend on it, so results are the same whatever it is.
 pub fn pointwise_gemm_config(gpu: &Gpu, s: &Conv2dShape) -> Option<GemmConfig> {
     if !s.is_pointwise() {
         return None;
