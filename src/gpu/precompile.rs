@@ -44,8 +44,8 @@ impl PipelineSpec {
     /// A rough relative compile time: LLVM's time grows with the register tile (TM × TN
     /// accumulators per invocation) of the convolution kernels (1 to 6 s each on lavapipe);
     /// the GEMM, whose accumulators are separate variables, compiles in under a second whatever
-    /// its tile, its `_c4` entries (vec4 epilogue) in about 3× that (0.7 against 2.3-2.6 s on a
-    /// busy host), and everything else is small. (Sorting by this puts the slow ones first; on
+    /// its tile (0.6-0.8 s on a busy host, its `_c4` entries included since their store loop is
+    /// kept rolled), and everything else is small. (Sorting by this puts the slow ones first; on
     /// W1 the schedule it gives ends within 6% of the total compile time over two cores.)
     pub fn compile_cost(&self) -> f64 {
         let get = |k: &str| self.constants.iter().find(|(n, _)| n == k).map(|c| c.1);

@@ -219,7 +219,8 @@ struct Params {
     b_chunk: u32,
     slices_per_out: u32,
     out_count: u32,
-    _pad: u32,
+    /// Always 0: an upper bound the shader compiler cannot see through (see gemm.wgsl).
+    zero: u32,
 }
 
 /// How the reduction is cut: slice `z` covers batches `g·b_chunk..` (g = z / k_splits) and
@@ -371,7 +372,7 @@ fn params(shape: &GemmShape, plan: Plan, c: MatrixLayout, accumulate: bool, alph
         b_chunk: plan.b_chunk as u32,
         slices_per_out: plan.slices_per_out as u32,
         out_count: shape.out_count() as u32,
-        _pad: 0,
+        zero: 0,
     }
 }
 
