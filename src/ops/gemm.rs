@@ -466,20 +466,20 @@ pub fn add_bias(
     gpu: &Gpu,
     m: usize,
     n: usize,
-    bias: (&wgpu::Buffer, MatrixLayout),
-    c: (&wgpu::Buffer, MatrixLayout),
+    bias: (BufRange, MatrixLayout),
+    c: (BufRange, MatrixLayout),
 ) -> Result<Dispatch> {
     let shape =
         GemmShape::new(m, n, 1, 1, MatrixLayout { row_stride: 0, ..bias.1 }, MatrixLayout::row_major(1, n), c.1)?;
-    check_buffer("bias", bias.0.into(), bias.1.last(1, 1, n) + 1)?;
-    check_buffer("C", c.0.into(), shape.c_len())?;
+    check_buffer("bias", bias.0, bias.1.last(1, 1, n) + 1)?;
+    check_buffer("C", c.0, shape.c_len())?;
     let p = params(&shape, plan(&shape, 1), c.1, true, 1.0);
     gpu.dispatch(Launch {
         shader: shaders::GEMM,
         entry: "add_bias",
         constants: &[("WG_REDUCE", WG_REDUCE as f64)],
         params: bytemuck::bytes_of(&p),
-        buffers: &[c.0.into(), bias.0.into()],
+        buffers: &[c.0, bias.0],
         workgroups: grid(ceil_div(m * n, WG_REDUCE as usize)),
     })
 }
@@ -490,21 +490,21 @@ pub fn col_sum(
     gpu: &Gpu,
     m: usize,
     n: usize,
-    a: (&wgpu::Buffer, MatrixLayout),
-    out: (&wgpu::Buffer, MatrixLayout),
+    a: (BufRange, MatrixLayout),
+    out: (BufRange, MatrixLayout),
     accumulate: bool,
     alpha: f32,
 ) -> Result<Dispatch> {
     let shape = GemmShape::new(m, n, 1, 1, a.1, MatrixLayout::row_major(1, n), out.1)?;
-    check_buffer("A", a.0.into(), a.1.last(1, m, n) + 1)?;
-    check_buffer("out", out.0.into(), out.1.last(1, 1, n) + 1)?;
+    check_buffer("A", a.0, a.1.last(1, m, n) + 1)?;
+    check_buffer("out", out.0, out.1.last(1, 1, n) + 1)?;
     let p = params(&shape, plan(&shape, 1), out.1, accumulate, alpha);
     gpu.dispatch(Launch {
         shader: shaders::GEMM,
         entry: "col_sum",
         constants: &[("WG_REDUCE", WG_REDUCE as f64)],
         params: bytemuck::bytes_of(&p),
-        buffers: &[out.0.into(), a.0.into()],
+        buffers: &[out.0, a.0],
         workgroups: grid(n as u32),
     })
 }

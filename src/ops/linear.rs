@@ -2,8 +2,9 @@
 //! `[out, in]`. Every product is one [`gemm`](super::gemm) call on views of the same buffers.
 
 use crate::error::{Error, Result};
-use crate::gpu::{Dispatch, Gpu};
+use crate::gpu::{BufRange, Dispatch, Gpu};
 use crate::ops::gemm::{self, GemmShape, MatrixLayout as L};
+use crate::ops::Act;
 
 /// `batch` rows of `in_features` in, `out_features` out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,63 +26,69 @@ impl LinearShape {
     }
 
     /// y = x · Wᵀ: A = x [B, in], B = Wᵀ (W read transposed), C = y [B, out].
-    fn forward_gemm(&self) -> Result<GemmShape> {
+    fn forward_gemm(&self, x: L, y: L) -> Result<GemmShape> {
         let (n, i, o) = (self.batch, self.in_features, self.out_features);
-        GemmShape::new(n, o, i, 1, L::row_major(n, i), L::transposed(i, o), L::row_major(n, o))
+        GemmShape::new(n, o, i, 1, x, L::transposed(i, o), y)
     }
 
     /// dx = dy · W: A = dy [B, out], B = W [out, in], C = dx [B, in].
-    fn input_gemm(&self) -> Result<GemmShape> {
+    fn input_gemm(&self, dy: L, dx: L) -> Result<GemmShape> {
         let (n, i, o) = (self.batch, self.in_features, self.out_features);
-        GemmShape::new(n, i, o, 1, L::row_major(n, o), L::row_major(o, i), L::row_major(n, i))
+        GemmShape::new(n, i, o, 1, dy, L::row_major(o, i), dx)
     }
 
     /// dW = dyᵀ · x: A = dyᵀ (dy read transposed), B = x [B, in], C = dW [out, in].
-    fn weight_gemm(&self) -> Result<GemmShape> {
+    fn weight_gemm(&self, x: L, dy: L) -> Result<GemmShape> {
         let (n, i, o) = (self.batch, self.in_features, self.out_features);
-        GemmShape::new(o, i, n, 1, L::transposed(o, n), L::row_major(n, i), L::row_major(o, i))
+        GemmShape::new(o, i, n, 1, dy.t(), x, L::row_major(o, i))
     }
 }
 
+/// The `batch × features` matrix of a view of `[batch, features, 1, 1]` activations: image r's
+/// feature f at `r·c_total + c_off + f` (a channel slice of a wider buffer, or all of it).
+fn rows(a: &Act) -> L {
+    L { offset: a.c_off as usize, row_stride: a.c_total as usize, col_stride: 1, batch_stride: 0 }
+}
+
 /// y = x · Wᵀ + b.
-pub fn forward(
+pub fn forward<'a>(
     gpu: &Gpu,
     s: &LinearShape,
-    x: &wgpu::Buffer,
-    w: &wgpu::Buffer,
-    b: &wgpu::Buffer,
-    y: &wgpu::Buffer,
+    x: Act<'a>,
+    w: impl Into<BufRange<'a>>,
+    b: impl Into<BufRange<'a>>,
+    y: Act<'a>,
 ) -> Result<Vec<Dispatch>> {
-    let mut d = gemm::gemm(gpu, &s.forward_gemm()?, x, w, y, false, 1.0)?;
+    let mut d = gemm::gemm(gpu, &s.forward_gemm(rows(&x), rows(&y))?, x.buf, w, y.buf, false, 1.0)?;
     let row = L::row_major(1, s.out_features);
-    d.push(gemm::add_bias(gpu, s.batch, s.out_features, (b, row), (y, L::row_major(s.batch, s.out_features)))?);
+    d.push(gemm::add_bias(gpu, s.batch, s.out_features, (b.into(), row), (y.buf, rows(&y)))?);
     Ok(d)
 }
 
 /// dx (+)= dy · W.
-pub fn backward_input(
+pub fn backward_input<'a>(
     gpu: &Gpu,
     s: &LinearShape,
-    dy: &wgpu::Buffer,
-    w: &wgpu::Buffer,
-    dx: &wgpu::Buffer,
+    dy: Act<'a>,
+    w: impl Into<BufRange<'a>>,
+    dx: Act<'a>,
     accumulate: bool,
 ) -> Result<Vec<Dispatch>> {
-    gemm::gemm(gpu, &s.input_gemm()?, dy, w, dx, accumulate, 1.0)
+    gemm::gemm(gpu, &s.input_gemm(rows(&dy), rows(&dx))?, dy.buf, w, dx.buf, accumulate, 1.0)
 }
 
 /// dW = dyᵀ · x and db = Σ_rows dy (a parallel column reduction).
-pub fn backward_params(
+pub fn backward_params<'a>(
     gpu: &Gpu,
     s: &LinearShape,
-    x: &wgpu::Buffer,
-    dy: &wgpu::Buffer,
-    dw: &wgpu::Buffer,
-    db: &wgpu::Buffer,
+    x: Act<'a>,
+    dy: Act<'a>,
+    dw: impl Into<BufRange<'a>>,
+    db: impl Into<BufRange<'a>>,
 ) -> Result<Vec<Dispatch>> {
-    let mut d = gemm::gemm(gpu, &s.weight_gemm()?, dy, x, dw, false, 1.0)?;
-    let dy_l = L::row_major(s.batch, s.out_features);
-    d.push(gemm::col_sum(gpu, s.batch, s.out_features, (dy, dy_l), (db, L::row_major(1, s.out_features)), false, 1.0)?);
+    let mut d = gemm::gemm(gpu, &s.weight_gemm(rows(&x), rows(&dy))?, dy.buf, x.buf, dw, false, 1.0)?;
+    let out = L::row_major(1, s.out_features);
+    d.push(gemm::col_sum(gpu, s.batch, s.out_features, (dy.buf, rows(&dy)), (db.into(), out), false, 1.0)?);
     Ok(d)
 }
 

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{BufRange, Dispatch};
 use crate::graph::plan::{batched, image_bytes, storage};
 use crate::graph::{Graph, LossKind, Node, Op, TensorId};
-use crate::ops::{batchnorm, conv, elementwise, loss, pool, Act};
+use crate::ops::{batchnorm, conv, elementwise, linear, loss, pool, Act};
 
 /// The device limits batch chunks must respect, in bytes.
 #[derive(Clone, Copy, Debug)]
@@ -35,10 +35,10 @@ fn conv_shape(g: &Graph, x: usize, w: usize, stride: usize, pad: usize) -> conv:
 }
 
 /// x [b, in] and w [out, in] as a 1×1 convolution.
-fn linear_shape(g: &Graph, x: usize, w: usize) -> conv::Conv2dShape {
-    let [n, c_in, _, _] = dims(g, x);
-    let c_out = g.tensors[w].shape[0];
-    conv::Conv2dShape { n, c_in, h: 1, w: 1, c_out, kh: 1, kw: 1, stride: 1, pad: 0 }
+/// The Linear layer of `x` ([batch, in, 1, 1]) and `w` ([out, in]).
+fn linear_shape(g: &Graph, x: usize, w: usize) -> Result<linear::LinearShape> {
+    let [n, in_features, _, _] = dims(g, x);
+    linear::LinearShape::new(n, in_features, g.tensors[w].shape[0])
 }
 
 fn bn_shape(g: &Graph, x: usize, eps: f32, momentum: f32, relu: bool) -> batchnorm::BnShape {
@@ -152,7 +152,6 @@ pub fn scratch_len(g: &Graph, n: &Node, limits: Limits) -> Result<usize> {
         Op::BatchNormBackward { relu } => {
             batchnorm::chunks_scratch_len(&bn_shape(g, n.ins[0], 1e-5, 0.1, relu), &chunks)
         }
-        Op::LinearBackwardParams => conv::backward_weight_scratch_len(&linear_shape(g, n.ins[0], n.outs[0])),
         Op::Loss(_) => {
             let [b, c, _, _] = dims(g, n.ins[0]);
             loss::LossShape::new(b, c).map(loss::loss_scratch_len).unwrap_or(0)
@@ -237,20 +236,19 @@ pub fn lower(e: &Executable, n: &Node, scratch: &wgpu::Buffer, limits: Limits) -
         Op::ReluBackward => {
             each(&|c| elementwise::relu_backward(gpu, c.range(i[0]), c.range(i[1]), c.range(o[0]), c.numel(i[0]), acc))
         }
-        // A Linear layer is a 1×1 convolution of a 1×1 image: same weight layout [out, in].
         Op::Linear => {
-            let s = linear_shape(g, i[0], i[1]);
-            conv::forward(gpu, &s, e.act(i[0]), e.buffer(i[1]), Some(e.buffer(i[2])), e.act(o[0]))
+            let s = linear_shape(g, i[0], i[1])?;
+            linear::forward(gpu, &s, e.act(i[0]), e.range(i[1]), e.range(i[2]), e.act(o[0]))
         }
         Op::LinearBackwardData => {
             // ins [dy, w], outs [dx]
-            let s = linear_shape(g, o[0], i[1]);
-            conv::backward_data(gpu, &s, e.act(i[0]), e.buffer(i[1]), e.act(o[0]), acc)
+            let s = linear_shape(g, o[0], i[1])?;
+            linear::backward_input(gpu, &s, e.act(i[0]), e.range(i[1]), e.act(o[0]), acc)
         }
         Op::LinearBackwardParams => {
             // ins [x, dy], outs [dw, db]
-            let s = linear_shape(g, i[0], o[0]);
-            conv::backward_weight(gpu, &s, e.act(i[0]), e.act(i[1]), e.buffer(o[0]), Some(e.buffer(o[1])), scratch)
+            let s = linear_shape(g, i[0], o[0])?;
+            linear::backward_params(gpu, &s, e.act(i[0]), e.act(i[1]), e.range(o[0]), e.range(o[1]))
         }
         Op::Loss(kind) => {
             // ins [logits, target, weights], outs [loss, dlogits]
