@@ -238,3 +238,79 @@ fn bad_input_is_a_clear_error() {
     let err = fails(&train_args(bad_csv.to_str().unwrap(), out_s, &[]));
     assert!(err.contains("003.png") && err.contains("missing"), "{err}");
 }
+
+#[test]
+fn run_folders_and_checkpoints_are_guarded() {
+    let dir = temp("guard");
+    let csv = fixture(&dir, 24);
+    let csv_s = csv.to_str().unwrap();
+    let run = dir.join("run");
+    let run_s = run.to_str().unwrap();
+    ok(&train_args(csv_s, run_s, &[]));
+    ok(&["eval", "--model", run_s]);
+    assert!(run.join("eval.json").is_file() && run.join("thresholds.json").is_file());
+
+    // A second run into the same folder has to be asked for, and then leaves nothing stale.
+    let err = fails(&train_args(csv_s, run_s, &[]));
+    assert!(err.contains("already holds a run") && err.contains("--overwrite") && err.contains("--resume"), "{err}");
+    ok(&train_args(csv_s, run_s, &["--overwrite"]));
+    assert!(!run.join("eval.json").exists() && !run.join("thresholds.json").exists());
+    assert_eq!(std::fs::read_to_string(run.join("metrics.jsonl")).unwrap().lines().count(), 1);
+    let err = fails(&train_args(csv_s, dir.join("none").to_str().unwrap(), &["--epochs", "0"]));
+    assert!(err.contains("--epochs 0"), "{err}");
+
+    // --resume keeps the run's settings: other flags are refused, not silently ignored.
+    let err = fails(&["train", "--resume", run_s, "--epochs", "2", "--lr", "0.5", "--batch-size", "4"]);
+    assert!(err.contains("--lr") && err.contains("--batch-size") && err.contains("ignored"), "{err}");
+
+    // The model file of a run with another label count is refused, not scored with a random
+    // classifier.
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let two: String = text.lines().filter(|l| !l.contains(",owl,")).map(|l| format!("{l}\n")).collect();
+    let two_csv = dir.join("two.csv");
+    std::fs::write(&two_csv, two).unwrap();
+    let other = dir.join("other");
+    ok(&train_args(two_csv.to_str().unwrap(), other.to_str().unwrap(), &[]));
+    std::fs::copy(other.join("model.safetensors"), run.join("model.safetensors")).unwrap();
+    let img = dir.join("images/000.png");
+    let img_s = img.to_str().unwrap();
+    for args in [vec!["eval", "--model", run_s], vec!["predict", "--model", run_s, img_s]] {
+        let err = fails(&args);
+        assert!(err.contains("model.safetensors") && err.contains("2 labels") && err.contains("has 3"), "{err}");
+    }
+    let err = fails(&["predict", "--model", other.to_str().unwrap(), "--top-k", "0", img_s]);
+    assert!(err.contains("--top-k 0"), "{err}");
+
+    // Evaluating a column-labelled run on data without one of its columns would count all of
+    // that column's labels as absent.
+    let cols = dir.join("cols");
+    ok(&train_args(csv_s, cols.to_str().unwrap(), &["--label-columns", "label,tags"]));
+    let err = fails(&["eval", "--model", cols.to_str().unwrap(), "--data", csv_s, "--label-columns", "label"]);
+    assert!(err.contains("tags") && err.contains("--label-columns label,tags"), "{err}");
+
+    // One class is no classification task.
+    let one: String =
+        text.lines().filter(|l| !l.contains(",owl,") && !l.contains(",dog,")).map(|l| format!("{l}\n")).collect();
+    let one_csv = dir.join("one.csv");
+    std::fs::write(&one_csv, one).unwrap();
+    let err = fails(&train_args(one_csv.to_str().unwrap(), dir.join("one").to_str().unwrap(), &[]));
+    assert!(err.contains("same label") && err.contains("two classes"), "{err}");
+}
+
+#[test]
+fn a_closed_pipe_ends_output_quietly() {
+    use std::io::Read;
+    let counts = (1..=3000).map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tailor"))
+        .args(["weights", "--counts", &counts])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the tailor binary runs");
+    let mut first = [0u8; 64];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap(); // then the pipe closes
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let status = child.wait().unwrap();
+    assert!(!err.contains("panicked") && status.code() != Some(101), "{status:?}: {err}");
+}

@@ -470,3 +470,11 @@ fn full_sets_load() {
     let n: usize = l.epoch(0).map(|b| b.len()).sum();
     println!("one epoch of {n} samples in {} batches: {:.2?}", l.len(), t.elapsed());
 }
+
+#[test]
+fn images_too_large_for_host_memory_are_refused_before_decoding() {
+    let huge = ImageSpec::new(100_000, 100_000, 3).unwrap();
+    let err = tailor::data::image::check_fits_in_memory(1000, &huge).unwrap_err().to_string();
+    assert!(err.contains("1000 images of 100000×100000×3") && err.contains("--image-size"), "{err}");
+    assert!(tailor::data::image::check_fits_in_memory(1000, &rgb4()).is_ok());
+}

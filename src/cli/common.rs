@@ -163,13 +163,22 @@ fn probe(source: &Source) -> Result<(usize, usize, usize)> {
         None => base,
     };
     let path = dir.join(first);
-    let reader = image::ImageReader::open(&path)
-        .and_then(|r| r.with_guessed_format())
-        .map_err(|e| Error::file(&path, format!("cannot read the first image (line {}): {e}", table.lines[0])))?;
+    let reader = image::ImageReader::open(&path).and_then(|r| r.with_guessed_format()).map_err(|e| {
+        let shown = if dir.as_os_str().is_empty() { Path::new(".") } else { dir.as_path() };
+        Error::file(
+            &path,
+            format!(
+                "cannot read the first image (line {}): {e}; image names are taken relative to {} \
+                 (set --image-dir to the folder they are in)",
+                table.lines[0],
+                shown.display()
+            ),
+        )
+    })?;
     let img = reader.decode().map_err(|e| {
         Error::file(
             &path,
-            format!("cannot decode the image ({e}); tailor reads PNG and JPEG, replace the file or remove its row"),
+            format!("cannot decode the image ({e}); tailor reads PNG and JPEG, so replace the file or remove its row from the CSV"),
         )
     })?;
     let c = if img.color().has_color() { 3 } else { 1 };

@@ -13,6 +13,12 @@ pub fn run(cli: &super::Cli, a: &TrainArgs) -> Result<()> {
     if a.resume.is_some() {
         return Err(Error::Invalid("compare starts three fresh runs; --resume is for train".into()));
     }
+    if !a.weighting.eq_ignore_ascii_case("iew") {
+        return Err(Error::Invalid(format!(
+            "compare trains all three schemes (NW, IFW, IEW), so --weighting {} has no effect; drop it",
+            a.weighting
+        )));
+    }
     let gpu = Gpu::with_options(&cli.gpu_options())?;
     let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs/compare"));
     super::common::make_dir(&out)?;

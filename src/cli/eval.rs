@@ -41,6 +41,9 @@ pub fn run(cli: &super::Cli, a: &EvalArgs) -> Result<()> {
 
 /// Evaluates and writes every file; returns the report.
 pub fn eval(gpu: &Arc<Gpu>, a: &EvalArgs) -> Result<EvalReport> {
+    if a.batch_size == 0 {
+        return Err(Error::Invalid("--batch-size 0: give a positive batch size".into()));
+    }
     let cfg = RunConfig::load(&a.model)?;
     let image = cfg.preprocess.image_spec()?;
     let (ds, indices) = match &a.data.data {
@@ -65,7 +68,8 @@ pub fn eval(gpu: &Arc<Gpu>, a: &EvalArgs) -> Result<EvalReport> {
     };
     eprintln!("evaluating {} on {} samples", a.model.display(), indices.len());
     let mut model = Model::new(gpu.clone(), cfg.model.clone(), 0)?;
-    model.load_state_dict(&StateDict::load(&a.model.join("model.safetensors"))?)?;
+    let weights = a.model.join("model.safetensors");
+    model.load_own_state_dict(&StateDict::load(&weights)?, &weights)?;
     let batch = a.batch_size.clamp(1, indices.len().max(1));
     let pred = Predictor::new(&model, batch, image.height, image.width).map_err(common::too_large_hint)?;
     let scores = common::score(&pred, &ds, &indices, &cfg.preprocess.normalize(), batch, cfg.loss == "sigmoid")?;
@@ -87,11 +91,53 @@ pub fn write_all(dir: &Path, ev: &Evaluation) -> Result<()> {
 }
 
 /// `thresholds.json`: each label's threshold at the precision floor (null where none reaches it).
+/// A label with no positives in the evaluated data says nothing about its threshold, so the one
+/// already saved for it (if any) is kept.
 fn save_thresholds(dir: &Path, r: &EvalReport) -> Result<()> {
-    let map: serde_json::Map<String, serde_json::Value> =
-        r.labels.iter().map(|l| (l.name.clone(), serde_json::json!(l.at_floor.map(|o| o.threshold)))).collect();
+    let path = dir.join("thresholds.json");
+    let old: serde_json::Value = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(serde_json::Value::Null);
+    let map: serde_json::Map<String, serde_json::Value> = r
+        .labels
+        .iter()
+        .map(|l| {
+            let kept = &old["thresholds"][&l.name];
+            let v = match l.at_floor {
+                None if l.eval_positives == 0 && kept.is_number() => kept.clone(),
+                t => serde_json::json!(t.map(|o| o.threshold)),
+            };
+            (l.name.clone(), v)
+        })
+        .collect();
     let v = serde_json::json!({"precision_floor": r.precision_floor, "thresholds": map});
-    metrics::write_atomic(&dir.join("thresholds.json"), serde_json::to_string_pretty(&v).unwrap().as_bytes())
+    metrics::write_atomic(&path, serde_json::to_string_pretty(&v).unwrap().as_bytes())
+}
+
+/// With `--label-columns`, every `column=value` label of the model must come from a column that
+/// is given: a missing column would count all its labels as absent from every image.
+fn check_columns_cover(source: &common::Source, cfg: &RunConfig) -> Result<()> {
+    let Some(common::Labels::Columns { columns }) = &source.labels else { return Ok(()) };
+    let mut missing: Vec<&str> = Vec::new();
+    for name in &cfg.label_names {
+        if let Some((col, _)) = name.split_once('=') {
+            if !columns.iter().any(|c| c == col) && !missing.contains(&col) {
+                missing.push(col);
+            }
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let mut all: Vec<&str> = columns.iter().map(String::as_str).collect();
+    all.extend(&missing);
+    Err(Error::Invalid(format!(
+        "the model also predicts labels of column(s) {}, which --label-columns does not give, so every image \
+         would count as negative for them; use --label-columns {}",
+        missing.join(", "),
+        all.join(",")
+    )))
 }
 
 /// A dataset given with --data, its labels renumbered to the run's.
@@ -106,6 +152,7 @@ fn external(a: &EvalArgs, cfg: &RunConfig) -> Result<Dataset> {
         data.tag_sep = saved.tag_sep.clone();
     }
     let source = data.source()?;
+    check_columns_cover(&source, cfg)?;
     let mut ds = common::load(&source, &cfg.preprocess.image_spec()?)?;
     let map: Vec<Option<u32>> =
         ds.label_names.iter().map(|n| cfg.label_names.iter().position(|m| m == n).map(|p| p as u32)).collect();

@@ -63,6 +63,10 @@ pub fn run(cli: &super::Cli, a: &PredictArgs) -> Result<()> {
     if !["text", "json", "csv"].contains(&a.format.as_str()) {
         return Err(Error::Invalid(format!("--format '{}': use text, json or csv", a.format)));
     }
+    if a.top_k == 0 || a.batch_size == 0 {
+        let flag = if a.top_k == 0 { "--top-k" } else { "--batch-size" };
+        return Err(Error::Invalid(format!("{flag} 0: give a positive number")));
+    }
     let gpu = Gpu::with_options(&cli.gpu_options())?;
     let l = match (&a.model, &a.weights) {
         (Some(dir), _) => from_run(&gpu, dir)?,
@@ -81,6 +85,16 @@ pub fn run(cli: &super::Cli, a: &PredictArgs) -> Result<()> {
     let pred = Predictor::new(&l.model, batch, l.image.height, l.image.width).map_err(common::too_large_hint)?;
     let logits = pred.logits(&input)?;
     let c = l.names.len();
+    if let Some(k) = logits.iter().position(|v| !v.is_finite()) {
+        return Err(Error::file(
+            &a.images[k / c],
+            format!(
+                "the model's output for this image is {}: its weights are not finite (the run diverged); \
+                 retrain with a lower --lr",
+                logits[k]
+            ),
+        ));
+    }
     let mut probs = logits.clone();
     if l.multi {
         common::sigmoid(&mut probs);
@@ -104,7 +118,7 @@ fn choose(p: &[f32], l: &Loaded, k: usize) -> Vec<(usize, f32)> {
     if l.multi {
         idx.into_iter().filter(|&j| p[j] as f64 >= l.thresholds[j]).map(|j| (j, p[j])).collect()
     } else {
-        idx.into_iter().take(k.max(1)).map(|j| (j, p[j])).collect()
+        idx.into_iter().take(k).map(|j| (j, p[j])).collect()
     }
 }
 
@@ -162,7 +176,8 @@ fn csv_field(s: &str) -> String {
 fn from_run(gpu: &std::sync::Arc<Gpu>, dir: &Path) -> Result<Loaded> {
     let cfg = RunConfig::load(dir)?;
     let mut model = Model::new(gpu.clone(), cfg.model.clone(), 0)?;
-    model.load_state_dict(&StateDict::load(&dir.join("model.safetensors"))?)?;
+    let weights = dir.join("model.safetensors");
+    model.load_own_state_dict(&StateDict::load(&weights)?, &weights)?;
     let multi = cfg.loss == "sigmoid";
     let thresholds = load_thresholds(dir, &cfg.label_names)?;
     Ok(Loaded {

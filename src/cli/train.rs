@@ -92,6 +92,41 @@ pub struct TrainArgs {
     /// The run folder (default: runs/<data name>).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Replace a run already in --out (its checkpoint, metrics and reports) instead of refusing.
+    #[arg(long)]
+    #[serde(skip)]
+    pub overwrite: bool,
+}
+
+/// The files `tailor train` and `tailor eval` write into a run folder (and `pr_*` figures).
+const RUN_FILES: [&str; 8] = [
+    "config.json",
+    "model.safetensors",
+    "optimizer.safetensors",
+    "metrics.jsonl",
+    "labels.txt",
+    "eval.json",
+    "eval.md",
+    "thresholds.json",
+];
+
+/// Whether `dir` holds a run: a checkpoint or its configuration or metrics.
+fn holds_run(dir: &Path) -> bool {
+    ["config.json", "model.safetensors", "metrics.jsonl"].iter().any(|f| dir.join(f).exists())
+}
+
+/// Removes an earlier run's files from `dir`, so that the new run's folder holds nothing stale.
+fn clear_run(dir: &Path) -> Result<()> {
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::file(dir, format!("cannot list: {e}")))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let figure = name.starts_with("pr_") && (name.ends_with(".png") || name.ends_with(".svg"));
+        if RUN_FILES.contains(&name.as_str()) || figure {
+            std::fs::remove_file(entry.path())
+                .map_err(|e| Error::file(entry.path(), format!("cannot remove the earlier run's file: {e}")))?;
+        }
+    }
+    Ok(())
 }
 
 const DEFAULT_EPOCHS: usize = 10;
@@ -180,6 +215,16 @@ pub fn prepare(args: &TrainArgs, image: Option<ImageSpec>) -> Result<Prepared> {
         None => args.data.image_spec(&source)?,
     };
     let mut ds = common::load(&source, &image)?;
+    if ds.kind() == LabelKind::Single && ds.num_labels() < 2 {
+        return Err(Error::file(
+            &source.path,
+            format!(
+                "every image has the same label ('{}'): a classifier needs at least two classes; choose another \
+                 label column or add images of other classes",
+                ds.label_names.first().map_or("", String::as_str)
+            ),
+        ));
+    }
     let split = data::split(&mut ds, &args.split_spec())?;
     if !split.dropped.is_empty() {
         eprintln!(
@@ -206,6 +251,7 @@ pub fn run(cli: &super::Cli, a: &TrainArgs) -> Result<()> {
 pub fn train(gpu: &Arc<Gpu>, a: &TrainArgs) -> Result<Outcome> {
     let (args, resumed, dir) = match &a.resume {
         Some(dir) => {
+            check_resume_flags(a, dir)?;
             let cfg = RunConfig::load(dir)?;
             let mut args = cfg.args.clone();
             if a.epochs.is_some() {
@@ -215,6 +261,19 @@ pub fn train(gpu: &Arc<Gpu>, a: &TrainArgs) -> Result<Outcome> {
         }
         None => {
             let dir = a.out.clone().unwrap_or_else(|| default_out(a));
+            if a.epochs == Some(0) {
+                return Err(Error::Invalid("--epochs 0: a new run needs at least one epoch".into()));
+            }
+            if dir.is_dir() && holds_run(&dir) && !a.overwrite {
+                return Err(Error::file(
+                    &dir,
+                    format!(
+                        "already holds a run; continue it with --resume {0}, replace it with --overwrite, \
+                         or give another --out",
+                        dir.display()
+                    ),
+                ));
+            }
             (a.clone(), None, dir)
         }
     };
@@ -241,8 +300,8 @@ pub fn train(gpu: &Arc<Gpu>, a: &TrainArgs) -> Result<Outcome> {
     let model_cfg = args.arch.config(p.ds.num_labels(), p.image.channels)?;
     let mut model = Model::new(gpu.clone(), model_cfg.clone(), args.seed)?;
     if let Some(cfg) = &resumed {
-        let sd = StateDict::load(&dir.join("model.safetensors"))?;
-        model.load_state_dict(&sd)?;
+        let weights = dir.join("model.safetensors");
+        model.load_own_state_dict(&StateDict::load(&weights)?, &weights)?;
         if cfg.label_names != p.ds.label_names {
             return Err(Error::file(
                 dir.join("config.json"),
@@ -286,6 +345,10 @@ pub fn train(gpu: &Arc<Gpu>, a: &TrainArgs) -> Result<Outcome> {
         crate::graph::exec::mib(predictor.memory().total())
     );
     common::make_dir(&dir)?;
+    if resumed.is_none() && holds_run(&dir) {
+        eprintln!("--overwrite: replacing the run in {}", dir.display());
+        clear_run(&dir)?;
+    }
 
     let norm = Normalize::default_for(p.image.channels);
     let mut cfg = RunConfig {
@@ -315,7 +378,6 @@ pub fn train(gpu: &Arc<Gpu>, a: &TrainArgs) -> Result<Outcome> {
         args: args.clone(),
     };
     let labels_txt = p.ds.label_names.join("\n") + "\n";
-    metrics::write_atomic(&dir.join("labels.txt"), labels_txt.as_bytes())?;
 
     let mut opts = data::LoaderOptions::new(batch, p.image.channels, args.seed);
     opts.drop_last = true;
@@ -339,6 +401,16 @@ pub fn train(gpu: &Arc<Gpu>, a: &TrainArgs) -> Result<Outcome> {
                 epoch,
             ));
         }
+        // An untrained model's loss is about ln(classes) for softmax and ln 2 for sigmoid; a mean
+        // a hundred times ln(classes) is a run that diverged without reaching NaN.
+        let chance = (p.ds.num_labels().max(2) as f64).ln();
+        if mean_loss > 100.0 * chance {
+            eprintln!(
+                "warning: epoch {}'s mean loss {mean_loss:.4e} is far above an untrained model's (about {chance:.2}): \
+                 training is diverging; lower the learning rate (--lr)",
+                epoch + 1
+            );
+        }
         let mut line = serde_json::json!({
             "epoch": epoch + 1, "step": trainer.step, "train_loss": mean_loss,
             "lr": trainer.config.optimizer.lr_at(trainer.step.max(1)), "seconds": secs, "images_per_s": ips,
@@ -357,11 +429,58 @@ pub fn train(gpu: &Arc<Gpu>, a: &TrainArgs) -> Result<Outcome> {
         trainer.model.state_dict()?.save(&dir.join("model.safetensors"))?;
         trainer.save_optimizer(&dir.join("optimizer.safetensors"))?;
         cfg.epochs_done = epoch + 1;
+        metrics::write_atomic(&dir.join("labels.txt"), labels_txt.as_bytes())?;
         cfg.save(&dir)?;
         append_line(&dir.join("metrics.jsonl"), &line)?;
     }
     eprintln!("saved {}", dir.display());
     Ok(Outcome { dir })
+}
+
+/// `--resume` continues a run with the settings it was started with (only `--epochs` may
+/// change), so any other flag given with it would be silently ignored: refuse it instead.
+fn check_resume_flags(a: &TrainArgs, dir: &Path) -> Result<()> {
+    #[derive(clap::Parser)]
+    struct Defaults {
+        #[command(flatten)]
+        args: TrainArgs,
+    }
+    let defaults = <Defaults as clap::Parser>::try_parse_from(["tailor"])
+        .map_err(|e| Error::Invalid(format!("internal: default training flags: {e}")))?
+        .args;
+    let json = |t: &TrainArgs| serde_json::to_value(t).map_err(|e| Error::Invalid(e.to_string()));
+    let mut given = Vec::new();
+    changed_fields(&json(a)?, &json(&defaults)?, &mut given);
+    given.retain(|f| f != "epochs");
+    if a.out.as_ref().is_some_and(|o| o != dir) {
+        given.push("out".into());
+    }
+    if a.overwrite {
+        given.push("overwrite".into());
+    }
+    if given.is_empty() {
+        return Ok(());
+    }
+    let flags: Vec<String> = given.iter().map(|f| format!("--{}", f.replace('_', "-"))).collect();
+    Err(Error::Invalid(format!(
+        "--resume continues {} with the settings it started with (only --epochs may change), so {} would be \
+         ignored; drop them, or start a new run with --out",
+        dir.display(),
+        flags.join(", ")
+    )))
+}
+
+/// The leaf fields (by name) whose values differ between two JSON objects.
+fn changed_fields(a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else { return };
+    for (k, va) in a {
+        let vb = b.get(k).unwrap_or(&serde_json::Value::Null);
+        match (va.is_object(), va == vb) {
+            (_, true) => {}
+            (true, false) => changed_fields(va, vb, out),
+            (false, false) => out.push(k.clone()),
+        }
+    }
 }
 
 fn fmt(v: Option<f64>) -> String {
@@ -396,6 +515,11 @@ fn print_found(p: &Prepared) {
 
 fn print_labels(p: &Prepared, effective: &[f64], weights: &[f64], args: &TrainArgs) {
     let width = p.ds.label_names.iter().map(|n| n.chars().count()).max().unwrap_or(5).max(5);
+    eprintln!(
+        "class weights ({}) sum to {}, the number of labels (Cui et al.; `tailor weights` shows them summing to 1)",
+        args.weighting,
+        weights.len()
+    );
     eprintln!("{:width$} {:>7} {:>6} {:>10} {:>8}", "label", "train", "val", "effective", args.weighting);
     for (l, name) in p.ds.label_names.iter().enumerate() {
         eprintln!(

@@ -42,7 +42,11 @@ pub fn run(a: &WeightsArgs) -> Result<()> {
         return Ok(());
     }
     let w = names.iter().map(|n| n.chars().count()).max().unwrap_or(5).max(5);
-    println!("weights sum to 1; effective number E_n = (1 - β^n)/(1 - β) with β = {}", a.beta);
+    println!(
+        "weights sum to 1 (tailor train scales them to sum to the number of classes); effective number \
+         E_n = (1 - β^n)/(1 - β) with β = {}",
+        a.beta
+    );
     println!("{:w$} {:>8} {:>10} {:>8} {:>8} {:>8}", "label", "count", "E_n", "NW", "IFW", "IEW");
     for i in 0..counts.len() {
         println!(

@@ -239,7 +239,7 @@ fn image_paths(table: &Table, records: &[usize], file_col: usize, dir: &Path) ->
                 records.len(),
                 shown.join(", "),
                 if absent.len() > 5 { ", …" } else { "" },
-                dir.display()
+                if dir.as_os_str().is_empty() { std::path::Path::new(".").display() } else { dir.display() }
             ),
         ));
     }

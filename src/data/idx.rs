@@ -126,6 +126,7 @@ pub fn load_idx(spec: &IdxSpec, image: &ImageSpec) -> Result<Dataset> {
             format!("label {l} of image {i} is not below the {} class names given", names.len()),
         ));
     }
+    super::image::check_fits_in_memory(n, image)?;
     let pixels = fit_all(&images.data, n, w, h, image);
     Ok(Dataset {
         width: image.width,

@@ -140,12 +140,12 @@ pub fn to_chw(src: &[u8], spec: &ImageSpec, norm: &Normalize, place: Placement, 
 pub fn load_image(path: &Path, spec: &ImageSpec) -> Result<Vec<u8>> {
     let bytes = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read the image: {e}")))?;
     if bytes.is_empty() {
-        return Err(Error::file(path, "the image file is empty (0 bytes); replace it or remove its row"));
+        return Err(Error::file(path, "the image file is empty (0 bytes); replace it (or leave it out of the data)"));
     }
     let img = image::load_from_memory(&bytes).map_err(|e| {
         Error::file(
             path,
-            format!("cannot decode the image ({e}); tailor reads PNG and JPEG, so replace the file or remove its row"),
+            format!("cannot decode the image ({e}); tailor reads PNG and JPEG, so replace the file (or leave it out of the data)"),
         )
     })?;
     Ok(fit(&img, spec))
@@ -216,9 +216,30 @@ fn fit_buffer<P: Pixel<Subpixel = u8> + 'static>(img: &ImageBuffer<P, Vec<u8>>, 
     out
 }
 
+/// Refuses to decode `count` images at the size of `spec` when they would not fit in the host's
+/// memory (the dataset is kept decoded), instead of aborting on the allocation.
+pub fn check_fits_in_memory(count: usize, spec: &ImageSpec) -> Result<()> {
+    let need = count as f64 * spec.width as f64 * spec.height as f64 * spec.channels as f64;
+    let available = crate::gpu::host_available().map_or(f64::MAX, |b| b as f64);
+    if need > available.min(isize::MAX as f64) {
+        let gib = |b: f64| b / (1u64 << 30) as f64;
+        return Err(Error::Invalid(format!(
+            "{count} images of {}×{}×{} need {:.1} GiB of host memory once decoded, and {:.1} GiB are available; \
+             give a smaller --image-size",
+            spec.width,
+            spec.height,
+            spec.channels,
+            gib(need),
+            gib(available)
+        )));
+    }
+    Ok(())
+}
+
 /// Loads many images into one HWC buffer, on all cores. On failure, the error of the first bad
 /// file in list order, so the message does not depend on thread timing.
 pub fn load_images(paths: &[std::path::PathBuf], spec: &ImageSpec) -> Result<Vec<u8>> {
+    check_fits_in_memory(paths.len(), spec)?;
     let n = spec.len();
     let mut pixels = vec![0u8; paths.len() * n];
     if paths.is_empty() {

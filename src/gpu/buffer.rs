@@ -123,7 +123,7 @@ impl Gpu {
 }
 
 /// MemAvailable of /proc/meminfo in bytes (Linux), if known.
-fn host_available() -> Option<u64> {
+pub fn host_available() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = s.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;

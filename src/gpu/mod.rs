@@ -7,6 +7,7 @@ mod dispatch;
 mod precompile;
 pub mod shaders;
 
+pub use buffer::host_available;
 pub use device::*;
 pub use dispatch::*;
 pub use precompile::PipelineSpec;

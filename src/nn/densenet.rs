@@ -108,6 +108,47 @@ impl DenseNetConfig {
         }
         Ok(())
     }
+
+    /// Elements of every parameter and running statistic, counted from the configuration alone
+    /// (in f64, so that absurd sizes do not overflow), to refuse a model too large for memory
+    /// before its graph is built or its weights are allocated.
+    pub fn tensor_elements(&self) -> f64 {
+        let (k, bn) = (self.growth_rate as f64, (self.bn_size * self.growth_rate) as f64);
+        let mut c = self.num_init_features as f64;
+        let mut total = match self.stem {
+            Stem::Imagenet => c * self.in_channels as f64 * 49.0 + 4.0 * c,
+            Stem::Small => c * self.in_channels as f64 * 9.0,
+        };
+        for (bi, &layers) in self.block_config.iter().enumerate() {
+            for l in 0..layers {
+                let cin = c + l as f64 * k;
+                total += 4.0 * cin + bn * cin + 4.0 * bn + k * bn * 9.0;
+            }
+            c += layers as f64 * k;
+            if bi + 1 < self.block_config.len() {
+                let out = (c * self.compression).floor().max(1.0);
+                total += 4.0 * c + out * c;
+                c = out;
+            }
+        }
+        total + 4.0 * c + self.num_classes as f64 * (c + 1.0)
+    }
+
+    /// Refuses a configuration whose weights alone would not fit in `bytes` of memory.
+    fn check_fits(&self, bytes: f64) -> Result<()> {
+        let need = self.tensor_elements() * 4.0;
+        if need > bytes {
+            let gib = |b: f64| b / (1u64 << 30) as f64;
+            return Err(Error::Invalid(format!(
+                "this DenseNet would have about {:.3e} parameters ({:.1} GiB of weights), more than the {:.1} GiB of \
+                 memory available; use a smaller --growth-rate, fewer --blocks or a smaller --bn-size",
+                need / 4.0,
+                gib(need),
+                gib(bytes)
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// How a parameter is initialised (torchvision's scheme).
@@ -192,6 +233,8 @@ pub struct Built {
 impl DenseNet {
     pub fn new(config: DenseNetConfig) -> Result<Self> {
         config.validate()?;
+        // The weights are initialised on the host, so they must fit there first.
+        config.check_fits(crate::gpu::host_available().map_or(f64::MAX, |b| b as f64))?;
         // Build once on a throwaway graph to list the parameters and check the shapes.
         // The smallest image every stage can halve down to at least one pixel.
         let halvings = config.block_config.len() - 1 + if config.stem == Stem::Imagenet { 2 } else { 0 };
@@ -317,5 +360,39 @@ impl DenseNet {
     /// Trainable parameter count.
     pub fn num_params(&self) -> usize {
         self.params.iter().filter(|p| p.trainable).map(|p| p.shape.iter().product::<usize>()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exact(c: &DenseNetConfig) -> usize {
+        DenseNet::new(c.clone()).unwrap().params.iter().map(|p| p.shape.iter().product::<usize>()).sum()
+    }
+
+    #[test]
+    fn tensor_elements_counts_every_tensor() {
+        let mut odd = DenseNetConfig::small(5, &[3, 1, 2], 1, 7);
+        odd.compression = 0.3;
+        odd.bn_size = 3;
+        for c in [
+            DenseNetConfig::densenet121(10),
+            DenseNetConfig::densenet161(3),
+            DenseNetConfig::small(12, &[6, 6, 6], 3, 10),
+            odd,
+        ] {
+            assert_eq!(c.tensor_elements(), exact(&c) as f64, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn a_model_too_large_for_memory_is_refused_before_it_is_built() {
+        let mut c = DenseNetConfig::small(12, &[100_000], 3, 10);
+        assert!(c.check_fits(1e12).is_err());
+        c.block_config = vec![6, 6, 6];
+        assert!(c.check_fits(1e12).is_ok());
+        let e = c.check_fits(1e5).unwrap_err().to_string();
+        assert!(e.contains("--growth-rate"), "{e}");
     }
 }

@@ -28,6 +28,19 @@ impl Model {
     /// A freshly initialised model (torchvision's initialisation, seeded).
     pub fn new(gpu: Arc<Gpu>, config: DenseNetConfig, seed: u64) -> Result<Model> {
         let net = DenseNet::new(config)?;
+        // Every tensor must fit in one device buffer; say so before allocating its values.
+        for p in &net.params {
+            let bytes = p.shape.iter().try_fold(4u64, |b, &d| b.checked_mul(d as u64)).unwrap_or(u64::MAX);
+            if bytes > gpu.max_buffer() {
+                return Err(Error::Invalid(format!(
+                    "the model's tensor '{}' {:?} needs {bytes} bytes, more than this device's largest buffer \
+                     ({} bytes); use a smaller --growth-rate or --bn-size",
+                    p.name,
+                    p.shape,
+                    gpu.max_buffer()
+                )));
+            }
+        }
         let mut store = Store::new(gpu);
         for (name, shape, v) in net.init(seed) {
             store.insert(&name, &shape, &v)?;
@@ -89,6 +102,23 @@ impl Model {
             .filter_map(|b| sd.counters.get(&format!("{b}.num_batches_tracked")).copied())
             .max()
             .unwrap_or(0);
+        Ok(report)
+    }
+
+    /// Loads a checkpoint of this very model (a run's own `model.safetensors`): unlike
+    /// [`Model::load_state_dict`], a classifier with another number of classes is an error,
+    /// since re-initialising it would silently score with random weights.
+    pub fn load_own_state_dict(&mut self, sd: &StateDict, path: &std::path::Path) -> Result<LoadReport> {
+        let report = self.load_state_dict(sd)?;
+        if let Some((from, to)) = report.reinit_classifier {
+            return Err(Error::file(
+                path,
+                format!(
+                    "has a classifier for {from} labels, but the run's config.json has {to}: the model file \
+                     belongs to another run; copy back that run's model.safetensors or retrain"
+                ),
+            ));
+        }
         Ok(report)
     }
 
