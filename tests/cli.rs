@@ -258,6 +258,10 @@ fn run_folders_and_checkpoints_are_guarded() {
     assert_eq!(std::fs::read_to_string(run.join("metrics.jsonl")).unwrap().lines().count(), 1);
     let err = fails(&train_args(csv_s, dir.join("none").to_str().unwrap(), &["--epochs", "0"]));
     assert!(err.contains("--epochs 0"), "{err}");
+    // Reports and thresholds written elsewhere leave the run's thresholds (which predict uses) alone.
+    let elsewhere = dir.join("elsewhere");
+    ok(&["eval", "--model", run_s, "--out", elsewhere.to_str().unwrap()]);
+    assert!(elsewhere.join("thresholds.json").is_file() && !run.join("thresholds.json").exists());
 
     // --resume keeps the run's settings: other flags are refused, not silently ignored.
     let err = fails(&["train", "--resume", run_s, "--epochs", "2", "--lr", "0.5", "--batch-size", "4"]);
@@ -313,4 +317,33 @@ fn a_closed_pipe_ends_output_quietly() {
     child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
     let status = child.wait().unwrap();
     assert!(!err.contains("panicked") && status.code() != Some(101), "{status:?}: {err}");
+}
+
+#[test]
+fn a_run_trained_with_relative_paths_evaluates_from_anywhere() {
+    let dir = temp("relative");
+    fixture(&dir, 24);
+    let mut args = train_args("labels.csv", "run", &[]);
+    args.extend(["--image-dir", "images"]);
+    let out = Command::new(env!("CARGO_BIN_EXE_tailor"))
+        .args(&args)
+        .current_dir(&dir)
+        .env("TAILOR_TUNE", "off")
+        .output()
+        .expect("the tailor binary runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let md = ok(&["eval", "--model", dir.join("run").to_str().unwrap()]);
+    assert!(md.contains("macro mAP"), "{md}");
+}
+
+#[test]
+fn bench_refuses_unknown_workloads_and_empty_shapes() {
+    let err = fails(&["bench", "--workload", "w3"]);
+    assert!(err.contains("'w3'") && err.contains("w1 or w2"), "{err}");
+    let err = fails(&["bench", "--steps", "0"]);
+    assert!(err.contains("--steps 0"), "{err}");
+    let err = fails(&["bench", "--batch-size", "0", "--plan-only"]);
+    assert!(err.contains("batch size 0"), "{err}");
+    let err = fails(&["bench", "--arch", "densenet121", "--image-size", "16", "--plan-only"]);
+    assert!(err.contains("too small") && err.contains("--image-size 29"), "{err}");
 }

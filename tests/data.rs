@@ -323,6 +323,19 @@ fn imbalance_follows_cui() {
 }
 
 #[test]
+fn imbalance_reaches_its_ratio_on_data_that_is_already_long_tailed() {
+    // Classes in no particular count order; the smallest has 2 samples.
+    let mut ds = synthetic(&[20, 110, 2, 50, 9]);
+    let s = split(&mut ds, &SplitSpec { val_fraction: 0.0, imbalance: Some(10.0), ..Default::default() }).unwrap();
+    // Ranks by count: c1, c3, c0, c4, c2; n_max = 2 / 10^(-4/4) = 20.
+    let frac = |r: f64| 10f64.powf(-r / 4.0);
+    let want = [(20.0 * frac(2.0)) as usize, 20, 2, (20.0 * frac(1.0)) as usize, (20.0 * frac(3.0)) as usize];
+    assert_eq!(s.train_counts, want);
+    let (max, min) = (s.train_counts.iter().max().unwrap(), s.train_counts.iter().min().unwrap());
+    assert_eq!((*max, *min), (20, 2), "n_max / n_min = ρ");
+}
+
+#[test]
 fn min_samples_drops_and_renumbers() {
     let mut ds = synthetic(&[40, 3, 30]);
     let s = split(&mut ds, &SplitSpec { min_samples: 5, ..Default::default() }).unwrap();

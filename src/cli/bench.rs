@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::graph::exec::mib;
 use crate::graph::LossKind;
 use crate::nn::densenet::DenseNetConfig;
@@ -72,10 +72,18 @@ fn largest_tensor(model: &Model, cfg: &TrainConfig) -> Result<u64> {
 
 pub fn run(cli: &super::Cli, a: &Args) -> Result<()> {
     let t0 = Instant::now();
-    let (arch, batch, size) = match a.workload.as_str() {
+    let (arch, batch, size) = match a.workload.to_ascii_lowercase().as_str() {
+        "w1" => ("densenet-bc", 64, 32),
         "w2" => ("densenet121", 8, 224),
-        _ => ("densenet-bc", 64, 32),
+        w => {
+            return Err(Error::Invalid(format!(
+                "--workload '{w}': use w1 or w2 (and --arch, --batch-size, --image-size for other shapes)"
+            )))
+        }
     };
+    if a.steps == 0 {
+        return Err(Error::Invalid("--steps 0: give at least one timed step".into()));
+    }
     let arch = a.arch.clone().unwrap_or(arch.to_string());
     let batch = a.batch_size.unwrap_or(batch);
     let size = a.image_size.unwrap_or(size);

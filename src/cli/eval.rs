@@ -27,7 +27,8 @@ pub struct EvalArgs {
     pub min_precision: f64,
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
-    /// Where to write the reports (default: the model folder).
+    /// Where to write the reports and thresholds (default: the model folder, whose
+    /// thresholds.json `predict` uses).
     #[arg(long)]
     pub out: Option<PathBuf>,
 }
@@ -78,7 +79,9 @@ pub fn eval(gpu: &Arc<Gpu>, a: &EvalArgs) -> Result<EvalReport> {
     let out = a.out.clone().unwrap_or_else(|| a.model.clone());
     common::make_dir(&out)?;
     write_all(&out, &ev)?;
-    save_thresholds(&a.model, &ev.report)?;
+    // The thresholds go with the reports: into the run folder (where `predict` reads them) only
+    // when the reports go there too, so `--out` leaves the run as it was.
+    save_thresholds(&out, &ev.report)?;
     Ok(ev.report)
 }
 

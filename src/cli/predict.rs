@@ -209,7 +209,16 @@ fn from_weights(gpu: &std::sync::Arc<Gpu>, a: &PredictArgs, path: &Path) -> Resu
     };
     let cfg = DenseNetConfig::preset(&a.arch, classes, 3).map_err(|e| Error::Invalid(format!("--arch: {e}")))?;
     let mut model = Model::new(gpu.clone(), cfg, 0)?;
-    let r = model.load_state_dict(&sd)?;
+    let r = model.load_state_dict(&sd).map_err(|e| {
+        Error::file(
+            path,
+            format!(
+                "{e}; --weights builds the preset --arch {} for RGB input, so for a model trained by tailor \
+                 give its run folder with --model instead",
+                a.arch
+            ),
+        )
+    })?;
     if let Some((from, to)) = r.reinit_classifier {
         return Err(Error::file(
             path,

@@ -372,11 +372,15 @@ pub fn train(gpu: &Arc<Gpu>, a: &TrainArgs) -> Result<Outcome> {
         val_counts: p.split.val_counts.clone(),
         train_samples: p.split.train.len(),
         val_samples: p.split.val.len(),
-        source: p.source.clone(),
+        source: Source { path: absolute(&p.source.path), ..p.source.clone() },
         split_seed: args.seed,
         epochs_done: start,
         args: args.clone(),
     };
+    // config.json keeps absolute paths, so that eval and --resume work from any folder.
+    cfg.args.data.data = cfg.args.data.data.as_deref().map(absolute);
+    cfg.args.data.image_dir = cfg.args.data.image_dir.as_deref().map(absolute);
+    cfg.source.image_dir = cfg.source.image_dir.as_deref().map(absolute);
     let labels_txt = p.ds.label_names.join("\n") + "\n";
 
     let mut opts = data::LoaderOptions::new(batch, p.image.channels, args.seed);
@@ -481,6 +485,10 @@ fn changed_fields(a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<St
             (false, false) => out.push(k.clone()),
         }
     }
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
 fn fmt(v: Option<f64>) -> String {

@@ -132,18 +132,30 @@ fn by_group(ds: &Dataset, col: &str, frac: f64, rng: &mut Rng) -> Result<(Vec<us
     Ok((train, val))
 }
 
-/// Keeps floor(n_max·ρ^(−i/(C−1))) training samples of class i (at least 1, at most all).
+/// Keeps floor(n_max·ρ^(−r/(C−1))) training samples of the class of rank r (at least 1).
 fn long_tail(ds: &Dataset, train: &[usize], rho: f64, rng: &mut Rng) -> Vec<usize> {
     let c = ds.num_labels();
     let mut by_class = vec![Vec::new(); c];
     for &i in train {
         by_class[ds.targets.labels(i)[0] as usize].push(i);
     }
-    let n_max = by_class.iter().map(Vec::len).max().unwrap_or(0) as f64;
+    // Classes take their place on the profile n_max·ρ^(−r/(C−1)) by how many samples they have
+    // (rank r, ties by index, so balanced data keeps the class order of Cui et al.), and n_max is
+    // the largest every class can follow: data that is already long-tailed then ends with
+    // n_max / n_min = ρ too, instead of being capped by its small classes.
+    let mut order: Vec<usize> = (0..c).collect();
+    order.sort_by_key(|&i| (std::cmp::Reverse(by_class[i].len()), i));
+    let frac = |r: usize| if c > 1 { rho.powf(-(r as f64) / (c - 1) as f64) } else { 1.0 };
+    let mut rank = vec![0; c];
+    order.iter().enumerate().for_each(|(r, &i)| rank[i] = r);
+    let n_max = (0..c)
+        .filter(|&i| !by_class[i].is_empty())
+        .map(|i| by_class[i].len() as f64 / frac(rank[i]))
+        .fold(f64::INFINITY, f64::min);
     let mut kept = Vec::new();
     for (i, mut idx) in by_class.into_iter().enumerate() {
-        let exp = if c > 1 { -(i as f64) / (c - 1) as f64 } else { 0.0 };
-        let n = ((n_max * rho.powf(exp)).floor() as usize).max(1).min(idx.len());
+        // The small margin keeps n_max·frac from rounding just below a class's exact count.
+        let n = ((n_max * frac(rank[i]) + 1e-9).floor() as usize).max(1).min(idx.len());
         idx.sort_unstable();
         rng.shuffle(&mut idx);
         kept.extend_from_slice(&idx[..n]);

@@ -134,6 +134,30 @@ impl DenseNetConfig {
         total + 4.0 * c + self.num_classes as f64 * (c + 1.0)
     }
 
+    /// Whether an image side of `s` pixels survives every downsampling (stem, max-pool and the
+    /// transitions' 2×2 average pools) with at least one pixel left.
+    fn side_fits(&self, mut s: usize) -> bool {
+        if s == 0 {
+            return false;
+        }
+        if self.stem == Stem::Imagenet {
+            s = (s - 1) / 2 + 1; // 7×7 conv, stride 2, padding 3
+            s = (s - 1) / 2 + 1; // 3×3 max-pool, stride 2, padding 1
+        }
+        for _ in 1..self.block_config.len() {
+            s /= 2;
+            if s == 0 {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The smallest image side this network accepts.
+    pub fn min_image_side(&self) -> usize {
+        (1..).find(|&s| self.side_fits(s)).unwrap_or(1)
+    }
+
     /// Refuses a configuration whose weights alone would not fit in `bytes` of memory.
     fn check_fits(&self, bytes: f64) -> Result<()> {
         let need = self.tensor_elements() * 4.0;
@@ -256,6 +280,17 @@ impl DenseNet {
         w: usize,
         train: bool,
     ) -> Result<(Built, Vec<ParamSpec>)> {
+        if batch == 0 {
+            return Err(Error::Invalid("batch size 0: give a positive batch size".into()));
+        }
+        if !c.side_fits(h) || !c.side_fits(w) {
+            let min = c.min_image_side();
+            return Err(Error::Invalid(format!(
+                "images of {w}×{h} are too small for this DenseNet: its stem and {} transitions need at least \
+                 {min}×{min}; give --image-size {min} or more, or use fewer --blocks",
+                c.block_config.len() - 1
+            )));
+        }
         let mut b = Builder { g, train, params: Vec::new() };
         let input = b.g.input("input", &[batch, c.in_channels, h, w]);
         let mut channels = c.num_init_features;
@@ -384,6 +419,20 @@ mod tests {
         ] {
             assert_eq!(c.tensor_elements(), exact(&c) as f64, "{c:?}");
         }
+    }
+
+    #[test]
+    fn images_too_small_and_empty_batches_are_refused_by_name() {
+        let c = DenseNetConfig::densenet121(10);
+        assert_eq!(c.min_image_side(), 29);
+        let net = DenseNet::new(c).unwrap();
+        let mut g = Graph::new();
+        let e = net.build(&mut g, 2, 28, 64, true).err().unwrap().to_string();
+        assert!(e.contains("64×28") && e.contains("--image-size 29"), "{e}");
+        assert!(net.build(&mut Graph::new(), 2, 29, 29, true).is_ok());
+        let e = net.build(&mut Graph::new(), 0, 32, 32, true).err().unwrap().to_string();
+        assert!(e.contains("batch size 0"), "{e}");
+        assert_eq!(DenseNetConfig::small(4, &[1, 1, 1], 1, 2).min_image_side(), 4);
     }
 
     #[test]
