@@ -347,3 +347,16 @@ fn bench_refuses_unknown_workloads_and_empty_shapes() {
     let err = fails(&["bench", "--arch", "densenet121", "--image-size", "16", "--plan-only"]);
     assert!(err.contains("too small") && err.contains("--image-size 29"), "{err}");
 }
+
+#[test]
+fn flags_that_would_be_ignored_are_refused() {
+    let dir = temp("ignored");
+    let err = fails(&["predict", "--model", dir.to_str().unwrap(), "--num-classes", "3", "x.png"]);
+    assert!(err.contains("--num-classes") && err.contains("--weights"), "{err}");
+    // An IDX folder carries its own labels; a single IDX file is not a CSV.
+    std::fs::write(dir.join("train-labels-idx1-ubyte"), [0u8; 8]).unwrap();
+    let err = fails(&["train", "--data", dir.to_str().unwrap(), "--label-column", "x"]);
+    assert!(err.contains("IDX") && err.contains("--label-column"), "{err}");
+    let err = fails(&["train", "--data", dir.join("train-labels-idx1-ubyte").to_str().unwrap()]);
+    assert!(err.contains("looks like an IDX file") && err.contains("folder"), "{err}");
+}

@@ -94,6 +94,13 @@ impl DataArgs {
             ));
         }
         if path.is_dir() {
+            if chosen.contains(&true) {
+                return Err(Error::file(
+                    path,
+                    "is a folder of IDX files, which carry their own labels; drop --label-column, \
+                     --label-columns and --tags-column",
+                ));
+            }
             return Ok(Source {
                 path: path.clone(),
                 idx_prefix: Some(self.idx_prefix.clone()),
@@ -101,6 +108,13 @@ impl DataArgs {
                 image_dir: None,
                 labels: None,
             });
+        }
+        let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
+        if name.contains("-ubyte") || name.ends_with(".gz") {
+            return Err(Error::file(
+                path,
+                "looks like an IDX file; give --data the folder that holds the IDX files, or a CSV file",
+            ));
         }
         let labels = if let Some(c) = &self.tags_column {
             Labels::Tags { column: c.clone(), sep: self.tag_sep.clone() }

@@ -63,6 +63,11 @@ pub fn run(cli: &super::Cli, a: &PredictArgs) -> Result<()> {
     if !["text", "json", "csv"].contains(&a.format.as_str()) {
         return Err(Error::Invalid(format!("--format '{}': use text, json or csv", a.format)));
     }
+    if a.model.is_some() && (a.num_classes.is_some() || a.labels.is_some() || a.image_size.is_some()) {
+        return Err(Error::Invalid(
+            "--num-classes, --labels and --image-size are for --weights; a --model run folder knows its own".into(),
+        ));
+    }
     if a.top_k == 0 || a.batch_size == 0 {
         let flag = if a.top_k == 0 { "--top-k" } else { "--batch-size" };
         return Err(Error::Invalid(format!("{flag} 0: give a positive number")));
