@@ -7,9 +7,15 @@ use std::process::{Command, Output};
 const TINY: &[&str] = &["--growth-rate", "4", "--blocks", "1,1", "--image-size", "16", "--batch-size", "8"];
 
 fn tailor(args: &[&str]) -> Output {
+    tailor_in(Path::new("."), args)
+}
+
+/// Runs tailor with `dir` as its working directory.
+fn tailor_in(dir: &Path, args: &[&str]) -> Output {
     // Heuristic conv tiles: no timing, and the user's tile cache stays untouched.
     Command::new(env!("CARGO_BIN_EXE_tailor"))
         .args(args)
+        .current_dir(dir)
         .env("TAILOR_TUNE", "off")
         .output()
         .expect("the tailor binary runs")
@@ -325,12 +331,7 @@ fn a_run_trained_with_relative_paths_evaluates_from_anywhere() {
     fixture(&dir, 24);
     let mut args = train_args("labels.csv", "run", &[]);
     args.extend(["--image-dir", "images"]);
-    let out = Command::new(env!("CARGO_BIN_EXE_tailor"))
-        .args(&args)
-        .current_dir(&dir)
-        .env("TAILOR_TUNE", "off")
-        .output()
-        .expect("the tailor binary runs");
+    let out = tailor_in(&dir, &args);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let md = ok(&["eval", "--model", dir.join("run").to_str().unwrap()]);
     assert!(md.contains("macro mAP"), "{md}");

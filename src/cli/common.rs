@@ -110,7 +110,8 @@ impl DataArgs {
             });
         }
         let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
-        if name.contains("-ubyte") || name.ends_with(".gz") {
+        // IDX files are named like train-images-idx3-ubyte(.gz); a gzipped CSV is not one.
+        if name.contains("-ubyte") {
             return Err(Error::file(
                 path,
                 "looks like an IDX file; give --data the folder that holds the IDX files, or a CSV file",
