@@ -240,6 +240,31 @@ fn idx_bad_files_are_errors() {
 }
 
 #[test]
+fn idx_labels_with_gaps_above_nine_are_a_corrupt_file() {
+    let d = tmp("idx-sparse");
+    let write = |labels: &[u8]| {
+        let n = labels.len() as u32;
+        std::fs::write(d.join("train-images-idx3-ubyte"), idx_bytes(&[n, 2, 2], &vec![0; labels.len() * 4])).unwrap();
+        std::fs::write(d.join("train-labels-idx1-ubyte"), idx_bytes(&[n], labels)).unwrap();
+    };
+    let load = || load_idx(&IdxSpec::new(&d, "train"), &ImageSpec::new(2, 2, 1).unwrap());
+    // One stray byte among 0..9 would make 201 classes, 190 of them without samples.
+    let mut labels: Vec<u8> = (0..30).map(|i| i % 10).collect();
+    labels[7] = 200;
+    write(&labels);
+    let e = err(load());
+    assert!(e.contains("train-labels-idx1-ubyte") && e.contains("up to 200"), "{e}");
+    assert!(e.contains("only 11 distinct values occur (0-9, 200)") && e.contains("190 of the 201"), "{e}");
+    assert!(e.contains("label 200 (in 1 image(s), the first is image 7)") && e.contains("corrupt"), "{e}");
+    // Labels that leave out some of 0..9 (a subset of the digits) or start at 1 still load; the
+    // split then names the empty class.
+    write(&(1..=12).chain(1..=12).collect::<Vec<u8>>());
+    assert_eq!(load().unwrap().label_names.len(), 13);
+    write(&[0, 1, 2, 5, 0, 1, 2, 5]);
+    assert_eq!(load().unwrap().label_names.len(), 10);
+}
+
+#[test]
 fn fashion_mnist_test_set() {
     let dir = shared().join("data/fashion-mnist");
     let ds = load_idx(&IdxSpec::new(&dir, "t10k"), &ImageSpec::new(28, 28, 1).unwrap()).unwrap();

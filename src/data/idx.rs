@@ -119,6 +119,9 @@ pub fn load_idx(spec: &IdxSpec, image: &ImageSpec) -> Result<Dataset> {
             format!("{} labels for {n} images in {}", labels.dims[0], img_path.display()),
         ));
     }
+    if spec.names.is_none() {
+        check_dense_labels(&lab_path, &labels.data)?;
+    }
     let names = class_names(spec, &labels.data);
     if let Some((i, &l)) = labels.data.iter().enumerate().find(|(_, &l)| l as usize >= names.len()) {
         return Err(Error::file(
@@ -159,6 +162,57 @@ fn find(dir: &Path, prefix: &str, kind: &str) -> Result<PathBuf> {
             ),
         )
     })
+}
+
+/// The class ids of an IDX label file are its classes, so a stray byte (a 200 among 0..9) would
+/// make hundreds of classes without samples, and `--min-samples 1` would then train the stray one
+/// with the largest class weight. Ids 0..9 are always classes (the digits, Fashion-MNIST), so a
+/// subset that leaves some of them out is left to the split's check; above 9, every id up to the
+/// largest must occur.
+fn check_dense_labels(path: &Path, labels: &[u8]) -> Result<()> {
+    let mut counts = [0usize; 256];
+    labels.iter().for_each(|&l| counts[l as usize] += 1);
+    let max = labels.iter().copied().max().map_or(0, |m| m as usize);
+    let Some(gap) = (10..max).find(|&l| counts[l] == 0) else { return Ok(()) };
+    let present: Vec<usize> = (0..=max).filter(|&l| counts[l] > 0).collect();
+    let stray: Vec<usize> = present.iter().copied().filter(|&l| l > gap).collect();
+    let shown: Vec<String> = stray
+        .iter()
+        .take(3)
+        .map(|&l| {
+            let first = labels.iter().position(|&x| x as usize == l).unwrap_or(0);
+            format!("{l} (in {} image(s), the first is image {first})", counts[l])
+        })
+        .collect();
+    let (noun, verb) = if stray.len() == 1 { ("label", "stands") } else { ("labels", "stand") };
+    Err(Error::file(
+        path,
+        format!(
+            "the labels run up to {max}, but only {} distinct values occur ({}), so {} of the {} classes would \
+             have no samples; {noun} {}{} {verb} apart from the rest: the label file looks corrupt, so download \
+             it again (or, if the gaps are meant, renumber the labels to 0..{})",
+            present.len(),
+            ranges(&present),
+            max + 1 - present.len(),
+            max + 1,
+            shown.join(", "),
+            if stray.len() > 3 { ", …" } else { "" },
+            present.len() - 1
+        ),
+    ))
+}
+
+/// Sorted ids as runs: "0-9, 12, 200".
+fn ranges(ids: &[usize]) -> String {
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for &i in ids {
+        match runs.last_mut() {
+            Some((_, end)) if *end + 1 == i => *end = i,
+            _ => runs.push((i, i)),
+        }
+    }
+    let run = |&(a, b): &(usize, usize)| if a == b { a.to_string() } else { format!("{a}-{b}") };
+    runs.iter().map(run).collect::<Vec<_>>().join(", ")
 }
 
 fn class_names(spec: &IdxSpec, labels: &[u8]) -> Vec<String> {
