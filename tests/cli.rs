@@ -28,6 +28,15 @@ fn ok(args: &[&str]) -> String {
     text
 }
 
+/// Runs a command that must succeed; returns its stdout and stderr.
+fn ok_both(args: &[&str]) -> (String, String) {
+    let out = tailor(args);
+    let (text, err) =
+        (String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string());
+    assert!(out.status.success(), "tailor {args:?} failed:\n{err}\n{text}");
+    (text, err)
+}
+
 /// Runs a command that must fail; returns its stderr.
 fn fails(args: &[&str]) -> String {
     let out = tailor(args);
@@ -118,6 +127,18 @@ fn train_resume_eval_predict() {
     let json = ok(&["predict", "--model", run_s, "--format", "json", "--logits", img.to_str().unwrap()]);
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v[0]["logits"].as_array().unwrap().len(), 3);
+    // Images of another size or colour are fitted with one note on stderr; stdout stays JSON.
+    let wide = dir.join("wide.png");
+    image::RgbImage::from_pixel(32, 16, image::Rgb([200, 10, 10])).save(&wide).unwrap();
+    let (json, err) =
+        ok_both(&["predict", "--model", run_s, "--format", "json", wide.to_str().unwrap(), wide.to_str().unwrap()]);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&json).unwrap().as_array().unwrap().len(), 2);
+    assert_eq!(err.matches("note:").count(), 1, "{err}");
+    assert!(
+        err.contains("input is 16×16 gray: 2 of 2 image(s) were resized to that size (2 of them letterboxed")
+            && err.contains("converted to gray"),
+        "{err}"
+    );
 
     // A failure while resuming leaves the checkpoint as it was.
     let before = std::fs::read(run.join("model.safetensors")).unwrap();

@@ -157,6 +157,38 @@ fn csv_images_subfolder_found() {
 }
 
 #[test]
+fn fitting_is_counted_for_one_note() {
+    let d = tmp("fit-note");
+    std::fs::write(d.join("labels.csv"), "file,label\na.png,x\nwide.png,y\nbig.png,x\ngray.png,y\n").unwrap();
+    png(&d.join("a.png"), 4, 4, [1, 2, 3]);
+    png(&d.join("wide.png"), 8, 4, [1, 2, 3]);
+    png(&d.join("big.png"), 8, 8, [1, 2, 3]);
+    ::image::GrayImage::from_pixel(4, 4, ::image::Luma([9])).save(d.join("gray.png")).unwrap();
+    let spec = CsvSpec::new(d.join("labels.csv"), LabelSource::Column("label".into()));
+    let ds = load_csv(&spec, &rgb4()).unwrap();
+    assert_eq!(ds.notes.len(), 1, "{:?}", ds.notes);
+    let n = &ds.notes[0];
+    assert!(n.contains("input is 4×4 RGB: 2 of 4 image(s) were resized to that size (1 of them letterboxed"), "{n}");
+    assert!(n.contains("1 of 4 were converted to RGB"), "{n}");
+    // Images that already are the input need no note.
+    std::fs::write(d.join("labels.csv"), "file,label\na.png,x\n").unwrap();
+    assert!(load_csv(&spec, &rgb4()).unwrap().notes.is_empty());
+    assert!(load_csv(&spec, &ImageSpec::new(4, 4, 1).unwrap()).unwrap().notes[0].contains("converted to gray"));
+
+    let d = tmp("fit-note-idx");
+    std::fs::write(d.join("train-images-idx3-ubyte"), idx_bytes(&[3, 2, 2], &[0; 12])).unwrap();
+    std::fs::write(d.join("train-labels-idx1-ubyte"), idx_bytes(&[3], &[0, 1, 0])).unwrap();
+    let load = |spec: ImageSpec| load_idx(&IdxSpec::new(&d, "train"), &spec).unwrap().notes;
+    assert!(load(ImageSpec::new(2, 2, 1).unwrap()).is_empty());
+    let n = load(ImageSpec::new(4, 2, 3).unwrap());
+    assert!(
+        n[0].contains("input is 4×2 RGB: 3 of 3 image(s) were resized to that size (3 of them letterboxed"),
+        "{n:?}"
+    );
+    assert!(n[0].contains("3 of 3 were converted to RGB"), "{n:?}");
+}
+
+#[test]
 fn fashion_product_subset() {
     let dir = shared().join("data/fashion-product-small");
     let full = std::fs::read_to_string(dir.join("labels.csv")).unwrap();
@@ -292,6 +324,7 @@ fn synthetic(counts: &[usize]) -> Dataset {
         table: None,
         records: vec![],
         warnings: vec![],
+        notes: vec![],
     }
 }
 

@@ -208,8 +208,24 @@ fn csv_spec(source: &Source) -> CsvSpec {
     spec
 }
 
-/// Loads a dataset, printing the warnings it collected.
+/// Loads a dataset fitted to the model input `image`, printing the warnings and notes it
+/// collected (how many images were resized or converted, once for the whole set).
 pub fn load(source: &Source, image: &ImageSpec) -> Result<Dataset> {
+    let ds = read(source, image)?;
+    for n in &ds.notes {
+        eprintln!("note: {n}");
+    }
+    Ok(ds)
+}
+
+/// Loads a dataset for its labels alone: its images are decoded (so that a bad file is still
+/// an error) but kept as one pixel each, which no note is worth.
+pub fn load_labels(source: &Source) -> Result<Dataset> {
+    read(source, &ImageSpec::new(1, 1, 1)?)
+}
+
+/// Loads a dataset, printing the warnings it collected (not its notes).
+fn read(source: &Source, image: &ImageSpec) -> Result<Dataset> {
     let ds = match &source.idx_prefix {
         Some(prefix) => data::load_idx(&IdxSpec::new(&source.path, prefix), image)?,
         None => data::load_csv(&csv_spec(source), image)?,

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::common::{self, RunConfig};
-use crate::data::image::{load_image, to_chw, Placement};
+use crate::data::image::{load_fitted, to_chw, FitCounts, Placement};
 use crate::data::{ImageSpec, Normalize};
 use crate::error::{Error, Result};
 use crate::nn::checkpoint::StateDict;
@@ -82,9 +82,15 @@ pub fn run(cli: &super::Cli, a: &PredictArgs) -> Result<()> {
     };
     let n = l.image.len();
     let mut input = vec![0f32; a.images.len() * n];
+    let mut fitted = FitCounts::default();
     for (path, out) in a.images.iter().zip(input.chunks_mut(n)) {
-        let px = load_image(path, &l.image)?;
+        let (px, c) = load_fitted(path, &l.image)?;
         to_chw(&px, &l.image, &l.norm, Placement::default(), out);
+        fitted.add(c);
+    }
+    // On stderr, so that --format json and csv stay machine-readable.
+    if let Some(note) = fitted.note(&l.image) {
+        eprintln!("note: {note}");
     }
     let batch = a.batch_size.clamp(1, a.images.len());
     let pred = Predictor::new(&l.model, batch, l.image.height, l.image.width).map_err(common::too_large_hint)?;

@@ -65,8 +65,7 @@ fn counts(a: &WeightsArgs) -> Result<(Vec<String>, Vec<u64>)> {
         return Err(Error::Invalid("give --counts 600,150,40 or --data with label flags".into()));
     }
     let source = a.data.source()?;
-    let image = crate::data::ImageSpec::new(1, 1, 1)?;
-    let mut ds = super::common::load(&source, &image)?;
+    let mut ds = super::common::load_labels(&source)?;
     let spec = crate::data::SplitSpec { val_fraction: a.val_fraction, seed: a.seed, ..Default::default() };
     let split = crate::data::split(&mut ds, &spec)?;
     Ok((ds.label_names.clone(), split.train_counts.iter().map(|&n| n as u64).collect()))

@@ -65,7 +65,7 @@ pub fn load_csv(spec: &CsvSpec, image: &ImageSpec) -> Result<Dataset> {
     };
     let dir = image_dir(spec, &table, file_col);
     let paths = image_paths(&table, &records, file_col, &dir)?;
-    let pixels = load_images(&paths, image)?;
+    let (pixels, fitted) = load_images(&paths, image)?;
     Ok(Dataset {
         width: image.width,
         height: image.height,
@@ -76,6 +76,7 @@ pub fn load_csv(spec: &CsvSpec, image: &ImageSpec) -> Result<Dataset> {
         table: Some(Arc::new(table)),
         records,
         warnings,
+        notes: fitted.note(image).into_iter().collect(),
     })
 }
 

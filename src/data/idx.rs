@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use flate2::read::GzDecoder;
 
-use super::image::{fit_raw, ImageSpec};
+use super::image::{fit_raw, FitCounts, ImageSpec};
 use super::{Dataset, Targets};
 use crate::error::{Error, Result};
 
@@ -131,6 +131,8 @@ pub fn load_idx(spec: &IdxSpec, image: &ImageSpec) -> Result<Dataset> {
     }
     super::image::check_fits_in_memory(n, image)?;
     let pixels = fit_all(&images.data, n, w, h, image);
+    // Every image has the file's size and one gray channel.
+    let fitted = FitCounts::of_size(w, h, image.channels == 3, image).times(n);
     Ok(Dataset {
         width: image.width,
         height: image.height,
@@ -141,6 +143,7 @@ pub fn load_idx(spec: &IdxSpec, image: &ImageSpec) -> Result<Dataset> {
         table: None,
         records: Vec::new(),
         warnings: Vec::new(),
+        notes: fitted.note(image).into_iter().collect(),
     })
 }
 

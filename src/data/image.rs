@@ -136,19 +136,102 @@ pub fn to_chw(src: &[u8], spec: &ImageSpec, norm: &Normalize, place: Placement, 
     }
 }
 
+/// How many images fitting changed, so that a dataset says so in one note instead of silently
+/// (or once per image).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FitCounts {
+    pub images: usize,
+    /// Not of the input size: scaled (keeping the aspect ratio) and, if need be, padded.
+    pub resized: usize,
+    /// Of another aspect ratio than the input: padded after scaling (letterboxed).
+    pub letterboxed: usize,
+    /// Of other channels than the input: colour to gray, gray to RGB, or alpha dropped.
+    pub converted: usize,
+}
+
+impl FitCounts {
+    /// What [`fit`] does to one `w` × `h` image (`converted`: its channels differ from the spec's).
+    pub fn of_size(w: usize, h: usize, converted: bool, spec: &ImageSpec) -> Self {
+        let resized = (w, h) != (spec.width, spec.height);
+        let letterboxed = resized && scaled_size(w, h, spec) != (spec.width, spec.height);
+        FitCounts {
+            images: 1,
+            resized: resized as usize,
+            letterboxed: letterboxed as usize,
+            converted: converted as usize,
+        }
+    }
+
+    /// What [`fit`] does to `img`.
+    pub fn of(img: &DynamicImage, spec: &ImageSpec) -> Self {
+        let color = img.color();
+        let converted = color.has_alpha() || color.has_color() != (spec.channels == 3);
+        Self::of_size(img.width() as usize, img.height() as usize, converted, spec)
+    }
+
+    /// These counts `n` times (`n` images alike).
+    pub fn times(self, n: usize) -> Self {
+        FitCounts {
+            images: self.images * n,
+            resized: self.resized * n,
+            letterboxed: self.letterboxed * n,
+            converted: self.converted * n,
+        }
+    }
+
+    pub fn add(&mut self, o: FitCounts) {
+        self.images += o.images;
+        self.resized += o.resized;
+        self.letterboxed += o.letterboxed;
+        self.converted += o.converted;
+    }
+
+    /// One line saying what fitting to `spec` did, or `None` when it left every image as it was.
+    pub fn note(&self, spec: &ImageSpec) -> Option<String> {
+        let n = self.images;
+        let kind = if spec.channels == 3 { "RGB" } else { "gray" };
+        let mut parts = Vec::new();
+        if self.resized > 0 {
+            let mut p = format!("{} of {n} image(s) were resized to that size", self.resized);
+            if self.letterboxed > 0 {
+                p += &format!(
+                    " ({} of them letterboxed: scaled to keep their aspect ratio, then padded)",
+                    self.letterboxed
+                );
+            }
+            parts.push(p);
+        }
+        if self.converted > 0 {
+            let how = if spec.channels == 3 { " (from gray, or without their alpha)" } else { "" };
+            parts.push(format!("{} of {n} were converted to {kind}{how}", self.converted));
+        }
+        (!parts.is_empty())
+            .then(|| format!("the model's input is {}×{} {kind}: {}", spec.width, spec.height, parts.join("; ")))
+    }
+}
+
 /// Reads and decodes an image file, fitted to `spec`, as HWC `u8`.
 pub fn load_image(path: &Path, spec: &ImageSpec) -> Result<Vec<u8>> {
+    Ok(load_fitted(path, spec)?.0)
+}
+
+/// [`load_image`], with what fitting did to the image.
+pub fn load_fitted(path: &Path, spec: &ImageSpec) -> Result<(Vec<u8>, FitCounts)> {
+    let img = decode(path)?;
+    Ok((fit(&img, spec), FitCounts::of(&img, spec)))
+}
+
+fn decode(path: &Path) -> Result<DynamicImage> {
     let bytes = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read the image: {e}")))?;
     if bytes.is_empty() {
         return Err(Error::file(path, "the image file is empty (0 bytes); replace it (or leave it out of the data)"));
     }
-    let img = image::load_from_memory(&bytes).map_err(|e| {
+    image::load_from_memory(&bytes).map_err(|e| {
         Error::file(
             path,
             format!("cannot decode the image ({e}); tailor reads PNG and JPEG, so replace the file (or leave it out of the data)"),
         )
-    })?;
-    Ok(fit(&img, spec))
+    })
 }
 
 /// Converts to the spec's channels, then resizes keeping the aspect ratio and pads to the size,
@@ -198,9 +281,7 @@ fn fit_buffer<P: Pixel<Subpixel = u8> + 'static>(img: &ImageBuffer<P, Vec<u8>>, 
     if (w, h) == (spec.width, spec.height) {
         return img.as_raw().clone();
     }
-    let scale = (spec.width as f64 / w as f64).min(spec.height as f64 / h as f64);
-    let nw = ((w as f64 * scale).round() as usize).clamp(1, spec.width);
-    let nh = ((h as f64 * scale).round() as usize).clamp(1, spec.height);
+    let (nw, nh) = scaled_size(w, h, spec);
     let resized = if (nw, nh) == (w, h) {
         img.clone()
     } else {
@@ -214,6 +295,14 @@ fn fit_buffer<P: Pixel<Subpixel = u8> + 'static>(img: &ImageBuffer<P, Vec<u8>>, 
         out[dst..dst + nw * c].copy_from_slice(&resized.as_raw()[y * nw * c..(y + 1) * nw * c]);
     }
     out
+}
+
+/// The size a `w` × `h` image is scaled to before padding: the largest that fits, same aspect.
+fn scaled_size(w: usize, h: usize, spec: &ImageSpec) -> (usize, usize) {
+    let scale = (spec.width as f64 / w as f64).min(spec.height as f64 / h as f64);
+    let nw = ((w as f64 * scale).round() as usize).clamp(1, spec.width);
+    let nh = ((h as f64 * scale).round() as usize).clamp(1, spec.height);
+    (nw, nh)
 }
 
 /// Refuses to decode `count` images at the size of `spec` when they would not fit in the host's
@@ -236,27 +325,31 @@ pub fn check_fits_in_memory(count: usize, spec: &ImageSpec) -> Result<()> {
     Ok(())
 }
 
-/// Loads many images into one HWC buffer, on all cores. On failure, the error of the first bad
-/// file in list order, so the message does not depend on thread timing.
-pub fn load_images(paths: &[std::path::PathBuf], spec: &ImageSpec) -> Result<Vec<u8>> {
+/// Loads many images into one HWC buffer, on all cores, with what fitting did to them. On
+/// failure, the error of the first bad file in list order, so the message does not depend on
+/// thread timing.
+pub fn load_images(paths: &[std::path::PathBuf], spec: &ImageSpec) -> Result<(Vec<u8>, FitCounts)> {
     check_fits_in_memory(paths.len(), spec)?;
     let n = spec.len();
     let mut pixels = vec![0u8; paths.len() * n];
     if paths.is_empty() {
-        return Ok(pixels);
+        return Ok((pixels, FitCounts::default()));
     }
     let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(paths.len());
     let per = paths.len().div_ceil(threads);
-    let results: Vec<Result<()>> = std::thread::scope(|s| {
+    let results: Vec<Result<FitCounts>> = std::thread::scope(|s| {
         let handles: Vec<_> = pixels
             .chunks_mut(per * n)
             .zip(paths.chunks(per))
             .map(|(out, files)| {
                 s.spawn(move || {
+                    let mut counts = FitCounts::default();
                     for (dst, path) in out.chunks_mut(n).zip(files) {
-                        dst.copy_from_slice(&load_image(path, spec)?);
+                        let (px, c) = load_fitted(path, spec)?;
+                        dst.copy_from_slice(&px);
+                        counts.add(c);
                     }
-                    Ok(())
+                    Ok(counts)
                 })
             })
             .collect();
@@ -265,6 +358,9 @@ pub fn load_images(paths: &[std::path::PathBuf], spec: &ImageSpec) -> Result<Vec
             .map(|h| h.join().unwrap_or_else(|_| Err(Error::Invalid("an image decoder thread panicked".into()))))
             .collect()
     });
-    results.into_iter().collect::<Result<Vec<()>>>()?;
-    Ok(pixels)
+    let mut counts = FitCounts::default();
+    for c in results {
+        counts.add(c?);
+    }
+    Ok((pixels, counts))
 }
