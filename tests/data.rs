@@ -366,8 +366,29 @@ fn split_by_keeps_groups_together() {
     let val_groups: std::collections::HashSet<u8> = s.val.iter().map(|&i| group(i)).collect();
     assert!(s.train.iter().all(|&i| !val_groups.contains(&group(i))));
     assert_eq!(s.val.len(), 16, "whole groups of 4 until 15 are reached");
+    assert!(s.notes.is_empty(), "16 of 60 is close enough to 0.25: {:?}", s.notes);
     let e = err(split(&mut load(), &SplitSpec { split_by: Some("sku".into()), ..Default::default() }));
     assert!(e.contains("'sku'") && e.contains("file, label, product"), "{e}");
+}
+
+#[test]
+fn split_by_says_when_whole_groups_miss_the_fraction() {
+    let d = tmp("groups-miss");
+    let mut csv = String::from("file,label,product\n");
+    for i in 0..40 {
+        csv += &format!("{i}.png,{},p{}\n", i % 2, i / 10);
+    }
+    std::fs::write(d.join("labels.csv"), &csv).unwrap();
+    (0..40).for_each(|i| png(&d.join(format!("{i}.png")), 2, 2, [0, 0, 0]));
+    let spec = CsvSpec::new(d.join("labels.csv"), LabelSource::Column("label".into()));
+    let mut ds = load_csv(&spec, &ImageSpec::new(2, 2, 3).unwrap()).unwrap();
+    // 4 groups of 10 and 0.1 asked for: one whole group, a quarter of the samples.
+    let s = split(&mut ds, &SplitSpec { split_by: Some("product".into()), val_fraction: 0.1, ..Default::default() })
+        .unwrap();
+    assert_eq!(s.val.len(), 10);
+    let n = s.notes.join("\n");
+    assert!(n.contains("0.250 of the samples (10 of 40)") && n.contains("not the 0.1 --val-fraction"), "{n}");
+    assert!(n.contains("--split-by product") && n.contains("4 groups"), "{n}");
 }
 
 #[test]

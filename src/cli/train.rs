@@ -226,6 +226,9 @@ pub fn prepare(args: &TrainArgs, image: Option<ImageSpec>) -> Result<Prepared> {
         ));
     }
     let split = data::split(&mut ds, &args.split_spec())?;
+    for n in &split.notes {
+        eprintln!("note: {n}");
+    }
     if !split.dropped.is_empty() {
         eprintln!(
             "dropped {} label(s) with fewer than {} training samples: {}",

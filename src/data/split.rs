@@ -33,6 +33,8 @@ pub struct Split {
     pub val: Vec<usize>,
     /// Labels removed by `min_samples`, for a warning.
     pub dropped: Vec<String>,
+    /// Things worth a line (a validation fraction far from the one asked for, …).
+    pub notes: Vec<String>,
     pub train_counts: Vec<usize>,
     pub val_counts: Vec<usize>,
 }
@@ -42,11 +44,21 @@ pub struct Split {
 pub fn split(ds: &mut Dataset, spec: &SplitSpec) -> Result<Split> {
     check_spec(ds, spec)?;
     let mut rng = Rng::new(spec.seed);
-    let (mut train, mut val) = match (&spec.split_by, &ds.targets) {
-        (Some(col), _) => by_group(ds, col, spec.val_fraction, &mut rng)?,
-        (None, Targets::Single(t)) => stratified(t, ds.num_labels(), spec.val_fraction, &mut rng),
-        (None, Targets::Multi(_)) => random(ds.len(), spec.val_fraction, &mut rng),
+    let (mut train, mut val, why) = match (&spec.split_by, &ds.targets) {
+        (Some(col), _) => {
+            let (t, v, groups) = by_group(ds, col, spec.val_fraction, &mut rng)?;
+            (t, v, format!("--split-by {col} keeps each of its {groups} groups whole on one side"))
+        }
+        (None, Targets::Single(t)) => {
+            let (t, v) = stratified(t, ds.num_labels(), spec.val_fraction, &mut rng);
+            (t, v, "each class gives round(n·fraction) of its samples, and keeps one for training".into())
+        }
+        (None, Targets::Multi(_)) => {
+            let (t, v) = random(ds.len(), spec.val_fraction, &mut rng);
+            (t, v, "the fraction is rounded to whole samples".into())
+        }
     };
+    let notes = fraction_note(train.len(), val.len(), spec.val_fraction, &why).into_iter().collect();
     if let Some(rho) = spec.imbalance {
         train = long_tail(ds, &train, rho, &mut Rng::new(spec.seed ^ 0x5EED_1AB5));
     }
@@ -54,7 +66,21 @@ pub fn split(ds: &mut Dataset, spec: &SplitSpec) -> Result<Split> {
     check_result(ds, spec, &train, &val)?;
     let (train, val) = compact(ds, train, val);
     let (train_counts, val_counts) = (ds.label_counts(&train), ds.label_counts(&val));
-    Ok(Split { train, val, dropped, train_counts, val_counts })
+    Ok(Split { train, val, dropped, notes, train_counts, val_counts })
+}
+
+/// A note when the validation split is far (by more than a third, relative) from the fraction
+/// asked for: whole groups, or rounding on small classes, can move it a long way.
+fn fraction_note(train: usize, val: usize, asked: f64, why: &str) -> Option<String> {
+    let got = val as f64 / (train + val).max(1) as f64;
+    if asked <= 0.0 || (got - asked).abs() <= asked / 3.0 {
+        return None;
+    }
+    Some(format!(
+        "the validation split holds {got:.3} of the samples ({val} of {}), not the {asked} --val-fraction asks \
+         for: {why}",
+        train + val
+    ))
 }
 
 fn check_spec(ds: &Dataset, spec: &SplitSpec) -> Result<()> {
@@ -103,8 +129,8 @@ fn random(n: usize, frac: f64, rng: &mut Rng) -> (Vec<usize>, Vec<usize>) {
 }
 
 /// Whole groups (equal values of `col`; a missing value is a group of its own) go to validation
-/// in a seeded order until it holds round(n·f) samples.
-fn by_group(ds: &Dataset, col: &str, frac: f64, rng: &mut Rng) -> Result<(Vec<usize>, Vec<usize>)> {
+/// in a seeded order until it holds round(n·f) samples; also returns how many groups there are.
+fn by_group(ds: &Dataset, col: &str, frac: f64, rng: &mut Rng) -> Result<(Vec<usize>, Vec<usize>, usize)> {
     let table = ds.table.as_ref().expect("checked in check_spec");
     let c = table.column(col).map_err(|e| match e {
         Error::File { path, msg } => Error::File { path, msg: format!("{msg}; fix --split-by") },
@@ -119,6 +145,7 @@ fn by_group(ds: &Dataset, col: &str, frac: f64, rng: &mut Rng) -> Result<(Vec<us
         }
     }
     let mut order: Vec<Vec<usize>> = groups.into_values().chain(singles).collect();
+    let count = order.len();
     rng.shuffle(&mut order);
     let target = n_val(ds.len(), frac);
     let (mut train, mut val) = (Vec::new(), Vec::new());
@@ -129,7 +156,7 @@ fn by_group(ds: &Dataset, col: &str, frac: f64, rng: &mut Rng) -> Result<(Vec<us
             train.extend(g);
         }
     }
-    Ok((train, val))
+    Ok((train, val, count))
 }
 
 /// Keeps floor(n_max·ρ^(−r/(C−1))) training samples of the class of rank r (at least 1).
