@@ -102,6 +102,10 @@ fn csv_multi_columns_ignore_na_and_empty() {
     assert_eq!(ds.kind(), LabelKind::Multi);
     assert_eq!(ds.label_names, ["colour=Blue", "colour=Red", "season=Fall"]);
     assert_eq!(ds.targets, Targets::Multi(vec![vec![0, 2], vec![], vec![1, 2]]));
+    // The dropped cells are not silent: one warning per column, with the count and the lines.
+    assert_eq!(ds.warnings.len(), 2, "{:?}", ds.warnings);
+    assert!(ds.warnings[0].contains("1 of 3 row(s) have no 'colour' value") && ds.warnings[0].contains("line 3"));
+    assert!(ds.warnings[1].contains("1 of 3 row(s) have no 'season' value"), "{:?}", ds.warnings);
     let sum = spec.table().unwrap().summary(&tailor::data::table::default_missing(), 2);
     assert_eq!(
         sum[1],
@@ -123,6 +127,9 @@ fn csv_tags_column() {
     let ds = load_csv(&spec, &rgb4()).unwrap();
     assert_eq!(ds.label_names, ["cat", "dog"]);
     assert_eq!(ds.targets, Targets::Multi(vec![vec![0, 1], vec![], vec![1]]));
+    let w = ds.warnings.join("\n");
+    assert!(w.contains("1 of 3 row(s) have no 'tags' value") && w.contains("line 3"), "{w}");
+    assert!(w.contains("dropped 1 missing tag(s)") && w.contains("line 4"), "{w}");
 }
 
 #[test]

@@ -60,8 +60,8 @@ pub fn load_csv(spec: &CsvSpec, image: &ImageSpec) -> Result<Dataset> {
     let mut warnings = Vec::new();
     let (records, targets, label_names) = match &spec.labels {
         LabelSource::Column(name) => single_label(&table, name, &spec.missing, &mut warnings)?,
-        LabelSource::Columns(names) => columns_labels(&table, names, &spec.missing)?,
-        LabelSource::Tags { column, sep } => tag_labels(&table, column, sep, &spec.missing)?,
+        LabelSource::Columns(names) => columns_labels(&table, names, &spec.missing, &mut warnings)?,
+        LabelSource::Tags { column, sep } => tag_labels(&table, column, sep, &spec.missing, &mut warnings)?,
     };
     let dir = image_dir(spec, &table, file_col);
     let paths = image_paths(&table, &records, file_col, &dir)?;
@@ -109,12 +109,11 @@ fn single_label(table: &Table, name: &str, missing: &[String], warnings: &mut Ve
         ));
     }
     if !skipped.is_empty() {
-        let first: Vec<String> = skipped.iter().take(5).map(|l| l.to_string()).collect();
         warnings.push(format!(
-            "{}: skipped {} row(s) with a missing '{name}' (line {})",
+            "{}: skipped {} row(s) with a missing '{name}' ({})",
             table.path.display(),
             skipped.len(),
-            first.join(", ") + if skipped.len() > 5 { ", …" } else { "" }
+            some_lines(&skipped)
         ));
     }
     let mut names: Vec<String> =
@@ -125,7 +124,18 @@ fn single_label(table: &Table, name: &str, missing: &[String], warnings: &mut Ve
     Ok((records, Targets::Single(ids), names))
 }
 
-fn columns_labels(table: &Table, names: &[String], missing: &[String]) -> Result<Labels> {
+/// "line 3, 5, 9, …": the first few of `lines`.
+fn some_lines(lines: &[usize]) -> String {
+    let first: Vec<String> = lines.iter().take(5).map(|l| l.to_string()).collect();
+    format!("line {}{}", first.join(", "), if lines.len() > 5 { ", …" } else { "" })
+}
+
+/// The lines of the records whose cell in `col` is missing.
+fn missing_lines(table: &Table, col: usize, missing: &[String]) -> Vec<usize> {
+    (0..table.records.len()).filter(|&r| is_missing(table.cell(r, col), missing)).map(|r| table.lines[r]).collect()
+}
+
+fn columns_labels(table: &Table, names: &[String], missing: &[String], warnings: &mut Vec<String>) -> Result<Labels> {
     if names.is_empty() {
         return Err(Error::Invalid("multi-label from columns needs at least one column".into()));
     }
@@ -148,6 +158,18 @@ fn columns_labels(table: &Table, names: &[String], missing: &[String]) -> Result
             .collect();
         sort_label_names(&mut values);
         labels.extend(values.into_iter().map(|v| format!("{name}={v}")));
+        // A missing cell is no label of that column, which the loss reads as "none of them".
+        let gaps = missing_lines(table, c, missing);
+        if !gaps.is_empty() {
+            warnings.push(format!(
+                "{}: {} of {} row(s) have no '{name}' value (empty or missing, {}); they keep their other labels \
+                 and count as negative for every '{name}=…' label",
+                table.path.display(),
+                gaps.len(),
+                table.records.len(),
+                some_lines(&gaps)
+            ));
+        }
     }
     let index = label_index(&labels);
     let sets = (0..table.records.len())
@@ -166,7 +188,13 @@ fn columns_labels(table: &Table, names: &[String], missing: &[String]) -> Result
     Ok(((0..table.records.len()).collect(), Targets::Multi(sets), labels))
 }
 
-fn tag_labels(table: &Table, column: &str, sep: &str, missing: &[String]) -> Result<Labels> {
+fn tag_labels(
+    table: &Table,
+    column: &str,
+    sep: &str,
+    missing: &[String],
+    warnings: &mut Vec<String>,
+) -> Result<Labels> {
     if sep.is_empty() {
         return Err(Error::Invalid("the tag separator is empty; give one such as '|' or ';' with --tag-sep".into()));
     }
@@ -182,6 +210,7 @@ fn tag_labels(table: &Table, column: &str, sep: &str, missing: &[String]) -> Res
         ));
     }
     sort_label_names(&mut labels);
+    warn_missing_tags(table, col, sep, missing, warnings);
     let index = label_index(&labels);
     let sets = (0..table.records.len())
         .map(|r| {
@@ -192,6 +221,38 @@ fn tag_labels(table: &Table, column: &str, sep: &str, missing: &[String]) -> Res
         })
         .collect();
     Ok(((0..table.records.len()).collect(), Targets::Multi(sets), labels))
+}
+
+/// Warns of rows whose tag cell is missing (they count as negative for every label) and of
+/// missing markers (NA, …) inside lists, which are dropped. Empty tags ("a;;b", "a;") are not
+/// counted: they are separators, not data.
+fn warn_missing_tags(table: &Table, col: usize, sep: &str, missing: &[String], warnings: &mut Vec<String>) {
+    let name = &table.header[col];
+    let gaps = missing_lines(table, col, missing);
+    if !gaps.is_empty() {
+        warnings.push(format!(
+            "{}: {} of {} row(s) have no '{name}' value (empty or missing, {}); they count as negative for every tag",
+            table.path.display(),
+            gaps.len(),
+            table.records.len(),
+            some_lines(&gaps)
+        ));
+    }
+    let mut marked: Vec<usize> = (0..table.records.len())
+        .filter(|&r| !is_missing(table.cell(r, col), missing))
+        .flat_map(|r| table.cell(r, col).split(sep).map(move |t| (r, t.trim())))
+        .filter(|(_, t)| !t.is_empty() && is_missing(t, missing))
+        .map(|(r, _)| table.lines[r])
+        .collect();
+    if !marked.is_empty() {
+        let count = marked.len();
+        marked.dedup();
+        warnings.push(format!(
+            "{}: dropped {count} missing tag(s) such as NA from the lists in '{name}' ({})",
+            table.path.display(),
+            some_lines(&marked)
+        ));
+    }
 }
 
 /// Label name → id; every lookup is of a name collected from the same cells.
