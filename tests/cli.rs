@@ -371,6 +371,37 @@ fn bench_refuses_unknown_workloads_and_empty_shapes() {
 }
 
 #[test]
+fn negative_numbers_reach_tailors_own_checks() {
+    let dir = temp("negative");
+    let csv = fixture(&dir, 6);
+    let (csv, out) = (csv.to_str().unwrap(), dir.join("out"));
+    let out = out.to_str().unwrap();
+    for (flag, value, says) in [
+        ("--beta", "-0.5", "[0, 1)"),
+        ("--lr", "-1", "0 or more"),
+        ("--weight-decay", "-0.01", "0 (none) or more"),
+        ("--lr-gamma", "-0.1", "positive factor"),
+        ("--focal-gamma", "-2", "0 or more"),
+        ("--val-fraction", "-0.1", "[0, 1)"),
+        ("--imbalance", "-10", "at least 1"),
+    ] {
+        let err = fails(&train_args(csv, out, &[flag, value]));
+        assert!(!err.contains("unexpected argument"), "{flag} {value}: {err}");
+        assert!((err.contains(value) || err.contains(flag)) && err.contains(says), "{flag} {value}: {err}");
+    }
+    let err = fails(&["weights", "--counts", "3,4", "--beta", "-0.5"]);
+    assert!(err.contains("-0.5") && err.contains("[0, 1)"), "{err}");
+    let err = fails(&["eval", "--model", out, "--min-precision", "-1"]);
+    assert!(!err.contains("unexpected argument"), "{err}");
+    // A count cannot be negative: clap names the flag and the value.
+    let err = fails(&train_args(csv, out, &["--weight-decay=-1e-4"]));
+    assert!(err.contains("--weight-decay -0.0001"), "{err}");
+    let err = fails(&train_args(csv, out, &["--epochs", "-2"]));
+    assert!(err.contains("invalid value '-2'") && err.contains("--epochs"), "{err}");
+    assert!(!std::path::Path::new(out).exists(), "nothing was trained");
+}
+
+#[test]
 fn flags_that_would_be_ignored_are_refused() {
     let dir = temp("ignored");
     let err = fails(&["predict", "--model", dir.to_str().unwrap(), "--num-classes", "3", "x.png"]);

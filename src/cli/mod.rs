@@ -9,7 +9,7 @@ mod predict;
 mod train;
 mod weights;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -52,9 +52,26 @@ impl Cli {
     }
 }
 
+impl Cli {
+    /// Parses the process's arguments. Every option's value may be a negative number, so that
+    /// `--beta -0.5` reaches tailor's own check of the value ("must be in [0, 1)") and
+    /// `--batch-size -8` clap's "invalid value", instead of clap's "unexpected argument '-0'".
+    /// (Not `allow_hyphen_values`: that would take a forgotten value's next flag as the value.
+    /// clap's numbers have no negative exponent, so `-1e-4` needs `--weight-decay=-1e-4`.)
+    fn parse_args() -> Cli {
+        let matches = allow_negative_numbers(Cli::command()).get_matches();
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut Cli::command()).exit())
+    }
+}
+
+fn allow_negative_numbers(cmd: clap::Command) -> clap::Command {
+    cmd.mut_args(|a| if a.get_action().takes_values() { a.allow_negative_numbers(true) } else { a })
+        .mut_subcommands(allow_negative_numbers)
+}
+
 /// Runs the command line; the binary turns an error into a message and exit code 1.
 pub fn main() -> crate::Result<()> {
-    let cli = Cli::parse();
+    let cli = Cli::parse_args();
     match &cli.command {
         Command::Devices(a) => devices::run(&cli, a),
         Command::Bench(a) => bench::run(&cli, a),

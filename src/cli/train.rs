@@ -137,6 +137,10 @@ impl TrainArgs {
     }
 
     fn weighting(&self) -> Result<Weighting> {
+        // β is recorded with every run, so a meaningless one is refused whatever the scheme.
+        if !(0.0..1.0).contains(&self.beta) {
+            return Err(Error::Invalid(format!("--beta {}: β must be in [0, 1), e.g. 0.99 or 0.999", self.beta)));
+        }
         match self.weighting.to_ascii_lowercase().as_str() {
             "nw" | "none" => Ok(Weighting::Nw),
             "ifw" => Ok(Weighting::Ifw),
@@ -168,6 +172,19 @@ impl TrainArgs {
             "adamw" => OptimizerKind::AdamW,
             o => return Err(Error::Invalid(format!("--optimizer '{o}': use adam or adamw"))),
         };
+        if !(self.lr >= 0.0 && self.lr.is_finite()) {
+            return Err(Error::Invalid(format!("--lr {}: give a learning rate of 0 or more, e.g. 1e-3", self.lr)));
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            return Err(Error::Invalid(format!(
+                "--weight-decay {}: give 0 (none) or more, e.g. 1e-4",
+                self.weight_decay
+            )));
+        }
+        // A negative factor would flip the learning rate's sign at every step of the schedule.
+        if !(self.lr_gamma > 0.0 && self.lr_gamma.is_finite()) {
+            return Err(Error::Invalid(format!("--lr-gamma {}: give a positive factor, e.g. 0.1", self.lr_gamma)));
+        }
         let spe = steps_per_epoch as u64;
         let schedule = match self.schedule.as_str() {
             "constant" => Schedule::Constant,
@@ -280,7 +297,10 @@ pub fn train(gpu: &Arc<Gpu>, a: &TrainArgs) -> Result<Outcome> {
             (a.clone(), None, dir)
         }
     };
-    args.arch.config(1, 1)?; // an unknown --arch fails before the images are loaded
+    // Flags that are wrong whatever the data is fail before the images are loaded.
+    args.arch.config(1, 1)?;
+    args.weighting()?;
+    args.optimizer(1)?;
     let image = resumed.as_ref().map(|c| c.preprocess.image_spec()).transpose()?;
     let p = prepare(&args, image)?;
     print_found(&p);
