@@ -191,6 +191,54 @@ fn weights_table_and_json() {
 }
 
 #[test]
+fn weights_of_a_dataset_are_those_training_uses() {
+    let dir = temp("weights-data");
+    let csv = fixture(&dir, 48);
+    let csv_s = csv.to_str().unwrap();
+    // Drop some owls so that --imbalance has a tail to follow and --min-samples a label to drop.
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let mut owls = 0;
+    let thinned: String = text
+        .lines()
+        .filter(|l| {
+            !l.contains(",owl,") || {
+                owls += 1;
+                owls <= 3
+            }
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&csv, thinned).unwrap();
+    let split = ["--split-by", "group", "--imbalance", "3", "--val-fraction", "0.25", "--seed", "2"];
+    let run = dir.join("run");
+    ok(&train_args(csv_s, run.to_str().unwrap(), &split));
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
+    let mut args = vec!["weights", "--data", csv_s, "--json"];
+    args.extend(split);
+    let v: serde_json::Value = serde_json::from_str(&ok(&args)).unwrap();
+    let labels = v["labels"].as_array().unwrap();
+    let counts: Vec<u64> = labels.iter().map(|l| l["count"].as_u64().unwrap()).collect();
+    let trained: Vec<u64> = cfg["train_counts"].as_array().unwrap().iter().map(|n| n.as_u64().unwrap()).collect();
+    assert_eq!(counts, trained);
+    // train scales the same IEW weights to sum to the number of labels.
+    for (l, w) in labels.iter().zip(cfg["class_weights"].as_array().unwrap()) {
+        let scaled = l["iew"].as_f64().unwrap() * labels.len() as f64;
+        assert!((scaled - w.as_f64().unwrap()).abs() < 1e-9, "{l} vs {w}");
+    }
+    // --min-samples drops the owls from the weights too.
+    let (text, err) = ok_both(&["weights", "--data", csv_s, "--min-samples", "4"]);
+    assert!(err.contains("dropped 1 label(s)") && err.contains("owl") && !text.contains("owl"), "{err}\n{text}");
+    // Whole groups of 2 cannot make 0.05 of 24 samples: a note says what the split holds.
+    let pairs = fixture(&dir.join("pairs"), 24);
+    let (_, err) =
+        ok_both(&["weights", "--data", pairs.to_str().unwrap(), "--split-by", "group", "--val-fraction", "0.05"]);
+    assert!(err.contains("note: the validation split holds") && err.contains("not the 0.05"), "{err}");
+    let err = fails(&["weights", "--counts", "5,3", "--min-samples", "4"]);
+    assert!(err.contains("--min-samples") && err.contains("--data"), "{err}");
+}
+
+#[test]
 fn compare_writes_table1() {
     let dir = temp("compare");
     let csv = fixture(&dir, 24);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::{self, CsvSpec, Dataset, IdxSpec, ImageSpec, LabelKind, LabelSource, Normalize};
+use crate::data::{self, CsvSpec, Dataset, IdxSpec, ImageSpec, LabelKind, LabelSource, Normalize, SplitSpec};
 use crate::error::{Error, Result};
 use crate::nn::densenet::DenseNetConfig;
 use crate::nn::predict::Predictor;
@@ -46,6 +46,52 @@ pub struct DataArgs {
     /// Read images as RGB.
     #[arg(long)]
     pub rgb: bool,
+}
+
+/// How the samples are split into training and validation and thinned: `train`'s flags, which
+/// `weights --data` takes too so that it counts the labels training would weight.
+#[derive(clap::Args, Clone, Debug, Serialize, Deserialize)]
+pub struct SplitArgs {
+    /// The fraction of the samples held out for validation (and not counted for class weights).
+    #[arg(long, default_value_t = 0.1)]
+    pub val_fraction: f64,
+    /// A CSV column whose equal values stay on one side of the split.
+    #[arg(long)]
+    pub split_by: Option<String>,
+    /// Subsample the training split to a long tail with n_max / n_min = RHO (single-label).
+    #[arg(long, value_name = "RHO")]
+    pub imbalance: Option<f64>,
+    /// Drop labels with fewer training samples than this.
+    #[arg(long, default_value_t = 0)]
+    pub min_samples: usize,
+}
+
+impl SplitArgs {
+    pub fn spec(&self, seed: u64) -> SplitSpec {
+        SplitSpec {
+            val_fraction: self.val_fraction,
+            seed,
+            split_by: self.split_by.clone(),
+            imbalance: self.imbalance,
+            min_samples: self.min_samples,
+        }
+    }
+
+    /// The flags that change the split from a plain seeded one (for refusing them where no
+    /// data is split).
+    pub fn given(&self) -> Vec<&'static str> {
+        let mut f = Vec::new();
+        if self.split_by.is_some() {
+            f.push("--split-by");
+        }
+        if self.imbalance.is_some() {
+            f.push("--imbalance");
+        }
+        if self.min_samples != 0 {
+            f.push("--min-samples");
+        }
+        f
+    }
 }
 
 /// The source of a dataset, as config.json records it.

@@ -9,7 +9,7 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
-use super::common::{self, ArchArgs, DataArgs, Preprocess, RunConfig, Source};
+use super::common::{self, ArchArgs, DataArgs, Preprocess, RunConfig, Source, SplitArgs};
 use crate::data::{self, Augment, BatchTargets, Dataset, ImageSpec, LabelKind, Normalize, Split, SplitSpec};
 use crate::error::{Error, Result};
 use crate::graph::LossKind;
@@ -68,17 +68,9 @@ pub struct TrainArgs {
     /// Seeds the split, the initialisation, the shuffle and the augmentation.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    #[arg(long, default_value_t = 0.1)]
-    pub val_fraction: f64,
-    /// A CSV column whose equal values stay on one side of the split.
-    #[arg(long)]
-    pub split_by: Option<String>,
-    /// Subsample the training split to a long tail with n_max / n_min = RHO (single-label).
-    #[arg(long, value_name = "RHO")]
-    pub imbalance: Option<f64>,
-    /// Drop labels with fewer training samples than this.
-    #[arg(long, default_value_t = 0)]
-    pub min_samples: usize,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub split: SplitArgs,
     /// Random crop (padding 4, or 2 below 32 pixels) and horizontal flip.
     #[arg(long)]
     pub augment: bool,
@@ -206,13 +198,7 @@ impl TrainArgs {
     }
 
     pub fn split_spec(&self) -> SplitSpec {
-        SplitSpec {
-            val_fraction: self.val_fraction,
-            seed: self.seed,
-            split_by: self.split_by.clone(),
-            imbalance: self.imbalance,
-            min_samples: self.min_samples,
-        }
+        self.split.spec(self.seed)
     }
 }
 
@@ -231,7 +217,13 @@ pub fn prepare(args: &TrainArgs, image: Option<ImageSpec>) -> Result<Prepared> {
         Some(i) => i,
         None => args.data.image_spec(&source)?,
     };
-    let mut ds = common::load(&source, &image)?;
+    let (ds, split) = split_data(&source, common::load(&source, &image)?, &args.split_spec())?;
+    Ok(Prepared { source, image, ds: Arc::new(ds), split })
+}
+
+/// Splits a loaded dataset as training does (`tailor weights` counts its labels the same way),
+/// saying which labels were dropped and when the split came out far from what was asked.
+pub fn split_data(source: &Source, mut ds: Dataset, spec: &SplitSpec) -> Result<(Dataset, Split)> {
     if ds.kind() == LabelKind::Single && ds.num_labels() < 2 {
         return Err(Error::file(
             &source.path,
@@ -242,7 +234,7 @@ pub fn prepare(args: &TrainArgs, image: Option<ImageSpec>) -> Result<Prepared> {
             ),
         ));
     }
-    let split = data::split(&mut ds, &args.split_spec())?;
+    let split = data::split(&mut ds, spec)?;
     for n in &split.notes {
         eprintln!("note: {n}");
     }
@@ -250,11 +242,11 @@ pub fn prepare(args: &TrainArgs, image: Option<ImageSpec>) -> Result<Prepared> {
         eprintln!(
             "dropped {} label(s) with fewer than {} training samples: {}",
             split.dropped.len(),
-            args.min_samples,
+            spec.min_samples,
             split.dropped.join(", ")
         );
     }
-    Ok(Prepared { source, image, ds: Arc::new(ds), split })
+    Ok((ds, split))
 }
 
 /// What a finished run left behind.

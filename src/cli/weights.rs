@@ -1,7 +1,7 @@
 //! `tailor weights`: the effective numbers and the NW, IFW and IEW class weights for label counts
 //! given on the command line or counted in a dataset's training split.
 
-use super::common::DataArgs;
+use super::common::{DataArgs, SplitArgs};
 use crate::error::{Error, Result};
 use crate::nn::weights::{class_weights_report, Weighting};
 
@@ -12,9 +12,10 @@ pub struct WeightsArgs {
     pub counts: Vec<u64>,
     #[command(flatten)]
     pub data: DataArgs,
-    /// With --data: the validation fraction left out of the counts (as `train` would).
-    #[arg(long, default_value_t = 0.1)]
-    pub val_fraction: f64,
+    /// With --data: the split and thinning `train` would do, whose training counts are weighted.
+    #[command(flatten)]
+    pub split: SplitArgs,
+    /// With --data: the seed of the split (train's --seed).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// β of the effective number (1 − βⁿ)/(1 − β).
@@ -59,14 +60,18 @@ pub fn run(a: &WeightsArgs) -> Result<()> {
 
 fn counts(a: &WeightsArgs) -> Result<(Vec<String>, Vec<u64>)> {
     if !a.counts.is_empty() {
+        if let Some(flag) = a.split.given().first() {
+            return Err(Error::Invalid(format!(
+                "{flag} splits a dataset, but --counts gives the counts themselves; use --data instead of --counts"
+            )));
+        }
         return Ok(((0..a.counts.len()).map(|i| i.to_string()).collect(), a.counts.clone()));
     }
     if a.data.data.is_none() {
         return Err(Error::Invalid("give --counts 600,150,40 or --data with label flags".into()));
     }
+    // The counts training would weight: the same load, split and thinning as `train`.
     let source = a.data.source()?;
-    let mut ds = super::common::load_labels(&source)?;
-    let spec = crate::data::SplitSpec { val_fraction: a.val_fraction, seed: a.seed, ..Default::default() };
-    let split = crate::data::split(&mut ds, &spec)?;
-    Ok((ds.label_names.clone(), split.train_counts.iter().map(|&n| n as u64).collect()))
+    let (ds, split) = super::train::split_data(&source, super::common::load_labels(&source)?, &a.split.spec(a.seed))?;
+    Ok((ds.label_names, split.train_counts.iter().map(|&n| n as u64).collect()))
 }
