@@ -81,7 +81,16 @@ def main() -> int:
 
         if a.run:
             config = json.loads((Path(a.run) / "config.json").read_text())
-            model = getattr(torchvision.models, config["arch"])(weights=None, num_classes=config["model"]["num_classes"])
+            # From the numbers, not the name: "densenet121-custom" (--growth-rate, --blocks, --bn-size) is
+            # no torchvision preset, but it is a torchvision DenseNet.
+            m = config["model"]
+            if m["stem"] != "imagenet" or m["in_channels"] != 3 or m["compression"] != 0.5:
+                print(f"{a.run}: {config['arch']} is no torchvision DenseNet (that needs the ImageNet stem, "
+                      "RGB input and compression 0.5)")
+                return 1
+            model = torchvision.models.DenseNet(growth_rate=m["growth_rate"], block_config=tuple(m["block_config"]),
+                                                num_init_features=m["num_init_features"], bn_size=m["bn_size"],
+                                                num_classes=m["num_classes"])
             model.load_state_dict(load_file(str(Path(a.run) / "model.safetensors")))  # strict
             got = tailor_logits(a.tailor, ["--model", a.run], paths)
             d = worst_difference(model, got)

@@ -93,10 +93,16 @@ fn train_resume_eval_predict() {
     let csv = fixture(&dir, 40);
     let (csv, run) = (csv.to_str().unwrap(), dir.join("run"));
     let run_s = run.to_str().unwrap();
-    ok(&train_args(csv, run_s, &[]));
+    let (_, err) = ok_both(&train_args(csv, run_s, &[]));
     for f in ["model.safetensors", "optimizer.safetensors", "config.json", "labels.txt", "metrics.jsonl"] {
         assert!(run.join(f).is_file(), "{f} is missing");
     }
+    // TINY overrides the preset, so the network is not called densenet-bc (and still resumes,
+    // evaluates and predicts below).
+    assert!(err.contains("densenet-bc-custom (growth rate 4, not 12; blocks 1,1, not 6,6,6)"), "{err}");
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["arch"], "densenet-bc-custom");
     let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().count(), 1);
     let line: serde_json::Value = serde_json::from_str(metrics.lines().next().unwrap()).unwrap();

@@ -318,6 +318,38 @@ impl ArchArgs {
         }
         Ok(c)
     }
+
+    /// The name of the network `c` (built by [`ArchArgs::config`]): the preset's, or
+    /// "<preset>-custom" when --growth-rate, --blocks or --bn-size change it, so that a run's
+    /// output and config.json do not pass it off as the preset (the config keeps every number).
+    pub fn name(&self, c: &DenseNetConfig) -> Result<String> {
+        Ok(if self.overrides(c)?.is_empty() { self.arch.clone() } else { format!("{}-custom", self.arch) })
+    }
+
+    /// [`ArchArgs::name`] with what differs from the preset: "densenet121-custom (growth rate 4,
+    /// not 32)".
+    pub fn describe(&self, c: &DenseNetConfig) -> Result<String> {
+        let o = self.overrides(c)?;
+        let name = self.name(c)?;
+        Ok(if o.is_empty() { name } else { format!("{name} ({})", o.join("; ")) })
+    }
+
+    fn overrides(&self, c: &DenseNetConfig) -> Result<Vec<String>> {
+        let p = DenseNetConfig::preset(&self.arch, c.num_classes, c.in_channels)
+            .map_err(|e| Error::Invalid(format!("--arch: {e}")))?;
+        let list = |b: &[usize]| b.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
+        let mut o = Vec::new();
+        if c.growth_rate != p.growth_rate {
+            o.push(format!("growth rate {}, not {}", c.growth_rate, p.growth_rate));
+        }
+        if c.block_config != p.block_config {
+            o.push(format!("blocks {}, not {}", list(&c.block_config), list(&p.block_config)));
+        }
+        if c.bn_size != p.bn_size {
+            o.push(format!("bn size {}, not {}", c.bn_size, p.bn_size));
+        }
+        Ok(o)
+    }
 }
 
 /// How a dataset is turned into model input.
@@ -454,5 +486,29 @@ pub fn too_large_hint(e: Error) -> Error {
             "the model does not fit on this device: {e} (try --batch-size, --image-size or a smaller --arch)"
         )),
         e => e,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn arch(name: &str, growth: Option<usize>, blocks: &[usize]) -> ArchArgs {
+        ArchArgs { arch: name.into(), growth_rate: growth, blocks: blocks.to_vec(), bn_size: None }
+    }
+
+    #[test]
+    fn overrides_rename_the_preset() {
+        let a = arch("densenet121", Some(4), &[]);
+        let c = a.config(10, 3).unwrap();
+        assert_eq!(a.name(&c).unwrap(), "densenet121-custom");
+        assert_eq!(a.describe(&c).unwrap(), "densenet121-custom (growth rate 4, not 32)");
+        let a = arch("densenet-bc", Some(4), &[1, 1]);
+        let d = a.describe(&a.config(3, 1).unwrap()).unwrap();
+        assert_eq!(d, "densenet-bc-custom (growth rate 4, not 12; blocks 1,1, not 6,6,6)");
+        // Overrides that give the preset's own numbers leave its name.
+        let a = arch("densenet-bc", Some(12), &[6, 6, 6]);
+        assert_eq!(a.name(&a.config(3, 1).unwrap()).unwrap(), "densenet-bc");
+        assert_eq!(arch("densenet169", None, &[]).name(&DenseNetConfig::densenet169(5)).unwrap(), "densenet169");
     }
 }

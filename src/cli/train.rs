@@ -353,7 +353,7 @@ pub fn train(gpu: &Arc<Gpu>, a: &TrainArgs) -> Result<Outcome> {
         Predictor::new(&trainer.model, pred_batch, p.image.height, p.image.width).map_err(common::too_large_hint)?;
     eprintln!(
         "{} ({} parameters) on {}\ndevice memory (planned): training {}; validation {}",
-        args.arch.arch,
+        args.arch.describe(&model_cfg)?,
         trainer.model.net.num_params(),
         gpu.describe(),
         trainer.memory(),
@@ -367,8 +367,8 @@ pub fn train(gpu: &Arc<Gpu>, a: &TrainArgs) -> Result<Outcome> {
 
     let norm = Normalize::default_for(p.image.channels);
     let mut cfg = RunConfig {
+        arch: args.arch.name(&model_cfg)?,
         model: model_cfg,
-        arch: args.arch.arch.clone(),
         preprocess: Preprocess {
             width: p.image.width,
             height: p.image.height,
