@@ -146,7 +146,31 @@ fn train_resume_eval_predict() {
         "{err}"
     );
 
-    // A failure while resuming leaves the checkpoint as it was.
+    // The run's weights alone: the network is read off the file (tailor's record of it, or the
+    // tensors of a plain state dict), the input size has to be given, and the logits are the run's.
+    let weights = run.join("model.safetensors");
+    let err = fails(&["predict", "--weights", weights.to_str().unwrap(), img.to_str().unwrap()]);
+    assert!(err.contains("--image-size") && err.contains(&format!("--model {run_s}")), "{err}");
+    let bare = dir.join("bare.safetensors");
+    let mut sd = tailor::nn::checkpoint::StateDict::load(&weights).unwrap();
+    sd.metadata.clear();
+    sd.save(&bare).unwrap();
+    let logits = |v: &serde_json::Value| v[0]["logits"].clone();
+    for w in [&weights, &bare] {
+        let json = ok(&[
+            "predict",
+            "--weights",
+            w.to_str().unwrap(),
+            "--image-size",
+            "16",
+            "--format",
+            "json",
+            "--logits",
+            img.to_str().unwrap(),
+        ]);
+        assert_eq!(logits(&serde_json::from_str(&json).unwrap()), logits(&v), "{}", w.display());
+    }
+
     let before = std::fs::read(run.join("model.safetensors")).unwrap();
     std::fs::write(dir.join("images/005.png"), b"not a png").unwrap();
     let err = fails(&["train", "--resume", run_s, "--epochs", "3"]);

@@ -8,7 +8,7 @@ use crate::data::image::{load_fitted, to_chw, FitCounts, Placement};
 use crate::data::{ImageSpec, Normalize};
 use crate::error::{Error, Result};
 use crate::nn::checkpoint::StateDict;
-use crate::nn::densenet::DenseNetConfig;
+use crate::nn::densenet::{DenseNetConfig, Stem};
 use crate::nn::model::Model;
 use crate::nn::predict::Predictor;
 use crate::Gpu;
@@ -21,19 +21,20 @@ pub struct PredictArgs {
     /// A run folder written by `tailor train`.
     #[arg(long, conflicts_with = "weights")]
     pub model: Option<PathBuf>,
-    /// A torchvision DenseNet state dict (safetensors) instead of a run folder.
+    /// A DenseNet state dict (safetensors, torchvision's names) instead of a run folder.
     #[arg(long)]
     pub weights: Option<PathBuf>,
-    /// With --weights: the architecture.
-    #[arg(long, default_value = "densenet121")]
-    pub arch: String,
+    /// With --weights: build this preset (RGB input) instead of the network the tensors describe.
+    #[arg(long)]
+    pub arch: Option<String>,
     /// With --weights: the number of classes (default: from the classifier's shape).
     #[arg(long)]
     pub num_classes: Option<usize>,
     /// With --weights: a file with one class name per line.
     #[arg(long)]
     pub labels: Option<PathBuf>,
-    /// With --weights: the input size (default 224).
+    /// With --weights: the input size (default: 224 for torchvision's ImageNet stem; a small-image
+    /// DenseNet-BC needs it given).
     #[arg(long)]
     pub image_size: Option<String>,
     /// Single-label: how many classes to list.
@@ -63,9 +64,12 @@ pub fn run(cli: &super::Cli, a: &PredictArgs) -> Result<()> {
     if !["text", "json", "csv"].contains(&a.format.as_str()) {
         return Err(Error::Invalid(format!("--format '{}': use text, json or csv", a.format)));
     }
-    if a.model.is_some() && (a.num_classes.is_some() || a.labels.is_some() || a.image_size.is_some()) {
+    if a.model.is_some()
+        && (a.num_classes.is_some() || a.labels.is_some() || a.image_size.is_some() || a.arch.is_some())
+    {
         return Err(Error::Invalid(
-            "--num-classes, --labels and --image-size are for --weights; a --model run folder knows its own".into(),
+            "--arch, --num-classes, --labels and --image-size are for --weights; a --model run folder knows its own"
+                .into(),
         ));
     }
     if a.top_k == 0 || a.batch_size == 0 {
@@ -212,23 +216,15 @@ fn load_thresholds(dir: &Path, names: &[String]) -> Result<Vec<f64>> {
 
 fn from_weights(gpu: &std::sync::Arc<Gpu>, a: &PredictArgs, path: &Path) -> Result<Loaded> {
     let sd = StateDict::load(path)?;
-    let classes = match a.num_classes {
-        Some(n) => n,
-        None => sd.tensors.get("classifier.weight").map(|(s, _)| s[0]).ok_or_else(|| {
-            Error::file(path, "has no 'classifier.weight'; give --num-classes and check that it is a DenseNet")
-        })?,
-    };
-    let cfg = DenseNetConfig::preset(&a.arch, classes, 3).map_err(|e| Error::Invalid(format!("--arch: {e}")))?;
-    let mut model = Model::new(gpu.clone(), cfg, 0)?;
+    let cfg = weights_config(a, &sd, path)?;
+    let classes = cfg.num_classes;
+    let mut model = Model::new(gpu.clone(), cfg.clone(), 0)?;
     let r = model.load_state_dict(&sd).map_err(|e| {
-        Error::file(
-            path,
-            format!(
-                "{e}; --weights builds the preset --arch {} for RGB input, so for a model trained by tailor \
-                 give its run folder with --model instead",
-                a.arch
-            ),
-        )
+        let built = match &a.arch {
+            Some(arch) => format!("--arch {arch} builds that preset for RGB input"),
+            None => "the network was read off the tensors".into(),
+        };
+        Error::file(path, format!("{e}; {built}, so for a model trained by tailor give its run folder with --model"))
     })?;
     if let Some((from, to)) = r.reinit_classifier {
         return Err(Error::file(
@@ -236,7 +232,22 @@ fn from_weights(gpu: &std::sync::Arc<Gpu>, a: &PredictArgs, path: &Path) -> Resu
             format!("its classifier has {from} classes, not {to}; drop --num-classes or give {from}"),
         ));
     }
-    let (w, h) = ImageSpec::parse_size(a.image_size.as_deref().unwrap_or("224"))?;
+    let size = match (&a.image_size, cfg.stem) {
+        (Some(s), _) => s.clone(),
+        (None, Stem::Imagenet) => "224".into(),
+        (None, Stem::Small) => {
+            return Err(Error::file(
+                path,
+                format!(
+                    "holds a small-image DenseNet-BC ({}), whose input size the weights do not record; give the \
+                     size it was trained at with --image-size, or its run folder with --model{}",
+                    describe(&cfg),
+                    run_folder_hint(path)
+                ),
+            ))
+        }
+    };
+    let (w, h) = ImageSpec::parse_size(&size)?;
     let names = match &a.labels {
         Some(p) => {
             let text = std::fs::read_to_string(p).map_err(|e| Error::file(p, format!("cannot read: {e}")))?;
@@ -248,12 +259,57 @@ fn from_weights(gpu: &std::sync::Arc<Gpu>, a: &PredictArgs, path: &Path) -> Resu
         }
         None => (0..classes).map(|i| i.to_string()).collect(),
     };
+    // The normalisation tailor trains with (ImageNet's for RGB, as torchvision's models expect).
+    let channels = cfg.in_channels;
     Ok(Loaded {
         model,
-        image: ImageSpec::new(w, h, 3)?,
-        norm: Normalize::default_for(3),
+        image: ImageSpec::new(w, h, channels)?,
+        norm: Normalize::default_for(channels),
         names,
         multi: false,
         thresholds: vec![0.5; classes],
     })
+}
+
+/// The network of `--weights`: the preset `--arch` names, else the one the tensors describe.
+fn weights_config(a: &PredictArgs, sd: &StateDict, path: &Path) -> Result<DenseNetConfig> {
+    let mut cfg = match &a.arch {
+        Some(arch) => DenseNetConfig::preset(arch, 1, 3).map_err(|e| Error::Invalid(format!("--arch: {e}")))?,
+        None => sd.densenet_config().map(|(c, _)| c).map_err(|e| {
+            Error::file(
+                path,
+                format!(
+                    "cannot tell which DenseNet these weights are for: {e}; give --arch (a torchvision preset) \
+                     or, for a model trained by tailor, its run folder with --model{}",
+                    run_folder_hint(path)
+                ),
+            )
+        })?,
+    };
+    let in_file = sd.tensors.get("classifier.weight").map(|(s, _)| s[0]);
+    cfg.num_classes = match (a.num_classes, in_file) {
+        (Some(n), _) => n,
+        (None, Some(n)) => n,
+        (None, None) => {
+            return Err(Error::file(
+                path,
+                "has no 'classifier.weight'; give --num-classes and check that it is a DenseNet",
+            ))
+        }
+    };
+    Ok(cfg)
+}
+
+/// " (here: --model DIR)" when the weights lie in a run folder.
+fn run_folder_hint(path: &Path) -> String {
+    match path.parent().filter(|d| d.join("config.json").is_file()) {
+        Some(d) => format!(" (here: --model {})", if d.as_os_str().is_empty() { Path::new(".") } else { d }.display()),
+        None => String::new(),
+    }
+}
+
+/// "growth rate 4, blocks 1,1, 1 input channel": the numbers that tell small networks apart.
+fn describe(c: &DenseNetConfig) -> String {
+    let blocks: Vec<String> = c.block_config.iter().map(usize::to_string).collect();
+    format!("growth rate {}, blocks {}, {} input channel(s)", c.growth_rate, blocks.join(","), c.in_channels)
 }

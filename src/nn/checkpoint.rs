@@ -8,6 +8,7 @@ use std::path::Path;
 
 use safetensors::tensor::{Dtype, TensorView};
 
+use super::densenet::{DenseNetConfig, Stem};
 use crate::error::{Error, Result};
 
 /// A state dict on the host: float tensors by name, plus integer counters.
@@ -122,6 +123,91 @@ impl StateDict {
     }
 }
 
+/// Where a state dict's DenseNet configuration came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Inferred {
+    /// tailor's `tailor.config` metadata: exact.
+    Metadata,
+    /// The tensors' names and shapes (torchvision's names).
+    Tensors,
+}
+
+impl StateDict {
+    /// The DenseNet these weights are for: tailor's own record of it when the file has one,
+    /// else read off the tensors (stem, initial features, growth rate, bottleneck width, layers
+    /// per block, the transitions' compression, classes). `memory_efficient` is not stored in
+    /// weights and comes back on.
+    pub fn densenet_config(&self) -> Result<(DenseNetConfig, Inferred), String> {
+        if let Some(c) = self.metadata.get("tailor.config").and_then(|t| serde_json::from_str(t).ok()) {
+            return Ok((c, Inferred::Metadata));
+        }
+        self.config_from_tensors().map(|c| (c, Inferred::Tensors))
+    }
+
+    fn shape(&self, name: &str) -> Result<&[usize], String> {
+        self.tensors.get(name).map(|(s, _)| s.as_slice()).ok_or_else(|| format!("it has no tensor '{name}'"))
+    }
+
+    fn config_from_tensors(&self) -> Result<DenseNetConfig, String> {
+        let conv0 = self.shape("features.conv0.weight")?;
+        let [init, in_channels, k, _] = conv0[..] else {
+            return Err(format!("'features.conv0.weight' has shape {conv0:?}, not [out, in, k, k]"));
+        };
+        let stem = match k {
+            7 => Stem::Imagenet,
+            3 => Stem::Small,
+            _ => return Err(format!("its stem convolution is {k}×{k}; a DenseNet's is 7×7 (torchvision) or 3×3")),
+        };
+        let layers = |b: usize| {
+            (1..).take_while(move |l| {
+                self.tensors.contains_key(&format!("features.denseblock{b}.denselayer{l}.conv1.weight"))
+            })
+        };
+        let block_config: Vec<usize> = (1..).map(|b| layers(b).count()).take_while(|&n| n > 0).collect();
+        if block_config.is_empty() {
+            return Err("it has no 'features.denseblock1.denselayer1' tensors".into());
+        }
+        let conv2 = self.shape("features.denseblock1.denselayer1.conv2.weight")?;
+        let (growth_rate, width) = (conv2[0], conv2.get(1).copied().unwrap_or(0));
+        if growth_rate == 0 || width % growth_rate != 0 {
+            return Err(format!("its first dense layer's 3×3 conv has shape {conv2:?}, not [k, bn_size·k, 3, 3]"));
+        }
+        Ok(DenseNetConfig {
+            growth_rate,
+            block_config: block_config.clone(),
+            num_init_features: init,
+            bn_size: width / growth_rate,
+            compression: self.compression(block_config.len())?,
+            num_classes: self.shape("classifier.weight")?[0],
+            in_channels,
+            stem,
+            memory_efficient: true,
+        })
+    }
+
+    /// A compression that gives every transition's output, `max(1, floor(c · compression))` of
+    /// its `c` input channels: 0.5 (torchvision's and DenseNet-BC's) when it does, else the
+    /// middle of the range they all allow.
+    fn compression(&self, blocks: usize) -> Result<f64, String> {
+        let (mut lo, mut hi) = (0.0f64, f64::INFINITY);
+        for t in 1..blocks {
+            let name = format!("features.transition{t}.conv.weight");
+            let s = self.shape(&name)?;
+            let (out, c) = (s[0] as f64, s.get(1).copied().unwrap_or(0).max(1) as f64);
+            lo = lo.max(if out <= 1.0 { 0.0 } else { out / c });
+            hi = hi.min((out + 1.0) / c);
+        }
+        if lo <= 0.5 && 0.5 < hi {
+            Ok(0.5)
+        } else if lo < hi && lo <= 1.0 {
+            // Within [lo, hi), and at most 1: lo ≤ 1 < hi makes that 1 itself.
+            Ok(((lo + hi) / 2.0).min(1.0))
+        } else {
+            Err("its transitions keep channel counts that no one compression in (0, 1] gives".into())
+        }
+    }
+}
+
 /// Writes `bytes` to `path` via `path.tmp` and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut tmp = path.as_os_str().to_owned();
@@ -138,4 +224,58 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
         Error::file(path, format!("cannot write: {e}"))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::densenet::DenseNet;
+
+    /// The state dict of `c` with zero weights and no metadata, as torchvision would save it.
+    fn zeros(c: &DenseNetConfig) -> StateDict {
+        let mut sd = StateDict::default();
+        for p in DenseNet::new(c.clone()).unwrap().params {
+            let n = p.shape.iter().product();
+            sd.tensors.insert(p.name, (p.shape, vec![0.0; n]));
+        }
+        sd
+    }
+
+    #[test]
+    fn densenet_configs_are_read_off_the_tensors() {
+        let mut odd = DenseNetConfig::small(5, &[3, 1, 2], 1, 7);
+        odd.compression = 0.3;
+        odd.bn_size = 3;
+        let mut custom = DenseNetConfig::densenet121(10);
+        custom.growth_rate = 4;
+        let mut whole = DenseNetConfig::small(4, &[2, 2], 3, 5);
+        whole.compression = 1.0;
+        for c in [
+            DenseNetConfig::densenet121(1000),
+            DenseNetConfig::densenet161(3),
+            DenseNetConfig::small(12, &[6, 6, 6], 3, 10),
+            DenseNetConfig::small(4, &[1], 1, 2),
+            custom,
+            whole,
+            odd.clone(),
+        ] {
+            let (got, from) = zeros(&c).densenet_config().unwrap();
+            assert_eq!(from, Inferred::Tensors);
+            // The compression may differ where it makes no difference: the shapes are the same.
+            let want: Vec<_> =
+                DenseNet::new(c.clone()).unwrap().params.into_iter().map(|p| (p.name, p.shape)).collect();
+            let have: Vec<_> =
+                DenseNet::new(got.clone()).unwrap().params.into_iter().map(|p| (p.name, p.shape)).collect();
+            assert_eq!(have, want, "{c:?} came back as {got:?}");
+            assert_eq!((got.compression == 0.5), (c.compression == 0.5), "{got:?}");
+        }
+        // tailor's own record wins over the shapes.
+        let mut sd = zeros(&odd);
+        sd.metadata.insert("tailor.config".into(), serde_json::to_string(&odd).unwrap());
+        assert_eq!(sd.densenet_config().unwrap(), (odd, Inferred::Metadata));
+        // Not a DenseNet: the message says what is missing.
+        let mut sd = StateDict::default();
+        sd.tensors.insert("fc.weight".into(), (vec![10, 512], vec![0.0; 5120]));
+        assert!(sd.densenet_config().unwrap_err().contains("'features.conv0.weight'"));
+    }
 }
