@@ -480,6 +480,30 @@ fn negative_numbers_reach_tailors_own_checks() {
 }
 
 #[test]
+fn devices_say_which_adapters_cannot_train() {
+    let v: serde_json::Value = serde_json::from_str(&ok(&["devices", "--json"])).unwrap();
+    let adapters = v.as_array().unwrap();
+    let mut unusable = 0;
+    for d in adapters {
+        let features = d["optional_features"].as_array().unwrap();
+        let lanes = d["limits"]["min_subgroup_size"].as_u64().unwrap();
+        let can = features.iter().any(|f| f == "subgroups") && lanes >= 8;
+        assert_eq!(d["usable"], can, "{d}");
+        if !can {
+            unusable += 1;
+            assert!(d["unusable_reason"].as_str().unwrap().contains("subgroup"), "{d}");
+        }
+        // wgpu has no subgroups on GL (lavapipe's machines list llvmpipe there too).
+        if d["backend"] == "Gl" {
+            assert_eq!(d["usable"], false, "{d}");
+        }
+    }
+    // Usable adapters come first: the default choice is one tailor can train on.
+    assert!(adapters.windows(2).all(|w| w[0]["usable"] == true || w[1]["usable"] == false), "{v}");
+    assert_eq!(ok(&["devices"]).matches("cannot train with tailor: ").count(), unusable);
+}
+
+#[test]
 fn flags_that_would_be_ignored_are_refused() {
     let dir = temp("ignored");
     let err = fails(&["predict", "--model", dir.to_str().unwrap(), "--num-classes", "3", "x.png"]);

@@ -1,5 +1,5 @@
 use crate::error::Result;
-use crate::gpu::list_adapters;
+use crate::gpu::{list_adapters, unusable_reason};
 
 /// The optional features tailor can use, by the names `tailor devices` prints.
 const FEATURES: &[(&str, wgpu::Features)] = &[
@@ -39,6 +39,8 @@ pub fn run(cli: &super::Cli, args: &Args) -> Result<()> {
                 "max_subgroup_size": a.get_info().subgroup_max_size,
             },
             "optional_features": optional,
+            "usable": unusable_reason(a).is_none(),
+            "unusable_reason": unusable_reason(a),
         }));
     }
     if args.json {
@@ -55,6 +57,9 @@ pub fn run(cli: &super::Cli, args: &Args) -> Result<()> {
             d["backend"].as_str().unwrap_or(""),
             d["type"].as_str().unwrap_or("")
         );
+        if let Some(why) = d["unusable_reason"].as_str() {
+            println!("    cannot train with tailor: {why}");
+        }
         println!("    driver: {} {}", d["driver"].as_str().unwrap_or(""), d["driver_info"].as_str().unwrap_or(""));
         for (k, v) in d["limits"].as_object().into_iter().flatten() {
             println!("    {k}: {v}");

@@ -30,7 +30,8 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// List every GPU adapter with its compute limits and optional features.
+    /// List every GPU adapter with its compute limits and optional features, and whether tailor
+    /// can train on it.
     Devices(devices::Args),
     /// Time training steps of the benchmark workloads (W1, W2) on the device.
     Bench(bench::Args),

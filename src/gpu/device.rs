@@ -53,15 +53,45 @@ fn instance(backends: wgpu::Backends) -> wgpu::Instance {
     wgpu::Instance::new(desc)
 }
 
+/// The fewest subgroup lanes tailor's convolution and GEMM kernels work with: they share loads
+/// across lanes 0..8 with `subgroupBroadcast`.
+pub const MIN_SUBGROUP_LANES: u32 = 8;
+
+/// Whether a device with `features` and `info` has the subgroups tailor's kernels need.
+pub fn has_training_subgroups(features: wgpu::Features, info: &wgpu::AdapterInfo) -> bool {
+    features.contains(wgpu::Features::SUBGROUP) && info.subgroup_min_size >= MIN_SUBGROUP_LANES
+}
+
+/// Why tailor cannot train on `adapter`, or `None` when it can.
+pub fn unusable_reason(adapter: &wgpu::Adapter) -> Option<String> {
+    let info = adapter.get_info();
+    if !adapter.features().contains(wgpu::Features::SUBGROUP) {
+        let on = if info.backend == wgpu::Backend::Gl { " (wgpu offers none on GL)" } else { "" };
+        return Some(format!(
+            "it has no subgroup operations{on}, and tailor's convolution and GEMM kernels need subgroups of at \
+             least {MIN_SUBGROUP_LANES} lanes"
+        ));
+    }
+    if !has_training_subgroups(adapter.features(), &info) {
+        return Some(format!(
+            "its subgroups can be {} lanes wide, and tailor's convolution and GEMM kernels need at least \
+             {MIN_SUBGROUP_LANES}",
+            info.subgroup_min_size
+        ));
+    }
+    None
+}
+
 /// Every adapter the backends can see, in the order tailor prefers them.
 pub fn list_adapters(backend: Option<&str>) -> Result<Vec<wgpu::Adapter>> {
     let inst = instance(parse_backends(backend)?);
     let mut adapters = pollster::block_on(inst.enumerate_adapters(parse_backends(backend)?));
-    adapters.sort_by_key(|a| rank(&a.get_info()));
+    adapters.sort_by_cached_key(|a| (unusable_reason(a).is_some(), rank(&a.get_info())));
     Ok(adapters)
 }
 
-/// Discrete before integrated before virtual before CPU; Vulkan/Metal/DX12 before GL.
+/// Discrete before integrated before virtual before CPU; Vulkan/Metal/DX12 before GL. (Adapters
+/// tailor cannot train on come after all of them.)
 fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
     let kind = match info.device_type {
         wgpu::DeviceType::DiscreteGpu => 0,

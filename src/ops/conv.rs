@@ -314,7 +314,7 @@ fn launch(
 
 /// The kernels share loads across a subgroup with `subgroupBroadcast` from lanes 0..8.
 fn check_subgroups(gpu: &Gpu) -> Result<()> {
-    if gpu.features.contains(wgpu::Features::SUBGROUP) && gpu.info.subgroup_min_size >= 8 {
+    if crate::gpu::has_training_subgroups(gpu.features, &gpu.info) {
         return Ok(());
     }
     Err(Error::Invalid(format!(

@@ -177,7 +177,7 @@ impl GemmConfig {
             return Err(Error::shape(OP, format!("bad tile config {self:?}: tm must be 8 or 16, tn 4 or 8")));
         }
         // Subgroups of at least 8 lanes share the rows of A.
-        if !gpu.features.contains(wgpu::Features::SUBGROUP) || gpu.info.subgroup_min_size < 8 {
+        if !crate::gpu::has_training_subgroups(gpu.features, &gpu.info) {
             return Err(Error::Invalid(format!(
                 "the GEMM kernels need subgroups of at least 8 lanes, which {} does not offer",
                 gpu.info.name
