@@ -147,6 +147,25 @@ fn parity_holds_with_batches_bound_in_chunks() {
     adam_parity(&g, &f);
 }
 
+/// The same parity with kernels planned as for a GPU (`Gpu::set_gpu_plans`): batch norms in
+/// workgroups of several subgroups that combine their sums through workgroup memory, 1×1
+/// GEMMs in workgroups of 16 to 64 lanes, the paths a real GPU takes and lavapipe otherwise
+/// never runs. The pipelines must differ, or this would test nothing new.
+#[test]
+fn parity_holds_with_kernels_planned_for_a_gpu() {
+    let (g, f) = (gpu(), fixture());
+    let _cpu = trainer(&g, &f, "softmax", "nw", OptimizerKind::Adam, false);
+    let cpu_pipelines = g.pipeline_count();
+    g.set_gpu_plans(true);
+    let _gpu = trainer(&g, &f, "softmax", "nw", OptimizerKind::Adam, false);
+    if g.info.device_type == wgpu::DeviceType::Cpu {
+        assert!(g.pipeline_count() > cpu_pipelines, "GPU plans built no pipeline of their own");
+    }
+    eval_parity(&g, &f);
+    train_parity(&g, &f);
+    adam_parity(&g, &f);
+}
+
 fn eval_parity(g: &Arc<Gpu>, f: &Fixture) {
     let m = model(g, f, true);
     let p = Predictor::new(&m, 4, 32, 32).unwrap();

@@ -1,5 +1,5 @@
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::shaders::Shader;
@@ -152,6 +152,8 @@ pub struct Gpu {
     lost: Arc<Mutex<Option<String>>>,
     /// A lower per-binding limit than the device's, in bytes (0: none); see [`Gpu::set_binding_limit`].
     binding_limit: AtomicU64,
+    /// Plan kernels as for a GPU even on a CPU device; see [`Gpu::set_gpu_plans`].
+    gpu_plans: AtomicBool,
     /// Extra devices that compile pipelines ahead of the first dispatch (see [`Gpu::precompile`]).
     pub(super) precompilers: Mutex<Vec<super::precompile::Worker>>,
 }
@@ -216,6 +218,7 @@ impl Gpu {
             pipelines: Mutex::new(HashMap::new()),
             lost,
             binding_limit: AtomicU64::new(binding_limit_from_env()?),
+            gpu_plans: AtomicBool::new(false),
             precompilers: Mutex::new(Vec::new()),
         }))
     }
@@ -355,5 +358,19 @@ impl Gpu {
     /// more chunks. For tests of the chunked paths on small models.
     pub fn set_binding_limit(&self, bytes: Option<u64>) {
         self.binding_limit.store(bytes.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// Whether kernels are planned for a CPU device (llvmpipe: one SIMD fiber per workgroup,
+    /// fibers run one after another): true on a CPU adapter unless [`Gpu::set_gpu_plans`].
+    /// Only workgroup widths depend on it, never what a kernel computes.
+    pub fn plans_for_cpu(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu && !self.gpu_plans.load(Ordering::Relaxed)
+    }
+
+    /// Plans kernels from now on as for a GPU (wider workgroups of several subgroups) even on a
+    /// CPU device, so that lavapipe runs the code paths a real GPU takes: for tests. Executables
+    /// built afterwards use the GPU plans.
+    pub fn set_gpu_plans(&self, on: bool) {
+        self.gpu_plans.store(on, Ordering::Relaxed);
     }
 }

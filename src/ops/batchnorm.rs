@@ -60,7 +60,7 @@ pub struct BnShape {
 /// took 25–40% less time with 8 threads than with 32, DenseNet-BC's at batch 64 0–8% less.
 /// Elsewhere 32, whose fibers run side by side.
 fn fused_wg(gpu: &Gpu) -> usize {
-    if gpu.info.device_type == wgpu::DeviceType::Cpu {
+    if gpu.plans_for_cpu() {
         LANES
     } else {
         BIG_WG

@@ -396,7 +396,7 @@ pub fn pointwise_gemm_config(gpu: &Gpu, s: &Conv2dShape) -> Option<GemmConfig> {
         return None;
     }
     let hw = s.h * s.w;
-    if gpu.info.device_type == wgpu::DeviceType::Cpu {
+    if gpu.plans_for_cpu() {
         // Wider only where an image's column tiles would not fit one grid dimension.
         let fits = |wg: u32| hw.div_ceil((wg * GEMM.tn) as usize) <= MAX_GROUPS_PER_DIM as usize;
         let wg = [GEMM_WG_CPU, 16, 32].into_iter().find(|&wg| fits(wg)).unwrap_or(64);

@@ -447,6 +447,33 @@ mod tests {
         let _ = std::fs::remove_dir_all(path.parent().and_then(|p| p.parent()).unwrap());
     }
 
+    /// The path every GPU takes by default, run on whatever adapter there is (lavapipe on CI):
+    /// the candidates are built, timed and the fastest cached on disk; the next call reads the
+    /// cache and times nothing. (No other test in this binary tunes, so the mode and the
+    /// cache can be set here.)
+    #[test]
+    fn tuning_times_candidates_and_caches_the_choice() {
+        let gpu = Gpu::new().expect("no GPU adapter: run scripts/install-lavapipe.sh");
+        set_mode(Mode::On);
+        let path = temp("tune");
+        *CACHE.lock().unwrap() = Cache::load(Some(path.clone()));
+        // A 3x3 stride-2 convolution: its weight gradient runs the generic kernel, whose
+        // candidates are quick to compile.
+        let s = Conv2dShape { n: 16, c_in: 32, h: 33, w: 33, c_out: 24, kh: 3, kw: 3, stride: 2, pad: 1 };
+        let pass = Pass::BackwardWeight;
+        assert!(s.flops() >= MIN_FLOPS && candidates(pass, &s).len() > 1);
+        let t = tiles(&gpu, pass, &s);
+        assert!(candidates(pass, &s).contains(&t), "{t:?}");
+        let spent = CACHE.lock().unwrap().spent;
+        assert!(spent > Duration::ZERO, "nothing was timed");
+        let file = Cache::load(Some(path.clone()));
+        let cached = file.entries.get(&entry_key(&gpu, pass, &s)).and_then(|e| e.tiles(pass, &s));
+        assert_eq!(cached, Some(t), "the choice is on disk");
+        assert_eq!(tiles(&gpu, pass, &s), t);
+        assert_eq!(CACHE.lock().unwrap().spent, spent, "a cached choice is not timed again");
+        let _ = std::fs::remove_dir_all(path.parent().and_then(|p| p.parent()).unwrap());
+    }
+
     #[test]
     fn candidates_are_valid_and_start_with_the_heuristic() {
         let shapes = [

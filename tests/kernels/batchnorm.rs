@@ -109,30 +109,40 @@ fn widen(v: View, s: &BnShape, extra: usize) -> View {
 
 #[test]
 fn forward_train_matches_reference() {
-    let g = gpu();
+    forward_train_check(&gpu());
+}
+
+/// Batch norm planned as for a GPU: workgroups of several subgroups (on lavapipe, four 8-lane
+/// fibers) whose partial sums meet in workgroup memory.
+#[test]
+fn forward_train_with_gpu_plans_matches_reference() {
+    forward_train_check(&gpu_planned());
+}
+
+fn forward_train_check(g: &Gpu) {
     let mut rng = Rng::new(11);
     for relu in [false, true] {
         for (i, s) in shapes(relu).iter().enumerate() {
             let (vx, vy) = views(i);
             let (vx, vy) = (widen(vx, s, 5), widen(vy, s, 3));
             let inp = inputs(s, &mut rng);
-            let bx = up(&g, &vx.embed(s, &inp.x, &rng.vec(vx.len(s), -9.0, 9.0)));
+            let bx = up(g, &vx.embed(s, &inp.x, &rng.vec(vx.len(s), -9.0, 9.0)));
             let fill_y = rng.vec(vy.len(s), -9.0, 9.0);
-            let by = up(&g, &fill_y);
-            let (bg, bb) = (up(&g, &inp.gamma), up(&g, &inp.beta));
-            let (brm, brv) = (up(&g, &inp.rmean), up(&g, &inp.rvar));
+            let by = up(g, &fill_y);
+            let (bg, bb) = (up(g, &inp.gamma), up(g, &inp.beta));
+            let (brm, brv) = (up(g, &inp.rmean), up(g, &inp.rvar));
             let (bm, bi) = (g.zeros("m", s.c).unwrap(), g.zeros("i", s.c).unwrap());
-            let sc = scratch(&g, bn::forward_train_scratch_len(s));
+            let sc = scratch(g, bn::forward_train_scratch_len(s));
             let d =
-                bn::forward_train(&g, s, vx.act(s, &bx), &bg, &bb, vy.act(s, &by), &bm, &bi, &brm, &brv, &sc).unwrap();
-            let y = run_read(&g, &d, &by, vy.len(s));
+                bn::forward_train(g, s, vx.act(s, &bx), &bg, &bb, vy.act(s, &by), &bm, &bi, &brm, &brv, &sc).unwrap();
+            let y = run_read(g, &d, &by, vy.len(s));
             let want = bn::forward_train_ref(s, &inp.x, &inp.gamma, &inp.beta, &inp.rmean, &inp.rvar);
             let what = format!("{s:?}");
             assert_close(&format!("y {what}"), &y, &vy.embed(s, &want.y, &fill_y), 2e-5, 2e-5);
-            assert_close(&format!("save_mean {what}"), &read(&g, &bm, s.c), &want.save_mean, 2e-6, 2e-6);
-            assert_close(&format!("save_invstd {what}"), &read(&g, &bi, s.c), &want.save_invstd, 0.0, 1e-5);
-            assert_close(&format!("running_mean {what}"), &read(&g, &brm, s.c), &want.running_mean, 1e-6, 1e-6);
-            assert_close(&format!("running_var {what}"), &read(&g, &brv, s.c), &want.running_var, 1e-6, 1e-5);
+            assert_close(&format!("save_mean {what}"), &read(g, &bm, s.c), &want.save_mean, 2e-6, 2e-6);
+            assert_close(&format!("save_invstd {what}"), &read(g, &bi, s.c), &want.save_invstd, 0.0, 1e-5);
+            assert_close(&format!("running_mean {what}"), &read(g, &brm, s.c), &want.running_mean, 1e-6, 1e-6);
+            assert_close(&format!("running_var {what}"), &read(g, &brv, s.c), &want.running_var, 1e-6, 1e-5);
         }
     }
 }
@@ -210,7 +220,15 @@ fn upstream(s: &BnShape, inp: &Inputs, rng: &mut Rng, margin: f64) -> Vec<f64> {
 
 #[test]
 fn backward_matches_reference() {
-    let g = gpu();
+    backward_check(&gpu());
+}
+
+#[test]
+fn backward_with_gpu_plans_matches_reference() {
+    backward_check(&gpu_planned());
+}
+
+fn backward_check(g: &Gpu) {
     let mut rng = Rng::new(14);
     for relu in [false, true] {
         for (i, s) in shapes(relu).iter().enumerate() {
@@ -221,16 +239,16 @@ fn backward_matches_reference() {
             let inp = inputs(s, &mut rng);
             let dy = upstream(s, &inp, &mut rng, 1e-3);
             let stats = bn::forward_train_ref(s, &inp.x, &inp.gamma, &inp.beta, &inp.rmean, &inp.rvar);
-            let bx = up(&g, &vx.embed(s, &inp.x, &rng.vec(vx.len(s), -9.0, 9.0)));
-            let bdy = up(&g, &vdy.embed(s, &dy, &rng.vec(vdy.len(s), -9.0, 9.0)));
+            let bx = up(g, &vx.embed(s, &inp.x, &rng.vec(vx.len(s), -9.0, 9.0)));
+            let bdy = up(g, &vdy.embed(s, &dy, &rng.vec(vdy.len(s), -9.0, 9.0)));
             let old_dx = rng.vec(vdx.len(s), -1.0, 1.0);
-            let bdx = up(&g, &old_dx);
-            let (bg, bb) = (up(&g, &inp.gamma), up(&g, &inp.beta));
-            let (bm, bi) = (up(&g, &stats.save_mean), up(&g, &stats.save_invstd));
-            let (bdg, bdb) = (up(&g, &vec![7.0; s.c]), up(&g, &vec![7.0; s.c]));
-            let sc = scratch(&g, bn::backward_scratch_len(s));
+            let bdx = up(g, &old_dx);
+            let (bg, bb) = (up(g, &inp.gamma), up(g, &inp.beta));
+            let (bm, bi) = (up(g, &stats.save_mean), up(g, &stats.save_invstd));
+            let (bdg, bdb) = (up(g, &vec![7.0; s.c]), up(g, &vec![7.0; s.c]));
+            let sc = scratch(g, bn::backward_scratch_len(s));
             let d = bn::backward(
-                &g,
+                g,
                 s,
                 vx.act(s, &bx),
                 vdy.act(s, &bdy),
@@ -245,11 +263,11 @@ fn backward_matches_reference() {
                 &sc,
             )
             .unwrap();
-            let dx = run_read(&g, &d, &bdx, vdx.len(s));
+            let dx = run_read(g, &d, &bdx, vdx.len(s));
             let (want_dx, want_dg, want_db) = bn::backward_ref(s, &inp.x, &dy, &inp.gamma, &inp.beta);
             let what = format!("{s:?} accumulate {accumulate}");
-            assert_close_scaled(&format!("dgamma {what}"), &read(&g, &bdg, s.c), &want_dg, 1e-5);
-            assert_close_scaled(&format!("dbeta {what}"), &read(&g, &bdb, s.c), &want_db, 1e-5);
+            assert_close_scaled(&format!("dgamma {what}"), &read(g, &bdg, s.c), &want_dg, 1e-5);
+            assert_close_scaled(&format!("dbeta {what}"), &read(g, &bdb, s.c), &want_db, 1e-5);
             let want = if accumulate {
                 let added = vdx.embed(s, &want_dx, &vec![0.0; old_dx.len()]);
                 added.iter().zip(&old_dx).map(|(a, o)| a + o).collect()

@@ -20,6 +20,20 @@ pub fn gpu() -> Arc<Gpu> {
     .clone()
 }
 
+/// A second device that plans kernels as for a GPU (`Gpu::set_gpu_plans`), so that lavapipe
+/// runs the workgroup shapes a real GPU gets.
+pub fn gpu_planned() -> Arc<Gpu> {
+    static PLANNED: OnceLock<Arc<Gpu>> = OnceLock::new();
+    PLANNED
+        .get_or_init(|| {
+            let g = gpu();
+            let p = Gpu::open(g.adapter.clone()).expect("a second device");
+            p.set_gpu_plans(true);
+            p
+        })
+        .clone()
+}
+
 /// A second device whose binding limit is lowered to `limit` bytes, to force batch chunks. The
 /// guard keeps other tests from changing the limit while one uses it.
 pub fn limited_gpu(limit: u64) -> MutexGuard<'static, Arc<Gpu>> {
