@@ -195,8 +195,10 @@ fn train_parity(g: &Arc<Gpu>, f: &Fixture) {
     }
 }
 
-/// Three steps of each optimiser: losses within 1e-4 relative, running statistics within 1e-4,
-/// parameters within 1e-3.
+/// Three steps of each optimiser: losses within 1e-4 relative, running statistics within 2e-4,
+/// parameters within 1e-3. (PyTorch's own float32 run is 7e-5 from these float64 dumps in the
+/// running statistics, which see the lr-sized updates Adam makes of near-zero gradients' rounding
+/// noise; another summation order, e.g. lavapipe with 16-lane subgroups, reaches 1.2e-4.)
 fn adam_parity(g: &Arc<Gpu>, f: &Fixture) {
     for kind in ["sigmoid", "softmax"] {
         for (opt, oname) in [(OptimizerKind::Adam, "adam"), (OptimizerKind::AdamW, "adamw")] {
@@ -223,7 +225,7 @@ fn adam_parity(g: &Arc<Gpu>, f: &Fixture) {
                 let want = f.get(&format!("after.{case}.{}", p.name));
                 let got = &sd.tensors[&p.name].1;
                 if !p.trainable {
-                    assert_close(&format!("{} after {case}", p.name), got, want, 1e-4);
+                    assert_close(&format!("{} after {case}", p.name), got, want, 2e-4);
                     continue;
                 }
                 // Adam turns rounding noise in near-zero gradients into updates of up to lr per
