@@ -123,6 +123,9 @@ impl StateDict {
     }
 }
 
+/// The metadata key under which tailor records a checkpoint's [`DenseNetConfig`] (as JSON).
+pub const CONFIG_KEY: &str = "tailor.config";
+
 /// Where a state dict's DenseNet configuration came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Inferred {
@@ -138,7 +141,7 @@ impl StateDict {
     /// per block, the transitions' compression, classes). `memory_efficient` is not stored in
     /// weights and comes back on.
     pub fn densenet_config(&self) -> Result<(DenseNetConfig, Inferred), String> {
-        if let Some(c) = self.metadata.get("tailor.config").and_then(|t| serde_json::from_str(t).ok()) {
+        if let Some(c) = self.metadata.get(CONFIG_KEY).and_then(|t| serde_json::from_str(t).ok()) {
             return Ok((c, Inferred::Metadata));
         }
         self.config_from_tensors().map(|c| (c, Inferred::Tensors))
@@ -271,7 +274,7 @@ mod tests {
         }
         // tailor's own record wins over the shapes.
         let mut sd = zeros(&odd);
-        sd.metadata.insert("tailor.config".into(), serde_json::to_string(&odd).unwrap());
+        sd.metadata.insert(CONFIG_KEY.into(), serde_json::to_string(&odd).unwrap());
         assert_eq!(sd.densenet_config().unwrap(), (odd, Inferred::Metadata));
         // Not a DenseNet: the message says what is missing.
         let mut sd = StateDict::default();

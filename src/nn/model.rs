@@ -131,7 +131,8 @@ impl Model {
         for b in self.bn_names().collect::<Vec<_>>() {
             sd.counters.insert(format!("{b}.num_batches_tracked"), self.batches_tracked);
         }
-        sd.metadata.insert("tailor.config".into(), serde_json::to_string(&self.net.config).unwrap_or_default());
+        sd.metadata
+            .insert(super::checkpoint::CONFIG_KEY.into(), serde_json::to_string(&self.net.config).unwrap_or_default());
         Ok(sd)
     }
 }
