@@ -22,13 +22,16 @@ pub fn run(cli: &super::Cli, a: &TrainArgs) -> Result<()> {
     let gpu = Gpu::with_options(&cli.gpu_options())?;
     let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs/compare"));
     super::common::make_dir(&out)?;
+    // The three runs share one split (same flags and seed): load and split the images once.
+    let data = super::train::prepare(a, None)?;
+    super::train::print_found(&data);
     let mut reports = Vec::new();
     for scheme in PAPER_SCHEMES {
         eprintln!("== {scheme} ==");
         let mut args = a.clone();
         args.weighting = scheme.to_ascii_lowercase();
         args.out = Some(out.join(scheme.to_ascii_lowercase()));
-        let run = super::train::train(&gpu, &args)?;
+        let run = super::train::train_on(&gpu, &args, Some(&data))?;
         let e = EvalArgs {
             model: run.dir.clone(),
             data: Default::default(),
@@ -36,7 +39,7 @@ pub fn run(cli: &super::Cli, a: &TrainArgs) -> Result<()> {
             batch_size: a.batch_size,
             out: None,
         };
-        reports.push((scheme, super::eval::eval(&gpu, &e)?));
+        reports.push((scheme, super::eval::eval_on(&gpu, &e, Some(&data))?));
     }
     let refs: Vec<(&str, &crate::metrics::EvalReport)> = reports.iter().map(|(s, r)| (*s, r)).collect();
     let table = SchemeComparison::from_reports(&refs)?;

@@ -42,6 +42,12 @@ pub fn run(cli: &super::Cli, a: &EvalArgs) -> Result<()> {
 
 /// Evaluates and writes every file; returns the report.
 pub fn eval(gpu: &Arc<Gpu>, a: &EvalArgs) -> Result<EvalReport> {
+    eval_on(gpu, a, None)
+}
+
+/// [`eval`] on the run's validation split, taken from `data` when given (loaded by
+/// [`super::train::prepare`] with the run's flags, as `compare` does once for its three runs).
+pub fn eval_on(gpu: &Arc<Gpu>, a: &EvalArgs, data: Option<&super::train::Prepared>) -> Result<EvalReport> {
     if a.batch_size == 0 {
         return Err(Error::Invalid("--batch-size 0: give a positive batch size".into()));
     }
@@ -49,7 +55,14 @@ pub fn eval(gpu: &Arc<Gpu>, a: &EvalArgs) -> Result<EvalReport> {
     let image = cfg.preprocess.image_spec()?;
     let (ds, indices) = match &a.data.data {
         None => {
-            let p = super::train::prepare(&cfg.args, Some(image))?;
+            let loaded;
+            let p = match data {
+                Some(p) => p,
+                None => {
+                    loaded = super::train::prepare(&cfg.args, Some(image))?;
+                    &loaded
+                }
+            };
             if p.split.val.is_empty() {
                 return Err(Error::Invalid(format!(
                     "the run in {} has no validation split (--val-fraction 0); give a dataset with --data",
@@ -59,7 +72,7 @@ pub fn eval(gpu: &Arc<Gpu>, a: &EvalArgs) -> Result<EvalReport> {
             if p.ds.label_names != cfg.label_names {
                 return Err(Error::Invalid("the run's data now has other labels; give --data explicitly".into()));
             }
-            (p.ds, p.split.val)
+            (p.ds.clone(), p.split.val.clone())
         }
         Some(_) => {
             let ds = external(a, &cfg)?;

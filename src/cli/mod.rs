@@ -57,12 +57,43 @@ impl Cli {
     /// Parses the process's arguments. Every option's value may be a negative number, so that
     /// `--beta -0.5` reaches tailor's own check of the value ("must be in [0, 1)") and
     /// `--batch-size -8` clap's "invalid value", instead of clap's "unexpected argument '-0'".
-    /// (Not `allow_hyphen_values`: that would take a forgotten value's next flag as the value.
-    /// clap's numbers have no negative exponent, so `-1e-4` needs `--weight-decay=-1e-4`.)
+    /// (Not `allow_hyphen_values`: that would take a forgotten value's next flag as the value.)
     fn parse_args() -> Cli {
-        let matches = allow_negative_numbers(Cli::command()).get_matches();
+        let args = join_negative_values(std::env::args_os().collect());
+        let matches = allow_negative_numbers(Cli::command()).get_matches_from(args);
         Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut Cli::command()).exit())
     }
+}
+
+/// `--flag -1e-4` as `--flag=-1e-4`: clap's idea of a negative number has no negative exponent
+/// (nor `-.5`), so it would take `-1e-4` for short flags and stop at "unexpected argument '-1'".
+/// Only a value that Rust reads as a finite number is joined, only to a long option written
+/// without `=`, and nothing after `--`.
+fn join_negative_values(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut out: Vec<std::ffi::OsString> = Vec::with_capacity(args.len());
+    let mut iter = args.into_iter().peekable();
+    while let Some(arg) = iter.next() {
+        let text = arg.to_str().unwrap_or("");
+        let negative_number = |v: &std::ffi::OsString| {
+            v.to_str().is_some_and(|v| v.starts_with('-') && v.parse::<f64>().is_ok_and(f64::is_finite))
+        };
+        if text == "--" {
+            out.push(arg);
+            out.extend(iter);
+            break;
+        }
+        let long_without_value = text.len() > 2 && text.starts_with("--") && !text.contains('=');
+        match iter.peek() {
+            Some(next) if long_without_value && negative_number(next) => {
+                let mut joined = arg.clone();
+                joined.push("=");
+                joined.push(iter.next().expect("peeked"));
+                out.push(joined);
+            }
+            _ => out.push(arg),
+        }
+    }
+    out
 }
 
 fn allow_negative_numbers(cmd: clap::Command) -> clap::Command {
@@ -81,5 +112,25 @@ pub fn main() -> crate::Result<()> {
         Command::Predict(a) => predict::run(&cli, a),
         Command::Weights(a) => weights::run(a),
         Command::Compare(a) => compare::run(&cli, a),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::join_negative_values;
+
+    fn join(args: &[&str]) -> Vec<String> {
+        let args = args.iter().map(std::ffi::OsString::from).collect();
+        join_negative_values(args).into_iter().map(|a| a.into_string().unwrap()).collect()
+    }
+
+    #[test]
+    fn negative_values_with_exponents_are_joined_to_their_option() {
+        assert_eq!(join(&["t", "train", "--weight-decay", "-1e-4"]), ["t", "train", "--weight-decay=-1e-4"]);
+        assert_eq!(join(&["t", "--beta", "-.5", "--lr", "1e-3"]), ["t", "--beta=-.5", "--lr", "1e-3"]);
+        // Already joined, a flag after a flag, words that are not numbers, after `--`: untouched.
+        assert_eq!(join(&["t", "--lr=-1", "--json", "--x"]), ["t", "--lr=-1", "--json", "--x"]);
+        assert_eq!(join(&["t", "--out", "-inf", "--name", "-nan"]), ["t", "--out", "-inf", "--name", "-nan"]);
+        assert_eq!(join(&["t", "--", "--lr", "-1e-4"]), ["t", "--", "--lr", "-1e-4"]);
     }
 }

@@ -261,6 +261,12 @@ pub fn run(cli: &super::Cli, a: &TrainArgs) -> Result<()> {
 
 /// Trains (or resumes) a run; returns its folder and configuration.
 pub fn train(gpu: &Arc<Gpu>, a: &TrainArgs) -> Result<Outcome> {
+    train_on(gpu, a, None)
+}
+
+/// [`train`] on data already loaded and split by [`prepare`] with `a`'s flags (`compare`'s three
+/// runs load it once, and say what they found once); `None` loads it.
+pub fn train_on(gpu: &Arc<Gpu>, a: &TrainArgs, data: Option<&Prepared>) -> Result<Outcome> {
     let (args, resumed, dir) = match &a.resume {
         Some(dir) => {
             check_resume_flags(a, dir)?;
@@ -293,16 +299,23 @@ pub fn train(gpu: &Arc<Gpu>, a: &TrainArgs) -> Result<Outcome> {
     args.arch.config(1, 1)?;
     args.weighting()?;
     args.optimizer(1)?;
-    let image = resumed.as_ref().map(|c| c.preprocess.image_spec()).transpose()?;
-    let p = prepare(&args, image)?;
-    print_found(&p);
+    let loaded;
+    let p = match data {
+        Some(p) if resumed.is_none() => p,
+        _ => {
+            let image = resumed.as_ref().map(|c| c.preprocess.image_spec()).transpose()?;
+            loaded = prepare(&args, image)?;
+            print_found(&loaded);
+            &loaded
+        }
+    };
     let kind = p.ds.kind();
     let loss = args.loss(kind)?;
     let counts: Vec<u64> = p.split.train_counts.iter().map(|&n| n as u64).collect();
     let weighting = args.weighting()?;
     let cw = class_weights_report(&counts, weighting, Some(&p.ds.label_names))?;
     let weights = renormalise_to_classes(&cw.weights);
-    print_labels(&p, &cw.effective, &weights, &args);
+    print_labels(p, &cw.effective, &weights, &args);
 
     let batch = args.batch_size.min(p.split.train.len());
     if batch == 0 {
@@ -436,7 +449,7 @@ pub fn train(gpu: &Arc<Gpu>, a: &TrainArgs) -> Result<Outcome> {
         });
         let mut msg = format!("epoch {}/{epochs}: loss {mean_loss:.4}, {ips:.1} images/s", epoch + 1);
         if !p.split.val.is_empty() {
-            let (map, top1) = validate(&predictor, &p, &norm, &cfg).map_err(|e| diverged(e, epoch))?;
+            let (map, top1) = validate(&predictor, p, &norm, &cfg).map_err(|e| diverged(e, epoch))?;
             line["val_macro_map"] = serde_json::json!(map);
             msg += &format!(", val macro mAP {}", fmt(map));
             if kind == LabelKind::Single {
@@ -521,7 +534,7 @@ fn default_out(a: &TrainArgs) -> PathBuf {
     PathBuf::from("runs").join(stem)
 }
 
-fn print_found(p: &Prepared) {
+pub fn print_found(p: &Prepared) {
     let kind = if p.ds.kind() == LabelKind::Single { "single-label" } else { "multi-label" };
     eprintln!(
         "{}: {} samples, {} labels ({kind}), images {}×{}×{}; {} for training, {} for validation",

@@ -79,7 +79,7 @@ pub fn unusable_reason(adapter: &wgpu::Adapter) -> Option<String> {
             info.subgroup_min_size
         ));
     }
-    None
+    super::limits_shortfall(&adapter.limits())
 }
 
 /// Every adapter the backends can see, in the order tailor prefers them.

@@ -4,10 +4,12 @@
 mod buffer;
 mod device;
 mod dispatch;
+mod needs;
 mod precompile;
 pub mod shaders;
 
 pub use buffer::host_available;
 pub use device::*;
 pub use dispatch::*;
+pub use needs::{kernel_needs, limits_shortfall, KernelNeeds};
 pub use precompile::PipelineSpec;
