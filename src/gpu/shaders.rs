@@ -25,3 +25,10 @@ shaders! {
     LOSS => "loss.wgsl",
     ADAM => "adam.wgsl",
 }
+
+/// Not a kernel: the driver probe of `benches/loads.rs` (outside [`ALL`], so it neither sets the
+/// limits the kernels need nor warms any cache).
+pub const PROBE_LOADS: Shader =
+    Shader { name: "probe_loads.wgsl", source: include_str!("../../shaders/probe_loads.wgsl") };
+/// The shaders of `shaders/` that are not kernels.
+pub const PROBES: &[Shader] = &[PROBE_LOADS];

@@ -18,11 +18,11 @@ fn every_shader_file_parses_and_validates() {
             .unwrap_or_else(|e| panic!("{}: {}", path.display(), e.emit_to_string(&src)));
         let name = path.file_name().unwrap().to_str().unwrap();
         assert!(
-            shaders::ALL.iter().any(|s| s.name == name),
+            shaders::ALL.iter().chain(shaders::PROBES).any(|s| s.name == name),
             "{name} is in shaders/ but not registered in src/gpu/shaders.rs"
         );
     }
-    assert_eq!(files.len(), shaders::ALL.len(), "a registered shader has no file");
+    assert_eq!(files.len(), shaders::ALL.len() + shaders::PROBES.len(), "a registered shader has no file");
 }
 
 /// The batch norm shader for devices without subgroups validates without the capability.
