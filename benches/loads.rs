@@ -13,6 +13,7 @@ const KINDS: &[(u32, &str)] = &[
     (1, "storage f32, same address in every lane"),
     (2, "storage f32, an address per lane"),
     (3, "storage vec4, an address per lane"),
+    (8, "storage vec4, an address per lane, rows 4 KiB apart"),
     (4, "uniform f32, an address per lane"),
     (5, "uniform vec4, an address per lane"),
     (6, "workgroup f32, an address per lane"),
@@ -23,7 +24,7 @@ const KINDS: &[(u32, &str)] = &[
 fn expected(mode: u32, k: u32) -> f32 {
     match mode {
         0 => (k * (k - 1) / 2) as f32,
-        3 | 5 | 7 => 4.0 * k as f32,
+        3 | 5 | 7 | 8 => 4.0 * k as f32,
         _ => k as f32,
     }
 }

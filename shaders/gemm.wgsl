@@ -13,7 +13,8 @@
 // - the accumulators are separate variables (llvmpipe keeps arrays in memory even when every
 //   index is constant), and the tile-size branches are constant after specialisation.
 //
-// Grid: x = column tiles (WG·TN columns), y = row tiles (TM rows), z = slices. Slice z covers batches g·b_chunk.. and
+// Grid: x = column tiles (WG·TN columns), y = row tiles (TM rows), z = slices; tile() takes x
+// and y in row-tile-first order. Slice z covers batches g·b_chunk.. and
 // reduction indices s·k_chunk.. (g = z / k_splits, s = z % k_splits). When there is one slice per
 // output matrix the result goes to C with alpha/accumulate; otherwise (split-K, or a sum over the
 // batch when C has batch stride 0) binding 1 is a scratch buffer of raw partial sums, one M×N
@@ -142,8 +143,12 @@ struct Range {
     k1: u32,
 }
 
-fn tile(wid: vec3<u32>, lid: vec3<u32>, sid: u32) -> Tile {
-    return Tile(wid.y * TM, (wid.x * WG + lid.x) * TN, sid & 7u);
+// Workgroups run roughly in order of x + y·nwg.x, so the row tile is taken as the fastest part
+// of that index: the nwg.y row tiles of one column block run back to back and share its B
+// columns while they are in cache, instead of every row tile streaming all of B.
+fn tile(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>, sid: u32) -> Tile {
+    let f = wid.x + wid.y * nwg.x;
+    return Tile((f % nwg.y) * TM, ((f / nwg.y) * WG + lid.x) * TN, sid & 7u);
 }
 
 fn slice_range(z: u32) -> Range {
@@ -484,17 +489,17 @@ fn mul_gg(t: Tile, r: Range) {
 }
 
 @compute @workgroup_size(WG)
-fn gemm_gg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
-           @builtin(subgroup_invocation_id) sid: u32) {
-    let t = tile(wid, lid, sid);
+fn gemm_gg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_id) lid: vec3<u32>, @builtin(subgroup_invocation_id) sid: u32) {
+    let t = tile(wid, nwg, lid, sid);
     mul_gg(t, slice_range(wid.z));
     store(t, wid.z);
 }
 
 @compute @workgroup_size(WG)
-fn gemm_gg_c4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
-              @builtin(subgroup_invocation_id) sid: u32) {
-    let t = tile(wid, lid, sid);
+fn gemm_gg_c4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_id) lid: vec3<u32>, @builtin(subgroup_invocation_id) sid: u32) {
+    let t = tile(wid, nwg, lid, sid);
     mul_gg(t, slice_range(wid.z));
     store_c4(t, wid.z);
 }
@@ -510,17 +515,17 @@ fn mul_gn(t: Tile, r: Range) {
 }
 
 @compute @workgroup_size(WG)
-fn gemm_gn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
-           @builtin(subgroup_invocation_id) sid: u32) {
-    let t = tile(wid, lid, sid);
+fn gemm_gn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_id) lid: vec3<u32>, @builtin(subgroup_invocation_id) sid: u32) {
+    let t = tile(wid, nwg, lid, sid);
     mul_gn(t, slice_range(wid.z));
     store(t, wid.z);
 }
 
 @compute @workgroup_size(WG)
-fn gemm_gn_c4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
-              @builtin(subgroup_invocation_id) sid: u32) {
-    let t = tile(wid, lid, sid);
+fn gemm_gn_c4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_id) lid: vec3<u32>, @builtin(subgroup_invocation_id) sid: u32) {
+    let t = tile(wid, nwg, lid, sid);
     mul_gn(t, slice_range(wid.z));
     store_c4(t, wid.z);
 }
@@ -536,17 +541,17 @@ fn mul_gk(t: Tile, r: Range) {
 }
 
 @compute @workgroup_size(WG)
-fn gemm_gk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
-           @builtin(subgroup_invocation_id) sid: u32) {
-    let t = tile(wid, lid, sid);
+fn gemm_gk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_id) lid: vec3<u32>, @builtin(subgroup_invocation_id) sid: u32) {
+    let t = tile(wid, nwg, lid, sid);
     mul_gk(t, slice_range(wid.z));
     store(t, wid.z);
 }
 
 @compute @workgroup_size(WG)
-fn gemm_gk_c4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
-              @builtin(subgroup_invocation_id) sid: u32) {
-    let t = tile(wid, lid, sid);
+fn gemm_gk_c4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_id) lid: vec3<u32>, @builtin(subgroup_invocation_id) sid: u32) {
+    let t = tile(wid, nwg, lid, sid);
     mul_gk(t, slice_range(wid.z));
     store_c4(t, wid.z);
 }
@@ -562,17 +567,17 @@ fn mul_kg(t: Tile, r: Range) {
 }
 
 @compute @workgroup_size(WG)
-fn gemm_kg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
-           @builtin(subgroup_invocation_id) sid: u32) {
-    let t = tile(wid, lid, sid);
+fn gemm_kg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_id) lid: vec3<u32>, @builtin(subgroup_invocation_id) sid: u32) {
+    let t = tile(wid, nwg, lid, sid);
     mul_kg(t, slice_range(wid.z));
     store(t, wid.z);
 }
 
 @compute @workgroup_size(WG)
-fn gemm_kg_c4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
-              @builtin(subgroup_invocation_id) sid: u32) {
-    let t = tile(wid, lid, sid);
+fn gemm_kg_c4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_id) lid: vec3<u32>, @builtin(subgroup_invocation_id) sid: u32) {
+    let t = tile(wid, nwg, lid, sid);
     mul_kg(t, slice_range(wid.z));
     store_c4(t, wid.z);
 }
@@ -588,17 +593,17 @@ fn mul_kn(t: Tile, r: Range) {
 }
 
 @compute @workgroup_size(WG)
-fn gemm_kn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
-           @builtin(subgroup_invocation_id) sid: u32) {
-    let t = tile(wid, lid, sid);
+fn gemm_kn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_id) lid: vec3<u32>, @builtin(subgroup_invocation_id) sid: u32) {
+    let t = tile(wid, nwg, lid, sid);
     mul_kn(t, slice_range(wid.z));
     store(t, wid.z);
 }
 
 @compute @workgroup_size(WG)
-fn gemm_kn_c4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
-              @builtin(subgroup_invocation_id) sid: u32) {
-    let t = tile(wid, lid, sid);
+fn gemm_kn_c4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_id) lid: vec3<u32>, @builtin(subgroup_invocation_id) sid: u32) {
+    let t = tile(wid, nwg, lid, sid);
     mul_kn(t, slice_range(wid.z));
     store_c4(t, wid.z);
 }
@@ -614,17 +619,17 @@ fn mul_kk(t: Tile, r: Range) {
 }
 
 @compute @workgroup_size(WG)
-fn gemm_kk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
-           @builtin(subgroup_invocation_id) sid: u32) {
-    let t = tile(wid, lid, sid);
+fn gemm_kk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_id) lid: vec3<u32>, @builtin(subgroup_invocation_id) sid: u32) {
+    let t = tile(wid, nwg, lid, sid);
     mul_kk(t, slice_range(wid.z));
     store(t, wid.z);
 }
 
 @compute @workgroup_size(WG)
-fn gemm_kk_c4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
-              @builtin(subgroup_invocation_id) sid: u32) {
-    let t = tile(wid, lid, sid);
+fn gemm_kk_c4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_id) lid: vec3<u32>, @builtin(subgroup_invocation_id) sid: u32) {
+    let t = tile(wid, nwg, lid, sid);
     mul_kk(t, slice_range(wid.z));
     store_c4(t, wid.z);
 }
@@ -640,17 +645,17 @@ fn mul_mg(t: Tile, r: Range) {
 }
 
 @compute @workgroup_size(WG)
-fn gemm_mg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
-           @builtin(subgroup_invocation_id) sid: u32) {
-    let t = tile(wid, lid, sid);
+fn gemm_mg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_id) lid: vec3<u32>, @builtin(subgroup_invocation_id) sid: u32) {
+    let t = tile(wid, nwg, lid, sid);
     mul_mg(t, slice_range(wid.z));
     store(t, wid.z);
 }
 
 @compute @workgroup_size(WG)
-fn gemm_mg_c4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
-              @builtin(subgroup_invocation_id) sid: u32) {
-    let t = tile(wid, lid, sid);
+fn gemm_mg_c4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_id) lid: vec3<u32>, @builtin(subgroup_invocation_id) sid: u32) {
+    let t = tile(wid, nwg, lid, sid);
     mul_mg(t, slice_range(wid.z));
     store_c4(t, wid.z);
 }
@@ -666,17 +671,17 @@ fn mul_mn(t: Tile, r: Range) {
 }
 
 @compute @workgroup_size(WG)
-fn gemm_mn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
-           @builtin(subgroup_invocation_id) sid: u32) {
-    let t = tile(wid, lid, sid);
+fn gemm_mn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_id) lid: vec3<u32>, @builtin(subgroup_invocation_id) sid: u32) {
+    let t = tile(wid, nwg, lid, sid);
     mul_mn(t, slice_range(wid.z));
     store(t, wid.z);
 }
 
 @compute @workgroup_size(WG)
-fn gemm_mn_c4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
-              @builtin(subgroup_invocation_id) sid: u32) {
-    let t = tile(wid, lid, sid);
+fn gemm_mn_c4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_id) lid: vec3<u32>, @builtin(subgroup_invocation_id) sid: u32) {
+    let t = tile(wid, nwg, lid, sid);
     mul_mn(t, slice_range(wid.z));
     store_c4(t, wid.z);
 }
@@ -692,17 +697,17 @@ fn mul_mk(t: Tile, r: Range) {
 }
 
 @compute @workgroup_size(WG)
-fn gemm_mk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
-           @builtin(subgroup_invocation_id) sid: u32) {
-    let t = tile(wid, lid, sid);
+fn gemm_mk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_id) lid: vec3<u32>, @builtin(subgroup_invocation_id) sid: u32) {
+    let t = tile(wid, nwg, lid, sid);
     mul_mk(t, slice_range(wid.z));
     store(t, wid.z);
 }
 
 @compute @workgroup_size(WG)
-fn gemm_mk_c4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
-              @builtin(subgroup_invocation_id) sid: u32) {
-    let t = tile(wid, lid, sid);
+fn gemm_mk_c4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_id) lid: vec3<u32>, @builtin(subgroup_invocation_id) sid: u32) {
+    let t = tile(wid, nwg, lid, sid);
     mul_mk(t, slice_range(wid.z));
     store_c4(t, wid.z);
 }

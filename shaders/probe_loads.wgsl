@@ -53,6 +53,13 @@ fn probe(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
             // Storage, one address per lane.
             case 2u: { a += vec4(x[o], x[o + 8u], x[o + 16u], x[o + 24u]); }
             case 3u: { a += vec4(sum4(x4[o]), sum4(x4[o + 8u]), sum4(x4[o + 16u]), sum4(x4[o + 24u])); }
+            // Storage vec4, an address per lane, the four loads p.stride floats apart (rows of a
+            // matrix, as a GEMM walks K), the next iteration on 4 vec4s further.
+            case 8u: {
+                let r = wid.x * 32u + k * 4u + lane;
+                let s4 = p.stride / 4u;
+                a += vec4(sum4(x4[r]), sum4(x4[r + s4]), sum4(x4[r + 2u * s4]), sum4(x4[r + 3u * s4]));
+            }
             // Uniform buffer (64 KiB), one address per lane.
             case 4u: {
                 let i = o & m;
