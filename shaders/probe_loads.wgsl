@@ -7,7 +7,7 @@
 struct Params {
     k: u32, // loads per invocation
     stride: u32, // elements between the regions of consecutive workgroups
-    mask: u32, // index mask for the 64 KiB kinds (uniform, workgroup): their length - 1
+    mask: u32, // 4096 - 1: the index mask of the uniform array (vec4s) and the workgroup array
     _pad: u32,
 }
 
@@ -62,15 +62,15 @@ fn probe(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
             }
             // Uniform buffer (64 KiB), one address per lane.
             case 4u: {
-                let i = o & m;
-                let j = (o + 8u) & m;
-                let l = (o + 16u) & m;
-                let n = (o + 24u) & m;
+                let mf = 4u * m + 3u; // the uniform array as f32s
+                let i = o & mf;
+                let j = (o + 8u) & mf;
+                let l = (o + 16u) & mf;
+                let n = (o + 24u) & mf;
                 a += vec4(u4[i / 4u][i % 4u], u4[j / 4u][j % 4u], u4[l / 4u][l % 4u], u4[n / 4u][n % 4u]);
             }
             case 5u: {
-                let q = m / 4u;
-                a += vec4(sum4(u4[o & q]), sum4(u4[(o + 8u) & q]), sum4(u4[(o + 16u) & q]), sum4(u4[(o + 24u) & q]));
+                a += vec4(sum4(u4[o & m]), sum4(u4[(o + 8u) & m]), sum4(u4[(o + 16u) & m]), sum4(u4[(o + 24u) & m]));
             }
             // Workgroup memory, one address per lane.
             case 6u: { a += vec4(shared_x[o & m], shared_x[(o + 8u) & m], shared_x[(o + 16u) & m], shared_x[(o + 24u) & m]); }
