@@ -29,12 +29,13 @@ MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
 
 
-def images(folder: Path, count: int, size: int) -> list[str]:
+def images(folder: Path, count: int, width: int, height: int) -> list[str]:
+    """Random RGB PNGs of exactly the model's input size, so that tailor resizes nothing."""
     rng = np.random.default_rng(0)
     paths = []
     for i in range(count):
-        p = folder / f"img{i}.png"
-        Image.fromarray(rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)).save(p)
+        p = folder / f"img{i}_{width}x{height}.png"
+        Image.fromarray(rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)).save(p)
         paths.append(str(p))
     return paths
 
@@ -45,12 +46,12 @@ def tailor_logits(tailor: str, args: list[str], paths: list[str]) -> dict[str, l
     return {p["image"]: p["logits"] for p in json.loads(out)}
 
 
-def worst_difference(model: torch.nn.Module, logits: dict[str, list[float]]) -> float:
+def worst_difference(model: torch.nn.Module, logits: dict[str, list[float]], mean=MEAN, std=STD) -> float:
     model.eval()
     worst = 0.0
     for path, theirs in logits.items():
         a = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255.0
-        x = ((torch.from_numpy(a).permute(2, 0, 1) - MEAN) / STD).unsqueeze(0)
+        x = ((torch.from_numpy(a).permute(2, 0, 1) - mean) / std).unsqueeze(0)
         with torch.no_grad():
             ours = model(x)[0].double()
         worst = max(worst, (ours - torch.tensor(theirs, dtype=torch.float64)).abs().max().item())
@@ -68,7 +69,7 @@ def main() -> int:
     ok = True
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        paths = images(tmp, 4, a.size)
+        paths = images(tmp, 4, a.size, a.size)
 
         torch.manual_seed(0)
         tv = getattr(torchvision.models, a.arch)(weights=None, num_classes=1000)
@@ -92,8 +93,11 @@ def main() -> int:
                                                 num_init_features=m["num_init_features"], bn_size=m["bn_size"],
                                                 num_classes=m["num_classes"])
             model.load_state_dict(load_file(str(Path(a.run) / "model.safetensors")))  # strict
-            got = tailor_logits(a.tailor, ["--model", a.run], paths)
-            d = worst_difference(model, got)
+            # The run's own input size and normalisation (its config.json), as `tailor predict` uses them.
+            pre = config["preprocess"]
+            run_paths = images(tmp, 4, pre["width"], pre["height"])
+            got = tailor_logits(a.tailor, ["--model", a.run], run_paths)
+            d = worst_difference(model, got, torch.tensor(pre["mean"]).view(3, 1, 1), torch.tensor(pre["std"]).view(3, 1, 1))
             print(f"tailor run {a.run} -> torchvision {config['arch']}: strict load ok, worst |logit difference| {d:.2e}")
             ok &= d <= a.tol
     return 0 if ok else 1
