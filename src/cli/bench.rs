@@ -12,7 +12,6 @@ use crate::nn::model::Model;
 use crate::nn::optim::OptimizerConfig;
 use crate::nn::train::{NodeTime, Targets, TrainConfig, Trainer};
 use crate::rng::Rng;
-use crate::Gpu;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -89,7 +88,7 @@ pub fn run(cli: &super::Cli, a: &Args) -> Result<()> {
     let size = a.image_size.unwrap_or(size);
     let mut config = DenseNetConfig::preset(&arch, a.classes, 3)?;
     config.memory_efficient = !a.no_memory_efficient;
-    let gpu = Gpu::with_options(&cli.gpu_options())?;
+    let gpu = cli.open_gpu()?;
     let model = Model::new(gpu.clone(), config, 0)?;
     let params = model.net.num_params();
     // The peers' loss: weighted sigmoid BCE with weights 0.5 + 0.1·c, Adam lr 1e-3.

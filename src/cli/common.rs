@@ -2,14 +2,16 @@
 //! the run directory's `config.json`, preprocessing and batched scoring.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
 use crate::data::{self, CsvSpec, Dataset, IdxSpec, ImageSpec, LabelKind, LabelSource, Normalize, SplitSpec};
 use crate::error::{Error, Result};
+use crate::gpu::{Gpu, PrecompileProgress};
 use crate::nn::densenet::DenseNetConfig;
 use crate::nn::predict::Predictor;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Where the images and labels come from.
 #[derive(clap::Args, Clone, Debug, Default, Serialize, Deserialize)]
@@ -487,6 +489,39 @@ pub fn too_large_hint(e: Error) -> Error {
         )),
         e => e,
     }
+}
+
+/// A cold start on lavapipe compiles the step's pipelines with LLVM for seconds to tens of
+/// seconds before the first step: show that as a progress bar on a terminal, and say afterwards
+/// what took the time when it was long enough to notice (also where stderr is a log file).
+pub fn show_precompile(gpu: &Gpu) {
+    let bar: Mutex<Option<ProgressBar>> = Mutex::new(None);
+    gpu.on_precompile(move |p: &PrecompileProgress| {
+        let mut bar = bar.lock().unwrap_or_else(|e| e.into_inner());
+        if p.done == 0 && !p.finished {
+            let b = ProgressBar::with_draw_target(Some(p.total as u64), ProgressDrawTarget::stderr());
+            b.set_style(
+                ProgressStyle::with_template("compiling GPU pipelines [{bar:30}] {pos}/{len} {elapsed}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+            );
+            *bar = Some(b);
+        } else if let Some(b) = bar.as_ref() {
+            b.set_position(p.done as u64);
+        }
+        if p.finished {
+            if let Some(b) = bar.take() {
+                b.finish_and_clear();
+            }
+            if p.elapsed >= 2.0 {
+                eprintln!(
+                    "compiled {} GPU pipelines in {:.1} s (the driver compiles each once; its shader cache \
+                     keeps them for later runs)",
+                    p.total, p.elapsed
+                );
+            }
+        }
+    });
 }
 
 #[cfg(test)]

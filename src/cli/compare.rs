@@ -7,7 +7,6 @@ use super::eval::EvalArgs;
 use super::train::TrainArgs;
 use crate::error::{Error, Result};
 use crate::metrics::{write_atomic, SchemeComparison, PAPER_SCHEMES};
-use crate::Gpu;
 
 pub fn run(cli: &super::Cli, a: &TrainArgs) -> Result<()> {
     if a.resume.is_some() {
@@ -19,7 +18,7 @@ pub fn run(cli: &super::Cli, a: &TrainArgs) -> Result<()> {
             a.weighting
         )));
     }
-    let gpu = Gpu::with_options(&cli.gpu_options())?;
+    let gpu = cli.open_gpu()?;
     let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs/compare"));
     super::common::make_dir(&out)?;
     // The three runs share one split (same flags and seed): load and split the images once.

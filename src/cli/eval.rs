@@ -34,7 +34,7 @@ pub struct EvalArgs {
 }
 
 pub fn run(cli: &super::Cli, a: &EvalArgs) -> Result<()> {
-    let gpu = Gpu::with_options(&cli.gpu_options())?;
+    let gpu = cli.open_gpu()?;
     let report = eval(&gpu, a)?;
     println!("{}", report.to_markdown_full());
     Ok(())

@@ -51,6 +51,14 @@ impl Cli {
     pub fn gpu_options(&self) -> crate::GpuOptions {
         crate::GpuOptions { adapter: self.adapter.clone(), backend: self.backend.clone() }
     }
+
+    /// Opens the device the options choose, with lavapipe's pipeline compilation shown as
+    /// progress on stderr ([`common::show_precompile`]).
+    pub fn open_gpu(&self) -> crate::Result<std::sync::Arc<crate::Gpu>> {
+        let gpu = crate::Gpu::with_options(&self.gpu_options())?;
+        common::show_precompile(&gpu);
+        Ok(gpu)
+    }
 }
 
 impl Cli {

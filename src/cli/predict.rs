@@ -76,7 +76,7 @@ pub fn run(cli: &super::Cli, a: &PredictArgs) -> Result<()> {
         let flag = if a.top_k == 0 { "--top-k" } else { "--batch-size" };
         return Err(Error::Invalid(format!("{flag} 0: give a positive number")));
     }
-    let gpu = Gpu::with_options(&cli.gpu_options())?;
+    let gpu = cli.open_gpu()?;
     let l = match (&a.model, &a.weights) {
         (Some(dir), _) => from_run(&gpu, dir)?,
         (None, Some(w)) => from_weights(&gpu, a, w)?,

@@ -255,7 +255,7 @@ pub struct Outcome {
 }
 
 pub fn run(cli: &super::Cli, a: &TrainArgs) -> Result<()> {
-    let gpu = Gpu::with_options(&cli.gpu_options())?;
+    let gpu = cli.open_gpu()?;
     train(&gpu, a).map(|_| ())
 }
 
@@ -352,6 +352,9 @@ pub fn train_on(gpu: &Arc<Gpu>, a: &TrainArgs, data: Option<&Prepared>) -> Resul
         class_weights: weights.iter().map(|&w| w as f32).collect(),
         optimizer: args.optimizer(steps_per_epoch)?,
     };
+    // Said before the trainer is built, since building compiles its pipelines: many seconds on
+    // a cold lavapipe.
+    eprintln!("{} ({} parameters) on {}", args.arch.describe(&model_cfg)?, model.net.num_params(), gpu.describe());
     let mut trainer = Trainer::new(model, config).map_err(common::too_large_hint)?;
     let start = match &resumed {
         Some(cfg) => {
@@ -365,10 +368,7 @@ pub fn train_on(gpu: &Arc<Gpu>, a: &TrainArgs, data: Option<&Prepared>) -> Resul
     let predictor =
         Predictor::new(&trainer.model, pred_batch, p.image.height, p.image.width).map_err(common::too_large_hint)?;
     eprintln!(
-        "{} ({} parameters) on {}\ndevice memory (planned): training {}; validation {}",
-        args.arch.describe(&model_cfg)?,
-        trainer.model.net.num_params(),
-        gpu.describe(),
+        "device memory (planned): training {}; validation {}",
         trainer.memory(),
         crate::graph::exec::mib(predictor.memory().total())
     );
@@ -575,12 +575,17 @@ fn train_epoch(trainer: &mut Trainer, loader: &data::Loader, epoch: usize, epoch
     bar.set_prefix(format!("epoch {}/{epochs}", epoch + 1));
     let t0 = Instant::now();
     let (mut sum, mut n, mut last, mut images) = (0.0f64, 0usize, f32::NAN, 0usize);
-    let mut record = |losses: Vec<(u64, f32)>, last: &mut f32| {
+    // Steps finish after `step` returns (their losses come with later calls), so the rate
+    // counts the images of finished steps only: `pending` holds the batch sizes still running.
+    let (mut pending, mut finished) = (std::collections::VecDeque::new(), 0usize);
+    let mut record = |losses: Vec<(u64, f32)>, last: &mut f32, pending: &mut std::collections::VecDeque<usize>| {
         for (_, l) in losses {
             sum += l as f64;
             n += 1;
             *last = l;
+            finished += pending.pop_front().unwrap_or(0);
         }
+        finished
     };
     let classes = trainer.model.net.config.num_classes;
     for b in loader.epoch(epoch as u64) {
@@ -594,13 +599,16 @@ fn train_epoch(trainer: &mut Trainer, loader: &data::Loader, epoch: usize, epoch
             (BatchTargets::Multi(m), _) => Targets::Multi(m),
         };
         let res = trainer.step(&b.images, targets);
-        record(res.map_err(|e| nan_context(e, epoch))?, &mut last);
+        pending.push_back(b.len());
+        let done = record(res.map_err(|e| nan_context(e, epoch))?, &mut last, &mut pending);
         images += b.len();
-        let ips = images as f64 / t0.elapsed().as_secs_f64().max(1e-9);
-        bar.set_message(format!("loss {last:.4} {ips:.1} img/s"));
+        if done > 0 {
+            let ips = done as f64 / t0.elapsed().as_secs_f64().max(1e-9);
+            bar.set_message(format!("loss {last:.4} {ips:.1} img/s"));
+        }
         bar.inc(1);
     }
-    record(trainer.finish().map_err(|e| nan_context(e, epoch))?, &mut last);
+    record(trainer.finish().map_err(|e| nan_context(e, epoch))?, &mut last, &mut pending);
     bar.finish_and_clear();
     let secs = t0.elapsed().as_secs_f64();
     Ok((sum / n.max(1) as f64, images as f64 / secs.max(1e-9), secs))

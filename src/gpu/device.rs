@@ -156,6 +156,8 @@ pub struct Gpu {
     gpu_plans: AtomicBool,
     /// Extra devices that compile pipelines ahead of the first dispatch (see [`Gpu::precompile`]).
     pub(super) precompilers: Mutex<Vec<super::precompile::Worker>>,
+    /// Told how a precompile is getting on (see [`Gpu::on_precompile`]).
+    pub(super) precompile_hook: Mutex<Option<super::precompile::PrecompileHook>>,
 }
 
 impl Gpu {
@@ -220,6 +222,7 @@ impl Gpu {
             binding_limit: AtomicU64::new(binding_limit_from_env()?),
             gpu_plans: AtomicBool::new(false),
             precompilers: Mutex::new(Vec::new()),
+            precompile_hook: Mutex::new(None),
         }))
     }
 

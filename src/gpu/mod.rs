@@ -12,4 +12,4 @@ pub use buffer::host_available;
 pub use device::*;
 pub use dispatch::*;
 pub use needs::{kernel_needs, limits_shortfall, KernelNeeds};
-pub use precompile::PipelineSpec;
+pub use precompile::{PipelineSpec, PrecompileHook, PrecompileProgress};

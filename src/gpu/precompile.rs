@@ -22,6 +22,24 @@ use std::sync::Arc;
 use super::shaders::Shader;
 use super::{Dispatch, Gpu};
 
+/// How far a [`Gpu::precompile`] has got, for a progress display (see [`Gpu::on_precompile`]).
+/// Reported once before the first pipeline (`done` 0), after each one, and once more at the end
+/// (`finished`). Reports come from the compiling threads, so a hook must be thread-safe.
+#[derive(Clone, Debug)]
+pub struct PrecompileProgress {
+    /// Pipelines in this batch.
+    pub total: usize,
+    /// Pipelines dealt with so far (compiled, or left to the step's device).
+    pub done: usize,
+    /// Seconds since this batch began.
+    pub elapsed: f64,
+    /// Whether this is the last report of the batch.
+    pub finished: bool,
+}
+
+/// A hook given [`PrecompileProgress`] reports.
+pub type PrecompileHook = Arc<dyn Fn(&PrecompileProgress) + Send + Sync>;
+
 /// What another device needs to build the same pipeline as a [`Dispatch`]: the entry point and
 /// constants, and the bindings' shape (a uniform block of `params_len` bytes at 0 when non-zero,
 /// then `storage` storage buffers at 1, 2, …).
@@ -97,8 +115,18 @@ impl Gpu {
         self.precompile_specs(&specs)
     }
 
+    /// Has `hook` told how each later [`Gpu::precompile`] is getting on (replacing any earlier
+    /// hook): on lavapipe a cold start compiles for seconds to tens of seconds, which an app or
+    /// the CLI can show as progress. Nothing is reported where nothing is precompiled.
+    pub fn on_precompile(&self, hook: impl Fn(&PrecompileProgress) + Send + Sync + 'static) {
+        *self.precompile_hook.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(hook));
+    }
+
     /// [`Gpu::precompile`] for pipelines given by their specs (whatever the driver).
     pub fn precompile_specs(&self, specs: &[&PipelineSpec]) -> usize {
+        if specs.is_empty() {
+            return 0;
+        }
         // Longest first, so that the biggest kernels (seconds each) do not start last.
         let mut specs = specs.to_vec();
         specs.sort_by(|a, b| b.compile_cost().total_cmp(&a.compile_cost()));
@@ -112,18 +140,29 @@ impl Gpu {
             }
         }
         let log = std::env::var("TAILOR_PRECOMPILE_LOG").is_ok_and(|v| !matches!(v.trim(), "" | "0"));
+        let hook = self.precompile_hook.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let start = std::time::Instant::now();
+        let handled = AtomicUsize::new(0);
+        let report = |done: usize, finished: bool| {
+            if let Some(h) = &hook {
+                h(&PrecompileProgress { total: specs.len(), done, elapsed: start.elapsed().as_secs_f64(), finished });
+            }
+        };
+        report(0, false);
         let next = AtomicUsize::new(0);
         let done = AtomicUsize::new(0);
         std::thread::scope(|scope| {
             for w in workers.iter_mut().take(want) {
-                let (next, done, specs) = (&next, &done, &specs);
+                let (next, done, specs, handled, report) = (&next, &done, &specs, &handled, &report);
                 scope.spawn(move || {
                     // Each worker takes the next pipeline not yet taken, so slow ones balance out.
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(spec) = specs.get(i) else { break };
                         let t = std::time::Instant::now();
-                        match w.compile(spec) {
+                        let compiled = w.compile(spec);
+                        report(handled.fetch_add(1, Ordering::Relaxed) + 1, false);
+                        match compiled {
                             None => break,
                             Some(false) => continue,
                             Some(true) if log => {
@@ -137,6 +176,7 @@ impl Gpu {
                 });
             }
         });
+        report(handled.into_inner(), true);
         done.into_inner()
     }
 }

@@ -71,3 +71,35 @@ fn precompile_builds_each_distinct_pipeline_once() {
     assert_eq!(g.precompile_specs(&[&bn(9)]), 1);
     assert_eq!(g.precompile_specs(&[&bn(4)]), 0);
 }
+
+/// `Gpu::on_precompile` hears each batch begin, each pipeline dealt with (compiled or not) and
+/// the end, and nothing when there is nothing to compile.
+#[test]
+fn precompile_reports_progress() {
+    use std::sync::{Arc, Mutex};
+    use tailor::ops::pool::{self, PoolShape};
+    use tailor::ops::Act;
+    // A device of its own: the shared one's hook would also hear the other tests.
+    let g = tailor::Gpu::new().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::<tailor::gpu::PrecompileProgress>::new()));
+    let log = seen.clone();
+    g.on_precompile(move |p| log.lock().unwrap().push(p.clone()));
+    let s = PoolShape::new(1, 5, 7, 9, 2, 2, 0).unwrap();
+    let (x, y) = (g.zeros("x", s.in_len()).unwrap(), g.zeros("y", s.out_len()).unwrap());
+    let d = pool::avg_forward(&g, &s, Act::whole(&x, 5), Act::whole(&y, 5)).unwrap();
+    // A spec with the wrong number of bindings, which no worker can build.
+    let bad = tailor::gpu::PipelineSpec { storage: 1, ..(*d[0].spec).clone() };
+    assert_eq!(g.precompile_specs(&[&d[0].spec, &bad]), 1);
+    let r = seen.lock().unwrap().clone();
+    assert_eq!(r.len(), 4, "{r:?}");
+    assert_eq!((r[0].total, r[0].done, r[0].finished), (2, 0, false));
+    // The two workers may report in either order.
+    let mut middle: Vec<usize> = r[1..3].iter().map(|p| p.done).collect();
+    middle.sort();
+    assert_eq!(middle, [1, 2]);
+    assert!(r[1..3].iter().all(|p| !p.finished && p.total == 2));
+    assert_eq!((r[3].done, r[3].finished), (2, true));
+    assert!(r.iter().all(|p| p.elapsed >= 0.0 && p.elapsed <= r[3].elapsed));
+    assert_eq!(g.precompile_specs(&[]), 0);
+    assert_eq!(seen.lock().unwrap().len(), 4);
+}
