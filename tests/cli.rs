@@ -375,6 +375,11 @@ fn run_folders_and_checkpoints_are_guarded() {
     // --resume keeps the run's settings: other flags are refused, not silently ignored.
     let err = fails(&["train", "--resume", run_s, "--epochs", "2", "--lr", "0.5", "--batch-size", "4"]);
     assert!(err.contains("--lr") && err.contains("--batch-size") && err.contains("ignored"), "{err}");
+    // A run stopped during its first epoch leaves an empty folder: nothing to resume, and it says so.
+    let stopped = dir.join("stopped");
+    std::fs::create_dir_all(&stopped).unwrap();
+    let err = fails(&["train", "--resume", stopped.to_str().unwrap(), "--epochs", "2"]);
+    assert!(err.contains("holds no tailor run") && err.contains("first epoch") && err.contains("--out"), "{err}");
 
     // The model file of a run with another label count is refused, not scored with a random
     // classifier.

@@ -403,6 +403,16 @@ impl RunConfig {
     pub fn load(dir: &Path) -> Result<RunConfig> {
         let path = dir.join("config.json");
         let text = std::fs::read_to_string(&path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound && dir.is_dir() {
+                // `train` writes config.json with the first epoch's checkpoint: a run stopped
+                // before that leaves only its folder.
+                return Error::file(
+                    dir,
+                    "holds no tailor run (no config.json): --model/--resume need a folder where \
+                     tailor train finished at least one epoch; a run stopped during its first epoch \
+                     left nothing to resume, so train again with --out on this folder",
+                );
+            }
             Error::file(
                 &path,
                 format!("cannot read ({e}); --model/--resume must be a directory written by tailor train"),
