@@ -133,6 +133,24 @@ fn train_resume_eval_predict() {
     let json = ok(&["predict", "--model", run_s, "--format", "json", "--logits", img.to_str().unwrap()]);
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v[0]["logits"].as_array().unwrap().len(), 3);
+    // A folder stands for its images in name order, scored a few batches at a time (2 per batch:
+    // several chunks), with the same results as the files named one by one.
+    let mut files: Vec<String> = std::fs::read_dir(dir.join("images"))
+        .unwrap()
+        .map(|e| e.unwrap().path().to_str().unwrap().to_string())
+        .collect();
+    files.sort();
+    let folder = dir.join("images");
+    let by_folder =
+        ok(&["predict", "--model", run_s, "--format", "csv", "--batch-size", "2", folder.to_str().unwrap()]);
+    let mut args = vec!["predict", "--model", run_s, "--format", "csv"];
+    args.extend(files.iter().map(|f| f.as_str()));
+    assert_eq!(by_folder, ok(&args));
+    assert_eq!(by_folder.lines().count(), 1 + 3 * files.len());
+    let empty = dir.join("no-images");
+    std::fs::create_dir_all(&empty).unwrap();
+    let err = fails(&["predict", "--model", run_s, empty.to_str().unwrap()]);
+    assert!(err.contains("no-images") && err.contains("without PNG or JPEG"), "{err}");
     // Images of another size or colour are fitted with one note on stderr; stdout stays JSON.
     let wide = dir.join("wide.png");
     image::RgbImage::from_pixel(32, 16, image::Rgb([200, 10, 10])).save(&wide).unwrap();

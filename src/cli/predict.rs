@@ -12,10 +12,11 @@ use crate::nn::densenet::{DenseNetConfig, Stem};
 use crate::nn::model::Model;
 use crate::nn::predict::Predictor;
 use crate::Gpu;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct PredictArgs {
-    /// Image files (PNG or JPEG).
+    /// Image files (PNG or JPEG), or folders of them (each folder's .png, .jpg and .jpeg files).
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
     /// A run folder written by `tailor train`.
@@ -84,46 +85,92 @@ pub fn run(cli: &super::Cli, a: &PredictArgs) -> Result<()> {
             return Err(Error::Invalid("give --model DIR (a tailor run) or --weights FILE.safetensors".into()))
         }
     };
+    let images = expand_folders(&a.images)?;
     let n = l.image.len();
-    let mut input = vec![0f32; a.images.len() * n];
-    let mut fitted = FitCounts::default();
-    for (path, out) in a.images.iter().zip(input.chunks_mut(n)) {
-        let (px, c) = load_fitted(path, &l.image)?;
-        to_chw(&px, &l.image, &l.norm, Placement::default(), out);
-        fitted.add(c);
+    let c = l.names.len();
+    let batch = a.batch_size.clamp(1, images.len());
+    let pred = Predictor::new(&l.model, batch, l.image.height, l.image.width).map_err(common::too_large_hint)?;
+    // A folder may hold many thousands of photos: decode and score them a few batches at a
+    // time, so that memory stays that of a few batches whatever the count.
+    let chunk = batch * 8;
+    let bar = ProgressBar::with_draw_target(Some(images.len() as u64), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("predicting [{bar:30}] {pos}/{len} images, eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    if images.len() <= chunk {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
     }
+    let mut fitted = FitCounts::default();
+    let mut rows: Vec<Row> = Vec::with_capacity(images.len());
+    for paths in images.chunks(chunk) {
+        let mut input = vec![0f32; paths.len() * n];
+        for (path, out) in paths.iter().zip(input.chunks_mut(n)) {
+            let (px, counts) = load_fitted(path, &l.image)?;
+            to_chw(&px, &l.image, &l.norm, Placement::default(), out);
+            fitted.add(counts);
+        }
+        let logits = pred.logits(&input)?;
+        if let Some(k) = logits.iter().position(|v| !v.is_finite()) {
+            return Err(Error::file(
+                &paths[k / c],
+                format!(
+                    "the model's output for this image is {}: its weights are not finite (the run diverged); \
+                     retrain with a lower --lr",
+                    logits[k]
+                ),
+            ));
+        }
+        let mut probs = logits.clone();
+        if l.multi {
+            common::sigmoid(&mut probs);
+        } else {
+            common::softmax_rows(&mut probs, c);
+        }
+        for (i, path) in paths.iter().enumerate() {
+            let chosen = choose(&probs[i * c..(i + 1) * c], &l, a.top_k);
+            rows.push((path.clone(), chosen, logits[i * c..(i + 1) * c].to_vec()));
+        }
+        bar.inc(paths.len() as u64);
+    }
+    bar.finish_and_clear();
     // On stderr, so that --format json and csv stay machine-readable.
     if let Some(note) = fitted.note(&l.image) {
         eprintln!("note: {note}");
     }
-    let batch = a.batch_size.clamp(1, a.images.len());
-    let pred = Predictor::new(&l.model, batch, l.image.height, l.image.width).map_err(common::too_large_hint)?;
-    let logits = pred.logits(&input)?;
-    let c = l.names.len();
-    if let Some(k) = logits.iter().position(|v| !v.is_finite()) {
-        return Err(Error::file(
-            &a.images[k / c],
-            format!(
-                "the model's output for this image is {}: its weights are not finite (the run diverged); \
-                 retrain with a lower --lr",
-                logits[k]
-            ),
-        ));
-    }
-    let mut probs = logits.clone();
-    if l.multi {
-        common::sigmoid(&mut probs);
-    } else {
-        common::softmax_rows(&mut probs, c);
-    }
-    let mut rows = Vec::new();
-    for (i, path) in a.images.iter().enumerate() {
-        let p = &probs[i * c..(i + 1) * c];
-        let chosen = choose(p, &l, a.top_k);
-        rows.push((path, chosen, &logits[i * c..(i + 1) * c]));
-    }
     print(a, &l, &rows);
     Ok(())
+}
+
+/// The image files to score: each file as given, and each folder's PNG and JPEG files (not
+/// its subfolders), in name order.
+fn expand_folders(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if !p.is_dir() {
+            out.push(p.clone());
+            continue;
+        }
+        let entries = std::fs::read_dir(p).map_err(|e| Error::file(p, format!("cannot list the folder: {e}")))?;
+        let mut found: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|f| {
+                let ext = f.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+                f.is_file() && matches!(ext.as_str(), "png" | "jpg" | "jpeg")
+            })
+            .collect();
+        if found.is_empty() {
+            return Err(Error::file(
+                p,
+                "a folder without PNG or JPEG files (.png, .jpg, .jpeg); give image files or a folder of them",
+            ));
+        }
+        found.sort();
+        out.extend(found);
+    }
+    Ok(out)
 }
 
 /// The labels to report: top-k by probability, or those at or above their threshold.
@@ -137,7 +184,8 @@ fn choose(p: &[f32], l: &Loaded, k: usize) -> Vec<(usize, f32)> {
     }
 }
 
-type Row<'a> = (&'a PathBuf, Vec<(usize, f32)>, &'a [f32]);
+/// An image, the labels reported for it with their probabilities, and its logits.
+type Row = (PathBuf, Vec<(usize, f32)>, Vec<f32>);
 
 fn print(a: &PredictArgs, l: &Loaded, rows: &[Row]) {
     match a.format.as_str() {
