@@ -133,6 +133,13 @@ fn train_resume_eval_predict() {
     let json = ok(&["predict", "--model", run_s, "--format", "json", "--logits", img.to_str().unwrap()]);
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v[0]["logits"].as_array().unwrap().len(), 3);
+    // An app loading the run folder through the library gets what the command prints.
+    let tagger = tailor::nn::tagger::Tagger::load(tailor::Gpu::new().unwrap(), &run, 4).unwrap();
+    let (tagged, _) = tagger.tag_files(&[&img], 5).unwrap();
+    let cli_logits: Vec<f32> = v[0]["logits"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+    assert_eq!(tagged[0].logits, cli_logits);
+    let cli_first = v[0]["labels"][0]["label"].as_str().unwrap();
+    assert_eq!(tagger.labels[tagged[0].chosen[0].0], cli_first);
     // A folder stands for its images in name order, scored a few batches at a time (2 per batch:
     // several chunks), with the same results as the files named one by one.
     let mut files: Vec<String> = std::fs::read_dir(dir.join("images"))

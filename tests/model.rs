@@ -185,3 +185,81 @@ fn memory_report_counts_kernel_buffers() {
     assert_eq!(built.total(), planned.total() + built.kernel_buffers, "{planned} / {built}");
     assert!(built.to_string().contains("kernel buffers"));
 }
+
+/// A tagger scores image files as the predictor scores the same fitted input, reports the top
+/// k (single-label) or the labels at their thresholds (multi-label), and refuses parts that do
+/// not fit together.
+#[test]
+fn tagger_tags_image_files() {
+    use tailor::data::{ImageSpec, Normalize};
+    use tailor::nn::model::Model;
+    use tailor::nn::predict::Predictor;
+    use tailor::nn::tagger::Tagger;
+    let gpu = tailor::Gpu::new().expect("no GPU adapter");
+    let dir = std::env::temp_dir().join(format!("tailor-tagger-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // Three images, one of another size (letterboxed) and one gray (converted to RGB).
+    let paths: Vec<PathBuf> = (0..3).map(|i| dir.join(format!("{i}.png"))).collect();
+    image::RgbImage::from_fn(12, 10, |x, y| image::Rgb([(x * 20) as u8, (y * 25) as u8, 90])).save(&paths[0]).unwrap();
+    image::RgbImage::from_fn(20, 10, |x, y| image::Rgb([(x * 9) as u8, 30, (y * 20) as u8])).save(&paths[1]).unwrap();
+    image::GrayImage::from_fn(12, 10, |x, y| image::Luma([(x * y) as u8])).save(&paths[2]).unwrap();
+    let image = ImageSpec::new(12, 10, 3).unwrap();
+    let names: Vec<String> = ["a", "b", "c", "d"].iter().map(|s| s.to_string()).collect();
+    let cfg = DenseNetConfig::small(4, &[1, 1], 3, 4);
+    // Batch 2: three images run as two batches, the second padded.
+    let single = Tagger::new(
+        Model::new(gpu.clone(), cfg.clone(), 5).unwrap(),
+        image,
+        Normalize::default_for(3),
+        names.clone(),
+        false,
+        vec![0.5; 4],
+        2,
+    )
+    .unwrap();
+    let (tagged, fitted) = single.tag_files(&paths, 2).unwrap();
+    assert_eq!((fitted.images, fitted.resized, fitted.converted), (3, 1, 1));
+    let (input, _) = single.prepare(&paths).unwrap();
+    let want = Predictor::new(&single.model, 1, 10, 12).unwrap().logits(&input).unwrap();
+    for (i, t) in tagged.iter().enumerate() {
+        assert_eq!(t.logits, want[i * 4..(i + 1) * 4].to_vec(), "image {i}");
+        let sum: f32 = t.probabilities.iter().sum();
+        assert!((sum - 1.0).abs() < 1e-5, "softmax sums to {sum}");
+        assert_eq!(t.chosen.len(), 2);
+        let best = (0..4).max_by(|&a, &b| t.probabilities[a].total_cmp(&t.probabilities[b])).unwrap();
+        assert_eq!(t.chosen[0], (best, t.probabilities[best]));
+        assert!(t.chosen[0].1 >= t.chosen[1].1);
+    }
+    assert_eq!(single.tag(&input, 2).unwrap(), tagged);
+    // Multi-label: sigmoid probabilities, and exactly the labels at or above their thresholds.
+    let thresholds = vec![0.0, 1.1, 0.5, 0.5];
+    let multi = Tagger::new(
+        Model::new(gpu.clone(), cfg.clone(), 5).unwrap(),
+        image,
+        Normalize::default_for(3),
+        names.clone(),
+        true,
+        thresholds.clone(),
+        4,
+    )
+    .unwrap();
+    for t in multi.tag_files(&paths, 2).unwrap().0 {
+        let want: Vec<usize> = (0..4).filter(|&j| t.probabilities[j] as f64 >= thresholds[j]).collect();
+        let mut got: Vec<usize> = t.chosen.iter().map(|c| c.0).collect();
+        got.sort();
+        assert_eq!(got, want);
+        assert!(got.contains(&0) && !got.contains(&1));
+        assert!(t.logits.iter().zip(&t.probabilities).all(|(l, p)| (1.0 / (1.0 + (-l).exp()) - p).abs() < 1e-6));
+    }
+    // Parts that do not fit together are refused with what differs.
+    let model = || Model::new(gpu.clone(), cfg.clone(), 5).unwrap();
+    let err = Tagger::new(model(), image, Normalize::default_for(3), names[..3].to_vec(), false, vec![0.5; 3], 1);
+    assert!(err.err().unwrap().to_string().contains("4 classes but 3 label names"));
+    let gray = ImageSpec::new(12, 10, 1).unwrap();
+    let err = Tagger::new(model(), gray, Normalize::default_for(1), names.clone(), false, vec![0.5; 4], 1);
+    assert!(err.err().unwrap().to_string().contains("3-channel"));
+    let missing = dir.join("missing.png");
+    let err = single.tag_files(&[&missing], 1).err().unwrap().to_string();
+    assert!(err.contains("missing.png"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -6,11 +6,14 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::{self, CsvSpec, Dataset, IdxSpec, ImageSpec, LabelKind, LabelSource, Normalize, SplitSpec};
+use crate::data::{
+    self, CsvSpec, Dataset, IdxSpec, ImageSpec, LabelKind, LabelSource, Normalize, Preprocess, SplitSpec,
+};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, PrecompileProgress};
 use crate::nn::densenet::DenseNetConfig;
 use crate::nn::predict::Predictor;
+use crate::nn::predict::{sigmoid, softmax_rows};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Where the images and labels come from.
@@ -354,25 +357,6 @@ impl ArchArgs {
     }
 }
 
-/// How a dataset is turned into model input.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Preprocess {
-    pub width: usize,
-    pub height: usize,
-    pub channels: usize,
-    pub mean: Vec<f32>,
-    pub std: Vec<f32>,
-}
-
-impl Preprocess {
-    pub fn image_spec(&self) -> Result<ImageSpec> {
-        ImageSpec::new(self.width, self.height, self.channels)
-    }
-    pub fn normalize(&self) -> Normalize {
-        Normalize { mean: self.mean.clone(), std: self.std.clone() }
-    }
-}
-
 /// Everything in a run directory's `config.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunConfig {
@@ -402,22 +386,7 @@ pub struct RunConfig {
 impl RunConfig {
     pub fn load(dir: &Path) -> Result<RunConfig> {
         let path = dir.join("config.json");
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound && dir.is_dir() {
-                // `train` writes config.json with the first epoch's checkpoint: a run stopped
-                // before that leaves only its folder.
-                return Error::file(
-                    dir,
-                    "holds no tailor run (no config.json): --model/--resume need a folder where \
-                     tailor train finished at least one epoch; a run stopped during its first epoch \
-                     left nothing to resume, so train again with --out on this folder",
-                );
-            }
-            Error::file(
-                &path,
-                format!("cannot read ({e}); --model/--resume must be a directory written by tailor train"),
-            )
-        })?;
+        let text = crate::nn::tagger::run_config_text(dir)?;
         serde_json::from_str(&text).map_err(|e| Error::file(&path, format!("not a tailor run configuration: {e}")))
     }
     pub fn save(&self, dir: &Path) -> Result<()> {
@@ -434,22 +403,6 @@ impl RunConfig {
 }
 
 /// Softmax of each row (in place).
-pub fn softmax_rows(v: &mut [f32], c: usize) {
-    for row in v.chunks_mut(c) {
-        let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut s = 0.0;
-        row.iter_mut().for_each(|x| {
-            *x = (*x - m).exp();
-            s += *x;
-        });
-        row.iter_mut().for_each(|x| *x /= s);
-    }
-}
-
-pub fn sigmoid(v: &mut [f32]) {
-    v.iter_mut().for_each(|x| *x = 1.0 / (1.0 + (-*x).exp()));
-}
-
 /// Scores (softmax or sigmoid probabilities) `[n, C]` of the samples `indices` of `ds`.
 pub fn score(
     pred: &Predictor,

@@ -3,14 +3,13 @@
 
 use std::path::{Path, PathBuf};
 
-use super::common::{self, RunConfig};
-use crate::data::image::{load_fitted, to_chw, FitCounts, Placement};
-use crate::data::{ImageSpec, Normalize};
+use super::common;
+use crate::data::{FitCounts, ImageSpec, Normalize};
 use crate::error::{Error, Result};
 use crate::nn::checkpoint::StateDict;
 use crate::nn::densenet::{DenseNetConfig, Stem};
 use crate::nn::model::Model;
-use crate::nn::predict::Predictor;
+use crate::nn::tagger::{Tagged, Tagger};
 use crate::Gpu;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -51,16 +50,6 @@ pub struct PredictArgs {
     pub batch_size: usize,
 }
 
-/// What the model and its preprocessing are.
-struct Loaded {
-    model: Model,
-    image: ImageSpec,
-    norm: Normalize,
-    names: Vec<String>,
-    multi: bool,
-    thresholds: Vec<f64>,
-}
-
 pub fn run(cli: &super::Cli, a: &PredictArgs) -> Result<()> {
     if !["text", "json", "csv"].contains(&a.format.as_str()) {
         return Err(Error::Invalid(format!("--format '{}': use text, json or csv", a.format)));
@@ -77,19 +66,17 @@ pub fn run(cli: &super::Cli, a: &PredictArgs) -> Result<()> {
         let flag = if a.top_k == 0 { "--top-k" } else { "--batch-size" };
         return Err(Error::Invalid(format!("{flag} 0: give a positive number")));
     }
+    let images = expand_folders(&a.images)?;
     let gpu = cli.open_gpu()?;
-    let l = match (&a.model, &a.weights) {
-        (Some(dir), _) => from_run(&gpu, dir)?,
-        (None, Some(w)) => from_weights(&gpu, a, w)?,
+    let batch = a.batch_size.clamp(1, images.len());
+    let tagger = match (&a.model, &a.weights) {
+        (Some(dir), _) => Tagger::load(gpu.clone(), dir, batch),
+        (None, Some(w)) => from_weights(&gpu, a, w, batch),
         (None, None) => {
             return Err(Error::Invalid("give --model DIR (a tailor run) or --weights FILE.safetensors".into()))
         }
-    };
-    let images = expand_folders(&a.images)?;
-    let n = l.image.len();
-    let c = l.names.len();
-    let batch = a.batch_size.clamp(1, images.len());
-    let pred = Predictor::new(&l.model, batch, l.image.height, l.image.width).map_err(common::too_large_hint)?;
+    }
+    .map_err(common::too_large_hint)?;
     // A folder may hold many thousands of photos: decode and score them a few batches at a
     // time, so that memory stays that of a few batches whatever the count.
     let chunk = batch * 8;
@@ -105,41 +92,17 @@ pub fn run(cli: &super::Cli, a: &PredictArgs) -> Result<()> {
     let mut fitted = FitCounts::default();
     let mut rows: Vec<Row> = Vec::with_capacity(images.len());
     for paths in images.chunks(chunk) {
-        let mut input = vec![0f32; paths.len() * n];
-        for (path, out) in paths.iter().zip(input.chunks_mut(n)) {
-            let (px, counts) = load_fitted(path, &l.image)?;
-            to_chw(&px, &l.image, &l.norm, Placement::default(), out);
-            fitted.add(counts);
-        }
-        let logits = pred.logits(&input)?;
-        if let Some(k) = logits.iter().position(|v| !v.is_finite()) {
-            return Err(Error::file(
-                &paths[k / c],
-                format!(
-                    "the model's output for this image is {}: its weights are not finite (the run diverged); \
-                     retrain with a lower --lr",
-                    logits[k]
-                ),
-            ));
-        }
-        let mut probs = logits.clone();
-        if l.multi {
-            common::sigmoid(&mut probs);
-        } else {
-            common::softmax_rows(&mut probs, c);
-        }
-        for (i, path) in paths.iter().enumerate() {
-            let chosen = choose(&probs[i * c..(i + 1) * c], &l, a.top_k);
-            rows.push((path.clone(), chosen, logits[i * c..(i + 1) * c].to_vec()));
-        }
+        let (tagged, counts) = tagger.tag_files(paths, a.top_k)?;
+        fitted.add(counts);
+        rows.extend(paths.iter().cloned().zip(tagged));
         bar.inc(paths.len() as u64);
     }
     bar.finish_and_clear();
     // On stderr, so that --format json and csv stay machine-readable.
-    if let Some(note) = fitted.note(&l.image) {
+    if let Some(note) = fitted.note(&tagger.image) {
         eprintln!("note: {note}");
     }
-    print(a, &l, &rows);
+    print(a, &tagger, &rows);
     Ok(())
 }
 
@@ -173,33 +136,23 @@ fn expand_folders(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// The labels to report: top-k by probability, or those at or above their threshold.
-fn choose(p: &[f32], l: &Loaded, k: usize) -> Vec<(usize, f32)> {
-    let mut idx: Vec<usize> = (0..p.len()).collect();
-    idx.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
-    if l.multi {
-        idx.into_iter().filter(|&j| p[j] as f64 >= l.thresholds[j]).map(|j| (j, p[j])).collect()
-    } else {
-        idx.into_iter().take(k).map(|j| (j, p[j])).collect()
-    }
-}
+/// An image and what the model made of it.
+type Row = (PathBuf, Tagged);
 
-/// An image, the labels reported for it with their probabilities, and its logits.
-type Row = (PathBuf, Vec<(usize, f32)>, Vec<f32>);
-
-fn print(a: &PredictArgs, l: &Loaded, rows: &[Row]) {
+fn print(a: &PredictArgs, t: &Tagger, rows: &[Row]) {
     match a.format.as_str() {
         "json" => {
             let v: Vec<_> = rows
                 .iter()
-                .map(|(path, chosen, logits)| {
-                    let labels: Vec<_> = chosen
+                .map(|(path, r)| {
+                    let labels: Vec<_> = r
+                        .chosen
                         .iter()
-                        .map(|&(j, p)| serde_json::json!({"label": l.names[j], "probability": p}))
+                        .map(|&(j, p)| serde_json::json!({"label": t.labels[j], "probability": p}))
                         .collect();
                     let mut o = serde_json::json!({"image": path.display().to_string(), "labels": labels});
                     if a.logits {
-                        o["logits"] = serde_json::json!(logits);
+                        o["logits"] = serde_json::json!(r.logits);
                     }
                     o
                 })
@@ -208,19 +161,19 @@ fn print(a: &PredictArgs, l: &Loaded, rows: &[Row]) {
         }
         "csv" => {
             println!("image,label,probability");
-            for (path, chosen, _) in rows {
-                for &(j, p) in chosen {
-                    println!("{},{},{p:.6}", csv_field(&path.display().to_string()), csv_field(&l.names[j]));
+            for (path, r) in rows {
+                for &(j, p) in &r.chosen {
+                    println!("{},{},{p:.6}", csv_field(&path.display().to_string()), csv_field(&t.labels[j]));
                 }
             }
         }
         _ => {
-            for (path, chosen, logits) in rows {
-                let shown: Vec<String> = chosen.iter().map(|&(j, p)| format!("{} {p:.4}", l.names[j])).collect();
+            for (path, r) in rows {
+                let shown: Vec<String> = r.chosen.iter().map(|&(j, p)| format!("{} {p:.4}", t.labels[j])).collect();
                 let shown = if shown.is_empty() { "(no label above its threshold)".into() } else { shown.join(", ") };
                 println!("{}: {shown}", path.display());
                 if a.logits {
-                    let v: Vec<String> = logits.iter().map(|x| format!("{x:.4}")).collect();
+                    let v: Vec<String> = r.logits.iter().map(|x| format!("{x:.4}")).collect();
                     println!("  logits: {}", v.join(" "));
                 }
             }
@@ -236,33 +189,7 @@ fn csv_field(s: &str) -> String {
     }
 }
 
-fn from_run(gpu: &std::sync::Arc<Gpu>, dir: &Path) -> Result<Loaded> {
-    let cfg = RunConfig::load(dir)?;
-    let mut model = Model::new(gpu.clone(), cfg.model.clone(), 0)?;
-    let weights = dir.join("model.safetensors");
-    model.load_own_state_dict(&StateDict::load(&weights)?, &weights)?;
-    let multi = cfg.loss == "sigmoid";
-    let thresholds = load_thresholds(dir, &cfg.label_names)?;
-    Ok(Loaded {
-        model,
-        image: cfg.preprocess.image_spec()?,
-        norm: cfg.preprocess.normalize(),
-        names: cfg.label_names,
-        multi,
-        thresholds,
-    })
-}
-
-/// The thresholds `tailor eval` saved, 0.5 for a label without one.
-fn load_thresholds(dir: &Path, names: &[String]) -> Result<Vec<f64>> {
-    let path = dir.join("thresholds.json");
-    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(vec![0.5; names.len()]) };
-    let v: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| Error::file(&path, format!("not JSON ({e}); delete it or run tailor eval again")))?;
-    Ok(names.iter().map(|n| v["thresholds"][n].as_f64().unwrap_or(0.5)).collect())
-}
-
-fn from_weights(gpu: &std::sync::Arc<Gpu>, a: &PredictArgs, path: &Path) -> Result<Loaded> {
+fn from_weights(gpu: &std::sync::Arc<Gpu>, a: &PredictArgs, path: &Path, batch: usize) -> Result<Tagger> {
     let sd = StateDict::load(path)?;
     let cfg = weights_config(a, &sd, path)?;
     let classes = cfg.num_classes;
@@ -309,14 +236,8 @@ fn from_weights(gpu: &std::sync::Arc<Gpu>, a: &PredictArgs, path: &Path) -> Resu
     };
     // The normalisation tailor trains with (ImageNet's for RGB, as torchvision's models expect).
     let channels = cfg.in_channels;
-    Ok(Loaded {
-        model,
-        image: ImageSpec::new(w, h, channels)?,
-        norm: Normalize::default_for(channels),
-        names,
-        multi: false,
-        thresholds: vec![0.5; classes],
-    })
+    let (image, norm) = (ImageSpec::new(w, h, channels)?, Normalize::default_for(channels));
+    Tagger::new(model, image, norm, names, false, vec![0.5; classes], batch)
 }
 
 /// The network of `--weights`: the preset `--arch` names, else the one the tensors describe.

@@ -9,8 +9,10 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
-use super::common::{self, ArchArgs, DataArgs, Preprocess, RunConfig, Source, SplitArgs};
-use crate::data::{self, Augment, BatchTargets, Dataset, ImageSpec, LabelKind, Normalize, Split, SplitSpec};
+use super::common::{self, ArchArgs, DataArgs, RunConfig, Source, SplitArgs};
+use crate::data::{
+    self, Augment, BatchTargets, Dataset, ImageSpec, LabelKind, Normalize, Preprocess, Split, SplitSpec,
+};
 use crate::error::{Error, Result};
 use crate::graph::LossKind;
 use crate::metrics::{self, EvalOptions, Predictions, Truth};

@@ -51,6 +51,26 @@ impl ImageSpec {
     }
 }
 
+/// How images become model input: the size and channels they are fitted to and the per-channel
+/// normalisation (a run's `config.json` keeps it, so that inference does what training did).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Preprocess {
+    pub width: usize,
+    pub height: usize,
+    pub channels: usize,
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+}
+
+impl Preprocess {
+    pub fn image_spec(&self) -> Result<ImageSpec> {
+        ImageSpec::new(self.width, self.height, self.channels)
+    }
+    pub fn normalize(&self) -> Normalize {
+        Normalize { mean: self.mean.clone(), std: self.std.clone() }
+    }
+}
+
 /// Per-channel mean and standard deviation, applied after dividing by 255.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Normalize {

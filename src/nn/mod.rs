@@ -5,5 +5,6 @@ pub mod densenet;
 pub mod model;
 pub mod optim;
 pub mod predict;
+pub mod tagger;
 pub mod train;
 pub mod weights;

@@ -63,3 +63,21 @@ impl Predictor {
         Ok(out)
     }
 }
+
+/// Softmax of each row of `c` values, in place (single-label probabilities).
+pub fn softmax_rows(v: &mut [f32], c: usize) {
+    for row in v.chunks_mut(c) {
+        let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut s = 0.0;
+        row.iter_mut().for_each(|x| {
+            *x = (*x - m).exp();
+            s += *x;
+        });
+        row.iter_mut().for_each(|x| *x /= s);
+    }
+}
+
+/// The logistic function of each value, in place (multi-label probabilities).
+pub fn sigmoid(v: &mut [f32]) {
+    v.iter_mut().for_each(|x| *x = 1.0 / (1.0 + (-*x).exp()));
+}
