@@ -12,8 +12,7 @@ use crate::data::{
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, PrecompileProgress};
 use crate::nn::densenet::DenseNetConfig;
-use crate::nn::predict::Predictor;
-use crate::nn::predict::{sigmoid, softmax_rows};
+use crate::nn::predict::{sigmoid, softmax_rows, Predictor};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Where the images and labels come from.
@@ -402,7 +401,6 @@ impl RunConfig {
     }
 }
 
-/// Softmax of each row (in place).
 /// Scores (softmax or sigmoid probabilities) `[n, C]` of the samples `indices` of `ds`.
 pub fn score(
     pred: &Predictor,
@@ -454,6 +452,15 @@ pub fn too_large_hint(e: Error) -> Error {
     }
 }
 
+/// A progress bar of `len` steps on stderr (drawn only on a terminal) in the commands' style.
+pub fn progress_bar(len: usize, template: &str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(len as u64), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()).progress_chars("=> "),
+    );
+    bar
+}
+
 /// A cold start on lavapipe compiles the step's pipelines with LLVM for seconds to tens of
 /// seconds before the first step: show that as a progress bar on a terminal, and say afterwards
 /// what took the time when it was long enough to notice (also where stderr is a log file).
@@ -462,13 +469,7 @@ pub fn show_precompile(gpu: &Gpu) {
     gpu.on_precompile(move |p: &PrecompileProgress| {
         let mut bar = bar.lock().unwrap_or_else(|e| e.into_inner());
         if p.done == 0 && !p.finished {
-            let b = ProgressBar::with_draw_target(Some(p.total as u64), ProgressDrawTarget::stderr());
-            b.set_style(
-                ProgressStyle::with_template("compiling GPU pipelines [{bar:30}] {pos}/{len} {elapsed}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> "),
-            );
-            *bar = Some(b);
+            *bar = Some(progress_bar(p.total, "compiling GPU pipelines [{bar:30}] {pos}/{len} {elapsed}"));
         } else if let Some(b) = bar.as_ref() {
             b.set_position(p.done as u64);
         }

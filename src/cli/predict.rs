@@ -11,7 +11,7 @@ use crate::nn::densenet::{DenseNetConfig, Stem};
 use crate::nn::model::Model;
 use crate::nn::tagger::{Tagged, Tagger};
 use crate::Gpu;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressDrawTarget;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct PredictArgs {
@@ -80,12 +80,7 @@ pub fn run(cli: &super::Cli, a: &PredictArgs) -> Result<()> {
     // A folder may hold many thousands of photos: decode and score them a few batches at a
     // time, so that memory stays that of a few batches whatever the count.
     let chunk = batch * 8;
-    let bar = ProgressBar::with_draw_target(Some(images.len() as u64), ProgressDrawTarget::stderr());
-    bar.set_style(
-        ProgressStyle::with_template("predicting [{bar:30}] {pos}/{len} images, eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
+    let bar = common::progress_bar(images.len(), "predicting [{bar:30}] {pos}/{len} images, eta {eta}");
     if images.len() <= chunk {
         bar.set_draw_target(ProgressDrawTarget::hidden());
     }

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use super::common::{self, ArchArgs, DataArgs, RunConfig, Source, SplitArgs};
@@ -568,12 +567,7 @@ fn print_labels(p: &Prepared, effective: &[f64], weights: &[f64], args: &TrainAr
 }
 
 fn train_epoch(trainer: &mut Trainer, loader: &data::Loader, epoch: usize, epochs: usize) -> Result<(f64, f64, f64)> {
-    let bar = ProgressBar::with_draw_target(Some(loader.len() as u64), ProgressDrawTarget::stderr());
-    bar.set_style(
-        ProgressStyle::with_template("{prefix} [{bar:30}] step {pos}/{len} {msg} eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
+    let bar = common::progress_bar(loader.len(), "{prefix} [{bar:30}] step {pos}/{len} {msg} eta {eta}");
     bar.set_prefix(format!("epoch {}/{epochs}", epoch + 1));
     let t0 = Instant::now();
     let (mut sum, mut n, mut last, mut images) = (0.0f64, 0usize, f32::NAN, 0usize);
