@@ -440,6 +440,91 @@ fn run_folders_and_checkpoints_are_guarded() {
     assert!(err.contains("same label") && err.contains("two classes"), "{err}");
 }
 
+/// A copy of a run folder's files in `dir/name`.
+fn copy_run(from: &Path, dir: &Path, name: &str) -> PathBuf {
+    let to = dir.join(name);
+    std::fs::create_dir_all(&to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+    to
+}
+
+#[test]
+fn checkpoints_are_saved_as_one_set_and_resume_finds_moved_data() {
+    let dir = temp("ckpt");
+    let csv = fixture(&dir.join("data"), 24);
+    let csv_s = csv.to_str().unwrap();
+    let (one, two) = (dir.join("one"), dir.join("two"));
+    ok(&train_args(csv_s, one.to_str().unwrap(), &[]));
+    ok(&train_args(csv_s, two.to_str().unwrap(), &["--epochs", "2"]));
+    let read = |d: &Path, f: &str| std::fs::read(d.join(f)).unwrap();
+    let set = ["model.safetensors", "optimizer.safetensors", "config.json", "labels.txt"];
+
+    // A save that cannot finish (here config.json's temporary file cannot be made; a full disk
+    // fails the same way) changes none of the files: epoch 1's checkpoint stays whole, and resumes.
+    let full = copy_run(&one, &dir, "full");
+    let full_s = full.to_str().unwrap();
+    std::fs::create_dir(full.join("config.json.tmp")).unwrap();
+    let before: Vec<Vec<u8>> = set.iter().map(|f| read(&full, f)).collect();
+    let err = fails(&["train", "--resume", full_s, "--epochs", "2"]);
+    assert!(
+        err.contains("config.json")
+            && err.contains("epoch 2's checkpoint was not saved")
+            && err.contains("after epoch 1"),
+        "{err}"
+    );
+    assert_eq!(set.iter().map(|f| read(&full, f)).collect::<Vec<_>>(), before);
+    assert!(!full.join("model.safetensors.tmp").exists() && !full.join("optimizer.safetensors.tmp").exists());
+    std::fs::remove_dir(full.join("config.json.tmp")).unwrap();
+    ok(&["train", "--resume", full_s, "--epochs", "2"]);
+    assert!(read(&full, "model.safetensors") == read(&two, "model.safetensors"), "resumed weights differ");
+
+    // A checkpoint of files from two epochs (a crash between the renames) cannot continue exactly.
+    let mixed = copy_run(&one, &dir, "mixed");
+    std::fs::copy(two.join("model.safetensors"), mixed.join("model.safetensors")).unwrap();
+    let err = fails(&["train", "--resume", mixed.to_str().unwrap(), "--epochs", "3"]);
+    assert!(err.contains("different epochs") && err.contains("--overwrite"), "{err}");
+    // Only config.json behind (it is renamed last): the checkpoint's own epoch counts.
+    let behind = copy_run(&one, &dir, "behind");
+    for f in ["model.safetensors", "optimizer.safetensors"] {
+        std::fs::copy(two.join(f), behind.join(f)).unwrap();
+    }
+    let (_, err) = ok_both(&["train", "--resume", behind.to_str().unwrap(), "--epochs", "3"]);
+    assert!(err.contains("resuming after epoch 2") && err.contains("holds 2"), "{err}");
+    ok(&["train", "--resume", two.to_str().unwrap(), "--epochs", "3"]);
+    assert!(read(&behind, "model.safetensors") == read(&two, "model.safetensors"), "resumed weights differ");
+
+    // Data that moved is found again with --data, and must be the same data.
+    std::fs::rename(dir.join("data"), dir.join("moved")).unwrap();
+    let err = fails(&["train", "--resume", full.to_str().unwrap(), "--epochs", "3"]);
+    assert!(err.contains("labels.csv") && err.contains("--data NEW.csv"), "{err}");
+    let moved = dir.join("moved/labels.csv");
+    let other = fixture(&dir.join("other"), 30);
+    let err = fails(&["train", "--resume", full_s, "--epochs", "3", "--data", other.to_str().unwrap()]);
+    assert!(err.contains("training and") && err.contains("same data"), "{err}");
+    ok(&["train", "--resume", full_s, "--epochs", "3", "--data", moved.to_str().unwrap()]);
+    assert!(read(&full, "model.safetensors") == read(&two, "model.safetensors"), "resumed weights differ");
+    assert!(String::from_utf8(read(&full, "config.json")).unwrap().contains("moved"));
+
+    // A folder with a model file but no config.json is no run to resume, and says how to go on.
+    let partial = dir.join("partial");
+    std::fs::create_dir_all(&partial).unwrap();
+    std::fs::copy(one.join("model.safetensors"), partial.join("model.safetensors")).unwrap();
+    let partial_s = partial.to_str().unwrap();
+    let moved_s = moved.to_str().unwrap();
+    let err = fails(&train_args(moved_s, partial_s, &[]));
+    assert!(err.contains("no config.json") && err.contains("--overwrite"), "{err}");
+    let err = fails(&["train", "--resume", partial_s, "--epochs", "2"]);
+    assert!(err.contains("no config.json") && err.contains("--overwrite"), "{err}");
+    // A new run that fails before its first checkpoint leaves no empty folder.
+    let nan = dir.join("nan");
+    let err = fails(&train_args(moved_s, nan.to_str().unwrap(), &["--lr", "1e38"]));
+    assert!(err.contains("--lr"), "{err}");
+    assert!(!nan.exists());
+}
+
 #[test]
 fn a_closed_pipe_ends_output_quietly() {
     use std::io::Read;

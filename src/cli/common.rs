@@ -388,9 +388,8 @@ impl RunConfig {
         let text = crate::nn::tagger::run_config_text(dir)?;
         serde_json::from_str(&text).map_err(|e| Error::file(&path, format!("not a tailor run configuration: {e}")))
     }
-    pub fn save(&self, dir: &Path) -> Result<()> {
-        let text = serde_json::to_string_pretty(self).map_err(|e| Error::Invalid(e.to_string()))?;
-        crate::metrics::write_atomic(&dir.join("config.json"), text.as_bytes())
+    pub fn to_text(&self) -> Result<String> {
+        serde_json::to_string_pretty(self).map_err(|e| Error::Invalid(e.to_string()))
     }
     pub fn kind(&self) -> LabelKind {
         if self.label_kind == "multi" {

@@ -15,7 +15,7 @@ use crate::data::{
 use crate::error::{Error, Result};
 use crate::graph::LossKind;
 use crate::metrics::{self, EvalOptions, Predictions, Truth};
-use crate::nn::checkpoint::StateDict;
+use crate::nn::checkpoint::{write_all_atomic, StateDict, EPOCH_KEY};
 use crate::nn::model::Model;
 use crate::nn::optim::{OptimizerConfig, OptimizerKind, Schedule};
 use crate::nn::predict::Predictor;
@@ -78,7 +78,8 @@ pub struct TrainArgs {
     /// Start from these weights (a torchvision or tailor safetensors state dict).
     #[arg(long)]
     pub init: Option<PathBuf>,
-    /// Continue the run in this folder at its next epoch.
+    /// Continue the run in this folder at its next epoch (with --data / --image-dir if its data
+    /// has moved since).
     #[arg(long)]
     #[serde(skip)]
     pub resume: Option<PathBuf>,
@@ -276,12 +277,26 @@ pub fn train_on(gpu: &Arc<Gpu>, a: &TrainArgs, data: Option<&Prepared>) -> Resul
             if a.epochs.is_some() {
                 args.epochs = a.epochs;
             }
+            // Data that has moved is given again; check_same_data makes sure it is the same.
+            if a.data.data.is_some() {
+                args.data.data = a.data.data.clone();
+                args.data.image_dir = a.data.image_dir.clone();
+            } else if a.data.image_dir.is_some() {
+                args.data.image_dir = a.data.image_dir.clone();
+            }
             (args, Some(cfg), dir.clone())
         }
         None => {
             let dir = a.out.clone().unwrap_or_else(|| default_out(a));
             if a.epochs == Some(0) {
                 return Err(Error::Invalid("--epochs 0: a new run needs at least one epoch".into()));
+            }
+            if dir.is_dir() && holds_run(&dir) && !a.overwrite && !dir.join("config.json").exists() {
+                return Err(Error::file(
+                    &dir,
+                    "holds files of a run but no config.json (a run stopped before its first checkpoint was \
+                     complete), so it cannot be resumed; replace them with --overwrite, or give another --out",
+                ));
             }
             if dir.is_dir() && holds_run(&dir) && !a.overwrite {
                 return Err(Error::file(
@@ -305,7 +320,20 @@ pub fn train_on(gpu: &Arc<Gpu>, a: &TrainArgs, data: Option<&Prepared>) -> Resul
         Some(p) if resumed.is_none() => p,
         _ => {
             let image = resumed.as_ref().map(|c| c.preprocess.image_spec()).transpose()?;
-            loaded = prepare(&args, image)?;
+            loaded = prepare(&args, image).map_err(|e| match e {
+                // The data a resumed run recorded may have moved since.
+                Error::File { path, msg } if resumed.is_some() && a.data.data.is_none() && !path.exists() => {
+                    Error::File {
+                        path,
+                        msg: format!(
+                            "{msg} (if the run's data moved, give its new place: --resume {} --data NEW.csv, \
+                             with --image-dir if the images are elsewhere)",
+                            dir.display()
+                        ),
+                    }
+                }
+                e => e,
+            })?;
             print_found(&loaded);
             &loaded
         }
@@ -328,15 +356,16 @@ pub fn train_on(gpu: &Arc<Gpu>, a: &TrainArgs, data: Option<&Prepared>) -> Resul
     let steps_per_epoch = p.split.train.len() / batch;
     let model_cfg = args.arch.config(p.ds.num_labels(), p.image.channels)?;
     let mut model = Model::new(gpu.clone(), model_cfg.clone(), args.seed)?;
+    // The optimiser state to resume from, and the epochs the checkpoint holds.
+    let mut resume_from = None;
     if let Some(cfg) = &resumed {
+        check_same_data(cfg, p, &dir)?;
         let weights = dir.join("model.safetensors");
-        model.load_own_state_dict(&StateDict::load(&weights)?, &weights)?;
-        if cfg.label_names != p.ds.label_names {
-            return Err(Error::file(
-                dir.join("config.json"),
-                "the data now has other labels than when this run started; resume with the same data",
-            ));
-        }
+        let sd = StateDict::load(&weights)?;
+        model.load_own_state_dict(&sd, &weights)?;
+        let opt = StateDict::load(&dir.join("optimizer.safetensors"))?;
+        let epoch = checkpoint_epoch(&dir, cfg.epochs_done, sd.epoch(), opt.epoch())?;
+        resume_from = Some((opt, epoch));
     } else if let Some(init) = &args.init {
         let sd = StateDict::load(init)?;
         let r = model.load_state_dict(&sd)?;
@@ -357,11 +386,11 @@ pub fn train_on(gpu: &Arc<Gpu>, a: &TrainArgs, data: Option<&Prepared>) -> Resul
     // a cold lavapipe.
     eprintln!("{} ({} parameters) on {}", args.arch.describe(&model_cfg)?, model.net.num_params(), gpu.describe());
     let mut trainer = Trainer::new(model, config).map_err(common::too_large_hint)?;
-    let start = match &resumed {
-        Some(cfg) => {
-            trainer.load_optimizer(&dir.join("optimizer.safetensors"))?;
-            eprintln!("resuming {} after epoch {}", dir.display(), cfg.epochs_done);
-            cfg.epochs_done
+    let start = match resume_from {
+        Some((opt, epoch)) => {
+            trainer.load_optimizer_dict(&opt, &dir.join("optimizer.safetensors"))?;
+            eprintln!("resuming {} after epoch {epoch}", dir.display());
+            epoch
         }
         None => 0,
     };
@@ -373,6 +402,7 @@ pub fn train_on(gpu: &Arc<Gpu>, a: &TrainArgs, data: Option<&Prepared>) -> Resul
         trainer.memory(),
         crate::graph::exec::mib(predictor.memory().total())
     );
+    let created = !dir.exists();
     common::make_dir(&dir)?;
     if resumed.is_none() && holds_run(&dir) {
         eprintln!("--overwrite: replacing the run in {}", dir.display());
@@ -424,7 +454,7 @@ pub fn train_on(gpu: &Arc<Gpu>, a: &TrainArgs, data: Option<&Prepared>) -> Resul
     if start >= epochs {
         eprintln!("{} already has {start} epochs (--epochs {epochs}); nothing to do", dir.display());
     }
-    for epoch in start..epochs {
+    let res = (start..epochs).try_for_each(|epoch| {
         let (mean_loss, ips, secs) = train_epoch(&mut trainer, &loader, epoch, epochs)?;
         if !mean_loss.is_finite() {
             return Err(nan_context(
@@ -459,15 +489,121 @@ pub fn train_on(gpu: &Arc<Gpu>, a: &TrainArgs, data: Option<&Prepared>) -> Resul
             }
         }
         eprintln!("{msg}");
-        trainer.model.state_dict()?.save(&dir.join("model.safetensors"))?;
-        trainer.save_optimizer(&dir.join("optimizer.safetensors"))?;
-        cfg.epochs_done = epoch + 1;
-        metrics::write_atomic(&dir.join("labels.txt"), labels_txt.as_bytes())?;
-        cfg.save(&dir)?;
-        append_line(&dir.join("metrics.jsonl"), &line)?;
+        save_checkpoint(&trainer, &mut cfg, epoch + 1, &labels_txt, &dir)?;
+        append_line(&dir.join("metrics.jsonl"), &line)
+    });
+    if let Err(e) = res {
+        // A new run that failed before its first checkpoint leaves no empty folder behind.
+        if created {
+            let _ = std::fs::remove_dir(&dir);
+        }
+        return Err(e);
     }
-    eprintln!("saved {}", dir.display());
+    if start < epochs {
+        eprintln!("saved {}", dir.display());
+    }
     Ok(Outcome { dir })
+}
+
+/// Saves the checkpoint after `epochs` epochs: the model, the optimiser state (both stamped with
+/// the epoch), labels.txt and config.json, as one set ([`write_all_atomic`]): a failure while
+/// writing (a full disk) leaves the previous epoch's set whole, and config.json, renamed last,
+/// never claims an epoch whose files are not all in place.
+fn save_checkpoint(trainer: &Trainer, cfg: &mut RunConfig, epochs: usize, labels: &str, dir: &Path) -> Result<()> {
+    let stamp = |sd: &mut StateDict| sd.metadata.insert(EPOCH_KEY.into(), epochs.to_string());
+    let mut model = trainer.model.state_dict()?;
+    stamp(&mut model);
+    let mut opt = trainer.optimizer_state_dict()?;
+    stamp(&mut opt);
+    let before = cfg.epochs_done;
+    cfg.epochs_done = epochs;
+    let (model, opt, config) = (model.to_bytes()?, opt.to_bytes()?, cfg.to_text()?);
+    let (o, m, l, c) = (
+        dir.join("optimizer.safetensors"),
+        dir.join("model.safetensors"),
+        dir.join("labels.txt"),
+        dir.join("config.json"),
+    );
+    let files = [
+        (o.as_path(), &opt[..]),
+        (m.as_path(), &model[..]),
+        (l.as_path(), labels.as_bytes()),
+        (c.as_path(), config.as_bytes()),
+    ];
+    write_all_atomic(&files).map_err(|e| {
+        cfg.epochs_done = before;
+        let kept = if before == 0 {
+            "the folder holds no finished epoch yet".to_string()
+        } else {
+            format!(
+                "the folder still holds the whole checkpoint after epoch {before}: make room and continue with \
+                 --resume {}",
+                dir.display()
+            )
+        };
+        Error::Invalid(format!("{e}; epoch {epochs}'s checkpoint was not saved, and {kept}"))
+    })
+}
+
+/// The epochs a run folder's checkpoint holds: config.json's count, unless the model's and the
+/// optimiser's files both say another (a save interrupted after renaming them, before config.json).
+/// Files of different epochs cannot continue the run exactly: refused.
+fn checkpoint_epoch(dir: &Path, config: usize, model: Option<usize>, opt: Option<usize>) -> Result<usize> {
+    match (model, opt) {
+        (Some(m), Some(o)) if m == o && m != config => {
+            eprintln!(
+                "note: {} says {config} epochs, but the checkpoint holds {m} (the last save stopped before \
+                 config.json); resuming after epoch {m}",
+                dir.join("config.json").display()
+            );
+            Ok(m)
+        }
+        (None, None) => Ok(config),
+        (m, o) if m.unwrap_or(config) == config && o.unwrap_or(config) == config => Ok(config),
+        (m, o) => {
+            let at = |e: Option<usize>| e.map_or("of an unknown epoch".to_string(), |e| format!("after epoch {e}"));
+            Err(Error::file(
+                dir,
+                format!(
+                    "its checkpoint files are from different epochs (model.safetensors {}, optimizer.safetensors \
+                     {}, config.json after epoch {config}): a save was interrupted, so the run cannot continue \
+                     exactly; start it again with --out {} --overwrite",
+                    at(m),
+                    at(o),
+                    dir.display()
+                ),
+            ))
+        }
+    }
+}
+
+/// A resumed run must see the data it started with: the same labels and the same split.
+fn check_same_data(cfg: &RunConfig, p: &Prepared, dir: &Path) -> Result<()> {
+    let config = dir.join("config.json");
+    if cfg.label_names != p.ds.label_names {
+        return Err(Error::file(
+            config,
+            format!(
+                "{} now gives other labels than when this run started; resume with the same data",
+                p.source.path.display()
+            ),
+        ));
+    }
+    if (cfg.train_samples, cfg.val_samples) != (p.split.train.len(), p.split.val.len()) {
+        return Err(Error::file(
+            config,
+            format!(
+                "{} now gives {} training and {} validation samples, but the run started with {} and {}; \
+                 resume with the same data",
+                p.source.path.display(),
+                p.split.train.len(),
+                p.split.val.len(),
+                cfg.train_samples,
+                cfg.val_samples
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// `--resume` continues a run with the settings it was started with (only `--epochs` may
@@ -484,7 +620,7 @@ fn check_resume_flags(a: &TrainArgs, dir: &Path) -> Result<()> {
     let json = |t: &TrainArgs| serde_json::to_value(t).map_err(|e| Error::Invalid(e.to_string()));
     let mut given = Vec::new();
     changed_fields(&json(a)?, &json(&defaults)?, &mut given);
-    given.retain(|f| f != "epochs");
+    given.retain(|f| !["epochs", "data", "image_dir"].contains(&f.as_str()));
     if a.out.as_ref().is_some_and(|o| o != dir) {
         given.push("out".into());
     }
@@ -496,8 +632,9 @@ fn check_resume_flags(a: &TrainArgs, dir: &Path) -> Result<()> {
     }
     let flags: Vec<String> = given.iter().map(|f| format!("--{}", f.replace('_', "-"))).collect();
     Err(Error::Invalid(format!(
-        "--resume continues {} with the settings it started with (only --epochs may change), so {} would be \
-         ignored; drop them, or start a new run with --out",
+        "--resume continues {} with the settings it started with (only --epochs may change, and --data and \
+         --image-dir give its data's new place if it moved), so {} would be ignored; drop them, or start a new \
+         run with --out",
         dir.display(),
         flags.join(", ")
     )))

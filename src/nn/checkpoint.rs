@@ -64,6 +64,11 @@ fn half_to_f32(h: u16) -> f32 {
 }
 
 impl StateDict {
+    /// The epochs this checkpoint holds ([`EPOCH_KEY`]), if it says.
+    pub fn epoch(&self) -> Option<usize> {
+        self.metadata.get(EPOCH_KEY).and_then(|s| s.parse().ok())
+    }
+
     /// Reads a safetensors file.
     pub fn load(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
@@ -112,8 +117,9 @@ impl StateDict {
             })
             .collect::<Result<_>>()?;
         let meta = (!self.metadata.is_empty()).then(|| self.metadata.clone());
-        safetensors::serialize(views, meta)
-            .map_err(|e| Error::Invalid(format!("could not serialise a checkpoint: {e}")))
+        let bytes = safetensors::serialize(views, meta)
+            .map_err(|e| Error::Invalid(format!("could not serialise a checkpoint: {e}")))?;
+        Ok(sorted_header(bytes))
     }
 
     /// Writes to `path` through a temporary file and a rename, so a crash never leaves a
@@ -123,8 +129,41 @@ impl StateDict {
     }
 }
 
+/// `bytes` (a safetensors file) with the keys of its JSON header in sorted order. safetensors
+/// writes the metadata in a hash map's order, which changes from process to process: sorted, the
+/// same state always gives the same file. The header keeps its length (the same keys and values,
+/// compact), so the tensor data does not move; anything unexpected returns the file as it was.
+fn sorted_header(bytes: Vec<u8>) -> Vec<u8> {
+    fn sorted(v: &serde_json::Value) -> serde_json::Value {
+        match v {
+            serde_json::Value::Object(m) => {
+                let mut keys: Vec<&String> = m.keys().collect();
+                keys.sort();
+                serde_json::Value::Object(keys.into_iter().map(|k| (k.clone(), sorted(&m[k]))).collect())
+            }
+            v => v.clone(),
+        }
+    }
+    let Some(n) = bytes.get(..8).map(|b| u64::from_le_bytes(b.try_into().unwrap()) as usize) else { return bytes };
+    let Some(header) = bytes.get(8..8 + n) else { return bytes };
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(header) else { return bytes };
+    let Ok(text) = serde_json::to_string(&sorted(&v)) else { return bytes };
+    if text.len() > n {
+        return bytes;
+    }
+    let mut out = bytes;
+    out[8..8 + text.len()].copy_from_slice(text.as_bytes());
+    out[8 + text.len()..8 + n].fill(b' ');
+    out
+}
+
 /// The metadata key under which tailor records a checkpoint's [`DenseNetConfig`] (as JSON).
 pub const CONFIG_KEY: &str = "tailor.config";
+
+/// The metadata key under which `tailor train` records, in both the model's and the optimiser's
+/// checkpoint, the number of epochs they hold: `--resume` checks that the files of a run folder
+/// are from the same epoch.
+pub const EPOCH_KEY: &str = "tailor.epoch";
 
 /// Where a state dict's DenseNet configuration came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -211,6 +250,50 @@ impl StateDict {
     }
 }
 
+/// Writes a set of files (a run's checkpoint) so that a failure while writing changes none of
+/// them: every file goes to `path.tmp` first (synced), and only when all are written are they
+/// renamed over the old ones, in the order given. So a full disk leaves the previous set whole;
+/// only a crash between two renames can mix the sets, which [`EPOCH_KEY`] lets a reader detect.
+pub fn write_all_atomic(files: &[(&Path, &[u8])]) -> Result<()> {
+    let tmp_of = |p: &Path| {
+        let mut t = p.as_os_str().to_owned();
+        t.push(".tmp");
+        std::path::PathBuf::from(t)
+    };
+    let cleanup = || {
+        for (p, _) in files {
+            let _ = std::fs::remove_file(tmp_of(p));
+        }
+    };
+    for (path, bytes) in files {
+        let res = (|| {
+            use std::io::Write;
+            let mut f = std::fs::File::create(tmp_of(path))?;
+            f.write_all(bytes)?;
+            f.sync_all()
+        })();
+        if let Err(e) = res {
+            cleanup();
+            return Err(Error::file(path, format!("cannot write: {e}")));
+        }
+    }
+    for (path, _) in files {
+        if let Err(e) = std::fs::rename(tmp_of(path), path) {
+            cleanup();
+            return Err(Error::file(path, format!("cannot write: {e}")));
+        }
+    }
+    // The renames are durable once the folder is synced (best effort: not every platform lets
+    // a folder be opened).
+    if let Some(dir) = files.first().and_then(|(p, _)| p.parent()) {
+        let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
 /// Writes `bytes` to `path` via `path.tmp` and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut tmp = path.as_os_str().to_owned();
@@ -242,6 +325,33 @@ mod tests {
             sd.tensors.insert(p.name, (p.shape, vec![0.0; n]));
         }
         sd
+    }
+
+    #[test]
+    fn the_same_state_is_always_the_same_file() {
+        // Maps filled in other orders (and each with its own hash seed) serialise alike, and the
+        // file reads back whole.
+        let keys: Vec<String> = (0..12).map(|i| format!("key{i}")).collect();
+        let mut files = Vec::new();
+        for rev in [false, true] {
+            let mut sd = zeros(&DenseNetConfig::small(4, &[1], 1, 2));
+            let mut ks = keys.clone();
+            if rev {
+                ks.reverse();
+            }
+            for k in ks {
+                sd.metadata.insert(k.clone(), format!("\"{k}\" é"));
+            }
+            sd.counters.insert("steps".into(), 7);
+            files.push(sd.to_bytes().unwrap());
+        }
+        assert_eq!(files[0], files[1]);
+        let back = StateDict::from_bytes(Path::new("x"), &files[0]).unwrap();
+        assert_eq!(back.metadata.len(), 12);
+        assert_eq!(back.metadata["key3"], "\"key3\" é");
+        assert_eq!(back.counters["steps"], 7);
+        let sd = zeros(&DenseNetConfig::small(4, &[1], 1, 2));
+        assert_eq!(back.tensors, sd.tensors);
     }
 
     #[test]

@@ -177,6 +177,18 @@ impl Tagger {
 pub fn run_config_text(dir: &Path) -> Result<String> {
     let path = dir.join("config.json");
     std::fs::read_to_string(&path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound && dir.join("model.safetensors").is_file() {
+            return Error::file(
+                dir,
+                format!(
+                    "holds model.safetensors but no config.json, so it is not a whole tailor run (a run stopped \
+                     before its first checkpoint was complete, or weights copied here): nothing to resume or \
+                     evaluate; train again with --out {} --overwrite, or give the weights to predict with \
+                     --weights",
+                    dir.display()
+                ),
+            );
+        }
         if e.kind() == std::io::ErrorKind::NotFound && dir.is_dir() {
             // `train` writes config.json with the first epoch's checkpoint: a run stopped
             // before that leaves only its folder.

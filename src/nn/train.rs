@@ -344,9 +344,9 @@ impl Trainer {
             .collect()
     }
 
-    /// Writes the optimiser state (moments as `<param>.exp_avg` / `.exp_avg_sq`, the step in the
-    /// metadata) to a safetensors file, atomically.
-    pub fn save_optimizer(&self, path: &std::path::Path) -> Result<()> {
+    /// The optimiser state as a state dict: moments as `<param>.exp_avg` / `.exp_avg_sq`, the
+    /// step and the optimiser's settings in the metadata.
+    pub fn optimizer_state_dict(&self) -> Result<super::checkpoint::StateDict> {
         let mut sd = super::checkpoint::StateDict::default();
         for (name, m, v) in self.optimizer_state()? {
             let n = m.len();
@@ -355,12 +355,21 @@ impl Trainer {
         }
         sd.metadata.insert("step".into(), self.step.to_string());
         sd.metadata.insert("optimizer".into(), serde_json::to_string(&self.config.optimizer).unwrap_or_default());
-        sd.save(path)
+        Ok(sd)
+    }
+
+    /// Writes [`Trainer::optimizer_state_dict`] to a safetensors file, atomically.
+    pub fn save_optimizer(&self, path: &std::path::Path) -> Result<()> {
+        self.optimizer_state_dict()?.save(path)
     }
 
     /// Restores what [`Trainer::save_optimizer`] wrote, so training resumes exactly.
     pub fn load_optimizer(&mut self, path: &std::path::Path) -> Result<()> {
-        let sd = super::checkpoint::StateDict::load(path)?;
+        self.load_optimizer_dict(&super::checkpoint::StateDict::load(path)?, path)
+    }
+
+    /// [`Trainer::load_optimizer`] from a state dict already read from `path` (named in errors).
+    pub fn load_optimizer_dict(&mut self, sd: &super::checkpoint::StateDict, path: &std::path::Path) -> Result<()> {
         let step: u64 = sd
             .metadata
             .get("step")
