@@ -526,6 +526,20 @@ fn checkpoints_are_saved_as_one_set_and_resume_finds_moved_data() {
 }
 
 #[test]
+fn the_input_size_is_the_most_common_and_colour_wins() {
+    // The first row is an odd one out: a wide colour image among 16×16 gray ones.
+    let dir = temp("probe");
+    let csv = fixture(&dir, 24);
+    image::RgbImage::from_pixel(40, 10, image::Rgb([200, 10, 10])).save(dir.join("images/000.png")).unwrap();
+    let run = dir.join("run");
+    let args = ["train", "--data", csv.to_str().unwrap(), "--out", run.to_str().unwrap(), "--epochs", "1"];
+    let mut args = args.to_vec();
+    args.extend(["--growth-rate", "4", "--blocks", "1,1", "--batch-size", "8"]);
+    let (_, err) = ok_both(&args);
+    assert!(err.contains("images 16×16×3") && err.contains("differ in size") && err.contains("most common"), "{err}");
+}
+
+#[test]
 fn a_closed_pipe_ends_output_quietly() {
     use std::io::Read;
     let counts = (1..=3000).map(|i| i.to_string()).collect::<Vec<_>>().join(",");

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tailor::data::image::{fit, fit_raw, to_chw, Placement};
+use tailor::data::image::{fit, fit_raw, image_header, load_image, to_chw, Placement};
 use tailor::data::table::parse_table;
 use tailor::data::*;
 
@@ -148,6 +148,65 @@ fn csv_image_errors_name_the_file() {
     std::fs::write(d.join("labels.csv"), "").unwrap();
     let e = err(load_csv(&spec, &rgb4()));
     assert!(e.contains("labels.csv") && e.contains("empty"), "{e}");
+}
+
+/// A JPEG of `img` (quality 100), with an EXIF block giving `orientation` when it is not 1.
+fn jpeg(img: &::image::RgbImage, orientation: u16) -> Vec<u8> {
+    use ::image::ImageEncoder;
+    let mut out = Vec::new();
+    let mut enc = ::image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 100);
+    if orientation != 1 {
+        // TIFF header (little-endian, IFD at 8), one entry: Orientation (0x0112), SHORT, 1 value.
+        let mut exif = b"II*\0\x08\0\0\0\x01\0\x12\x01\x03\0\x01\0\0\0".to_vec();
+        exif.extend(orientation.to_le_bytes());
+        // The value's padding, no next IFD, and bytes that look like an end-of-image marker
+        // inside the segment (as a thumbnail's would).
+        exif.extend([0, 0, 0, 0, 0, 0, 0xFF, 0xD9]);
+        enc.set_exif_metadata(exif).unwrap();
+    }
+    enc.write_image(img.as_raw(), img.width(), img.height(), ::image::ExtendedColorType::Rgb8).unwrap();
+    out
+}
+
+#[test]
+fn photos_are_read_upright_and_truncated_jpegs_refused() {
+    let d = tmp("jpeg");
+    // 32 wide, 16 high: red left half, blue right half.
+    let img =
+        ::image::RgbImage::from_fn(
+            32,
+            16,
+            |x, _| if x < 16 { ::image::Rgb([250, 0, 0]) } else { ::image::Rgb([0, 0, 250]) },
+        );
+    let spec = |w, h| ImageSpec::new(w, h, 3).unwrap();
+    // Orientation 6: shown turned 90° clockwise, so 16 wide and 32 high, red on top.
+    std::fs::write(d.join("turned.jpg"), jpeg(&img, 6)).unwrap();
+    assert_eq!(image_header(&d.join("turned.jpg")).unwrap(), (16, 32, true));
+    let px = load_image(&d.join("turned.jpg"), &spec(16, 32)).unwrap();
+    let at = |x: usize, y: usize| &px[(y * 16 + x) * 3..(y * 16 + x) * 3 + 3];
+    assert!(at(8, 4)[0] > 200 && at(8, 4)[2] < 50, "top {:?}", at(8, 4));
+    assert!(at(8, 28)[2] > 200 && at(8, 28)[0] < 50, "bottom {:?}", at(8, 28));
+    // Orientation 1 (no EXIF) is as stored.
+    let plain = jpeg(&img, 1);
+    std::fs::write(d.join("plain.jpg"), &plain).unwrap();
+    assert_eq!(image_header(&d.join("plain.jpg")).unwrap(), (32, 16, true));
+    // Bytes after the end-of-image marker do not matter; a JPEG cut short is an error naming it.
+    let mut trailing = plain.clone();
+    trailing.extend(b"trailing bytes");
+    std::fs::write(d.join("trailing.jpg"), &trailing).unwrap();
+    load_image(&d.join("trailing.jpg"), &spec(32, 16)).unwrap();
+    for cut in [plain.len() - 2, plain.len() / 2, 200] {
+        std::fs::write(d.join("cut.jpg"), &plain[..cut]).unwrap();
+        let e = err(load_image(&d.join("cut.jpg"), &spec(32, 16)));
+        assert!(e.contains("cut.jpg") && e.contains("truncated"), "{cut}: {e}");
+    }
+    let turned = jpeg(&img, 6);
+    std::fs::write(d.join("cut.jpg"), &turned[..turned.len() - 100]).unwrap();
+    assert!(err(load_image(&d.join("cut.jpg"), &spec(16, 32))).contains("truncated"));
+    // Other formats are named.
+    std::fs::write(d.join("x.png"), b"BM\0\0\0\0\0\0\0\0\0\0\0\0").unwrap();
+    let e = err(load_image(&d.join("x.png"), &spec(32, 16)));
+    assert!(e.contains("x.png") && e.contains("Bmp") && e.contains("PNG and JPEG"), "{e}");
 }
 
 #[test]

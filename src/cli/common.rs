@@ -196,7 +196,7 @@ impl DataArgs {
         let (size, channels) = match (given, forced) {
             (Some(s), Some(c)) => (s, c),
             _ => {
-                let (w, h, c) = probe(source)?;
+                let (w, h, c) = probe(source, given.is_some())?;
                 (given.unwrap_or((w, h)), forced.unwrap_or(c))
             }
         };
@@ -204,8 +204,8 @@ impl DataArgs {
     }
 }
 
-/// The size and channels of the first image of a source.
-fn probe(source: &Source) -> Result<(usize, usize, usize)> {
+/// The input size and channels for the images of a source (`sized`: the size is given).
+fn probe(source: &Source, sized: bool) -> Result<(usize, usize, usize)> {
     if source.idx_prefix.is_some() {
         return Ok((28, 28, 1));
     }
@@ -228,26 +228,49 @@ fn probe(source: &Source) -> Result<(usize, usize, usize)> {
         None => base,
     };
     let path = dir.join(first);
-    let reader = image::ImageReader::open(&path).and_then(|r| r.with_guessed_format()).map_err(|e| {
+    if !path.is_file() {
         let shown = if dir.as_os_str().is_empty() { Path::new(".") } else { dir.as_path() };
-        Error::file(
+        return Err(Error::file(
             &path,
             format!(
-                "cannot read the first image (line {}): {e}; image names are taken relative to {} \
+                "cannot read the first image (line {}): no such file; image names are taken relative to {} \
                  (set --image-dir to the folder they are in)",
                 table.lines[0],
                 shown.display()
             ),
-        )
-    })?;
-    let img = reader.decode().map_err(|e| {
-        Error::file(
-            &path,
-            format!("cannot decode the image ({e}); tailor reads PNG and JPEG, so replace the file or remove its row from the CSV"),
-        )
-    })?;
-    let c = if img.color().has_color() { 3 } else { 1 };
-    Ok((img.width() as usize, img.height() as usize, c))
+        ));
+    }
+    // The headers of up to PROBED images spread over the table (the first included): the most
+    // common size, and colour if any image has it (gray to RGB loses nothing; the reverse would).
+    const PROBED: usize = 256;
+    let rows = table.records.len();
+    let mut sizes: Vec<((usize, usize), usize)> = Vec::new();
+    let (mut color, mut seen) = (false, 0);
+    for k in 0..rows.min(PROBED) {
+        let r = k * rows / rows.min(PROBED);
+        let (w, h, c) = match data::image::image_header(&dir.join(table.cell(r, col))) {
+            Ok(v) => v,
+            Err(e) if r == 0 => return Err(e),
+            // Another row's bad image is reported, with its line, when the images are loaded.
+            Err(_) => continue,
+        };
+        seen += 1;
+        color |= c;
+        match sizes.iter_mut().find(|(s, _)| *s == (w, h)) {
+            Some((_, n)) => *n += 1,
+            None => sizes.push(((w, h), 1)),
+        }
+    }
+    // The most common size; of equally common ones, the first seen.
+    let &((w, h), n) = sizes.iter().rev().max_by_key(|(_, n)| *n).expect("the first image was read");
+    if sizes.len() > 1 && !sized {
+        eprintln!(
+            "note: the images differ in size ({} sizes among {seen} looked at); the model's input is {w}×{h}, the \
+             most common ({n} of {seen}), and the others are resized to it: set --image-size to choose",
+            sizes.len()
+        );
+    }
+    Ok((w, h, if color { 3 } else { 1 }))
 }
 
 fn csv_spec(source: &Source) -> CsvSpec {

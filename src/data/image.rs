@@ -246,12 +246,111 @@ fn decode(path: &Path) -> Result<DynamicImage> {
     if bytes.is_empty() {
         return Err(Error::file(path, "the image file is empty (0 bytes); replace it (or leave it out of the data)"));
     }
-    image::load_from_memory(&bytes).map_err(|e| {
-        Error::file(
-            path,
-            format!("cannot decode the image ({e}); tailor reads PNG and JPEG, so replace the file (or leave it out of the data)"),
-        )
-    })
+    decode_bytes(&bytes)
+        .map_err(|msg| Error::file(path, format!("{msg}; replace the file (or leave it out of the data)")))
+}
+
+/// Decodes a PNG or JPEG upright: turned as its EXIF orientation says, as image viewers show it
+/// (a phone's portrait photo is stored sideways with an orientation tag). Errors say what is
+/// wrong with the file.
+pub(crate) fn decode_bytes(bytes: &[u8]) -> std::result::Result<DynamicImage, String> {
+    use image::{ImageDecoder, ImageError, ImageFormat};
+    let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| format!("cannot read the image ({e})"))?;
+    let format = reader.format();
+    let unsupported = || match format {
+        Some(f) => format!("cannot decode the image: it is a {f:?} file, and tailor reads PNG and JPEG"),
+        None => "cannot decode the image: it is not a PNG or JPEG file (the formats tailor reads)".to_string(),
+    };
+    if !matches!(format, Some(ImageFormat::Png | ImageFormat::Jpeg)) {
+        return Err(unsupported());
+    }
+    if format == Some(ImageFormat::Jpeg) && jpeg_is_truncated(bytes) {
+        // The JPEG decoder fills the missing part with gray without a word.
+        return Err("cannot decode the image: the JPEG ends before its end-of-image marker, so the file is \
+                    truncated (cut off in a download or a copy)"
+            .into());
+    }
+    let what = |e: ImageError, size: Option<(u32, u32)>| match (e, size) {
+        (ImageError::Limits(_), Some((w, h))) => {
+            format!("cannot decode the image: it is {w}×{h} pixels, more than the decoder's 512 MiB; shrink it")
+        }
+        (ImageError::Limits(_), None) => {
+            "cannot decode the image: it needs more than the decoder's 512 MiB; shrink it".into()
+        }
+        (ImageError::Unsupported(e), _) => format!("{}: {e}", unsupported()),
+        (e, _) => format!("cannot decode the image ({e}): the file is damaged"),
+    };
+    let mut decoder = reader.into_decoder().map_err(|e| what(e, None))?;
+    let size = decoder.dimensions();
+    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| what(e, Some(size)))?;
+    img.apply_orientation(orientation);
+    Ok(img)
+}
+
+/// An image file's upright size (its EXIF orientation applied) and whether it has colour, read
+/// from its header only.
+pub fn image_header(path: &Path) -> Result<(usize, usize, bool)> {
+    use image::metadata::Orientation::{Rotate270, Rotate270FlipH, Rotate90, Rotate90FlipH};
+    use image::ImageDecoder;
+    let reader = image::ImageReader::open(path)
+        .and_then(|r| r.with_guessed_format())
+        .map_err(|e| Error::file(path, format!("cannot read the image: {e}")))?;
+    let mut d = reader.into_decoder().map_err(|e| {
+        Error::file(path, format!("cannot decode the image ({e}); replace the file (or leave it out of the data)"))
+    })?;
+    let (w, h) = d.dimensions();
+    let turned = matches!(d.orientation(), Ok(Rotate90 | Rotate270 | Rotate90FlipH | Rotate270FlipH));
+    let color = d.color_type().has_color();
+    let (w, h) = if turned { (h, w) } else { (w, h) };
+    Ok((w as usize, h as usize, color))
+}
+
+/// Whether a JPEG stream stops before its end-of-image marker. Walks the segments (each with its
+/// length) and the entropy-coded data after each start of scan (up to the next marker that is
+/// neither a stuffed 0xFF nor a restart), so markers inside thumbnails or data do not count.
+/// Not a JPEG at all is left to the decoder.
+fn jpeg_is_truncated(b: &[u8]) -> bool {
+    if !b.starts_with(&[0xFF, 0xD8]) {
+        return false;
+    }
+    let mut i = 2;
+    loop {
+        // The next marker: 0xFF (any number of them: fill bytes), then its code.
+        while i < b.len() && b[i] != 0xFF {
+            i += 1;
+        }
+        while i < b.len() && b[i] == 0xFF {
+            i += 1;
+        }
+        let Some(&code) = b.get(i) else { return true };
+        i += 1;
+        match code {
+            0xD9 => return false,
+            0xD0..=0xD8 | 0x01 => continue,
+            _ => {}
+        }
+        let Some(len) = b.get(i..i + 2).map(|l| u16::from_be_bytes([l[0], l[1]]) as usize) else { return true };
+        i += len;
+        if i > b.len() {
+            return true;
+        }
+        if code == 0xDA {
+            loop {
+                while i < b.len() && b[i] != 0xFF {
+                    i += 1;
+                }
+                let Some(&next) = b.get(i + 1) else { return true };
+                match next {
+                    0x00 | 0xD0..=0xD7 => i += 2,
+                    0xFF => i += 1,
+                    _ => break,
+                }
+            }
+        }
+    }
 }
 
 /// Converts to the spec's channels, then resizes keeping the aspect ratio and pads to the size,
