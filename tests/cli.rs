@@ -226,6 +226,117 @@ fn multi_label_tags_train_and_predict() {
     assert!(out.starts_with("image,label,probability"), "{out}");
 }
 
+/// Multi-label predictions follow thresholds.json: a null threshold (none reached eval's
+/// precision floor) is never chosen and said so, bad files are refused, every image keeps its CSV
+/// row, --logits reaches the CSV, and --top-k (single-label only) gets a note.
+#[test]
+fn multi_label_predict_follows_thresholds() {
+    let dir = temp("multi-thresholds");
+    let csv = fixture(&dir, 24);
+    let (csv, run) = (csv.to_str().unwrap(), dir.join("run"));
+    let run_s = run.to_str().unwrap();
+    ok(&train_args(csv, run_s, &["--tags-column", "tags"]));
+    let imgs: Vec<String> =
+        ["000", "001"].iter().map(|i| dir.join(format!("images/{i}.png")).display().to_string()).collect();
+    let thresholds = |a: &str, b: &str, c: &str| {
+        let json = format!(r#"{{"precision_floor": 0.6, "thresholds": {{"a": {a}, "b": {b}, "c": {c}}}}}"#);
+        std::fs::write(run.join("thresholds.json"), json).unwrap();
+    };
+    let predict = |extra: &[&str]| {
+        let mut args = vec!["predict", "--model", run_s];
+        args.extend_from_slice(extra);
+        args.extend(imgs.iter().map(|s| s.as_str()));
+        ok_both(&args)
+    };
+
+    // Labels without a threshold are never chosen, with one note naming them; so is the library's.
+    thresholds("null", "0.0", "null");
+    let (json, err) = predict(&["--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    for r in v.as_array().unwrap() {
+        assert_eq!(r["labels"].as_array().unwrap().len(), 1, "{r}");
+        assert_eq!(r["labels"][0]["label"], "b", "{r}");
+    }
+    assert_eq!(err.matches("note:").count(), 1, "{err}");
+    assert!(
+        err.contains("2 labels (a, c) have no threshold in")
+            && err.contains("precision floor of 0.6")
+            && err.contains("never chosen"),
+        "{err}"
+    );
+    let tagger = tailor::nn::tagger::Tagger::load(tailor::Gpu::new().unwrap(), &run, 2).unwrap();
+    assert_eq!(tagger.thresholds, [None, Some(0.0), None]);
+    let (tagged, _) = tagger.tag_files(&imgs, 5).unwrap();
+    assert!(tagged.iter().all(|t| t.chosen.len() == 1 && t.chosen[0].0 == 1), "{tagged:?}");
+
+    // An image with no label keeps its CSV row, with empty label and probability.
+    thresholds("null", "null", "null");
+    let (out, _) = predict(&["--format", "csv"]);
+    let want: String = imgs.iter().map(|i| format!("{i},,\n")).collect();
+    assert_eq!(out, format!("image,label,probability\n{want}"));
+    let (text, _) = predict(&[]);
+    assert_eq!(text.matches("(no label above its threshold)").count(), 2, "{text}");
+    // --logits adds a column per label, the logits JSON gives.
+    thresholds("0.0", "null", "null");
+    let (out, _) = predict(&["--format", "csv", "--logits"]);
+    let (json, _) = predict(&["--format", "json", "--logits"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert_eq!(lines[0], "image,label,probability,logit:a,logit:b,logit:c");
+    for (i, line) in lines[1..].iter().enumerate() {
+        let cells: Vec<&str> = line.split(',').collect();
+        assert_eq!((cells.len(), cells[0], cells[1]), (6, imgs[i].as_str(), "a"), "{line}");
+        for (cell, want) in cells[3..].iter().zip(v[i]["logits"].as_array().unwrap()) {
+            assert!((cell.parse::<f64>().unwrap() - want.as_f64().unwrap()).abs() < 1e-5, "{line} vs {want}");
+        }
+    }
+
+    // --top-k does not apply here: said so when given, silent otherwise.
+    let (_, err) = predict(&["--top-k", "2"]);
+    assert!(err.contains("--top-k applies to single-label runs") && err.contains("threshold"), "{err}");
+    let (_, err) = predict(&[]);
+    assert!(!err.contains("--top-k"), "{err}");
+
+    // A threshold that is no probability, or a label the run does not have, is refused.
+    thresholds("1.5", "0.5", "0.5");
+    let img = imgs[0].as_str();
+    let err = fails(&["predict", "--model", run_s, img]);
+    assert!(
+        err.contains("thresholds.json") && err.contains("label 'a' has threshold 1.5") && err.contains("[0, 1]"),
+        "{err}"
+    );
+    std::fs::write(run.join("thresholds.json"), r#"{"thresholds": {"a": 0.5, "b": 0.5, "c": 0.5, "owl": 0.5}}"#)
+        .unwrap();
+    let err = fails(&["predict", "--model", run_s, img]);
+    assert!(err.contains("thresholds.json") && err.contains("'owl'") && err.contains("tailor eval"), "{err}");
+    std::fs::write(run.join("thresholds.json"), r#"{"thresholds": {"a": 0.5}}"#).unwrap();
+    let err = fails(&["predict", "--model", run_s, img]);
+    assert!(err.contains("no threshold for label(s) b, c") && err.contains("tailor eval --model"), "{err}");
+
+    // A folder's other files are skipped with one note naming one of them.
+    std::fs::remove_file(run.join("thresholds.json")).unwrap();
+    let mixed = dir.join("mixed");
+    std::fs::create_dir_all(&mixed).unwrap();
+    for f in ["000.png", "001.png"] {
+        std::fs::copy(dir.join("images").join(f), mixed.join(f)).unwrap();
+    }
+    for f in ["x.gif", "y.webp"] {
+        std::fs::write(mixed.join(f), b"GIF89a").unwrap();
+    }
+    let (out, err) = ok_both(&["predict", "--model", run_s, "--format", "json", mixed.to_str().unwrap()]);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap().as_array().unwrap().len(), 2);
+    assert!(
+        err.contains(&format!("skipped 2 files in {} that are not PNG or JPEG, e.g. x.gif", mixed.display())),
+        "{err}"
+    );
+    for f in ["000.png", "001.png"] {
+        std::fs::remove_file(mixed.join(f)).unwrap();
+    }
+    let err = fails(&["predict", "--model", run_s, mixed.to_str().unwrap()]);
+    assert!(err.contains("without PNG or JPEG") && err.contains("e.g. x.gif"), "{err}");
+}
+
 #[test]
 fn weights_table_and_json() {
     let text = ok(&["weights", "--counts", "600,150,40,9,3"]);

@@ -213,7 +213,7 @@ fn tagger_tags_image_files() {
         Normalize::default_for(3),
         names.clone(),
         false,
-        vec![0.5; 4],
+        vec![Some(0.5); 4],
         2,
     )
     .unwrap();
@@ -231,8 +231,9 @@ fn tagger_tags_image_files() {
         assert!(t.chosen[0].1 >= t.chosen[1].1);
     }
     assert_eq!(single.tag(&input, 2).unwrap(), tagged);
-    // Multi-label: sigmoid probabilities, and exactly the labels at or above their thresholds.
-    let thresholds = vec![0.0, 1.1, 0.5, 0.5];
+    // Multi-label: sigmoid probabilities, and exactly the labels at or above their thresholds;
+    // a label without one (eval found none at its precision floor) is never chosen.
+    let thresholds = vec![Some(0.0), Some(1.1), None, Some(0.5)];
     let multi = Tagger::new(
         Model::new(gpu.clone(), cfg.clone(), 5).unwrap(),
         image,
@@ -244,19 +245,20 @@ fn tagger_tags_image_files() {
     )
     .unwrap();
     for t in multi.tag_files(&paths, 2).unwrap().0 {
-        let want: Vec<usize> = (0..4).filter(|&j| t.probabilities[j] as f64 >= thresholds[j]).collect();
+        let want: Vec<usize> =
+            (0..4).filter(|&j| thresholds[j].is_some_and(|th| t.probabilities[j] as f64 >= th)).collect();
         let mut got: Vec<usize> = t.chosen.iter().map(|c| c.0).collect();
         got.sort();
         assert_eq!(got, want);
-        assert!(got.contains(&0) && !got.contains(&1));
+        assert!(got.contains(&0) && !got.contains(&1) && !got.contains(&2));
         assert!(t.logits.iter().zip(&t.probabilities).all(|(l, p)| (1.0 / (1.0 + (-l).exp()) - p).abs() < 1e-6));
     }
     // Parts that do not fit together are refused with what differs.
     let model = || Model::new(gpu.clone(), cfg.clone(), 5).unwrap();
-    let err = Tagger::new(model(), image, Normalize::default_for(3), names[..3].to_vec(), false, vec![0.5; 3], 1);
+    let err = Tagger::new(model(), image, Normalize::default_for(3), names[..3].to_vec(), false, vec![Some(0.5); 3], 1);
     assert!(err.err().unwrap().to_string().contains("4 classes but 3 label names"));
     let gray = ImageSpec::new(12, 10, 1).unwrap();
-    let err = Tagger::new(model(), gray, Normalize::default_for(1), names.clone(), false, vec![0.5; 4], 1);
+    let err = Tagger::new(model(), gray, Normalize::default_for(1), names.clone(), false, vec![Some(0.5); 4], 1);
     assert!(err.err().unwrap().to_string().contains("3-channel"));
     let missing = dir.join("missing.png");
     let err = single.tag_files(&[&missing], 1).err().unwrap().to_string();

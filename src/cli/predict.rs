@@ -37,13 +37,16 @@ pub struct PredictArgs {
     /// DenseNet-BC needs it given).
     #[arg(long)]
     pub image_size: Option<String>,
-    /// Single-label: how many classes to list.
-    #[arg(long, default_value_t = 5)]
-    pub top_k: usize,
-    /// text, json or csv.
+    /// Single-label: how many classes to list (default 5). Multi-label runs list every label at
+    /// or above its threshold instead.
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// text, json or csv. csv has a row per listed label (image,label,probability); an image
+    /// with none gets one row with empty label and probability.
     #[arg(long, default_value = "text")]
     pub format: String,
-    /// Print the raw logits too.
+    /// Print the raw logits too (csv: a logit:LABEL column per label, repeated on each of the
+    /// image's rows).
     #[arg(long)]
     pub logits: bool,
     #[arg(long, default_value_t = 16)]
@@ -62,8 +65,9 @@ pub fn run(cli: &super::Cli, a: &PredictArgs) -> Result<()> {
                 .into(),
         ));
     }
-    if a.top_k == 0 || a.batch_size == 0 {
-        let flag = if a.top_k == 0 { "--top-k" } else { "--batch-size" };
+    let top_k = a.top_k.unwrap_or(5);
+    if top_k == 0 || a.batch_size == 0 {
+        let flag = if top_k == 0 { "--top-k" } else { "--batch-size" };
         return Err(Error::Invalid(format!("{flag} 0: give a positive number")));
     }
     let images = expand_folders(&a.images)?;
@@ -77,6 +81,18 @@ pub fn run(cli: &super::Cli, a: &PredictArgs) -> Result<()> {
         }
     }
     .map_err(common::too_large_hint)?;
+    // On stderr, so that --format json and csv stay machine-readable.
+    if tagger.multi {
+        if a.top_k.is_some() {
+            eprintln!(
+                "note: --top-k applies to single-label runs; this multi-label run lists every label at or above \
+                 its threshold"
+            );
+        }
+        if let Some(note) = a.model.as_deref().and_then(|dir| never_chosen_note(&tagger, dir)) {
+            eprintln!("note: {note}");
+        }
+    }
     // A folder may hold many thousands of photos: decode and score them a few batches at a
     // time, so that memory stays that of a few batches whatever the count.
     let chunk = batch * 8;
@@ -87,13 +103,12 @@ pub fn run(cli: &super::Cli, a: &PredictArgs) -> Result<()> {
     let mut fitted = FitCounts::default();
     let mut rows: Vec<Row> = Vec::with_capacity(images.len());
     for paths in images.chunks(chunk) {
-        let (tagged, counts) = tagger.tag_files(paths, a.top_k)?;
+        let (tagged, counts) = tagger.tag_files(paths, top_k)?;
         fitted.add(counts);
         rows.extend(paths.iter().cloned().zip(tagged));
         bar.inc(paths.len() as u64);
     }
     bar.finish_and_clear();
-    // On stderr, so that --format json and csv stay machine-readable.
     if let Some(note) = fitted.note(&tagger.image) {
         eprintln!("note: {note}");
     }
@@ -101,8 +116,37 @@ pub fn run(cli: &super::Cli, a: &PredictArgs) -> Result<()> {
     Ok(())
 }
 
+/// "2 labels (a, b) have no threshold …": the labels of a multi-label run that are never chosen.
+fn never_chosen_note(t: &Tagger, dir: &Path) -> Option<String> {
+    let none: Vec<&str> =
+        t.labels.iter().zip(&t.thresholds).filter(|(_, th)| th.is_none()).map(|(n, _)| n.as_str()).collect();
+    if none.is_empty() {
+        return None;
+    }
+    const SHOWN: usize = 10;
+    let mut names = none[..none.len().min(SHOWN)].join(", ");
+    if none.len() > SHOWN {
+        names += &format!(", … ({} more)", none.len() - SHOWN);
+    }
+    let file = dir.join("thresholds.json");
+    let floor = std::fs::read_to_string(&file)
+        .ok()
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+        .and_then(|v| v["precision_floor"].as_f64())
+        .map_or(String::new(), |f| format!(" of {f}"));
+    let (what, have, them, they) =
+        if none.len() == 1 { ("label", "has", "it", "it is") } else { ("labels", "have", "them", "they are") };
+    Some(format!(
+        "{} {what} ({names}) {have} no threshold in {}: tailor eval found none reaching its precision floor{floor} \
+         (or no positive images of {them}), so {they} never chosen; for a threshold, run tailor eval again \
+         with a lower --min-precision",
+        none.len(),
+        file.display()
+    ))
+}
+
 /// The image files to score: each file as given, and each folder's PNG and JPEG files (not
-/// its subfolders), in name order.
+/// its subfolders), in name order; one note says how many other files a folder held.
 fn expand_folders(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for p in paths {
@@ -111,19 +155,29 @@ fn expand_folders(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
             continue;
         }
         let entries = std::fs::read_dir(p).map_err(|e| Error::file(p, format!("cannot list the folder: {e}")))?;
-        let mut found: Vec<PathBuf> = entries
-            .flatten()
-            .map(|e| e.path())
-            .filter(|f| {
+        let (mut found, mut other): (Vec<PathBuf>, Vec<PathBuf>) =
+            entries.flatten().map(|e| e.path()).filter(|f| f.is_file()).partition(|f| {
                 let ext = f.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-                f.is_file() && matches!(ext.as_str(), "png" | "jpg" | "jpeg")
-            })
-            .collect();
+                matches!(ext.as_str(), "png" | "jpg" | "jpeg")
+            });
+        other.sort();
+        let example = other.first().and_then(|f| f.file_name()).map(|n| n.to_string_lossy().into_owned());
         if found.is_empty() {
+            let held = match &example {
+                Some(e) => format!(" (it holds {} other file(s), e.g. {e})", other.len()),
+                None => String::new(),
+            };
             return Err(Error::file(
                 p,
-                "a folder without PNG or JPEG files (.png, .jpg, .jpeg); give image files or a folder of them",
+                format!(
+                    "a folder without PNG or JPEG files (.png, .jpg, .jpeg){held}; give image files or a folder \
+                     of them"
+                ),
             ));
+        }
+        if let Some(e) = example {
+            let (files, are) = if other.len() == 1 { ("file", "is") } else { ("files", "are") };
+            eprintln!("note: skipped {} {files} in {} that {are} not PNG or JPEG, e.g. {e}", other.len(), p.display());
         }
         found.sort();
         out.extend(found);
@@ -155,10 +209,24 @@ fn print(a: &PredictArgs, t: &Tagger, rows: &[Row]) {
             println!("{}", serde_json::to_string_pretty(&v).unwrap());
         }
         "csv" => {
-            println!("image,label,probability");
+            // A row per listed label; an image with none still gets its row, with empty label
+            // and probability. --logits adds the image's logits, a column per label.
+            let mut header = String::from("image,label,probability");
+            if a.logits {
+                for name in &t.labels {
+                    header += &format!(",{}", csv_field(&format!("logit:{name}")));
+                }
+            }
+            println!("{header}");
             for (path, r) in rows {
+                let image = csv_field(&path.display().to_string());
+                let logits: String =
+                    if a.logits { r.logits.iter().map(|x| format!(",{x:.6}")).collect() } else { String::new() };
+                if r.chosen.is_empty() {
+                    println!("{image},,{logits}");
+                }
                 for &(j, p) in &r.chosen {
-                    println!("{},{},{p:.6}", csv_field(&path.display().to_string()), csv_field(&t.labels[j]));
+                    println!("{image},{},{p:.6}{logits}", csv_field(&t.labels[j]));
                 }
             }
         }
@@ -232,7 +300,7 @@ fn from_weights(gpu: &std::sync::Arc<Gpu>, a: &PredictArgs, path: &Path, batch: 
     // The normalisation tailor trains with (ImageNet's for RGB, as torchvision's models expect).
     let channels = cfg.in_channels;
     let (image, norm) = (ImageSpec::new(w, h, channels)?, Normalize::default_for(channels));
-    Tagger::new(model, image, norm, names, false, vec![0.5; classes], batch)
+    Tagger::new(model, image, norm, names, false, vec![Some(0.5); classes], batch)
 }
 
 /// The network of `--weights`: the preset `--arch` names, else the one the tensors describe.

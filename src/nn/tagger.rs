@@ -25,8 +25,10 @@ pub struct Tagger {
     /// Multi-label (sigmoid, a threshold per label) or single-label (softmax, top k).
     pub multi: bool,
     /// Per label, the probability from which a multi-label prediction reports it: `tailor
-    /// eval`'s `thresholds.json` (its precision floor), 0.5 where there is none.
-    pub thresholds: Vec<f64>,
+    /// eval`'s `thresholds.json` (its precision floor), 0.5 for every label when the run has no
+    /// such file. `None` (eval's `null`: no threshold reached the precision floor) means the
+    /// label is never chosen. Single-label predictions do not use them.
+    pub thresholds: Vec<Option<f64>>,
     predictor: Predictor,
 }
 
@@ -37,7 +39,8 @@ pub struct Tagged {
     pub probabilities: Vec<f32>,
     pub logits: Vec<f32>,
     /// The labels to report, as (label index, probability), most probable first: the top k
-    /// for single-label, every label at or above its threshold for multi-label.
+    /// for single-label, every label at or above its threshold for multi-label (so possibly
+    /// none, and never a label whose threshold is `None`).
     pub chosen: Vec<(usize, f32)>,
 }
 
@@ -68,14 +71,14 @@ impl Tagger {
     }
 
     /// A tagger for `model`, whose input is `image` normalised by `norm`, with a name and a
-    /// threshold (used when `multi`) per class.
+    /// threshold (used when `multi`; `None`: never chosen) per class.
     pub fn new(
         model: Model,
         image: ImageSpec,
         norm: Normalize,
         labels: Vec<String>,
         multi: bool,
-        thresholds: Vec<f64>,
+        thresholds: Vec<Option<f64>>,
         batch: usize,
     ) -> Result<Tagger> {
         let classes = model.net.config.num_classes;
@@ -161,12 +164,16 @@ impl Tagger {
             .collect())
     }
 
-    /// The labels to report: the top k by probability, or those at or above their threshold.
+    /// The labels to report: the top k by probability, or those at or above their threshold (a
+    /// label without one is never reported).
     fn choose(&self, p: &[f32], k: usize) -> Vec<(usize, f32)> {
         let mut idx: Vec<usize> = (0..p.len()).collect();
         idx.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
         if self.multi {
-            idx.into_iter().filter(|&j| p[j] as f64 >= self.thresholds[j]).map(|j| (j, p[j])).collect()
+            idx.into_iter()
+                .filter(|&j| self.thresholds[j].is_some_and(|t| p[j] as f64 >= t))
+                .map(|j| (j, p[j]))
+                .collect()
         } else {
             idx.into_iter().take(k).map(|j| (j, p[j])).collect()
         }
@@ -203,11 +210,107 @@ pub fn run_config_text(dir: &Path) -> Result<String> {
     })
 }
 
-/// The thresholds `tailor eval` saved in `dir/thresholds.json`, 0.5 for a label without one.
-pub fn load_thresholds(dir: &Path, names: &[String]) -> Result<Vec<f64>> {
+/// The thresholds `tailor eval` saved in `dir/thresholds.json`, one per label of `names`:
+/// `None` where eval wrote `null` (no threshold reached its precision floor: the label is never
+/// chosen), and 0.5 for every label when there is no such file. A value that is not a
+/// probability, a label the run does not have, or a label of the run that the file lacks is an
+/// error naming the file and the label.
+pub fn load_thresholds(dir: &Path, names: &[String]) -> Result<Vec<Option<f64>>> {
     let path = dir.join("thresholds.json");
-    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(vec![0.5; names.len()]) };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![Some(0.5); names.len()]),
+        Err(e) => return Err(Error::file(&path, format!("cannot read ({e}); delete it or run tailor eval again"))),
+    };
     let v: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| Error::file(&path, format!("not JSON ({e}); delete it or run tailor eval again")))?;
-    Ok(names.iter().map(|n| v["thresholds"][n].as_f64().unwrap_or(0.5)).collect())
+    let Some(map) = v.get("thresholds").and_then(|t| t.as_object()) else {
+        return Err(Error::file(
+            &path,
+            "has no \"thresholds\" object (label name to threshold), as tailor eval writes; delete it or run \
+             tailor eval again",
+        ));
+    };
+    if let Some(unknown) = map.keys().find(|k| !names.contains(k)) {
+        return Err(Error::file(
+            &path,
+            format!(
+                "has a threshold for label '{unknown}', which this run does not have (its labels are in \
+                 labels.txt); remove that entry, or run tailor eval again to rewrite the file"
+            ),
+        ));
+    }
+    let missing: Vec<&str> = names.iter().filter(|n| !map.contains_key(*n)).map(String::as_str).collect();
+    if !missing.is_empty() {
+        return Err(Error::file(
+            &path,
+            format!(
+                "has no threshold for label(s) {}; run tailor eval --model {} again to write one for every \
+                 label (or delete the file to use 0.5 for all)",
+                missing.join(", "),
+                dir.display()
+            ),
+        ));
+    }
+    names
+        .iter()
+        .map(|n| match &map[n] {
+            serde_json::Value::Null => Ok(None),
+            t => match t.as_f64() {
+                Some(x) if (0.0..=1.0).contains(&x) => Ok(Some(x)),
+                _ => Err(Error::file(
+                    &path,
+                    format!(
+                        "label '{n}' has threshold {t}, which is not a probability in [0, 1] (or null: never \
+                         chosen); correct it, or run tailor eval again to rewrite the file"
+                    ),
+                )),
+            },
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `load_thresholds` on a run folder whose thresholds.json holds `json` (none when `None`).
+    fn load(name: &str, json: Option<&str>) -> Result<Vec<Option<f64>>> {
+        let dir = std::env::temp_dir().join(format!("tailor-thresholds-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        if let Some(j) = json {
+            std::fs::write(dir.join("thresholds.json"), j).unwrap();
+        }
+        let names: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        let r = load_thresholds(&dir, &names);
+        std::fs::remove_dir_all(&dir).unwrap();
+        r
+    }
+
+    fn err(name: &str, json: &str) -> String {
+        load(name, Some(json)).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn thresholds_are_read_and_checked() {
+        assert_eq!(load("none", None).unwrap(), [Some(0.5); 3]);
+        // eval's null: no threshold reached the precision floor, so the label is never chosen.
+        let eval = r#"{"precision_floor": 0.6, "thresholds": {"a": 0.25, "b": null, "c": 1}}"#;
+        assert_eq!(load("eval", Some(eval)).unwrap(), [Some(0.25), None, Some(1.0)]);
+        for (name, json, says) in [
+            ("high", r#"{"thresholds": {"a": 0.2, "b": 1.5, "c": 0.1}}"#, "label 'b' has threshold 1.5"),
+            ("negative", r#"{"thresholds": {"a": -0.1, "b": 0.5, "c": 0.1}}"#, "label 'a' has threshold -0.1"),
+            ("text", r#"{"thresholds": {"a": 0.2, "b": 0.5, "c": "NaN"}}"#, "label 'c' has threshold \"NaN\""),
+            ("unknown", r#"{"thresholds": {"a": 0.2, "b": 0.5, "c": 0.1, "d": 0.3}}"#, "label 'd'"),
+            ("missing", r#"{"thresholds": {"a": 0.2}}"#, "no threshold for label(s) b, c"),
+            ("flat", r#"{"a": 0.2, "b": 0.5, "c": 0.1}"#, "no \"thresholds\" object"),
+            ("broken", r#"{"thresholds": "#, "not JSON"),
+        ] {
+            let e = err(name, json);
+            assert!(e.contains("thresholds.json") && e.contains(says) && e.contains("tailor eval"), "{name}: {e}");
+        }
+        assert!(err("unknown", r#"{"thresholds": {"a": 0.2, "b": 0.5, "c": 0.1, "d": 0.3}}"#)
+            .contains("which this run does not have"));
+    }
 }
