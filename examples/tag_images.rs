@@ -5,12 +5,23 @@
 
 use tailor::nn::tagger::Tagger;
 
-fn main() -> tailor::Result<()> {
+fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some((run, images)) = args.split_first().filter(|(_, images)| !images.is_empty()) else {
         eprintln!("usage: tag_images RUN_FOLDER IMAGE...");
-        std::process::exit(2);
+        return std::process::ExitCode::from(2);
     };
+    // tailor's errors say what went wrong and what to do: print them as such (Display).
+    match tag(run, images) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn tag(run: &str, images: &[String]) -> tailor::Result<()> {
     let gpu = tailor::Gpu::new()?;
     // Network, weights, input size, normalisation, label names and eval's thresholds.
     let tagger = Tagger::load(gpu, run, 16)?;
