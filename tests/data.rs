@@ -478,6 +478,8 @@ fn imbalance_reaches_its_ratio_on_data_that_is_already_long_tailed() {
     assert_eq!(s.train_counts, want);
     let (max, min) = (s.train_counts.iter().max().unwrap(), s.train_counts.iter().min().unwrap());
     assert_eq!((*max, *min), (20, 2), "n_max / n_min = ρ");
+    let n = s.notes.join("\n");
+    assert!(n.contains("--imbalance 10 kept 42 of the 191 training samples, 20 down to 2 per class"), "{n}");
 }
 
 #[test]

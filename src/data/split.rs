@@ -58,9 +58,21 @@ pub fn split(ds: &mut Dataset, spec: &SplitSpec) -> Result<Split> {
             (t, v, "the fraction is rounded to whole samples".into())
         }
     };
-    let notes = fraction_note(train.len(), val.len(), spec.val_fraction, &why).into_iter().collect();
+    let mut notes: Vec<String> = fraction_note(train.len(), val.len(), spec.val_fraction, &why).into_iter().collect();
     if let Some(rho) = spec.imbalance {
+        let before = train.len();
         train = long_tail(ds, &train, rho, &mut Rng::new(spec.seed ^ 0x5EED_1AB5));
+        // Data that is long-tailed already can lose most of its samples to the profile: say so.
+        if train.len() < before {
+            let counts = ds.label_counts(&train);
+            let (max, min) = (counts.iter().max().unwrap_or(&0), counts.iter().filter(|&&n| n > 0).min().unwrap_or(&0));
+            notes.push(format!(
+                "--imbalance {rho} kept {} of the {before} training samples, {max} down to {min} per class: the \
+                 largest class keeps as many as every smaller one's place on the profile allows, so on data that \
+                 is long-tailed already the small classes cap it",
+                train.len()
+            ));
+        }
     }
     let dropped = drop_rare(ds, &mut train, &mut val, spec.min_samples);
     check_result(ds, spec, &train, &val)?;
