@@ -122,10 +122,86 @@ impl Gpu {
     }
 }
 
-/// MemAvailable of /proc/meminfo in bytes (Linux), if known.
+/// The memory a CPU device can still take from the host, in bytes (Linux), if known: the least of
+/// MemAvailable, what the process's cgroup allows beyond its use (containers), and the address
+/// space `ulimit -v` leaves (a software driver's allocations fail there, and it may crash rather
+/// than report it).
 pub fn host_available() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = s.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
+    let read = |p: &str| std::fs::read_to_string(p).ok();
+    let mem = read("/proc/meminfo").and_then(|s| kib_field(&s, "MemAvailable:"));
+    let cgroup = read("/proc/self/cgroup").and_then(|c| cgroup_room(&c, &|p| read(p)));
+    let address = read("/proc/self/limits").and_then(|l| address_limit(&l)).map(|limit| {
+        let used = read("/proc/self/status").and_then(|s| kib_field(&s, "VmSize:")).unwrap_or(0);
+        limit.saturating_sub(used)
+    });
+    [mem, cgroup, address].into_iter().flatten().min()
+}
+
+/// A `Name:   123 kB` field of /proc/meminfo or /proc/self/status, in bytes.
+fn kib_field(text: &str, name: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with(name))?;
+    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+}
+
+/// The soft "Max address space" of /proc/self/limits in bytes, None when unlimited.
+fn address_limit(limits: &str) -> Option<u64> {
+    let line = limits.lines().find(|l| l.starts_with("Max address space"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// The memory limit of the process's cgroup less its use, from /proc/self/cgroup (`read` reads a
+/// file of /sys/fs/cgroup): v2 (`0::/path`, memory.max) or v1 (`N:memory:/path`,
+/// memory.limit_in_bytes). Inside a container the path may be `/`; both it and the named path
+/// are tried. None when there is no limit.
+fn cgroup_room(cgroups: &str, read: &dyn Fn(&str) -> Option<String>) -> Option<u64> {
+    let num = |p: String| read(&p).and_then(|s| s.trim().parse::<u64>().ok());
+    for line in cgroups.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let path = path.trim_end_matches('/');
+        let (dir, limit, usage) = match controllers {
+            "" => ("/sys/fs/cgroup", "memory.max", "memory.current"),
+            c if c.split(',').any(|c| c == "memory") => {
+                ("/sys/fs/cgroup/memory", "memory.limit_in_bytes", "memory.usage_in_bytes")
+            }
+            _ => continue,
+        };
+        for base in [format!("{dir}{path}"), dir.to_string()] {
+            if let Some(max) = num(format!("{base}/{limit}")) {
+                // v1 writes a huge number (about 2^63) for "no limit".
+                if max >= 1 << 60 {
+                    return None;
+                }
+                return Some(max.saturating_sub(num(format!("{base}/{usage}")).unwrap_or(0)));
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_limits_are_read() {
+        assert_eq!(kib_field("MemTotal: 10 kB\nMemAvailable:    2048 kB\n", "MemAvailable:"), Some(2 << 20));
+        let limits = "Limit                     Soft Limit           Hard Limit           Units\n\
+                      Max address space         8192000000           unlimited            bytes\n";
+        assert_eq!(address_limit(limits), Some(8_192_000_000));
+        assert_eq!(address_limit(&limits.replace("8192000000", "unlimited")), None);
+        let files = |p: &str| match p {
+            "/sys/fs/cgroup/user.slice/memory.max" => Some("1000\n".to_string()),
+            "/sys/fs/cgroup/user.slice/memory.current" => Some("400\n".to_string()),
+            "/sys/fs/cgroup/memory/memory.limit_in_bytes" => Some("9223372036854771712".to_string()),
+            "/sys/fs/cgroup/memory.max" => Some("max\n".to_string()),
+            _ => None,
+        };
+        assert_eq!(cgroup_room("0::/user.slice\n", &files), Some(600));
+        // v1, the named path not visible (a container): its root says "no limit".
+        assert_eq!(cgroup_room("4:memory:/docker/abc\n1:cpu:/\n", &files), None);
+        // v2 with no limit ("max").
+        assert_eq!(cgroup_room("0::/\n", &files), None);
+        assert!(host_available().is_none_or(|b| b > 0));
+    }
 }
