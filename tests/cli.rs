@@ -651,6 +651,35 @@ fn the_input_size_is_the_most_common_and_colour_wins() {
 }
 
 #[test]
+fn folders_are_taken_where_files_are_and_the_reverse_refused() {
+    let dir = temp("folders");
+    let csv = fixture(&dir, 24);
+    let csv_s = csv.to_str().unwrap();
+    let run = dir.join("run");
+    let run_s = run.to_str().unwrap();
+    ok(&train_args(csv_s, run_s, &[]));
+    // --init takes a run folder for its weights.
+    let (_, err) = ok_both(&train_args(csv_s, dir.join("init").to_str().unwrap(), &["--init", run_s]));
+    assert!(err.contains("loaded") && err.contains("model.safetensors"), "{err}");
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let err = fails(&train_args(csv_s, dir.join("x").to_str().unwrap(), &["--init", empty.to_str().unwrap()]));
+    assert!(err.contains("holds no model.safetensors") && err.contains("--init"), "{err}");
+    // --out naming a file is refused as such.
+    let err = fails(&train_args(csv_s, csv_s, &[]));
+    assert!(err.contains("is a file, not a folder"), "{err}");
+    // A bad precision floor is refused before anything loads.
+    let err = fails(&["eval", "--model", run_s, "--min-precision", "1.5"]);
+    assert!(err.contains("--min-precision 1.5") && !err.contains("evaluating"), "{err}");
+    // compare into a folder of an earlier comparison needs --overwrite (it has no --resume).
+    let cmp = dir.join("cmp");
+    std::fs::create_dir_all(cmp.join("nw")).unwrap();
+    std::fs::write(cmp.join("nw/config.json"), "{}").unwrap();
+    let err = fails(&["compare", "--data", csv_s, "--out", cmp.to_str().unwrap()]);
+    assert!(err.contains("earlier comparison") && err.contains("--overwrite") && !err.contains("--resume"), "{err}");
+}
+
+#[test]
 fn a_closed_pipe_ends_output_quietly() {
     use std::io::Read;
     let counts = (1..=3000).map(|i| i.to_string()).collect::<Vec<_>>().join(",");

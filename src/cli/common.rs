@@ -458,6 +458,9 @@ pub fn score(
 
 /// Makes a directory (and its parents), naming it on failure.
 pub fn make_dir(dir: &Path) -> Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(Error::file(dir, "is a file, not a folder; give a folder (a new or an existing one)"));
+    }
     std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, format!("cannot create the directory: {e}")))
 }
 

@@ -18,8 +18,18 @@ pub fn run(cli: &super::Cli, a: &TrainArgs) -> Result<()> {
             a.weighting
         )));
     }
-    let gpu = cli.open_gpu()?;
     let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs/compare"));
+    // Its three runs are fresh ones: an earlier comparison there is replaced only when asked.
+    for scheme in PAPER_SCHEMES {
+        let dir = out.join(scheme.to_ascii_lowercase());
+        if dir.is_dir() && super::train::holds_run(&dir) && !a.overwrite {
+            return Err(Error::file(
+                &dir,
+                "already holds a run of an earlier comparison; replace them with --overwrite, or give another --out",
+            ));
+        }
+    }
+    let gpu = cli.open_gpu()?;
     super::common::make_dir(&out)?;
     // The three runs share one split (same flags and seed): load and split the images once.
     let data = super::train::prepare(a, None)?;

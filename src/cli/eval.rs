@@ -51,6 +51,13 @@ pub fn eval_on(gpu: &Arc<Gpu>, a: &EvalArgs, data: Option<&super::train::Prepare
     if a.batch_size == 0 {
         return Err(Error::Invalid("--batch-size 0: give a positive batch size".into()));
     }
+    // Checked before the data and the model load.
+    if !(a.min_precision > 0.0 && a.min_precision <= 1.0) {
+        return Err(Error::Invalid(format!(
+            "--min-precision {}: give a precision in (0, 1], e.g. 0.6",
+            a.min_precision
+        )));
+    }
     let cfg = RunConfig::load(&a.model)?;
     let image = cfg.preprocess.image_spec()?;
     let (ds, indices) = match &a.data.data {

@@ -105,7 +105,7 @@ const RUN_FILES: [&str; 8] = [
 ];
 
 /// Whether `dir` holds a run: a checkpoint or its configuration or metrics.
-fn holds_run(dir: &Path) -> bool {
+pub(crate) fn holds_run(dir: &Path) -> bool {
     ["config.json", "model.safetensors", "metrics.jsonl"].iter().any(|f| dir.join(f).exists())
 }
 
@@ -367,7 +367,15 @@ pub fn train_on(gpu: &Arc<Gpu>, a: &TrainArgs, data: Option<&Prepared>) -> Resul
         let epoch = checkpoint_epoch(&dir, cfg.epochs_done, sd.epoch(), opt.epoch())?;
         resume_from = Some((opt, epoch));
     } else if let Some(init) = &args.init {
-        let sd = StateDict::load(init)?;
+        // A run folder stands for its weights.
+        let init = if init.is_dir() { init.join("model.safetensors") } else { init.clone() };
+        if !init.exists() && init.ends_with("model.safetensors") {
+            return Err(Error::file(
+                init.parent().unwrap_or(&init),
+                "holds no model.safetensors; give --init a .safetensors file or a tailor run folder",
+            ));
+        }
+        let sd = StateDict::load(&init)?;
         let r = model.load_state_dict(&sd)?;
         eprintln!("loaded {} tensors from {}", r.loaded, init.display());
         if let Some((from, to)) = r.reinit_classifier {
