@@ -668,6 +668,8 @@ fn folders_are_taken_where_files_are_and_the_reverse_refused() {
     // --out naming a file is refused as such.
     let err = fails(&train_args(csv_s, csv_s, &[]));
     assert!(err.contains("is a file, not a folder"), "{err}");
+    let err = fails(&train_args(csv_s, dir.join("y").to_str().unwrap(), &["--schedule", "step", "--lr-step", "0"]));
+    assert!(err.contains("--lr-step 0"), "{err}");
     // A bad precision floor is refused before anything loads.
     let err = fails(&["eval", "--model", run_s, "--min-precision", "1.5"]);
     assert!(err.contains("--min-precision 1.5") && !err.contains("evaluating"), "{err}");

@@ -210,6 +210,26 @@ fn photos_are_read_upright_and_truncated_jpegs_refused() {
 }
 
 #[test]
+fn csv_duplicates_case_twins_windows_paths_and_other_separators() {
+    let d = csv_set("dups", "file,label\na.png,x\n");
+    std::fs::create_dir_all(d.join("sub")).unwrap();
+    png(&d.join("sub/w.png"), 4, 4, [1, 2, 3]);
+    std::fs::write(d.join("labels.csv"), "file,label\na.png,Apparel\nsub\\w.png,apparel\na.png,Apparel\n").unwrap();
+    let spec = CsvSpec::new(d.join("labels.csv"), LabelSource::Column("label".into()));
+    let ds = load_csv(&spec, &rgb4()).unwrap();
+    assert_eq!(ds.len(), 3, "the Windows path is found");
+    let w = ds.warnings.join("\n");
+    assert!(
+        w.contains("1 row(s) name an image") && w.contains("lines 2 and 4") && w.contains("--split-by file"),
+        "{w}"
+    );
+    assert!(w.contains("'Apparel' and 'apparel' differ only in case"), "{w}");
+    std::fs::write(d.join("labels.csv"), "file;label\na.png;x\n").unwrap();
+    let e = err(load_csv(&spec, &rgb4()));
+    assert!(e.contains("separated by semicolons"), "{e}");
+}
+
+#[test]
 fn csv_images_subfolder_found() {
     let d = tmp("subfolder");
     std::fs::create_dir(d.join("images")).unwrap();

@@ -182,7 +182,10 @@ impl TrainArgs {
         let spe = steps_per_epoch as u64;
         let schedule = match self.schedule.as_str() {
             "constant" => Schedule::Constant,
-            "step" => Schedule::Step { every: self.lr_step.max(1) * spe, gamma: self.lr_gamma },
+            "step" if self.lr_step == 0 => {
+                return Err(Error::Invalid("--lr-step 0: give the epochs between learning-rate steps, e.g. 30".into()))
+            }
+            "step" => Schedule::Step { every: self.lr_step * spe, gamma: self.lr_gamma },
             "cosine" => Schedule::Cosine { total: self.epochs() as u64 * spe, min_lr: 0.0 },
             s => return Err(Error::Invalid(format!("--schedule '{s}': use constant, step or cosine"))),
         };

@@ -65,6 +65,8 @@ pub fn load_csv(spec: &CsvSpec, image: &ImageSpec) -> Result<Dataset> {
     };
     let dir = image_dir(spec, &table, file_col);
     let paths = image_paths(&table, &records, file_col, &dir)?;
+    warn_duplicates(&table, file_col, &records, &paths, &mut warnings);
+    warn_case_twins(&label_names, &mut warnings);
     let (pixels, fitted) = load_images(&paths, image)?;
     Ok(Dataset {
         width: image.width,
@@ -256,6 +258,45 @@ fn warn_missing_tags(table: &Table, col: usize, sep: &str, missing: &[String], w
 }
 
 /// Label name → id; every lookup is of a name collected from the same cells.
+/// Rows naming an image an earlier row names too: the copies can fall on both sides of the split.
+fn warn_duplicates(table: &Table, file_col: usize, records: &[usize], paths: &[PathBuf], warnings: &mut Vec<String>) {
+    let mut first: HashMap<&Path, usize> = HashMap::new();
+    let mut repeats = Vec::new();
+    for (&r, p) in records.iter().zip(paths) {
+        match first.get(p.as_path()) {
+            Some(&r0) => repeats.push((r0, r, p)),
+            None => {
+                first.insert(p, r);
+            }
+        }
+    }
+    if let Some(&(r0, r, p)) = repeats.first() {
+        warnings.push(format!(
+            "{} row(s) name an image that an earlier row names too (e.g. {}, lines {} and {}): the copies can \
+             fall on both sides of the validation split; remove them, or keep each image on one side with \
+             --split-by {}",
+            repeats.len(),
+            p.display(),
+            table.lines[r0],
+            table.lines[r],
+            table.header[file_col]
+        ));
+    }
+}
+
+/// Labels that differ only in case ("Apparel", "apparel") are separate labels: likely a typo.
+fn warn_case_twins(labels: &[String], warnings: &mut Vec<String>) {
+    let mut seen: HashMap<String, &str> = HashMap::new();
+    for l in labels {
+        if let Some(other) = seen.insert(l.to_lowercase(), l) {
+            warnings.push(format!(
+                "the labels '{other}' and '{l}' differ only in case, so they are two labels; write them alike \
+                 in the CSV if they are one"
+            ));
+        }
+    }
+}
+
 fn label_index(labels: &[String]) -> HashMap<&str, u32> {
     labels.iter().enumerate().map(|(i, l)| (l.as_str(), i as u32)).collect()
 }
@@ -285,7 +326,11 @@ fn image_paths(table: &Table, records: &[usize], file_col: usize, dir: &Path) ->
                 format!("line {}: the image file name (column '{}') is empty", table.lines[r], table.header[file_col]),
             ));
         }
-        let p = dir.join(name);
+        let mut p = dir.join(name);
+        // Paths written on Windows (images\\x.png).
+        if !p.is_file() && name.contains('\\') && dir.join(name.replace('\\', "/")).is_file() {
+            p = dir.join(name.replace('\\', "/"));
+        }
         if !p.is_file() {
             absent.push(format!("{} (line {})", p.display(), table.lines[r]));
         }

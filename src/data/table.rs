@@ -157,7 +157,17 @@ impl Table {
     /// The index of a column, or an error that names it and lists the columns there are.
     pub fn column(&self, name: &str) -> Result<usize> {
         self.header.iter().position(|h| h == name).ok_or_else(|| {
-            Error::file(&self.path, format!("no column named '{name}'; the columns are: {}", self.header.join(", ")))
+            // A header of one column holding the others' names: another separator.
+            let sep = [(';', "semicolons"), ('\t', "tabs"), ('|', "bars")]
+                .into_iter()
+                .find(|(c, _)| self.header.len() == 1 && self.header[0].contains(*c));
+            let hint = sep.map_or(String::new(), |(_, what)| {
+                format!(" (one column: the file seems separated by {what}; tailor reads comma-separated CSV)")
+            });
+            Error::file(
+                &self.path,
+                format!("no column named '{name}'; the columns are: {}{hint}", self.header.join(", ")),
+            )
         })
     }
 
