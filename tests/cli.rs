@@ -615,6 +615,20 @@ fn checkpoints_are_saved_as_one_set_and_resume_finds_moved_data() {
     let other = fixture(&dir.join("other"), 30);
     let err = fails(&["train", "--resume", full_s, "--epochs", "3", "--data", other.to_str().unwrap()]);
     assert!(err.contains("training and") && err.contains("same data"), "{err}");
+    // The same labels and counts, other images: refused too.
+    let renamed = dir.join("renamed");
+    std::fs::create_dir_all(renamed.join("images")).unwrap();
+    for e in std::fs::read_dir(dir.join("moved/images")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), renamed.join("images").join(format!("x{}", e.file_name().to_str().unwrap()))).unwrap();
+    }
+    let text = std::fs::read_to_string(&moved).unwrap();
+    let relabelled: String =
+        text.lines().enumerate().map(|(i, l)| if i == 0 { format!("{l}\n") } else { format!("x{l}\n") }).collect();
+    std::fs::write(renamed.join("labels.csv"), relabelled).unwrap();
+    let err =
+        fails(&["train", "--resume", full_s, "--epochs", "3", "--data", renamed.join("labels.csv").to_str().unwrap()]);
+    assert!(err.contains("other images or labels") && err.contains("same data"), "{err}");
     ok(&["train", "--resume", full_s, "--epochs", "3", "--data", moved.to_str().unwrap()]);
     assert!(read(&full, "model.safetensors") == read(&two, "model.safetensors"), "resumed weights differ");
     assert!(String::from_utf8(read(&full, "config.json")).unwrap().contains("moved"));
@@ -670,6 +684,15 @@ fn folders_are_taken_where_files_are_and_the_reverse_refused() {
     assert!(err.contains("is a file, not a folder"), "{err}");
     let err = fails(&train_args(csv_s, dir.join("y").to_str().unwrap(), &["--schedule", "step", "--lr-step", "0"]));
     assert!(err.contains("--lr-step 0"), "{err}");
+    // Resuming a run whose folder holds eval's thresholds says they are now stale; a cosine
+    // schedule re-planned over more epochs says so.
+    ok(&["eval", "--model", run_s]);
+    let (_, err) = ok_both(&["train", "--resume", run_s, "--epochs", "2"]);
+    assert!(err.contains("thresholds.json") && err.contains("tailor eval --model"), "{err}");
+    let cos = dir.join("cos");
+    ok(&train_args(csv_s, cos.to_str().unwrap(), &["--schedule", "cosine"]));
+    let (_, err) = ok_both(&["train", "--resume", cos.to_str().unwrap(), "--epochs", "2"]);
+    assert!(err.contains("cosine schedule was planned over 1 epochs"), "{err}");
     // A bad precision floor is refused before anything loads.
     let err = fails(&["eval", "--model", run_s, "--min-precision", "1.5"]);
     assert!(err.contains("--min-precision 1.5") && !err.contains("evaluating"), "{err}");
@@ -679,6 +702,38 @@ fn folders_are_taken_where_files_are_and_the_reverse_refused() {
     std::fs::write(cmp.join("nw/config.json"), "{}").unwrap();
     let err = fails(&["compare", "--data", csv_s, "--out", cmp.to_str().unwrap()]);
     assert!(err.contains("earlier comparison") && err.contains("--overwrite") && !err.contains("--resume"), "{err}");
+}
+
+/// An IDX folder (`train-images-idx3-ubyte`, `train-labels-idx1-ubyte`) of `n` w×h images of
+/// 3 classes.
+fn idx_fixture(dir: &Path, n: usize, w: usize, h: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut images = vec![0, 0, 8, 3];
+    for d in [n, h, w] {
+        images.extend((d as u32).to_be_bytes());
+    }
+    let mut labels = vec![0, 0, 8, 1];
+    labels.extend((n as u32).to_be_bytes());
+    for i in 0..n {
+        let class = i % 3;
+        images.extend((0..w * h).map(|p| if p / w / (h / 3).max(1) == class { 200u8 } else { (p * 7 % 40) as u8 }));
+        labels.push(class as u8);
+    }
+    std::fs::write(dir.join("train-images-idx3-ubyte"), images).unwrap();
+    std::fs::write(dir.join("train-labels-idx1-ubyte"), labels).unwrap();
+}
+
+#[test]
+fn idx_folders_keep_their_size_and_classes() {
+    let dir = temp("idx");
+    idx_fixture(&dir.join("digits"), 30, 12, 18);
+    let run = dir.join("run");
+    let data = dir.join("digits");
+    let args = ["train", "--data", data.to_str().unwrap(), "--out", run.to_str().unwrap(), "--epochs", "1"];
+    let mut args = args.to_vec();
+    args.extend(["--growth-rate", "4", "--blocks", "1,1", "--batch-size", "8", "--val-fraction", "0.2"]);
+    let (_, err) = ok_both(&args);
+    assert!(err.contains("3 labels (single-label), images 12×18×1"), "{err}");
 }
 
 #[test]

@@ -378,8 +378,11 @@ fn idx_labels_with_gaps_above_nine_are_a_corrupt_file() {
     // split then names the empty class.
     write(&(1..=12).chain(1..=12).collect::<Vec<u8>>());
     assert_eq!(load().unwrap().label_names.len(), 13);
+    // As many classes as the largest id needs (not always ten: digits 0..2 are three classes).
     write(&[0, 1, 2, 5, 0, 1, 2, 5]);
-    assert_eq!(load().unwrap().label_names.len(), 10);
+    assert_eq!(load().unwrap().label_names.len(), 6);
+    write(&[0, 1, 2, 0, 1, 2]);
+    assert_eq!(load().unwrap().label_names.len(), 3);
 }
 
 #[test]

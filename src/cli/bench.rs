@@ -103,9 +103,20 @@ pub fn run(cli: &super::Cli, a: &Args) -> Result<()> {
     };
     if a.plan_only {
         let m = Trainer::estimate_memory(&model, &cfg)?;
-        println!("{arch}, batch {batch}, {size}×{size}: {m}");
         let limit = gpu.max_binding();
         let largest = largest_tensor(&model, &cfg)?;
+        if a.json {
+            let v = serde_json::json!({
+                "arch": arch, "batch": batch, "image_size": size, "total_bytes": m.total(),
+                "params_and_state_bytes": m.params_and_state, "param_grads_bytes": m.param_grads,
+                "activations_pool_bytes": m.activations_pool, "activations_unshared_bytes": m.activations_unshared,
+                "io_bytes": m.io, "scratch_bytes": m.scratch, "largest_tensor_bytes": largest,
+                "max_binding_bytes": limit, "chunked": largest > limit,
+            });
+            println!("{v}");
+            return Ok(());
+        }
+        println!("{arch}, batch {batch}, {size}×{size}: {m}");
         if largest > limit {
             println!("its largest tensor ({}) exceeds this device's binding limit ({}): it runs with batches bound in chunks", mib(largest), mib(limit));
         }

@@ -41,10 +41,12 @@ pub struct DataArgs {
     /// For an IDX folder: which files to read (train or t10k).
     #[arg(long, default_value = "train")]
     pub idx_prefix: String,
-    /// Model input size: N for N×N or WxH such as 48x64 (default: the first image's size).
+    /// Model input size: N for N×N or WxH such as 48x64 (default: the most common size among up
+    /// to 256 of the images; IDX: the files' size).
     #[arg(long)]
     pub image_size: Option<String>,
-    /// Read images as one gray channel (default: gray when the first image is gray).
+    /// Read images as one gray channel (default: RGB when any of the images looked at has
+    /// colour, else gray).
     #[arg(long, conflicts_with = "rgb")]
     pub grayscale: bool,
     /// Read images as RGB.
@@ -183,7 +185,7 @@ impl DataArgs {
         })
     }
 
-    /// The input size and channels: the flags, else those of the source's first image.
+    /// The input size and channels: the flags, else what the source's images have (`probe`).
     pub fn image_spec(&self, source: &Source) -> Result<ImageSpec> {
         let given = self.image_size.as_deref().map(ImageSpec::parse_size).transpose()?;
         let forced = if self.grayscale {
@@ -206,8 +208,9 @@ impl DataArgs {
 
 /// The input size and channels for the images of a source (`sized`: the size is given).
 fn probe(source: &Source, sized: bool) -> Result<(usize, usize, usize)> {
-    if source.idx_prefix.is_some() {
-        return Ok((28, 28, 1));
+    if let Some(prefix) = &source.idx_prefix {
+        let (w, h) = data::idx::idx_image_size(&source.path, prefix)?;
+        return Ok((w, h, 1));
     }
     let spec = csv_spec(source);
     let table = spec.table()?;
@@ -401,6 +404,10 @@ pub struct RunConfig {
     pub source: Source,
     pub split_seed: u64,
     pub epochs_done: usize,
+    /// What the split holds (image names and labels: see `train::data_fingerprint`), so that a
+    /// resumed run can tell it is given the same data. Absent in runs of older versions.
+    #[serde(default)]
+    pub data_fingerprint: Option<String>,
     /// The flags of the run, to resume it.
     pub args: super::train::TrainArgs,
 }

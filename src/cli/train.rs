@@ -75,7 +75,8 @@ pub struct TrainArgs {
     /// Random crop (padding 4, or 2 below 32 pixels) and horizontal flip.
     #[arg(long)]
     pub augment: bool,
-    /// Start from these weights (a torchvision or tailor safetensors state dict).
+    /// Start from these weights (a torchvision or tailor safetensors state dict, or a run folder
+    /// for its model.safetensors).
     #[arg(long)]
     pub init: Option<PathBuf>,
     /// Continue the run in this folder at its next epoch (with --data / --image-dir if its data
@@ -405,6 +406,19 @@ pub fn train_on(gpu: &Arc<Gpu>, a: &TrainArgs, data: Option<&Prepared>) -> Resul
         }
         None => 0,
     };
+    if let Some(cfg) = &resumed {
+        // A schedule planned over the run's length changes with it.
+        let before = cfg.args.epochs();
+        if args.epochs() != before && args.schedule == "cosine" && start < args.epochs() {
+            eprintln!(
+                "note: the cosine schedule was planned over {before} epochs and is now planned over {}: the \
+                 learning rate from here on follows the new plan, so the weights will differ from a run started \
+                 with --epochs {}",
+                args.epochs(),
+                args.epochs()
+            );
+        }
+    }
     let pred_batch = batch.min(p.split.val.len().max(1));
     let predictor =
         Predictor::new(&trainer.model, pred_batch, p.image.height, p.image.width).map_err(common::too_large_hint)?;
@@ -445,6 +459,7 @@ pub fn train_on(gpu: &Arc<Gpu>, a: &TrainArgs, data: Option<&Prepared>) -> Resul
         source: Source { path: absolute(&p.source.path), ..p.source.clone() },
         split_seed: args.seed,
         epochs_done: start,
+        data_fingerprint: Some(data_fingerprint(p)),
         args: args.clone(),
     };
     // config.json keeps absolute paths, so that eval and --resume work from any folder.
@@ -512,6 +527,15 @@ pub fn train_on(gpu: &Arc<Gpu>, a: &TrainArgs, data: Option<&Prepared>) -> Resul
     }
     if start < epochs {
         eprintln!("saved {}", dir.display());
+        // eval's reports and thresholds in the folder are of the earlier weights.
+        if resumed.is_some() && ["eval.json", "thresholds.json"].iter().any(|f| dir.join(f).exists()) {
+            eprintln!(
+                "note: {}'s eval reports and thresholds.json (which predict uses) are from before these epochs; \
+                 run tailor eval --model {} again",
+                dir.display(),
+                dir.display()
+            );
+        }
     }
     Ok(Outcome { dir })
 }
@@ -588,6 +612,39 @@ fn checkpoint_epoch(dir: &Path, config: usize, model: Option<usize>, opt: Option
     }
 }
 
+/// A stable digest (FNV-1a, 64 bits) of what a split holds: for each training then validation
+/// sample, its image name as the CSV gives it (relative, so data moved elsewhere keeps it) or,
+/// for IDX data, its pixels; and its labels.
+pub fn data_fingerprint(p: &Prepared) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    let ds = &p.ds;
+    let col = ds.table.as_ref().and_then(|t| t.column(&p.source.image_column).ok().map(|c| (t, c)));
+    let per = ds.width * ds.height * ds.channels;
+    for (part, indices) in [(b'T', &p.split.train), (b'V', &p.split.val)] {
+        eat(&[part]);
+        for &i in indices {
+            match col {
+                Some((t, c)) => eat(t.cell(ds.records[i], c).as_bytes()),
+                None => eat(&ds.pixels[i * per..(i + 1) * per]),
+            }
+            eat(&[0]);
+            for l in ds.targets.labels(i) {
+                eat(&l.to_le_bytes());
+            }
+        }
+    }
+    for n in &ds.label_names {
+        eat(n.as_bytes());
+        eat(&[0]);
+    }
+    format!("{h:016x}")
+}
+
 /// A resumed run must see the data it started with: the same labels and the same split.
 fn check_same_data(cfg: &RunConfig, p: &Prepared, dir: &Path) -> Result<()> {
     let config = dir.join("config.json");
@@ -596,6 +653,17 @@ fn check_same_data(cfg: &RunConfig, p: &Prepared, dir: &Path) -> Result<()> {
             config,
             format!(
                 "{} now gives other labels than when this run started; resume with the same data",
+                p.source.path.display()
+            ),
+        ));
+    }
+    let other = cfg.data_fingerprint.as_ref().is_some_and(|f| *f != data_fingerprint(p));
+    if other && (cfg.train_samples, cfg.val_samples) == (p.split.train.len(), p.split.val.len()) {
+        return Err(Error::file(
+            config,
+            format!(
+                "{} now gives other images or labels than when this run started (the same counts, but \
+                 other image names or labels in its split); resume with the same data",
                 p.source.path.display()
             ),
         ));
@@ -632,7 +700,7 @@ fn check_resume_flags(a: &TrainArgs, dir: &Path) -> Result<()> {
     let mut given = Vec::new();
     changed_fields(&json(a)?, &json(&defaults)?, &mut given);
     given.retain(|f| !["epochs", "data", "image_dir"].contains(&f.as_str()));
-    if a.out.as_ref().is_some_and(|o| o != dir) {
+    if a.out.as_ref().is_some_and(|o| o != dir) && !given.iter().any(|f| f == "out") {
         given.push("out".into());
     }
     if a.overwrite {

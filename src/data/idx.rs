@@ -147,6 +147,25 @@ pub fn load_idx(spec: &IdxSpec, image: &ImageSpec) -> Result<Dataset> {
     })
 }
 
+/// The (width, height) of the images in `<prefix>-images-idx3-ubyte[.gz]`, from its header only.
+pub fn idx_image_size(dir: &Path, prefix: &str) -> Result<(usize, usize)> {
+    let path = find(dir, prefix, "images-idx3-ubyte")?;
+    let file = std::fs::File::open(&path).map_err(|e| Error::file(&path, format!("cannot read the IDX file: {e}")))?;
+    let mut head = [0u8; 16];
+    let mut raw = std::io::BufReader::new(file);
+    let mut magic = [0u8; 2];
+    raw.read_exact(&mut magic).map_err(|e| Error::file(&path, format!("cannot read the IDX header: {e}")))?;
+    let mut rest = std::io::Cursor::new(magic).chain(raw);
+    let read =
+        if magic == [0x1f, 0x8b] { GzDecoder::new(rest).read_exact(&mut head) } else { rest.read_exact(&mut head) };
+    read.map_err(|e| Error::file(&path, format!("the IDX header is cut short or damaged ({e})")))?;
+    if head[2] != 0x08 || head[3] != 3 {
+        return Err(Error::file(&path, "not an IDX file of images (unsigned bytes, 3 dimensions)"));
+    }
+    let dim = |i: usize| u32::from_be_bytes(head[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize;
+    Ok((dim(2), dim(1)))
+}
+
 fn find(dir: &Path, prefix: &str, kind: &str) -> Result<PathBuf> {
     let dotted = kind.replacen('-', ".", 1);
     let names = [
@@ -228,7 +247,7 @@ fn class_names(spec: &IdxSpec, labels: &[u8]) -> Vec<String> {
     if fashion && max <= 10 {
         FASHION_MNIST_CLASSES.iter().map(|s| s.to_string()).collect()
     } else {
-        (0..max.max(10)).map(|i| i.to_string()).collect()
+        (0..max).map(|i| i.to_string()).collect()
     }
 }
 
