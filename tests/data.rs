@@ -461,6 +461,26 @@ fn split_by_keeps_groups_together() {
 }
 
 #[test]
+fn split_by_does_not_let_one_large_group_swallow_validation() {
+    let d = tmp("groups-big");
+    let mut csv = String::from("file,label,product\n");
+    for i in 0..120 {
+        let group = if i < 60 { "big".to_string() } else { format!("p{}", i / 5) };
+        csv += &format!("{i}.png,{},{group}\n", i % 2);
+    }
+    std::fs::write(d.join("labels.csv"), &csv).unwrap();
+    (0..120).for_each(|i| png(&d.join(format!("{i}.png")), 2, 2, [0, 0, 0]));
+    let spec = CsvSpec::new(d.join("labels.csv"), LabelSource::Column("label".into()));
+    for seed in 0..8 {
+        let mut ds = load_csv(&spec, &ImageSpec::new(2, 2, 3).unwrap()).unwrap();
+        let spec = SplitSpec { split_by: Some("product".into()), val_fraction: 0.1, seed, ..Default::default() };
+        let s = split(&mut ds, &spec).unwrap();
+        // Target 12: two groups of 5, never the group of 60.
+        assert_eq!(s.val.len(), 10, "seed {seed}");
+    }
+}
+
+#[test]
 fn split_by_says_when_whole_groups_miss_the_fraction() {
     let d = tmp("groups-miss");
     let mut csv = String::from("file,label,product\n");

@@ -141,7 +141,8 @@ fn random(n: usize, frac: f64, rng: &mut Rng) -> (Vec<usize>, Vec<usize>) {
 }
 
 /// Whole groups (equal values of `col`; a missing value is a group of its own) go to validation
-/// in a seeded order until it holds round(n·f) samples; also returns how many groups there are.
+/// in a seeded order to come as near round(n·f) samples as whole groups allow; also returns how
+/// many groups there are.
 fn by_group(ds: &Dataset, col: &str, frac: f64, rng: &mut Rng) -> Result<(Vec<usize>, Vec<usize>, usize)> {
     let table = ds.table.as_ref().expect("checked in check_spec");
     let c = table.column(col).map_err(|e| match e {
@@ -161,8 +162,23 @@ fn by_group(ds: &Dataset, col: &str, frac: f64, rng: &mut Rng) -> Result<(Vec<us
     rng.shuffle(&mut order);
     let target = n_val(ds.len(), frac);
     let (mut train, mut val) = (Vec::new(), Vec::new());
-    for g in order {
-        if val.len() < target {
+    // In the seeded order, a group goes to validation when it brings the split nearer the target
+    // (so one large group cannot swallow it, and smaller ones later can still fill it); when no
+    // group does, the smallest one (the first of them in that order) goes, so that there is one.
+    let mut to_val: Vec<bool> = Vec::with_capacity(order.len());
+    let mut n = 0;
+    for g in &order {
+        let take = 2 * n + g.len() < 2 * target;
+        n += if take { g.len() } else { 0 };
+        to_val.push(take);
+    }
+    if n == 0 && target > 0 {
+        if let Some(i) = (0..order.len()).min_by_key(|&i| order[i].len()) {
+            to_val[i] = true;
+        }
+    }
+    for (g, v) in order.into_iter().zip(to_val) {
+        if v {
             val.extend(g);
         } else {
             train.extend(g);
