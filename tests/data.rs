@@ -133,6 +133,18 @@ fn csv_tags_column() {
 }
 
 #[test]
+fn csv_tags_with_another_separator_get_a_hint() {
+    let d = csv_set("tag-sep", "file,tags\na.png,Men;Fall\nb.png,Women\n");
+    let spec = CsvSpec::new(d.join("labels.csv"), LabelSource::Tags { column: "tags".into(), sep: "|".into() });
+    let ds = load_csv(&spec, &rgb4()).unwrap();
+    let w = ds.warnings.join("\n");
+    assert!(w.contains("such as 'Men;Fall' hold ';'") && w.contains("--tag-sep ';'"), "{w}");
+    // The right separator: no hint.
+    let spec = CsvSpec::new(d.join("labels.csv"), LabelSource::Tags { column: "tags".into(), sep: ";".into() });
+    assert!(!load_csv(&spec, &rgb4()).unwrap().warnings.join("\n").contains("--tag-sep"));
+}
+
+#[test]
 fn csv_image_errors_name_the_file() {
     let d = csv_set("img-err", "file,label\na.png,x\n");
     std::fs::write(d.join("labels.csv"), "file,label\na.png,x\ngone.png,y\n").unwrap();

@@ -478,7 +478,8 @@ pub fn train_on(gpu: &Arc<Gpu>, a: &TrainArgs, data: Option<&Prepared>) -> Resul
     let loader = data::Loader::new(p.ds.clone(), p.split.train.clone(), opts)?;
     let epochs = args.epochs();
     if start >= epochs {
-        eprintln!("{} already has {start} epochs (--epochs {epochs}); nothing to do", dir.display());
+        let why = if start > epochs { ", and --epochs cannot shorten a run" } else { "" };
+        eprintln!("{} already has {start} epochs (--epochs {epochs}){why}; nothing to do", dir.display());
     }
     let res = (start..epochs).try_for_each(|epoch| {
         let (mean_loss, ips, secs) = train_epoch(&mut trainer, &loader, epoch, epochs)?;

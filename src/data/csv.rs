@@ -213,6 +213,18 @@ fn tag_labels(
     }
     sort_label_names(&mut labels);
     warn_missing_tags(table, col, sep, missing, warnings);
+    // No cell split at the separator, but the tags hold another: the wrong --tag-sep.
+    let split_any = (0..table.records.len()).any(|r| table.cell(r, col).contains(sep));
+    if !split_any {
+        let other = [";", "|", ","].into_iter().filter(|&s| s != sep).find(|s| labels.iter().any(|l| l.contains(s)));
+        if let Some(o) = other {
+            warnings.push(format!(
+                "no '{column}' cell holds the tag separator '{sep}', but tags such as '{}' hold '{o}': if that \
+                 separates the tags, give --tag-sep '{o}'",
+                labels.iter().find(|l| l.contains(o)).map_or("", String::as_str)
+            ));
+        }
+    }
     let index = label_index(&labels);
     let sets = (0..table.records.len())
         .map(|r| {
