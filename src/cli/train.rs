@@ -658,17 +658,6 @@ fn check_same_data(cfg: &RunConfig, p: &Prepared, dir: &Path) -> Result<()> {
             ),
         ));
     }
-    let other = cfg.data_fingerprint.as_ref().is_some_and(|f| *f != data_fingerprint(p));
-    if other && (cfg.train_samples, cfg.val_samples) == (p.split.train.len(), p.split.val.len()) {
-        return Err(Error::file(
-            config,
-            format!(
-                "{} now gives other images or labels than when this run started (the same counts, but \
-                 other image names or labels in its split); resume with the same data",
-                p.source.path.display()
-            ),
-        ));
-    }
     if (cfg.train_samples, cfg.val_samples) != (p.split.train.len(), p.split.val.len()) {
         return Err(Error::file(
             config,
@@ -680,6 +669,16 @@ fn check_same_data(cfg: &RunConfig, p: &Prepared, dir: &Path) -> Result<()> {
                 p.split.val.len(),
                 cfg.train_samples,
                 cfg.val_samples
+            ),
+        ));
+    }
+    if cfg.data_fingerprint.as_ref().is_some_and(|f| *f != data_fingerprint(p)) {
+        return Err(Error::file(
+            config,
+            format!(
+                "{} now gives other images or labels than when this run started (the same counts, but \
+                 other image names or labels in its split); resume with the same data",
+                p.source.path.display()
             ),
         ));
     }

@@ -253,7 +253,7 @@ fn decode(path: &Path) -> Result<DynamicImage> {
 /// Decodes a PNG or JPEG upright: turned as its EXIF orientation says, as image viewers show it
 /// (a phone's portrait photo is stored sideways with an orientation tag). Errors say what is
 /// wrong with the file.
-pub(crate) fn decode_bytes(bytes: &[u8]) -> std::result::Result<DynamicImage, String> {
+fn decode_bytes(bytes: &[u8]) -> std::result::Result<DynamicImage, String> {
     use image::{ImageDecoder, ImageError, ImageFormat};
     let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
