@@ -19,3 +19,5 @@ fi
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --all-targets --locked
+# The library example that trains, resumes and evaluates a run folder without the CLI.
+cargo run --locked --example train_run

@@ -8,6 +8,8 @@ pub mod gpu;
 pub mod metrics;
 pub mod ops;
 pub mod rng;
+pub mod run;
+pub mod setting;
 
 pub use error::{Error, Result};
 pub use gpu::{Gpu, GpuOptions};

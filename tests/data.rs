@@ -73,6 +73,8 @@ fn csv_quoted_fields_and_lines() {
 
 #[test]
 fn csv_missing_column_names_it_and_lists_columns() {
+    // Messages name settings as the command line's flags, as `tailor` prints them.
+    tailor::setting::name_settings_as(tailor::setting::Naming::Flags);
     let d = csv_set("missing-col", "file,colour\na.png,red\n");
     let e = err(load_csv(&CsvSpec::new(d.join("labels.csv"), LabelSource::Column("shape".into())), &rgb4()));
     assert!(e.contains("'shape'") && e.contains("file, colour"), "{e}");
@@ -134,6 +136,8 @@ fn csv_tags_column() {
 
 #[test]
 fn csv_tags_with_another_separator_get_a_hint() {
+    // Messages name settings as the command line's flags, as `tailor` prints them.
+    tailor::setting::name_settings_as(tailor::setting::Naming::Flags);
     let d = csv_set("tag-sep", "file,tags\na.png,Men;Fall\nb.png,Women\n");
     let spec = CsvSpec::new(d.join("labels.csv"), LabelSource::Tags { column: "tags".into(), sep: "|".into() });
     let ds = load_csv(&spec, &rgb4()).unwrap();
@@ -223,6 +227,8 @@ fn photos_are_read_upright_and_truncated_jpegs_refused() {
 
 #[test]
 fn csv_duplicates_case_twins_windows_paths_and_other_separators() {
+    // Messages name settings as the command line's flags, as `tailor` prints them.
+    tailor::setting::name_settings_as(tailor::setting::Naming::Flags);
     let d = csv_set("dups", "file,label\na.png,x\n");
     std::fs::create_dir_all(d.join("sub")).unwrap();
     png(&d.join("sub/w.png"), 4, 4, [1, 2, 3]);
@@ -494,6 +500,8 @@ fn split_by_does_not_let_one_large_group_swallow_validation() {
 
 #[test]
 fn split_by_says_when_whole_groups_miss_the_fraction() {
+    // Messages name settings as the command line's flags, as `tailor` prints them.
+    tailor::setting::name_settings_as(tailor::setting::Naming::Flags);
     let d = tmp("groups-miss");
     let mut csv = String::from("file,label,product\n");
     for i in 0..40 {
@@ -524,6 +532,8 @@ fn imbalance_follows_cui() {
 
 #[test]
 fn imbalance_reaches_its_ratio_on_data_that_is_already_long_tailed() {
+    // Messages name settings as the command line's flags, as `tailor` prints them.
+    tailor::setting::name_settings_as(tailor::setting::Naming::Flags);
     // Classes in no particular count order; the smallest has 2 samples.
     let mut ds = synthetic(&[20, 110, 2, 50, 9]);
     let s = split(&mut ds, &SplitSpec { val_fraction: 0.0, imbalance: Some(10.0), ..Default::default() }).unwrap();
@@ -688,6 +698,8 @@ fn full_sets_load() {
 
 #[test]
 fn images_too_large_for_host_memory_are_refused_before_decoding() {
+    // Messages name settings as the command line's flags, as `tailor` prints them.
+    tailor::setting::name_settings_as(tailor::setting::Naming::Flags);
     let huge = ImageSpec::new(100_000, 100_000, 3).unwrap();
     let err = tailor::data::image::check_fits_in_memory(1000, &huge).unwrap_err().to_string();
     assert!(err.contains("1000 images of 100000×100000×3") && err.contains("--image-size"), "{err}");

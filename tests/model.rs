@@ -144,6 +144,8 @@ fn learning_rate_schedules() {
 
 #[test]
 fn loading_weights_for_another_class_count_reinitialises_only_the_classifier() {
+    // Messages name settings as the command line's flags, as `tailor` prints them.
+    tailor::setting::name_settings_as(tailor::setting::Naming::Flags);
     use tailor::nn::model::Model;
     let gpu = tailor::Gpu::new().expect("no GPU adapter");
     let small = |classes| DenseNetConfig::small(4, &[1, 1], 3, classes);

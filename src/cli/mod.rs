@@ -111,6 +111,8 @@ fn allow_negative_numbers(cmd: clap::Command) -> clap::Command {
 
 /// Runs the command line; the binary turns an error into a message and exit code 1.
 pub fn main() -> crate::Result<()> {
+    // The library names settings as run-configuration fields; here they are flags.
+    crate::setting::name_settings_as(crate::setting::Naming::Flags);
     let cli = Cli::parse_args();
     match &cli.command {
         Command::Devices(a) => devices::run(&cli, a),

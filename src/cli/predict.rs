@@ -80,7 +80,7 @@ pub fn run(cli: &super::Cli, a: &PredictArgs) -> Result<()> {
             return Err(Error::Invalid("give --model DIR (a tailor run) or --weights FILE.safetensors".into()))
         }
     }
-    .map_err(common::too_large_hint)?;
+    .map_err(Error::fit_hint)?;
     // On stderr, so that --format json and csv stay machine-readable.
     if tagger.multi {
         if a.top_k.is_some() {

@@ -1,7 +1,7 @@
 //! `tailor weights`: the effective numbers and the NW, IFW and IEW class weights for label counts
 //! given on the command line or counted in a dataset's training split.
 
-use super::common::{DataArgs, SplitArgs};
+use super::common::{DataArgs, Printer, SplitArgs};
 use crate::error::{Error, Result};
 use crate::nn::weights::{class_weights_report, Weighting};
 
@@ -71,7 +71,10 @@ fn counts(a: &WeightsArgs) -> Result<(Vec<String>, Vec<u64>)> {
         return Err(Error::Invalid("give --counts 600,150,40 or --data with label flags".into()));
     }
     // The counts training would weight: the same load, split and thinning as `train`.
-    let source = a.data.source()?;
-    let (ds, split) = super::train::split_data(&source, super::common::load_labels(&source)?, &a.split.spec(a.seed))?;
+    let source = a.data.spec().source()?;
+    let mut printer = Printer::default();
+    let mut on = |e: crate::run::Event| printer.event(e);
+    let ds = crate::run::data::load_labels(&source, &mut on)?;
+    let (ds, split) = crate::run::data::split(&source, ds, &a.split.settings().spec(a.seed), &mut on)?;
     Ok((ds.label_names, split.train_counts.iter().map(|&n| n as u64).collect()))
 }

@@ -10,6 +10,7 @@ use super::image::{load_images, ImageSpec};
 use super::table::{default_delimiter, default_missing, is_missing, read_table, Table};
 use super::{sort_label_names, Dataset, Targets};
 use crate::error::{Error, Result};
+use crate::setting::Setting;
 
 /// Where the labels are in the CSV file.
 #[derive(Clone, Debug, PartialEq)]
@@ -86,7 +87,11 @@ fn hint_image_column(e: Error, spec: &CsvSpec) -> Error {
     match e {
         Error::File { path, msg } => Error::File {
             path,
-            msg: format!("{msg}; choose the image file column with --image-column (now '{}')", spec.image_column),
+            msg: format!(
+                "{msg}; choose the image file column with {} (now '{}')",
+                Setting::ImageColumn,
+                spec.image_column
+            ),
         },
         e => e,
     }
@@ -107,7 +112,10 @@ fn single_label(table: &Table, name: &str, missing: &[String], warnings: &mut Ve
     if records.is_empty() {
         return Err(Error::file(
             &table.path,
-            format!("column '{name}' has no values (all are empty or missing); choose another --label-column"),
+            format!(
+                "column '{name}' has no values (all are empty or missing); choose another {}",
+                Setting::LabelColumn
+            ),
         ));
     }
     if !skipped.is_empty() {
@@ -198,7 +206,10 @@ fn tag_labels(
     warnings: &mut Vec<String>,
 ) -> Result<Labels> {
     if sep.is_empty() {
-        return Err(Error::Invalid("the tag separator is empty; give one such as '|' or ';' with --tag-sep".into()));
+        return Err(Error::Invalid(format!(
+            "the tag separator is empty; give one such as '|' or ';' with {}",
+            Setting::TagSep
+        )));
     }
     let col = table.column(column)?;
     let tags =
@@ -208,7 +219,7 @@ fn tag_labels(
     if labels.is_empty() {
         return Err(Error::file(
             &table.path,
-            format!("column '{column}' holds no tags; check --tags-column and --tag-sep ('{sep}')"),
+            format!("column '{column}' holds no tags; check {} and {} ('{sep}')", Setting::TagsColumn, Setting::TagSep),
         ));
     }
     sort_label_names(&mut labels);
@@ -220,8 +231,9 @@ fn tag_labels(
         if let Some(o) = other {
             warnings.push(format!(
                 "no '{column}' cell holds the tag separator '{sep}', but tags such as '{}' hold '{o}': if that \
-                 separates the tags, give --tag-sep '{o}'",
-                labels.iter().find(|l| l.contains(o)).map_or("", String::as_str)
+                 separates the tags, give {} '{o}'",
+                labels.iter().find(|l| l.contains(o)).map_or("", String::as_str),
+                Setting::TagSep
             ));
         }
     }
@@ -286,11 +298,12 @@ fn warn_duplicates(table: &Table, file_col: usize, records: &[usize], paths: &[P
         warnings.push(format!(
             "{} row(s) name an image that an earlier row names too (e.g. {}, lines {} and {}): the copies can \
              fall on both sides of the validation split; remove them, or keep each image on one side with \
-             --split-by {}",
+             {} {}",
             repeats.len(),
             p.display(),
             table.lines[r0],
             table.lines[r],
+            Setting::SplitBy,
             table.header[file_col]
         ));
     }
@@ -353,12 +366,14 @@ fn image_paths(table: &Table, records: &[usize], file_col: usize, dir: &Path) ->
         return Err(Error::file(
             &table.path,
             format!(
-                "{} of {} image files are missing: {}{}; check the image folder (--image-dir, now {}) and --image-column",
+                "{} of {} image files are missing: {}{}; check the image folder ({}, now {}) and {}",
                 absent.len(),
                 records.len(),
                 shown.join(", "),
                 if absent.len() > 5 { ", …" } else { "" },
-                if dir.as_os_str().is_empty() { std::path::Path::new(".").display() } else { dir.display() }
+                Setting::ImageDir,
+                if dir.as_os_str().is_empty() { std::path::Path::new(".").display() } else { dir.display() },
+                Setting::ImageColumn
             ),
         ));
     }

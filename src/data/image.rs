@@ -433,12 +433,13 @@ pub fn check_fits_in_memory(count: usize, spec: &ImageSpec) -> Result<()> {
         let gib = |b: f64| b / (1u64 << 30) as f64;
         return Err(Error::Invalid(format!(
             "{count} images of {}×{}×{} need {:.1} GiB of host memory once decoded, and {:.1} GiB are available; \
-             give a smaller --image-size",
+             give a smaller {}",
             spec.width,
             spec.height,
             spec.channels,
             gib(need),
-            gib(available)
+            gib(available),
+            crate::setting::Setting::ImageSize
         )));
     }
     Ok(())

@@ -9,6 +9,7 @@ pub mod csv;
 pub mod idx;
 pub mod image;
 pub mod loader;
+pub mod source;
 pub mod split;
 pub mod table;
 
@@ -22,7 +23,8 @@ pub use self::split::{split, Split, SplitSpec};
 pub use self::table::{read_table, ColumnSummary, Table};
 
 /// Whether each sample has exactly one label (softmax) or a set of labels (sigmoid).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LabelKind {
     Single,
     Multi,

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use super::{Dataset, LabelKind, Targets};
 use crate::error::{Error, Result};
 use crate::rng::Rng;
+use crate::setting::Setting;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct SplitSpec {
@@ -47,7 +48,7 @@ pub fn split(ds: &mut Dataset, spec: &SplitSpec) -> Result<Split> {
     let (mut train, mut val, why) = match (&spec.split_by, &ds.targets) {
         (Some(col), _) => {
             let (t, v, groups) = by_group(ds, col, spec.val_fraction, &mut rng)?;
-            (t, v, format!("--split-by {col} keeps each of its {groups} groups whole on one side"))
+            (t, v, format!("{} {col} keeps each of its {groups} groups whole on one side", Setting::SplitBy))
         }
         (None, Targets::Single(t)) => {
             let (t, v) = stratified(t, ds.num_labels(), spec.val_fraction, &mut rng);
@@ -67,9 +68,10 @@ pub fn split(ds: &mut Dataset, spec: &SplitSpec) -> Result<Split> {
             let counts = ds.label_counts(&train);
             let (max, min) = (counts.iter().max().unwrap_or(&0), counts.iter().filter(|&&n| n > 0).min().unwrap_or(&0));
             notes.push(format!(
-                "--imbalance {rho} kept {} of the {before} training samples, {max} down to {min} per class: the \
+                "{} {rho} kept {} of the {before} training samples, {max} down to {min} per class: the \
                  largest class keeps as many as every smaller one's place on the profile allows, so on data that \
                  is long-tailed already the small classes cap it",
+                Setting::Imbalance,
                 train.len()
             ));
         }
@@ -89,9 +91,9 @@ fn fraction_note(train: usize, val: usize, asked: f64, why: &str) -> Option<Stri
         return None;
     }
     Some(format!(
-        "the validation split holds {got:.3} of the samples ({val} of {}), not the {asked} --val-fraction asks \
-         for: {why}",
-        train + val
+        "the validation split holds {got:.3} of the samples ({val} of {}), not the {asked} {} asks for: {why}",
+        train + val,
+        Setting::ValFraction
     ))
 }
 
@@ -146,7 +148,7 @@ fn random(n: usize, frac: f64, rng: &mut Rng) -> (Vec<usize>, Vec<usize>) {
 fn by_group(ds: &Dataset, col: &str, frac: f64, rng: &mut Rng) -> Result<(Vec<usize>, Vec<usize>, usize)> {
     let table = ds.table.as_ref().expect("checked in check_spec");
     let c = table.column(col).map_err(|e| match e {
-        Error::File { path, msg } => Error::File { path, msg: format!("{msg}; fix --split-by") },
+        Error::File { path, msg } => Error::File { path, msg: format!("{msg}; fix {}", Setting::SplitBy) },
         e => e,
     })?;
     let mut groups: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
@@ -250,25 +252,33 @@ fn compact(ds: &mut Dataset, mut train: Vec<usize>, mut val: Vec<usize>) -> (Vec
 fn check_result(ds: &Dataset, spec: &SplitSpec, train: &[usize], val: &[usize]) -> Result<()> {
     if train.is_empty() {
         return Err(Error::Invalid(format!(
-            "the training split is empty ({} samples in all); lower --val-fraction or --min-samples",
-            ds.len()
+            "the training split is empty ({} samples in all); lower {} or {}",
+            ds.len(),
+            Setting::ValFraction,
+            Setting::MinSamples
         )));
     }
     if val.is_empty() && spec.val_fraction > 0.0 {
         return Err(Error::Invalid(format!(
-            "the validation split is empty ({} training samples); raise --val-fraction (now {}) or use more data",
+            "the validation split is empty ({} training samples); raise {} (now {}) or use more data",
             train.len(),
+            Setting::ValFraction,
             spec.val_fraction
         )));
     }
     if ds.num_labels() == 0 {
-        return Err(Error::Invalid("no labels are left; lower --min-samples".into()));
+        return Err(Error::Invalid(format!("no labels are left; lower {}", Setting::MinSamples)));
     }
     let (tc, vc) = (ds.label_counts(train), ds.label_counts(val));
     if let Some(l) = tc.iter().position(|&n| n == 0) {
         return Err(Error::Invalid(format!(
-            "label '{}' has no training samples ({} in validation); use --min-samples 1 to drop such labels, or another --seed or --split-by",
-            ds.label_names[l], vc[l]
+            "label '{}' has no training samples ({} in validation); use {} 1 to drop such labels, or another {} \
+             or {}",
+            ds.label_names[l],
+            vc[l],
+            Setting::MinSamples,
+            Setting::Seed,
+            Setting::SplitBy
         )));
     }
     Ok(())

@@ -8,6 +8,7 @@
 use crate::error::{Error, Result};
 use crate::graph::{Graph, TensorId};
 use crate::rng::Rng;
+use crate::setting::Setting;
 
 /// The stem: torchvision's ImageNet stem or the small-image one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -165,10 +166,13 @@ impl DenseNetConfig {
             let gib = |b: f64| b / (1u64 << 30) as f64;
             return Err(Error::Invalid(format!(
                 "this DenseNet would have about {:.3e} parameters ({:.1} GiB of weights), more than the {:.1} GiB of \
-                 memory available; use a smaller --growth-rate, fewer --blocks or a smaller --bn-size",
+                 memory available; use a smaller {}, fewer {} or a smaller {}",
                 need / 4.0,
                 gib(need),
-                gib(bytes)
+                gib(bytes),
+                Setting::GrowthRate,
+                Setting::Blocks,
+                Setting::BnSize
             )));
         }
         Ok(())
@@ -287,8 +291,10 @@ impl DenseNet {
             let min = c.min_image_side();
             return Err(Error::Invalid(format!(
                 "images of {w}×{h} are too small for this DenseNet: its stem and {} transitions need at least \
-                 {min}×{min}; give --image-size {min} or more, or use fewer --blocks",
-                c.block_config.len() - 1
+                 {min}×{min}; give {} {min} or more, or use fewer {}",
+                c.block_config.len() - 1,
+                Setting::ImageSize,
+                Setting::Blocks
             )));
         }
         let mut b = Builder { g, train, params: Vec::new() };
@@ -423,6 +429,8 @@ mod tests {
 
     #[test]
     fn images_too_small_and_empty_batches_are_refused_by_name() {
+        // Messages name settings as the command line's flags, as `tailor` prints them.
+        crate::setting::name_settings_as(crate::setting::Naming::Flags);
         let c = DenseNetConfig::densenet121(10);
         assert_eq!(c.min_image_side(), 29);
         let net = DenseNet::new(c).unwrap();
@@ -437,6 +445,8 @@ mod tests {
 
     #[test]
     fn a_model_too_large_for_memory_is_refused_before_it_is_built() {
+        // Messages name settings as the command line's flags, as `tailor` prints them.
+        crate::setting::name_settings_as(crate::setting::Naming::Flags);
         let mut c = DenseNetConfig::small(12, &[100_000], 3, 10);
         assert!(c.check_fits(1e12).is_err());
         c.block_config = vec![6, 6, 6];

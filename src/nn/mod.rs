@@ -1,5 +1,6 @@
 //! Models, losses and optimisers.
 
+pub mod arch;
 pub mod checkpoint;
 pub mod densenet;
 pub mod model;

@@ -7,6 +7,7 @@ use super::densenet::{DenseNet, DenseNetConfig};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::graph::store::Store;
+use crate::setting::Setting;
 
 pub struct Model {
     pub net: DenseNet,
@@ -34,10 +35,12 @@ impl Model {
             if bytes > gpu.max_buffer() {
                 return Err(Error::Invalid(format!(
                     "the model's tensor '{}' {:?} needs {bytes} bytes, more than this device's largest buffer \
-                     ({} bytes); use a smaller --growth-rate or --bn-size",
+                     ({} bytes); use a smaller {} or {}",
                     p.name,
                     p.shape,
-                    gpu.max_buffer()
+                    gpu.max_buffer(),
+                    Setting::GrowthRate,
+                    Setting::BnSize
                 )));
             }
         }
@@ -72,8 +75,10 @@ impl Model {
                 return Err(Error::shape(
                     "load weights",
                     format!(
-                        "'{}' has shape {shape:?} in the checkpoint but {:?} in this model (check --arch)",
-                        p.name, p.shape
+                        "'{}' has shape {shape:?} in the checkpoint but {:?} in this model (check {})",
+                        p.name,
+                        p.shape,
+                        Setting::Arch
                     ),
                 ));
             }
@@ -82,15 +87,18 @@ impl Model {
         if !missing.is_empty() {
             let shown: Vec<_> = missing.iter().take(5).cloned().collect();
             return Err(Error::Invalid(format!(
-                "the checkpoint lacks {} tensor(s) of this model, e.g. {} (is it for another architecture? check --arch)",
+                "the checkpoint lacks {} tensor(s) of this model, e.g. {} (is it for another architecture? check {})",
                 missing.len(),
-                shown.join(", ")
+                shown.join(", "),
+                Setting::Arch
             )));
         }
         let known: std::collections::HashSet<&str> = self.net.params.iter().map(|p| p.name.as_str()).collect();
         if let Some(extra) = sd.tensors.keys().find(|k| !known.contains(k.as_str())) {
             return Err(Error::Invalid(format!(
-                "the checkpoint has tensor '{extra}', which this model does not (is it for another architecture? check --arch)"
+                "the checkpoint has tensor '{extra}', which this model does not (is it for another architecture? \
+                 check {})",
+                Setting::Arch
             )));
         }
         for (name, v) in updates {

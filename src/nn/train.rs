@@ -260,9 +260,7 @@ impl Trainer {
             let step = *step;
             slot.pending = None;
             if !v.is_finite() {
-                return Err(Error::Invalid(format!(
-                    "the loss became {v} at step {step}: lower the learning rate (--lr) or check the data for bad values"
-                )));
+                return Err(Error::NonFiniteLoss { step, value: v });
             }
             self.finished.push((step, v));
         }

@@ -1,0 +1,259 @@
+//! Evaluating a run: score its validation split (rebuilt from its settings and seed) or other
+//! data with its weights; write eval.json, eval.md, PR curves and the thresholds predict uses.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::config::RunConfig;
+use super::data::{self, prepare, Prepared};
+use super::folder;
+use super::Event;
+use crate::data::source::{DataSpec, Labels, Source};
+use crate::data::{Dataset, LabelKind, Loader, LoaderOptions, Normalize, Targets};
+use crate::error::{Error, Result};
+use crate::metrics::{self, EvalOptions, EvalReport, Predictions, Truth};
+use crate::nn::checkpoint::StateDict;
+use crate::nn::model::Model;
+use crate::nn::predict::{sigmoid, softmax_rows, Predictor};
+use crate::setting::Setting;
+use crate::Gpu;
+
+/// What to evaluate and where to write the results.
+#[derive(Clone, Debug)]
+pub struct EvalSettings {
+    /// A run folder.
+    pub model: PathBuf,
+    /// Evaluate on this dataset (all of it) instead of the run's validation split; label
+    /// settings left empty are the run's.
+    pub data: Option<DataSpec>,
+    /// The precision floor of the per-label thresholds.
+    pub min_precision: f64,
+    pub batch_size: usize,
+    /// Where to write the reports and thresholds (`None`: the run folder, whose thresholds.json
+    /// predict uses).
+    pub out: Option<PathBuf>,
+}
+
+impl EvalSettings {
+    /// Evaluation of the run in `model` on its validation split, written into it.
+    pub fn new(model: impl Into<PathBuf>) -> Self {
+        EvalSettings { model: model.into(), data: None, min_precision: 0.6, batch_size: 64, out: None }
+    }
+
+    /// The checks that need neither the data nor the model.
+    pub fn check(&self) -> Result<()> {
+        if self.batch_size == 0 {
+            return Err(Error::setting(Setting::BatchSize, 0, "give a positive batch size"));
+        }
+        if !(self.min_precision > 0.0 && self.min_precision <= 1.0) {
+            return Err(Error::setting(
+                Setting::MinPrecision,
+                self.min_precision,
+                "give a precision in (0, 1], e.g. 0.6",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Evaluates and writes every file; returns the report.
+pub fn evaluate(gpu: &Arc<Gpu>, s: &EvalSettings, on: &mut dyn FnMut(Event)) -> Result<EvalReport> {
+    evaluate_on(gpu, s, None, on)
+}
+
+/// [`evaluate`] on the run's validation split, taken from `data` when given (loaded by
+/// [`prepare`] with the run's settings, as [`super::compare`] does once for its three runs).
+pub fn evaluate_on(
+    gpu: &Arc<Gpu>,
+    s: &EvalSettings,
+    data: Option<&Prepared>,
+    on: &mut dyn FnMut(Event),
+) -> Result<EvalReport> {
+    s.check()?;
+    let cfg = RunConfig::load(&s.model)?;
+    let image = cfg.preprocess.image_spec()?;
+    let (ds, indices) = match &s.data {
+        None => {
+            let loaded;
+            let p = match data {
+                Some(p) => p,
+                None => {
+                    loaded = prepare(&cfg.settings.data, &cfg.settings.split_spec(), Some(image), on)?;
+                    &loaded
+                }
+            };
+            if p.split.val.is_empty() {
+                return Err(Error::Invalid(format!(
+                    "the run in {} has no validation split ({} 0); give a dataset with {}",
+                    s.model.display(),
+                    Setting::ValFraction,
+                    Setting::Data
+                )));
+            }
+            if p.ds.label_names != cfg.label_names {
+                return Err(Error::Invalid(format!(
+                    "the run's data now has other labels; give {} explicitly",
+                    Setting::Data
+                )));
+            }
+            (p.ds.clone(), p.split.val.clone())
+        }
+        Some(spec) => {
+            let ds = external(spec, &cfg, s, on)?;
+            let all = (0..ds.len()).collect();
+            (Arc::new(ds), all)
+        }
+    };
+    on(Event::Evaluating { model: &s.model, samples: indices.len() });
+    let mut model = Model::new(gpu.clone(), cfg.model.clone(), 0)?;
+    let weights = s.model.join("model.safetensors");
+    model.load_own_state_dict(&StateDict::load(&weights)?, &weights)?;
+    let batch = s.batch_size.clamp(1, indices.len().max(1));
+    let pred = Predictor::new(&model, batch, image.height, image.width).map_err(Error::fit_hint)?;
+    let scores = score(&pred, &ds, &indices, &cfg.preprocess.normalize(), batch, cfg.multi())?;
+    let opts = EvalOptions { precision_floor: s.min_precision, ..EvalOptions::default() };
+    let ev = evaluate_split(&scores, &ds, &indices, &cfg, &opts)?;
+    let out = s.out.clone().unwrap_or_else(|| s.model.clone());
+    folder::make_dir(&out)?;
+    folder::write_reports(&out, &ev)?;
+    // The thresholds go with the reports: into the run folder (where predict reads them) only
+    // when the reports go there too, so another `out` leaves the run as it was.
+    folder::save_thresholds(&out, &ev.report)?;
+    Ok(ev.report)
+}
+
+/// Scores (softmax or sigmoid probabilities) `[n, C]` of the samples `indices` of `ds`.
+pub fn score(
+    pred: &Predictor,
+    ds: &Arc<Dataset>,
+    indices: &[usize],
+    norm: &Normalize,
+    batch: usize,
+    multi: bool,
+) -> Result<Vec<f32>> {
+    let mut opts = LoaderOptions::new(batch, ds.channels, 0);
+    opts.shuffle = false;
+    opts.normalize = norm.clone();
+    opts.workers = 1;
+    let loader = Loader::new(ds.clone(), indices.to_vec(), opts)?;
+    let mut out = Vec::with_capacity(indices.len() * pred.classes);
+    for b in loader.epoch(0) {
+        out.extend(pred.logits(&b.images)?);
+    }
+    if let Some(k) = out.iter().position(|v| !v.is_finite()) {
+        return Err(Error::Diverged { sample: indices[k / pred.classes], value: out[k] });
+    }
+    if multi {
+        sigmoid(&mut out);
+    } else {
+        softmax_rows(&mut out, pred.classes);
+    }
+    Ok(out)
+}
+
+/// Evaluates scores of the samples `indices` of `ds`, whose labels are the run's labels.
+pub fn evaluate_split(
+    scores: &[f32],
+    ds: &Dataset,
+    indices: &[usize],
+    cfg: &RunConfig,
+    opts: &EvalOptions,
+) -> Result<metrics::Evaluation> {
+    let c = cfg.label_names.len();
+    let (single, multi);
+    let truth = match &ds.targets {
+        Targets::Single(t) => {
+            single = indices.iter().map(|&i| t[i]).collect::<Vec<_>>();
+            Truth::Single(&single)
+        }
+        Targets::Multi(t) => {
+            let sets: Vec<Vec<u32>> = indices.iter().map(|&i| t[i].clone()).collect();
+            multi = metrics::multi_hot(&sets, c)?;
+            Truth::Multi(&multi)
+        }
+    };
+    let pred = Predictions { scores, num_labels: c, truth };
+    metrics::evaluate(&pred, &cfg.label_names, &cfg.train_counts, cfg.train_samples, opts)
+}
+
+/// With label columns, every `column=value` label of the model must come from a column that is
+/// given: a missing column would count all its labels as absent from every image.
+fn check_columns_cover(source: &Source, cfg: &RunConfig) -> Result<()> {
+    let Some(Labels::Columns { columns }) = &source.labels else { return Ok(()) };
+    let mut missing: Vec<&str> = Vec::new();
+    for name in &cfg.label_names {
+        if let Some((col, _)) = name.split_once('=') {
+            if !columns.iter().any(|c| c == col) && !missing.contains(&col) {
+                missing.push(col);
+            }
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let mut all: Vec<&str> = columns.iter().map(String::as_str).collect();
+    all.extend(&missing);
+    Err(Error::Invalid(format!(
+        "the model also predicts labels of column(s) {}, which {} does not give, so every image would count as \
+         negative for them; use {} {}",
+        missing.join(", "),
+        Setting::LabelColumns,
+        Setting::LabelColumns,
+        all.join(",")
+    )))
+}
+
+/// A dataset given for evaluation, its labels renumbered to the run's.
+fn external(spec: &DataSpec, cfg: &RunConfig, s: &EvalSettings, on: &mut dyn FnMut(Event)) -> Result<Dataset> {
+    let mut spec = spec.clone();
+    if !spec.names_labels() {
+        let saved = &cfg.settings.data;
+        spec.label_column = saved.label_column.clone();
+        spec.label_columns = saved.label_columns.clone();
+        spec.tags_column = saved.tags_column.clone();
+        spec.tag_sep = saved.tag_sep.clone();
+    }
+    let source = spec.source()?;
+    check_columns_cover(&source, cfg)?;
+    let mut ds = data::load(&source, &cfg.preprocess.image_spec()?, on)?;
+    let map: Vec<Option<u32>> =
+        ds.label_names.iter().map(|n| cfg.label_names.iter().position(|m| m == n).map(|p| p as u32)).collect();
+    let unknown: Vec<&str> =
+        ds.label_names.iter().zip(&map).filter(|(_, m)| m.is_none()).map(|(n, _)| n.as_str()).collect();
+    if let Targets::Single(t) = &ds.targets {
+        if let Some(i) = t.iter().position(|&l| map[l as usize].is_none()) {
+            return Err(Error::Invalid(format!(
+                "{} has label '{}', which the model does not know (its labels are in {}/labels.txt)",
+                ds.describe(i),
+                ds.label_names[t[i] as usize],
+                s.model.display()
+            )));
+        }
+    }
+    let unknown = unknown.join(", ");
+    match &mut ds.targets {
+        Targets::Single(t) => {
+            t.iter_mut().for_each(|l| *l = map[*l as usize].expect("every label was checked to be known"));
+        }
+        Targets::Multi(t) => {
+            if !unknown.is_empty() {
+                on(Event::Warning(format!("ignoring labels the model does not know: {unknown}")));
+            }
+            for set in t.iter_mut() {
+                *set = set.iter().filter_map(|&l| map[l as usize]).collect();
+                set.sort_unstable();
+            }
+        }
+    }
+    if ds.kind() != cfg.kind() {
+        let word = |k: LabelKind| if k == LabelKind::Single { "single" } else { "multi" };
+        return Err(Error::Invalid(format!(
+            "the model was trained on {}-label data but {} gives {}-label data; use the same label settings",
+            word(cfg.kind()),
+            Setting::Data,
+            word(ds.kind())
+        )));
+    }
+    ds.label_names = cfg.label_names.clone();
+    Ok(ds)
+}

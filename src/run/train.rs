@@ -1,0 +1,388 @@
+//! Training a run: load and split the data, build the model and its training step, train epoch
+//! by epoch with a validation pass and a checkpoint after each, into a run folder that can be
+//! resumed.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::config::{RunConfig, RunSettings, ScheduleKind, Task, SCHEMA};
+use super::data::{check_same_data, data_fingerprint, prepare, Prepared};
+use super::eval::{evaluate_split, score};
+use super::folder::{self, Checkpoint, EpochRecord};
+use super::Event;
+use crate::data::source::Source;
+use crate::data::{self, Augment, BatchTargets, LabelKind, Normalize, Preprocess};
+use crate::error::{Error, Result};
+use crate::graph::LossKind;
+use crate::metrics::EvalOptions;
+use crate::nn::checkpoint::StateDict;
+use crate::nn::model::Model;
+use crate::nn::predict::Predictor;
+use crate::nn::train::{Targets, TrainConfig, Trainer};
+use crate::nn::weights::{class_weights_report, renormalise_to_classes};
+use crate::setting::Setting;
+use crate::Gpu;
+
+/// How a training run starts.
+#[derive(Clone, Debug)]
+pub enum Start {
+    /// A new run in `dir` with `settings`; `overwrite`: replace a run already there.
+    New { settings: Box<RunSettings>, dir: PathBuf, overwrite: bool },
+    /// The run in `dir`, continued with the settings it started with to `epochs` in all
+    /// (`None`: its own), its data read from `data` and `image_dir` when it has moved since.
+    Resume { dir: PathBuf, epochs: Option<usize>, data: Option<PathBuf>, image_dir: Option<PathBuf> },
+}
+
+/// What a finished run left behind.
+pub struct Outcome {
+    pub dir: PathBuf,
+    pub config: RunConfig,
+}
+
+/// Trains (or resumes) a run, reporting what it does to `on`.
+pub fn train(gpu: &Arc<Gpu>, start: &Start, on: &mut dyn FnMut(Event)) -> Result<Outcome> {
+    train_on(gpu, start, None, on)
+}
+
+/// [`train`] on data already loaded and split by [`prepare`] with the run's settings
+/// ([`super::compare`]'s three runs load it once); `None` loads it. A resumed run always loads
+/// its own.
+pub fn train_on(gpu: &Arc<Gpu>, start: &Start, data: Option<&Prepared>, on: &mut dyn FnMut(Event)) -> Result<Outcome> {
+    let (settings, resumed, dir) = match start {
+        Start::Resume { dir, epochs, data, image_dir } => {
+            let cfg = RunConfig::load(dir)?;
+            let mut s = cfg.settings.clone();
+            if let Some(e) = epochs {
+                s.epochs = *e;
+            }
+            // Data that has moved is given again; check_same_data makes sure it is the same.
+            if data.is_some() {
+                s.data.data = data.clone();
+                s.data.image_dir = image_dir.clone();
+            } else if image_dir.is_some() {
+                s.data.image_dir = image_dir.clone();
+            }
+            (s, Some(cfg), dir.clone())
+        }
+        Start::New { settings, dir, overwrite } => {
+            if settings.epochs == 0 {
+                return Err(Error::setting(Setting::Epochs, 0, "a new run needs at least one epoch"));
+            }
+            if dir.is_dir() && folder::holds_run(dir) && !overwrite {
+                return Err(if dir.join("config.json").exists() {
+                    Error::RunExists { dir: dir.clone() }
+                } else {
+                    Error::RunIncomplete { dir: dir.clone() }
+                });
+            }
+            ((**settings).clone(), None, dir.clone())
+        }
+    };
+    // Settings that are wrong whatever the data is fail before the images are loaded.
+    settings.check()?;
+    let loaded;
+    let p = match data {
+        Some(p) if resumed.is_none() => p,
+        _ => {
+            let image = resumed.as_ref().map(|c| c.preprocess.image_spec()).transpose()?;
+            let moved_hint = matches!(start, Start::Resume { data: None, .. });
+            loaded = prepare(&settings.data, &settings.split_spec(), image, on).map_err(|e| match e {
+                // The data a resumed run recorded may have moved since.
+                Error::File { path, msg } if resumed.is_some() && moved_hint && !path.exists() => Error::File {
+                    path,
+                    msg: format!(
+                        "{msg} (if the run's data moved, give its new place: {} {} {} NEW.csv, with {} if the \
+                         images are elsewhere)",
+                        Setting::Resume,
+                        dir.display(),
+                        Setting::Data,
+                        Setting::ImageDir
+                    ),
+                },
+                e => e,
+            })?;
+            on(Event::Data(&loaded));
+            &loaded
+        }
+    };
+    let kind = p.ds.kind();
+    let loss = settings.loss(kind)?;
+    let counts: Vec<u64> = p.split.train_counts.iter().map(|&n| n as u64).collect();
+    let cw = class_weights_report(&counts, settings.weighting()?, Some(&p.ds.label_names))?;
+    let weights = renormalise_to_classes(&cw.weights);
+    on(Event::ClassWeights {
+        weighting: settings.weighting,
+        labels: &p.ds.label_names,
+        train: &p.split.train_counts,
+        val: &p.split.val_counts,
+        effective: &cw.effective,
+        weights: &weights,
+    });
+
+    let batch = settings.batch_size.min(p.split.train.len());
+    if batch < settings.batch_size {
+        on(Event::Note(format!(
+            "batch size {} is more than the {batch} training samples; using {batch}",
+            settings.batch_size
+        )));
+    }
+    let steps_per_epoch = p.split.train.len() / batch;
+    let model_cfg = settings.arch.config(p.ds.num_labels(), p.image.channels)?;
+    let mut model = Model::new(gpu.clone(), model_cfg.clone(), settings.seed)?;
+    // The optimiser state to resume from, and the epochs the checkpoint holds.
+    let mut resume_from = None;
+    if let Some(cfg) = &resumed {
+        check_same_data(cfg, p, &dir)?;
+        let weights = dir.join("model.safetensors");
+        let sd = StateDict::load(&weights)?;
+        model.load_own_state_dict(&sd, &weights)?;
+        let opt = StateDict::load(&dir.join("optimizer.safetensors"))?;
+        let epoch =
+            folder::checkpoint_epoch(&dir, cfg.epochs_done, sd.epoch(), opt.epoch(), &mut |n| on(Event::Note(n)))?;
+        resume_from = Some((opt, epoch));
+    } else if let Some(init) = &settings.init {
+        let path = folder::weights_path(init);
+        if !path.exists() && path.ends_with("model.safetensors") {
+            return Err(Error::file(
+                path.parent().unwrap_or(&path),
+                format!(
+                    "holds no model.safetensors; give {} a .safetensors file or a tailor run folder",
+                    Setting::Init
+                ),
+            ));
+        }
+        let sd = StateDict::load(&path)?;
+        let r = model.load_state_dict(&sd)?;
+        on(Event::Init { tensors: r.loaded, from: &path, reinit_classifier: r.reinit_classifier });
+    }
+    let config = TrainConfig {
+        batch,
+        height: p.image.height,
+        width: p.image.width,
+        loss,
+        class_weights: weights.iter().map(|&w| w as f32).collect(),
+        optimizer: settings.optimizer(steps_per_epoch)?,
+    };
+    // Said before the trainer is built, since building compiles its pipelines: many seconds on
+    // a cold lavapipe.
+    let described = settings.arch.describe(&model_cfg)?;
+    on(Event::Building { model: &described, params: model.net.num_params(), device: &gpu.describe() });
+    let mut trainer = Trainer::new(model, config).map_err(Error::fit_hint)?;
+    let start_epoch = match resume_from {
+        Some((opt, epoch)) => {
+            trainer.load_optimizer_dict(&opt, &dir.join("optimizer.safetensors"))?;
+            on(Event::Resuming { dir: &dir, epoch });
+            epoch
+        }
+        None => 0,
+    };
+    if let Some(cfg) = &resumed {
+        // A schedule planned over the run's length changes with it.
+        let before = cfg.settings.epochs;
+        if settings.epochs != before && settings.schedule == ScheduleKind::Cosine && start_epoch < settings.epochs {
+            on(Event::Note(format!(
+                "the cosine schedule was planned over {before} epochs and is now planned over {0}: the learning \
+                 rate from here on follows the new plan, so the weights will differ from a run started with {1} {0}",
+                settings.epochs,
+                Setting::Epochs
+            )));
+        }
+    }
+    let pred_batch = batch.min(p.split.val.len().max(1));
+    let predictor =
+        Predictor::new(&trainer.model, pred_batch, p.image.height, p.image.width).map_err(Error::fit_hint)?;
+    on(Event::Memory { training: &trainer.memory(), validation: predictor.memory().total() });
+    let created = !dir.exists();
+    folder::make_dir(&dir)?;
+    if resumed.is_none() && folder::holds_run(&dir) {
+        on(Event::Replacing { dir: &dir });
+        folder::clear_run(&dir)?;
+    }
+
+    let norm = Normalize::default_for(p.image.channels);
+    let mut cfg = RunConfig {
+        schema: SCHEMA,
+        task: Task::Classify,
+        arch: settings.arch.name(&model_cfg)?,
+        model: model_cfg,
+        preprocess: Preprocess {
+            width: p.image.width,
+            height: p.image.height,
+            channels: p.image.channels,
+            mean: norm.mean.clone(),
+            std: norm.std.clone(),
+        },
+        label_names: p.ds.label_names.clone(),
+        label_kind: kind,
+        loss: if matches!(loss, LossKind::Softmax { .. }) {
+            super::ClassifierLoss::Softmax
+        } else {
+            super::ClassifierLoss::Sigmoid
+        },
+        focal_gamma: settings.focal_gamma,
+        weighting: settings.weighting,
+        beta: settings.beta,
+        class_weights: weights.clone(),
+        train_counts: p.split.train_counts.clone(),
+        val_counts: p.split.val_counts.clone(),
+        train_samples: p.split.train.len(),
+        val_samples: p.split.val.len(),
+        source: Source { path: absolute(&p.source.path), ..p.source.clone() },
+        split_seed: settings.seed,
+        epochs_done: start_epoch,
+        data_fingerprint: Some(data_fingerprint(p)),
+        settings: settings.clone(),
+    };
+    // config.json keeps absolute paths, so that eval and resume work from any folder.
+    cfg.settings.data.data = cfg.settings.data.data.as_deref().map(absolute);
+    cfg.settings.data.image_dir = cfg.settings.data.image_dir.as_deref().map(absolute);
+    cfg.source.image_dir = cfg.source.image_dir.as_deref().map(absolute);
+
+    let mut opts = data::LoaderOptions::new(batch, p.image.channels, settings.seed);
+    opts.drop_last = true;
+    opts.normalize = norm.clone();
+    if settings.augment {
+        let pad = if p.image.width.min(p.image.height) < 32 { 2 } else { 4 };
+        opts.augment = Augment { crop_padding: pad, hflip: true };
+    }
+    let loader = data::Loader::new(p.ds.clone(), p.split.train.clone(), opts)?;
+    let epochs = settings.epochs;
+    if start_epoch >= epochs {
+        on(Event::NothingToDo { dir: &dir, done: start_epoch, epochs });
+    }
+    let res = (start_epoch..epochs).try_for_each(|epoch| {
+        let stopped = |e: Error, during: bool| Error::Stopped { epoch: epoch + 1, during, cause: Box::new(e) };
+        on(Event::EpochStart { epoch, epochs, steps: loader.len() });
+        let (mean_loss, ips, secs) = train_epoch(&mut trainer, &loader, epoch as u64, on).map_err(|e| match e {
+            e @ Error::NonFiniteLoss { .. } => stopped(e, true),
+            e => e,
+        })?;
+        if !mean_loss.is_finite() {
+            let e = Error::NonFiniteLoss { step: trainer.step, value: mean_loss as f32 };
+            return Err(stopped(e, true));
+        }
+        // An untrained model's loss is about ln(classes) for softmax and ln 2 for sigmoid; a mean
+        // a hundred times ln(classes) is a run that diverged without reaching NaN.
+        let chance = (p.ds.num_labels().max(2) as f64).ln();
+        if mean_loss > 100.0 * chance {
+            on(Event::Warning(format!(
+                "epoch {}'s mean loss {mean_loss:.4e} is far above an untrained model's (about {chance:.2}): \
+                 training is diverging; lower the learning rate ({})",
+                epoch + 1,
+                Setting::Lr
+            )));
+        }
+        let mut record = EpochRecord {
+            epoch: epoch + 1,
+            step: trainer.step,
+            train_loss: mean_loss,
+            lr: trainer.config.optimizer.lr_at(trainer.step.max(1)),
+            seconds: secs,
+            images_per_s: ips,
+            val_macro_map: None,
+            val_top1: None,
+        };
+        if !p.split.val.is_empty() {
+            let (map, top1) = validate(&predictor, p, &norm, &cfg).map_err(|e| match e {
+                e @ Error::Diverged { .. } => stopped(e, false),
+                e => e,
+            })?;
+            record.val_macro_map = Some(map);
+            if kind == LabelKind::Single {
+                record.val_top1 = Some(top1);
+            }
+        }
+        on(Event::EpochEnd { record: &record, epochs });
+        let ck = Checkpoint {
+            model: trainer.model.state_dict()?,
+            optimizer: trainer.optimizer_state_dict()?,
+            labels: &p.ds.label_names,
+        };
+        folder::save_checkpoint(&dir, ck, &mut cfg, epoch + 1)?;
+        folder::append_metrics(&dir, &record)
+    });
+    if let Err(e) = res {
+        // A new run that failed before its first checkpoint leaves no empty folder behind.
+        if created {
+            let _ = std::fs::remove_dir(&dir);
+        }
+        return Err(e);
+    }
+    if start_epoch < epochs {
+        on(Event::Saved { dir: &dir });
+        // eval's reports and thresholds in the folder are of the earlier weights.
+        if resumed.is_some() && ["eval.json", "thresholds.json"].iter().any(|f| dir.join(f).exists()) {
+            on(Event::Note(format!(
+                "{}'s eval reports and thresholds.json (which predict uses) are from before these epochs; run \
+                 tailor eval --model {} again",
+                dir.display(),
+                dir.display()
+            )));
+        }
+    }
+    Ok(Outcome { dir, config: cfg })
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// One epoch; returns (mean loss, images per second, seconds).
+fn train_epoch(
+    trainer: &mut Trainer,
+    loader: &data::Loader,
+    epoch: u64,
+    on: &mut dyn FnMut(Event),
+) -> Result<(f64, f64, f64)> {
+    let t0 = Instant::now();
+    let (mut sum, mut n, mut last, mut images) = (0.0f64, 0usize, None, 0usize);
+    // Steps finish after `step` returns (their losses come with later calls), so the rate
+    // counts the images of finished steps only: `pending` holds the batch sizes still running.
+    let (mut pending, mut finished) = (std::collections::VecDeque::new(), 0usize);
+    let mut record =
+        |losses: Vec<(u64, f32)>, last: &mut Option<f32>, pending: &mut std::collections::VecDeque<usize>| {
+            for (_, l) in losses {
+                sum += l as f64;
+                n += 1;
+                *last = Some(l);
+                finished += pending.pop_front().unwrap_or(0);
+            }
+            finished
+        };
+    let classes = trainer.model.net.config.num_classes;
+    for b in loader.epoch(epoch) {
+        let onehot;
+        let targets = match (&b.targets, trainer.config.loss) {
+            (BatchTargets::Single(c), LossKind::Softmax { .. }) => Targets::Classes(c),
+            (BatchTargets::Single(c), LossKind::Sigmoid { .. }) => {
+                onehot = one_hot(c, classes);
+                Targets::Multi(&onehot)
+            }
+            (BatchTargets::Multi(m), _) => Targets::Multi(m),
+        };
+        let res = trainer.step(&b.images, targets);
+        pending.push_back(b.len());
+        let done = record(res?, &mut last, &mut pending);
+        images += b.len();
+        let ips = (done > 0).then(|| done as f64 / t0.elapsed().as_secs_f64().max(1e-9));
+        on(Event::Step { loss: last, images_per_s: ips });
+    }
+    record(trainer.finish()?, &mut last, &mut pending);
+    let secs = t0.elapsed().as_secs_f64();
+    Ok((sum / n.max(1) as f64, images as f64 / secs.max(1e-9), secs))
+}
+
+fn one_hot(c: &[u32], classes: usize) -> Vec<f32> {
+    let mut v = vec![0.0; c.len() * classes];
+    c.iter().enumerate().for_each(|(i, &l)| v[i * classes + l as usize] = 1.0);
+    v
+}
+
+/// Macro mAP and (single-label) top-1 accuracy on the validation split.
+fn validate(pred: &Predictor, p: &Prepared, norm: &Normalize, cfg: &RunConfig) -> Result<(Option<f64>, Option<f64>)> {
+    let scores = score(pred, &p.ds, &p.split.val, norm, pred.batch, cfg.multi())?;
+    let ev = evaluate_split(&scores, &p.ds, &p.split.val, cfg, &EvalOptions::default())?;
+    let top1 = ev.report.single.as_ref().and_then(|s| s.top1_accuracy);
+    Ok((ev.report.macro_ap, top1))
+}
