@@ -51,9 +51,9 @@ pub enum Error {
     /// checkpoint was complete.
     #[error("{}: holds files of a run but no config.json (a run stopped before its first checkpoint was complete), so it cannot be resumed; replace them with {}, or give another {}", .dir.display(), Setting::Overwrite, Setting::Out)]
     RunIncomplete { dir: PathBuf },
-    /// A folder that holds no run to open (`weights_only`: it holds model.safetensors alone).
-    #[error("{}: {}", .dir.display(), no_run(.dir, *.weights_only))]
-    NoRun { dir: PathBuf, weights_only: bool },
+    /// A folder that holds no run to open: what it holds instead.
+    #[error("{}: {}", .dir.display(), no_run(.dir, *.holds))]
+    NoRun { dir: PathBuf, holds: NotARun },
     /// A run's config.json of a schema version this tailor does not know.
     #[error("{}: run configuration schema {found}, but this tailor reads schema 1 to {known}; open the run with the tailor that wrote it, or a newer one", .path.display())]
     UnknownSchema { path: PathBuf, found: String, known: u32 },
@@ -66,6 +66,17 @@ pub enum Error {
     /// A resumed run given other data than it started with.
     #[error("{}: {} now gives {change}; resume with the same data", .config.display(), .data.display())]
     DataChanged { config: PathBuf, data: PathBuf, change: DataChange },
+}
+
+/// What a folder given as a run holds instead of one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotARun {
+    /// Nothing of a run (a run stopped during its first epoch leaves only its folder).
+    Nothing,
+    /// model.safetensors without config.json.
+    WeightsOnly,
+    /// Images: a folder meant for the images, given as the run.
+    Images,
 }
 
 /// How a resumed run's data differs from what it started with.
@@ -107,8 +118,15 @@ fn fit_hint(cause: &Error) -> String {
     }
 }
 
-fn no_run(dir: &std::path::Path, weights_only: bool) -> String {
-    if weights_only {
+fn no_run(dir: &std::path::Path, holds: NotARun) -> String {
+    if holds == NotARun::Images {
+        return format!(
+            "holds images but no tailor run (no config.json): give {} a run folder written by tailor train, and \
+             the images to tag after the flags",
+            Setting::Model
+        );
+    }
+    if holds == NotARun::WeightsOnly {
         format!(
             "holds model.safetensors but no config.json, so it is not a whole tailor run (a run stopped before its \
              first checkpoint was complete, or weights copied here): nothing to resume or evaluate; train again with \

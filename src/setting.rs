@@ -85,6 +85,9 @@ settings! {
     Overwrite => "overwrite",
     Resume => "resume",
     MinPrecision => "min_precision",
+    Model => "model",
+    BestBy => "best_by",
+    Patience => "patience",
     Weights => "weights",
 }
 

@@ -861,3 +861,121 @@ fn flags_that_would_be_ignored_are_refused() {
     let err = fails(&["train", "--data", dir.join("train-labels-idx1-ubyte").to_str().unwrap()]);
     assert!(err.contains("looks like an IDX file") && err.contains("folder"), "{err}");
 }
+
+/// What a new user tripped over on unseen photos (issue #23): flags a command does not use,
+/// errors that came after slow work or without their CSV line, thin labels trained silently.
+#[test]
+fn new_user_stumbles_are_caught_early_and_explained() {
+    let dir = temp("stumbles");
+    let csv = fixture(&dir, 24);
+    let csv_s = csv.to_str().unwrap();
+    let run = dir.join("run");
+    let run_s = run.to_str().unwrap();
+    ok(&train_args(csv_s, run_s, &[]));
+
+    // Only the flags a command uses: eval and weights take no input size or colour.
+    for args in [
+        vec!["eval", "--model", run_s, "--image-size", "48"],
+        vec!["eval", "--model", run_s, "--grayscale"],
+        vec!["weights", "--data", csv_s, "--rgb"],
+    ] {
+        let err = fails(&args);
+        assert!(err.contains("unexpected argument"), "{args:?}: {err}");
+    }
+    assert!(!ok(&["weights", "--help"]).contains("--image-size"));
+    let err = fails(&train_args(csv_s, dir.join("s").to_str().unwrap(), &["--lr-step", "5"]));
+    assert!(err.contains("--schedule step"), "{err}");
+    // Help says what the model and optimiser flags do, and the default epochs.
+    let help = ok(&["train", "--help"]);
+    for says in ["Channels each dense layer adds", "Bottleneck width", "The learning rate", "Images per training step"]
+    {
+        assert!(help.contains(says), "{says}: {help}");
+    }
+    assert!(help.contains("[default: 10]"), "{help}");
+
+    // A folder of photos given as the run says so.
+    let err = fails(&["predict", "--model", dir.join("images").to_str().unwrap(), csv_s]);
+    assert!(err.contains("holds images but no tailor run") && err.contains("--model"), "{err}");
+
+    // Cheap checks come first: nothing is loaded or built before these are refused.
+    let built = "parameters) on";
+    let loaded = "samples, 3 labels";
+    let err = fails(&train_args(csv_s, "/proc/tailor-cannot-be-here", &[]));
+    assert!(err.contains("cannot create") && !err.contains(loaded), "{err}");
+    let b0 = dir.join("b0");
+    let err = fails(&["train", "--data", csv_s, "--out", b0.to_str().unwrap(), "--batch-size", "0"]);
+    assert!(err.contains("--batch-size 0") && !err.contains(loaded) && !err.contains(built), "{err}");
+    let (_, err) = ok_both(&["train", "--resume", run_s, "--epochs", "1"]);
+    assert!(err.contains("already has 1 epochs") && !err.contains(loaded), "{err}");
+    let broken = dir.join("broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    for f in ["config.json", "labels.txt"] {
+        std::fs::copy(run.join(f), broken.join(f)).unwrap();
+    }
+    std::fs::write(broken.join("model.safetensors"), b"not safetensors").unwrap();
+    let err = fails(&["eval", "--model", broken.to_str().unwrap()]);
+    assert!(err.contains("model.safetensors") && !err.contains("evaluating"), "{err}");
+
+    // A single-label run never reads its thresholds: a broken file does not block predict.
+    std::fs::write(run.join("thresholds.json"), b"{ broken").unwrap();
+    let img = dir.join("images/000.png");
+    ok(&["predict", "--model", run_s, img.to_str().unwrap()]);
+
+    // A damaged image names its CSV line, in words rather than the decoder's structures.
+    let bad = dir.join("bad");
+    let bad_csv = fixture(&bad, 24);
+    std::fs::write(bad.join("images/004.png"), b"\x89PNG\r\n\x1a\n garbage that is no PNG").unwrap();
+    let err = fails(&train_args(bad_csv.to_str().unwrap(), dir.join("x").to_str().unwrap(), &[]));
+    assert!(err.contains("004.png") && err.contains("line 6") && err.contains("PNG data is damaged"), "{err}");
+    assert!(!err.contains("ChunkType") && !err.contains('{'), "{err}");
+
+    // Labels too thin to learn or judge are named, with the flag that leaves them out.
+    let thin = dir.join("thin");
+    let thin_csv = fixture(&thin, 24);
+    let text = std::fs::read_to_string(&thin_csv).unwrap();
+    let (mut owls, mut kept) = (0, String::new());
+    for line in text.lines() {
+        if line.contains(",owl,") {
+            owls += 1;
+            if owls > 1 {
+                continue;
+            }
+        }
+        kept += &format!("{line}\n");
+    }
+    std::fs::write(&thin_csv, kept).unwrap();
+    let (_, err) = ok_both(&train_args(thin_csv.to_str().unwrap(), dir.join("t").to_str().unwrap(), &[]));
+    assert!(err.contains("fewer than 5 training samples: owl (1)") && err.contains("--min-samples 5"), "{err}");
+    assert!(err.contains("no validation samples: owl"), "{err}");
+
+    // weights: counts are whole numbers, and β = 1 is IFW's limit.
+    let err = fails(&["weights", "--counts", "5,-1"]);
+    assert!(err.contains("whole number of samples"), "{err}");
+    let err = fails(&["weights", "--counts", "5,3", "--beta", "1"]);
+    assert!(err.contains("IEW to IFW") && err.contains("ifw"), "{err}");
+}
+
+/// compare over a grid of β and focal γ: an IEW run per point, and which wins per label group.
+#[test]
+fn compare_a_grid_of_beta_and_gamma_names_the_winners() {
+    let dir = temp("grid");
+    let csv = fixture(&dir, 24);
+    let out = dir.join("grid");
+    let mut args =
+        train_args(csv.to_str().unwrap(), out.to_str().unwrap(), &["--beta", "0.9,0.999", "--focal-gamma", "0,2"]);
+    args[0] = "compare";
+    let (text, err) = ok_both(&args);
+    assert!(text.contains("best for all:") && text.contains("β=0.9 γ=2"), "{text}");
+    assert_eq!(err.matches("24 samples, 3 labels").count(), 1, "{err}");
+    let md = std::fs::read_to_string(out.join("grid.md")).unwrap();
+    assert!(
+        md.contains("| Group | β=0.9 γ=0 | β=0.9 γ=2 | β=0.999 γ=0 | β=0.999 γ=2 |") && md.contains("- best for"),
+        "{md}"
+    );
+    for run in ["iew-b0.9-g0", "iew-b0.9-g2", "iew-b0.999-g0", "iew-b0.999-g2"] {
+        assert!(out.join(run).join("eval.json").is_file(), "{run}");
+    }
+    // train takes one of each.
+    let err = fails(&train_args(csv.to_str().unwrap(), dir.join("t").to_str().unwrap(), &["--beta", "0.9,0.99"]));
+    assert!(err.contains("compare trains a grid"), "{err}");
+}

@@ -211,10 +211,66 @@ fn failures_are_matched_by_variant_and_name_configuration_fields() {
     let empty = dir.join("empty");
     std::fs::create_dir_all(&empty).unwrap();
     let e = RunConfig::load(&empty).unwrap_err();
-    assert!(matches!(e, Error::NoRun { weights_only: false, .. }), "{e:?}");
+    assert!(matches!(e, Error::NoRun { holds: tailor::error::NotARun::Nothing, .. }), "{e:?}");
+    let photos = dir.join("images");
+    let e = RunConfig::load(&photos).unwrap_err();
+    assert!(matches!(e, Error::NoRun { holds: tailor::error::NotARun::Images, .. }), "{e:?}");
+    assert!(e.to_string().contains("holds images") && e.to_string().contains("model"), "{e}");
     let text = std::fs::read_to_string(out.join("config.json")).unwrap();
     std::fs::write(out.join("config.json"), text.replace("\"schema\": 2", "\"schema\": 99")).unwrap();
     let e = RunConfig::load(&out).unwrap_err();
     assert!(matches!(&e, Error::UnknownSchema { found, .. } if found == "99"), "{e:?}");
     assert!(e.to_string().contains("schema 99"), "{e}");
+}
+
+#[test]
+fn the_best_epoch_is_kept_used_and_stops_a_run_that_stalls() {
+    let dir = temp("best");
+    let csv = fixture(&dir, 24);
+    let out = dir.join("run");
+    let g = gpu();
+    // Without learning (lr 0), validation top-1 stays where the first epoch put it: no later
+    // epoch is better, so patience 2 stops the run two epochs after its best.
+    let mut s = settings(&csv);
+    (s.lr, s.epochs, s.patience, s.best_by) = (0.0, 8, Some(2), Some(run::Metric::Top1));
+    let mut stops = Vec::new();
+    let done = run::train(&g, &new_run(s, &out), &mut |e| {
+        if let Event::EarlyStop { epoch, best, patience } = e {
+            stops.push((epoch, best.epoch, patience));
+        }
+    })
+    .unwrap();
+    let best = done.config.best.expect("a best epoch");
+    assert_eq!(best.by, run::Metric::Top1);
+    assert!(done.config.epochs_done < 8, "{:?}", done.config.best);
+    assert_eq!(done.config.epochs_done, best.epoch + 2);
+    assert_eq!(stops, [(done.config.epochs_done, best.epoch, 2)]);
+    assert!(out.join("model_best.safetensors").is_file());
+    let lines = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap().lines().count();
+    assert_eq!(lines, done.config.epochs_done);
+
+    // Evaluation takes the best epoch's weights unless told otherwise.
+    let mut used = None;
+    run::evaluate(&g, &EvalSettings::new(&out), &mut |e| {
+        if let Event::Evaluating { best_epoch, .. } = e {
+            used = Some(best_epoch);
+        }
+    })
+    .unwrap();
+    assert_eq!(used, Some(Some(best.epoch)));
+    let mut last = EvalSettings::new(&out);
+    last.weights = run::Weights::Last;
+    run::evaluate(&g, &last, &mut |e| {
+        if let Event::Evaluating { best_epoch, .. } = e {
+            used = Some(best_epoch);
+        }
+    })
+    .unwrap();
+    assert_eq!(used, Some(None));
+
+    // A run its patience stopped does not train on when resumed to more epochs.
+    let mut stopped = false;
+    let again = run::train(&g, &resume(&out, 12), &mut |e| stopped |= matches!(e, Event::EarlyStop { .. })).unwrap();
+    assert!(stopped);
+    assert_eq!(again.config.epochs_done, done.config.epochs_done);
 }

@@ -31,6 +31,7 @@ pub struct DataArgs {
     /// Multi-label: one column of tags, split at --tag-sep.
     #[arg(long)]
     pub tags_column: Option<String>,
+    /// Multi-label: what separates the tags in --tags-column's cells.
     #[arg(long, default_value = ";")]
     pub tag_sep: String,
     /// The column with each image's file name.
@@ -42,6 +43,11 @@ pub struct DataArgs {
     /// For an IDX folder: which files to read (train or t10k).
     #[arg(long, default_value = "train")]
     pub idx_prefix: String,
+}
+
+/// The model input a new run's images are fitted to (a trained run knows its own).
+#[derive(clap::Args, Clone, Debug, Default, serde::Serialize)]
+pub struct ImageArgs {
     /// Model input size: N for N×N or WxH such as 48x64 (default: the most common size among up
     /// to 256 of the images; IDX: the files' size).
     #[arg(long)]
@@ -56,7 +62,10 @@ pub struct DataArgs {
 }
 
 impl DataArgs {
-    pub fn spec(&self) -> DataSpec {
+    /// The data settings these flags give; the input size and colour are the images' own
+    /// unless `image` sets them.
+    pub fn spec(&self, image: Option<&ImageArgs>) -> DataSpec {
+        let image = image.cloned().unwrap_or_default();
         DataSpec {
             data: self.data.clone(),
             label_column: self.label_column.clone(),
@@ -66,9 +75,9 @@ impl DataArgs {
             image_column: self.image_column.clone(),
             image_dir: self.image_dir.clone(),
             idx_prefix: self.idx_prefix.clone(),
-            image_size: self.image_size.clone(),
-            grayscale: self.grayscale,
-            rgb: self.rgb,
+            image_size: image.image_size,
+            grayscale: image.grayscale,
+            rgb: image.rgb,
         }
     }
 }
@@ -124,11 +133,15 @@ pub struct ArchArgs {
     /// densenet121, densenet161, densenet169, densenet201 or densenet-bc.
     #[arg(long, default_value = "densenet-bc")]
     pub arch: String,
+    /// Channels each dense layer adds, k (default: the preset's: 32 for densenet121/169/201,
+    /// 48 for densenet161, 12 for densenet-bc).
     #[arg(long)]
     pub growth_rate: Option<usize>,
-    /// Layers per dense block, e.g. 6,6,6.
+    /// Layers per dense block, e.g. 6,6,6 (default: the preset's).
     #[arg(long, value_delimiter = ',')]
     pub blocks: Vec<usize>,
+    /// Bottleneck width of each dense layer's 1×1 convolution, in multiples of the growth rate
+    /// (default: the preset's, 4).
     #[arg(long)]
     pub bn_size: Option<usize>,
 }
@@ -232,8 +245,32 @@ impl Printer {
                 }
                 eprintln!("{msg}");
             }
-            Event::Saved { dir } => eprintln!("saved {}", dir.display()),
-            Event::Evaluating { model, samples } => eprintln!("evaluating {} on {samples} samples", model.display()),
+            Event::Saved { dir, last, best } => match best {
+                // Said when it matters: eval and predict use other weights than the last epoch's.
+                Some(b) if b.epoch != last => eprintln!(
+                    "saved {} (its best epoch, {} by {} {:.4}, is in model_best.safetensors, which eval and predict \
+                     use; --last for the last epoch's)",
+                    dir.display(),
+                    b.epoch,
+                    b.by.describe(),
+                    b.value
+                ),
+                _ => eprintln!("saved {}", dir.display()),
+            },
+            Event::EarlyStop { epoch, best, patience } => eprintln!(
+                "stopped after epoch {epoch}: no better {} than epoch {}'s {:.4} for {patience} epochs (--patience)",
+                best.by.describe(),
+                best.epoch,
+                best.value
+            ),
+            Event::Evaluating { model, samples, best_epoch } => match best_epoch {
+                Some(e) => eprintln!(
+                    "evaluating {} on {samples} samples, with its best epoch's weights (epoch {e}; --last for the \
+                     last epoch's)",
+                    model.display()
+                ),
+                None => eprintln!("evaluating {} on {samples} samples", model.display()),
+            },
             Event::Scheme { name } => eprintln!("== {name} =="),
         }
     }

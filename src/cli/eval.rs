@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use super::common::{DataArgs, Printer};
 use crate::error::Result;
 use crate::run::folder::full_markdown;
-use crate::run::{self, EvalSettings};
+use crate::run::{self, EvalSettings, Weights};
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct EvalArgs {
@@ -26,15 +26,19 @@ pub struct EvalArgs {
     /// thresholds.json `predict` uses).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Evaluate the last epoch's weights (default: the best epoch's, where they differ).
+    #[arg(long)]
+    pub last: bool,
 }
 
 pub fn run(cli: &super::Cli, a: &EvalArgs) -> Result<()> {
     let s = EvalSettings {
         model: a.model.clone(),
-        data: a.data.data.is_some().then(|| a.data.spec()),
+        data: a.data.data.is_some().then(|| a.data.spec(None)),
         min_precision: a.min_precision,
         batch_size: a.batch_size,
         out: a.out.clone(),
+        weights: if a.last { Weights::Last } else { Weights::Best },
     };
     // Checked before the device opens and the data and the model load.
     s.check()?;

@@ -10,6 +10,7 @@ use crate::nn::checkpoint::StateDict;
 use crate::nn::densenet::{DenseNetConfig, Stem};
 use crate::nn::model::Model;
 use crate::nn::tagger::{Tagged, Tagger};
+use crate::run::Weights;
 use crate::Gpu;
 use indicatif::ProgressDrawTarget;
 
@@ -51,6 +52,9 @@ pub struct PredictArgs {
     pub logits: bool,
     #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
+    /// With --model: the last epoch's weights (default: the best epoch's, where they differ).
+    #[arg(long, requires = "model")]
+    pub last: bool,
 }
 
 pub fn run(cli: &super::Cli, a: &PredictArgs) -> Result<()> {
@@ -74,7 +78,10 @@ pub fn run(cli: &super::Cli, a: &PredictArgs) -> Result<()> {
     let gpu = cli.open_gpu()?;
     let batch = a.batch_size.clamp(1, images.len());
     let tagger = match (&a.model, &a.weights) {
-        (Some(dir), _) => Tagger::load(gpu.clone(), dir, batch),
+        (Some(dir), _) => {
+            let which = if a.last { Weights::Last } else { Weights::Best };
+            Tagger::load_weights(gpu.clone(), dir, batch, which)
+        }
         (None, Some(w)) => from_weights(&gpu, a, w, batch),
         (None, None) => {
             return Err(Error::Invalid("give --model DIR (a tailor run) or --weights FILE.safetensors".into()))

@@ -5,15 +5,18 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::common::{choice, ArchArgs, DataArgs, Printer, SplitArgs};
+use super::common::{choice, ArchArgs, DataArgs, ImageArgs, Printer, SplitArgs};
 use crate::error::{Error, Result};
 use crate::nn::optim::OptimizerKind;
-use crate::run::{self, ClassifierLoss, RunSettings, ScheduleKind, Start, WeightingKind, DEFAULT_EPOCHS};
+use crate::run::{self, ClassifierLoss, Metric, RunSettings, ScheduleKind, Start, WeightingKind, DEFAULT_EPOCHS};
 
 #[derive(clap::Args, Clone, Debug, Serialize)]
 pub struct TrainArgs {
     #[command(flatten)]
     pub data: DataArgs,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub image: ImageArgs,
     #[command(flatten)]
     pub arch: ArchArgs,
     /// softmax or sigmoid (default: softmax for single-label data, sigmoid for multi-label).
@@ -22,17 +25,20 @@ pub struct TrainArgs {
     /// Class weighting: nw (none), ifw (inverse frequency) or iew (inverse effective number).
     #[arg(long, default_value = "iew", value_parser = choice::<WeightingKind>)]
     pub weighting: WeightingKind,
-    /// β of the effective number (1 − βⁿ)/(1 − β).
-    #[arg(long, default_value_t = 0.99)]
-    pub beta: f64,
-    /// Focal loss γ (0: plain cross-entropy).
-    #[arg(long, default_value_t = 0.0)]
-    pub focal_gamma: f32,
+    /// β of the effective number (1 − βⁿ)/(1 − β). compare takes a list, e.g.
+    /// 0.9,0.99,0.999,0.9999, and trains one IEW run per β (and γ).
+    #[arg(long, default_value = "0.99", value_delimiter = ',')]
+    pub beta: Vec<f64>,
+    /// Focal loss γ (0: plain cross-entropy). compare takes a list, e.g. 0,1,2.
+    #[arg(long, default_value = "0", value_delimiter = ',')]
+    pub focal_gamma: Vec<f32>,
     /// adam or adamw.
     #[arg(long, default_value = "adam", value_parser = choice::<OptimizerKind>)]
     pub optimizer: OptimizerKind,
+    /// The learning rate (Adam's step size).
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
+    /// Weight decay: L2 added to the gradient with adam, decoupled with adamw.
     #[arg(long, default_value_t = 0.0)]
     pub weight_decay: f64,
     /// No weight decay on batch-norm parameters and biases.
@@ -41,16 +47,19 @@ pub struct TrainArgs {
     /// constant, step (×--lr-gamma every --lr-step epochs) or cosine (to 0 over the run).
     #[arg(long, default_value = "constant", value_parser = choice::<ScheduleKind>)]
     pub schedule: ScheduleKind,
+    /// With --schedule step: the epochs between learning-rate steps.
     #[arg(long, default_value_t = 30)]
     pub lr_step: u64,
+    /// With --schedule step: the factor of each step.
     #[arg(long, default_value_t = 0.1)]
     pub lr_gamma: f64,
     /// Linear learning-rate warm-up over this many steps.
     #[arg(long, default_value_t = 0)]
     pub warmup: u64,
+    /// Images per training step (and per validation batch).
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
-    /// Epochs in all (with --resume: train on to this many).
+    /// Epochs in all [default: 10] (with --resume: train on to this many; default: the run's).
     #[arg(long)]
     pub epochs: Option<usize>,
     /// Seeds the split, the initialisation, the shuffle and the augmentation.
@@ -59,6 +68,13 @@ pub struct TrainArgs {
     #[command(flatten)]
     #[serde(flatten)]
     pub split: SplitArgs,
+    /// What picks the best epoch, whose weights eval and predict use: macro-map (default), top1,
+    /// or train-loss (the default without a validation split).
+    #[arg(long, value_parser = choice::<Metric>)]
+    pub best_by: Option<Metric>,
+    /// Stop early when the best epoch is this many epochs behind.
+    #[arg(long)]
+    pub patience: Option<usize>,
     /// Random crop (padding 4, or 2 below 32 pixels) and horizontal flip.
     #[arg(long)]
     pub augment: bool,
@@ -82,12 +98,12 @@ impl TrainArgs {
     /// The library's settings these flags give.
     pub fn settings(&self) -> RunSettings {
         RunSettings {
-            data: self.data.spec(),
+            data: self.data.spec(Some(&self.image)),
             arch: self.arch.spec(),
             loss: self.loss,
             weighting: self.weighting,
-            beta: self.beta,
-            focal_gamma: self.focal_gamma,
+            beta: self.beta.first().copied().unwrap_or(0.99),
+            focal_gamma: self.focal_gamma.first().copied().unwrap_or(0.0),
             optimizer: self.optimizer,
             lr: self.lr,
             weight_decay: self.weight_decay,
@@ -102,11 +118,30 @@ impl TrainArgs {
             split: self.split.settings(),
             augment: self.augment,
             init: self.init.clone(),
+            best_by: self.best_by,
+            patience: self.patience,
         }
     }
 
     /// How the run starts: resumed from --resume, or new in --out.
     pub fn start(&self) -> Result<Start> {
+        if self.beta.len() > 1 || self.focal_gamma.len() > 1 {
+            return Err(Error::Invalid(
+                "train takes one --beta and one --focal-gamma; tailor compare trains a grid of several and says \
+                 which wins"
+                    .into(),
+            ));
+        }
+        // Flags of the step schedule are refused with another, rather than silently ignored
+        // (after the checks of their values, which say more).
+        let step_flags = self.lr_step != 30 || self.lr_gamma != 0.1;
+        if step_flags && self.schedule != ScheduleKind::Step && self.resume.is_none() {
+            self.settings().check()?;
+            return Err(Error::Invalid(format!(
+                "--lr-step and --lr-gamma set the step schedule, but --schedule is {}; add --schedule step, or drop them",
+                self.schedule
+            )));
+        }
         Ok(match &self.resume {
             Some(dir) => {
                 check_resume_flags(self, dir)?;

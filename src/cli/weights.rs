@@ -8,7 +8,7 @@ use crate::nn::weights::{class_weights_report, Weighting};
 #[derive(clap::Args, Clone, Debug)]
 pub struct WeightsArgs {
     /// Samples per class, e.g. 600,150,40,9,3.
-    #[arg(long, value_delimiter = ',', conflicts_with = "data")]
+    #[arg(long, value_delimiter = ',', conflicts_with = "data", value_parser = count)]
     pub counts: Vec<u64>,
     #[command(flatten)]
     pub data: DataArgs,
@@ -24,6 +24,11 @@ pub struct WeightsArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// A class's sample count, with a message that says what one is.
+fn count(s: &str) -> std::result::Result<u64, String> {
+    s.trim().parse().map_err(|_| "a count is a whole number of samples, 0 or more, e.g. --counts 600,150,40".into())
 }
 
 pub fn run(a: &WeightsArgs) -> Result<()> {
@@ -71,7 +76,7 @@ fn counts(a: &WeightsArgs) -> Result<(Vec<String>, Vec<u64>)> {
         return Err(Error::Invalid("give --counts 600,150,40 or --data with label flags".into()));
     }
     // The counts training would weight: the same load, split and thinning as `train`.
-    let source = a.data.spec().source()?;
+    let source = a.data.spec(None).source()?;
     let mut printer = Printer::default();
     let mut on = |e: crate::run::Event| printer.event(e);
     let ds = crate::run::data::load_labels(&source, &mut on)?;

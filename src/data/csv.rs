@@ -56,6 +56,16 @@ impl CsvSpec {
 
 /// Loads the table, the labels and every image (fitted to `image`).
 pub fn load_csv(spec: &CsvSpec, image: &ImageSpec) -> Result<Dataset> {
+    read_csv(spec, Some(image))
+}
+
+/// Loads the table and the labels, checking that every image file is there but decoding none
+/// (each sample gets one black pixel): what counting labels needs, in a fraction of the time.
+pub fn load_csv_labels(spec: &CsvSpec) -> Result<Dataset> {
+    read_csv(spec, None)
+}
+
+fn read_csv(spec: &CsvSpec, image: Option<&ImageSpec>) -> Result<Dataset> {
     let table = spec.table()?;
     let file_col = table.column(&spec.image_column).map_err(|e| hint_image_column(e, spec))?;
     let mut warnings = Vec::new();
@@ -68,7 +78,31 @@ pub fn load_csv(spec: &CsvSpec, image: &ImageSpec) -> Result<Dataset> {
     let paths = image_paths(&table, &records, file_col, &dir)?;
     warn_duplicates(&table, file_col, &records, &paths, &mut warnings);
     warn_case_twins(&label_names, &mut warnings);
-    let (pixels, fitted) = load_images(&paths, image)?;
+    let Some(image) = image else {
+        return Ok(Dataset {
+            width: 1,
+            height: 1,
+            channels: 1,
+            pixels: vec![0; records.len()],
+            targets,
+            label_names,
+            table: Some(Arc::new(table)),
+            records,
+            warnings,
+            notes: Vec::new(),
+        });
+    };
+    let (pixels, fitted) = load_images(&paths, image).map_err(|e| match e {
+        // Which row names the file, so that it can be fixed or left out.
+        Error::File { path, msg } => match paths.iter().position(|p| *p == path) {
+            Some(k) => Error::File {
+                msg: format!("{msg} (named on {} line {})", table.path.display(), table.lines[records[k]]),
+                path,
+            },
+            None => Error::File { path, msg },
+        },
+        e => e,
+    })?;
     Ok(Dataset {
         width: image.width,
         height: image.height,

@@ -280,6 +280,12 @@ fn decode_bytes(bytes: &[u8]) -> std::result::Result<DynamicImage, String> {
             "cannot decode the image: it needs more than the decoder's 512 MiB; shrink it".into()
         }
         (ImageError::Unsupported(e), _) => format!("{}: {e}", unsupported()),
+        // The decoders' own messages can hold their internal structures (`ChunkType { .. }`):
+        // say what matters instead.
+        (ImageError::Decoding(_), _) => {
+            let kind = if format == Some(ImageFormat::Png) { "PNG" } else { "JPEG" };
+            format!("cannot decode the image: its {kind} data is damaged (not a whole, valid {kind} file)")
+        }
         (e, _) => format!("cannot decode the image ({e}): the file is damaged"),
     };
     let mut decoder = reader.into_decoder().map_err(|e| what(e, None))?;

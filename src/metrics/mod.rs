@@ -26,5 +26,5 @@ pub use groups::{Rarity, RaritySplit, Shot, ShotSplit};
 pub use input::{multi_hot, Predictions, Truth};
 pub use plot::{pr_figures, write_pr_figures, PrFigure, Series};
 pub use report::{evaluate, EvalOptions, EvalReport, Evaluation, LabelReport, SingleLabelReport, TaskKind};
-pub use table1::{SchemeComparison, PAPER_SCHEMES};
+pub use table1::{GroupComparison, SchemeComparison, PAPER_SCHEMES};
 pub use threshold::OperatingPoint;

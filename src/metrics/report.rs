@@ -182,10 +182,19 @@ impl EvalReport {
     pub fn to_markdown(&self) -> String {
         let mut s = String::from("# Evaluation\n\n");
         s += &self.summary_markdown();
-        s += "\n| Group | Labels | With AP | mAP |\n|---|---:|---:|---:|\n";
+        s += "\n| Group | Defined by | Labels | With AP | mAP |\n|---|---|---:|---:|---:|\n";
         for g in &self.groups {
-            s += &format!("| {} | {} | {} | {} |\n", g.group, g.labels, g.labels_with_ap, fmt3(g.macro_ap));
+            s += &format!(
+                "| {} | {} | {} | {} | {} |\n",
+                g.group,
+                self.group_definition(&g.group),
+                g.labels,
+                g.labels_with_ap,
+                fmt3(g.macro_ap)
+            );
         }
+        s += "\nmany / medium / few count a label's training samples; majority / minority / rare its share of \
+              the training samples, in samples here as well.\n";
         s += &format!(
             "\n| Label | Train | Eval positives | Group | Rarity | AP | Threshold | Recall@{} | Precision |\n",
             self.precision_floor
@@ -195,6 +204,29 @@ impl EvalReport {
             s += &label_row(l);
         }
         s
+    }
+
+    /// What puts a label in group `group` (many, …, rare), with the share-based bounds also in
+    /// samples of this training set: "share < 1% (< 45 samples)".
+    pub fn group_definition(&self, group: &str) -> String {
+        let (s, r, n) = (self.shot_split, self.rarity_split, self.train_samples as f64);
+        let pct = |f: f64| format!("{}%", (f * 1000.0).round() / 10.0);
+        let samples = |f: f64| (f * n).ceil() as usize;
+        match group {
+            "many" => format!("> {} samples", s.many_above),
+            "medium" => format!("{}–{} samples", s.few_below, s.many_above),
+            "few" => format!("< {} samples", s.few_below),
+            "majority" => format!("share ≥ {} (≥ {} samples)", pct(r.majority_at_least), samples(r.majority_at_least)),
+            "minority" => format!(
+                "share {}–{} ({}–{} samples)",
+                pct(r.rare_below),
+                pct(r.majority_at_least),
+                samples(r.rare_below),
+                samples(r.majority_at_least).saturating_sub(1)
+            ),
+            "rare" => format!("share < {} (< {} samples)", pct(r.rare_below), samples(r.rare_below)),
+            _ => String::new(),
+        }
     }
 
     fn summary_markdown(&self) -> String {

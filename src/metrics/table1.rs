@@ -84,3 +84,81 @@ fn marked(row: &[Option<f64>], mark: impl Fn(String) -> String) -> Vec<String> {
     let best = SchemeComparison::best(row);
     (0..row.len()).map(|k| if best.contains(&k) { mark(fmt3(row[k])) } else { fmt3(row[k]) }).collect()
 }
+
+/// Runs side by side by label group: each run's macro mAP overall and over each group's labels
+/// (many / medium / few shot, majority / minority / rare), the best of each row marked. What
+/// `compare` reports for a grid of β and γ (Cui et al. chose them per data set this way).
+#[derive(Clone, Debug, PartialEq)]
+pub struct GroupComparison {
+    pub runs: Vec<String>,
+    /// "all", then the groups.
+    pub groups: Vec<String>,
+    /// `[group][run]`.
+    pub map: Vec<Vec<Option<f64>>>,
+}
+
+impl GroupComparison {
+    pub fn from_reports(reports: &[(String, &EvalReport)]) -> Result<Self> {
+        let Some((_, first)) = reports.first() else {
+            return Err(Error::Invalid("no reports to compare".into()));
+        };
+        let mut groups = vec!["all".to_string()];
+        groups.extend(first.groups.iter().map(|g| g.group.clone()));
+        let map = groups
+            .iter()
+            .map(|g| {
+                reports
+                    .iter()
+                    .map(|(_, r)| if g == "all" { r.macro_ap } else { r.group(g).and_then(|s| s.macro_ap) })
+                    .collect()
+            })
+            .collect();
+        Ok(GroupComparison { runs: reports.iter().map(|(n, _)| n.clone()).collect(), groups, map })
+    }
+
+    /// Per group, the runs with its best macro mAP (empty where no run has one).
+    pub fn winners(&self) -> Vec<(&str, Vec<&str>)> {
+        self.groups
+            .iter()
+            .zip(&self.map)
+            .map(|(g, row)| {
+                (g.as_str(), SchemeComparison::best(row).into_iter().map(|k| self.runs[k].as_str()).collect())
+            })
+            .collect()
+    }
+
+    /// Markdown: a row per group, a column per run, the best in bold; then the winners.
+    pub fn to_markdown(&self) -> String {
+        let mut s = format!("| Group | {} |\n|---|{}\n", self.runs.join(" | "), "---:|".repeat(self.runs.len()));
+        for (g, row) in self.groups.iter().zip(&self.map) {
+            s += &format!("| {g} | {} |\n", marked(row, |v| format!("**{v}**")).join(" | "));
+        }
+        s += "\n";
+        for (g, w) in self.winners() {
+            let w = if w.is_empty() { "none (no AP in this group)".to_string() } else { w.join(", ") };
+            s += &format!("- best for {g}: {w}\n");
+        }
+        s
+    }
+
+    /// Plain text for a terminal, the best of each row starred; then the winners.
+    pub fn to_text(&self) -> String {
+        let width = self.runs.iter().map(|r| r.chars().count()).max().unwrap_or(0).max(7);
+        let mut s = format!("{:9}", "Group");
+        for r in &self.runs {
+            s += &format!(" {r:>width$}");
+        }
+        s += "\n";
+        for (g, row) in self.groups.iter().zip(&self.map) {
+            s += &format!("{g:9}");
+            for cell in marked(row, |v| format!("{v}*")) {
+                s += &format!(" {cell:>width$}");
+            }
+            s += "\n";
+        }
+        for (g, w) in self.winners() {
+            s += &format!("best for {g}: {}\n", if w.is_empty() { "none".to_string() } else { w.join(", ") });
+        }
+        s
+    }
+}

@@ -69,6 +69,25 @@ impl StateDict {
         self.metadata.get(EPOCH_KEY).and_then(|s| s.parse().ok())
     }
 
+    /// The metadata of a safetensors file, read from its header alone (not its tensors).
+    pub fn read_metadata(path: &Path) -> Result<HashMap<String, String>> {
+        use std::io::Read;
+        let bad = |why: &str| Error::file(path, format!("not a valid safetensors file ({why})"));
+        let mut f = std::fs::File::open(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
+        let mut len = [0u8; 8];
+        f.read_exact(&mut len).map_err(|_| bad("shorter than its header"))?;
+        let len = u64::from_le_bytes(len);
+        // safetensors' own bound on a header.
+        if len > 100_000_000 {
+            return Err(bad("header too large"));
+        }
+        let mut header = vec![0u8; len as usize];
+        f.read_exact(&mut header).map_err(|_| bad("shorter than its header"))?;
+        let v: serde_json::Value = serde_json::from_slice(&header).map_err(|e| bad(&e.to_string()))?;
+        let meta = v.get("__metadata__").and_then(|m| m.as_object()).cloned().unwrap_or_default();
+        Ok(meta.into_iter().filter_map(|(k, v)| v.as_str().map(|s| (k, s.to_string()))).collect())
+    }
+
     /// Reads a safetensors file.
     pub fn load(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;

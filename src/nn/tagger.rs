@@ -12,7 +12,7 @@ use super::predict::{sigmoid, softmax_rows, Predictor};
 use crate::data::image::{load_fitted, to_chw, FitCounts, Placement};
 use crate::data::{ImageSpec, Normalize};
 use crate::error::{Error, Result};
-use crate::run::folder::load_thresholds;
+use crate::run::folder::{load_thresholds, model_file, Weights};
 use crate::run::RunConfig;
 use crate::Gpu;
 
@@ -26,7 +26,8 @@ pub struct Tagger {
     /// Per label, the probability from which a multi-label prediction reports it: `tailor
     /// eval`'s `thresholds.json` (its precision floor), 0.5 for every label when the run has no
     /// such file. `None` (eval's `null`: no threshold reached the precision floor) means the
-    /// label is never chosen. Single-label predictions do not use them.
+    /// label is never chosen. Single-label predictions do not use them (a single-label run's are
+    /// 0.5, its thresholds.json unread).
     pub thresholds: Vec<Option<f64>>,
     predictor: Predictor,
 }
@@ -47,12 +48,20 @@ impl Tagger {
     /// Loads the run folder `dir` written by `tailor train`, to tag batches of up to `batch`
     /// images at a time (more are run in turn).
     pub fn load(gpu: Arc<Gpu>, dir: impl AsRef<Path>, batch: usize) -> Result<Tagger> {
+        Self::load_weights(gpu, dir, batch, Weights::Best)
+    }
+
+    /// [`Tagger::load`] with the run's best epoch's weights (where it keeps them) or its last's.
+    pub fn load_weights(gpu: Arc<Gpu>, dir: impl AsRef<Path>, batch: usize, which: Weights) -> Result<Tagger> {
         let dir = dir.as_ref();
         let run = RunConfig::load(dir)?;
         let mut model = Model::new(gpu, run.model.clone(), 0)?;
-        let weights = dir.join("model.safetensors");
+        let (weights, _) = model_file(dir, &run, which);
         model.load_own_state_dict(&StateDict::load(&weights)?, &weights)?;
-        let thresholds = load_thresholds(dir, &run.label_names)?;
+        // A single-label run picks its top k and never reads its thresholds, so a broken
+        // thresholds.json does not stand in its way.
+        let thresholds =
+            if run.multi() { load_thresholds(dir, &run.label_names)? } else { vec![Some(0.5); run.label_names.len()] };
         let (image, norm) = (run.preprocess.image_spec()?, run.preprocess.normalize());
         let multi = run.multi();
         Tagger::new(model, image, norm, run.label_names, multi, thresholds, batch)

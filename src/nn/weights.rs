@@ -7,6 +7,15 @@
 
 use crate::error::{Error, Result};
 
+/// What β = 1 would mean, for messages refusing it: the limit of IEW as β → 1 is IFW.
+pub fn beta_hint(beta: f64) -> &'static str {
+    if beta == 1.0 {
+        " (as β → 1 the effective number tends to n and IEW to IFW: use the ifw weighting for that, or β = 0.999)"
+    } else {
+        ""
+    }
+}
+
 /// How to weight classes.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Weighting {
@@ -43,7 +52,10 @@ fn check(counts: &[u64], weighting: Weighting, names: Option<&[String]>) -> Resu
     }
     if let Weighting::Iew { beta } = weighting {
         if !(0.0..1.0).contains(&beta) {
-            return Err(Error::Invalid(format!("the effective-number β must be in [0, 1), got {beta}")));
+            return Err(Error::Invalid(format!(
+                "the effective-number β must be in [0, 1), got {beta}{}",
+                beta_hint(beta)
+            )));
         }
     }
     if let Some(i) = counts.iter().position(|&n| n == 0) {

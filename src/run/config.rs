@@ -13,7 +13,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::data::source::{DataSpec, Source};
 use crate::data::{LabelKind, Preprocess, SplitSpec};
-use crate::error::{Error, Result};
+use crate::error::{Error, NotARun, Result};
 use crate::graph::LossKind;
 use crate::nn::arch::ArchSpec;
 use crate::nn::densenet::DenseNetConfig;
@@ -161,12 +161,62 @@ impl std::fmt::Display for OptimizerKind {
     }
 }
 
+choice!(
+    /// The validation figure that picks a run's best epoch.
+    Metric, Setting::BestBy, [
+        /// Validation macro mAP (higher is better).
+        MacroMap => "macro-map",
+        /// Validation top-1 accuracy, single-label runs (higher is better).
+        Top1 => "top1",
+        /// The epoch's mean training loss (lower is better): for runs without validation.
+        TrainLoss => "train-loss",
+    ]
+);
+
+impl Metric {
+    /// Its value in an epoch's record, if the epoch has one.
+    pub fn of(self, r: &super::EpochRecord) -> Option<f64> {
+        match self {
+            Metric::MacroMap => r.val_macro_map.flatten(),
+            Metric::Top1 => r.val_top1.flatten(),
+            Metric::TrainLoss => Some(r.train_loss).filter(|l| l.is_finite()),
+        }
+    }
+
+    /// Whether `a` is better than `b`.
+    pub fn better(self, a: f64, b: f64) -> bool {
+        match self {
+            Metric::TrainLoss => a < b,
+            _ => a > b,
+        }
+    }
+
+    /// How messages name it: "val macro mAP".
+    pub fn describe(self) -> &'static str {
+        match self {
+            Metric::MacroMap => "val macro mAP",
+            Metric::Top1 => "val top-1",
+            Metric::TrainLoss => "training loss",
+        }
+    }
+}
+
+/// The best epoch so far by a metric, whose weights are in `model_best.safetensors`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BestEpoch {
+    /// 1-based.
+    pub epoch: usize,
+    pub by: Metric,
+    pub value: f64,
+}
+
 impl WeightingKind {
     /// The weighting with β, which is refused outside [0, 1) whatever the scheme (every run
     /// records it).
     pub fn with_beta(self, beta: f64) -> Result<Weighting> {
         if !(0.0..1.0).contains(&beta) {
-            return Err(Error::setting(Setting::Beta, beta, "β must be in [0, 1), e.g. 0.99 or 0.999"));
+            let hint = crate::nn::weights::beta_hint(beta);
+            return Err(Error::setting(Setting::Beta, beta, format!("β must be in [0, 1), e.g. 0.99 or 0.999{hint}")));
         }
         Ok(match self {
             WeightingKind::Nw => Weighting::Nw,
@@ -246,6 +296,13 @@ pub struct RunSettings {
     /// Start from these weights (a torchvision or tailor safetensors state dict, or a run
     /// folder for its model.safetensors).
     pub init: Option<PathBuf>,
+    /// What picks the best epoch, whose weights evaluation and prediction use (`None`: val
+    /// macro mAP, or the training loss without a validation split).
+    #[serde(default)]
+    pub best_by: Option<Metric>,
+    /// Stop when the best epoch is this many epochs behind (`None`: never).
+    #[serde(default)]
+    pub patience: Option<usize>,
 }
 
 /// Schema 1 wrote `null` for epochs not given on the command line.
@@ -276,6 +333,8 @@ impl Default for RunSettings {
             split: SplitSettings::default(),
             augment: false,
             init: None,
+            best_by: None,
+            patience: None,
         }
     }
 }
@@ -352,7 +411,31 @@ impl RunSettings {
         if self.batch_size == 0 {
             return Err(Error::setting(Setting::BatchSize, 0, "give a positive batch size"));
         }
+        if self.patience == Some(0) {
+            return Err(Error::setting(
+                Setting::Patience,
+                0,
+                "give the epochs without a better one to stop after, e.g. 5",
+            ));
+        }
         Ok(())
+    }
+}
+
+/// What a folder without config.json holds instead of a run.
+fn not_a_run(dir: &Path) -> NotARun {
+    if dir.join("model.safetensors").is_file() {
+        return NotARun::WeightsOnly;
+    }
+    let image = |e: std::fs::DirEntry| {
+        let name = e.file_name().to_string_lossy().to_ascii_lowercase();
+        [".png", ".jpg", ".jpeg"].iter().any(|x| name.ends_with(x))
+    };
+    let images = std::fs::read_dir(dir).is_ok_and(|entries| entries.flatten().any(image));
+    if images {
+        NotARun::Images
+    } else {
+        NotARun::Nothing
     }
 }
 
@@ -385,6 +468,9 @@ pub struct RunConfig {
     /// a resumed run can tell it is given the same data. Absent in runs of older versions.
     #[serde(default)]
     pub data_fingerprint: Option<String>,
+    /// The best epoch so far, if the run keeps one (`model_best.safetensors`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best: Option<BestEpoch>,
     pub settings: RunSettings,
 }
 
@@ -394,7 +480,7 @@ impl RunConfig {
         let path = dir.join("config.json");
         let text = std::fs::read_to_string(&path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound && dir.is_dir() {
-                return Error::NoRun { dir: dir.to_path_buf(), weights_only: dir.join("model.safetensors").is_file() };
+                return Error::NoRun { dir: dir.to_path_buf(), holds: not_a_run(dir) };
             }
             Error::file(&path, format!("cannot read ({e}); give a run folder written by tailor train"))
         })?;

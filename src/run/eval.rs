@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::config::RunConfig;
 use super::data::{self, prepare, Prepared};
-use super::folder;
+use super::folder::{self, Weights};
 use super::Event;
 use crate::data::source::{DataSpec, Labels, Source};
 use crate::data::{Dataset, LabelKind, Loader, LoaderOptions, Normalize, Targets};
@@ -32,12 +32,21 @@ pub struct EvalSettings {
     /// Where to write the reports and thresholds (`None`: the run folder, whose thresholds.json
     /// predict uses).
     pub out: Option<PathBuf>,
+    /// The best epoch's weights (the default) or the last epoch's.
+    pub weights: Weights,
 }
 
 impl EvalSettings {
     /// Evaluation of the run in `model` on its validation split, written into it.
     pub fn new(model: impl Into<PathBuf>) -> Self {
-        EvalSettings { model: model.into(), data: None, min_precision: 0.6, batch_size: 64, out: None }
+        EvalSettings {
+            model: model.into(),
+            data: None,
+            min_precision: 0.6,
+            batch_size: 64,
+            out: None,
+            weights: Weights::Best,
+        }
     }
 
     /// The checks that need neither the data nor the model.
@@ -72,13 +81,24 @@ pub fn evaluate_on(
     s.check()?;
     let cfg = RunConfig::load(&s.model)?;
     let image = cfg.preprocess.image_spec()?;
+    // The weights are read (and checked against the configuration) before the images are.
+    let mut model = Model::new(gpu.clone(), cfg.model.clone(), 0)?;
+    let (weights, epoch) = folder::model_file(&s.model, &cfg, s.weights);
+    model.load_own_state_dict(&StateDict::load(&weights)?, &weights)?;
     let (ds, indices) = match &s.data {
         None => {
             let loaded;
             let p = match data {
                 Some(p) => p,
                 None => {
-                    loaded = prepare(&cfg.settings.data, &cfg.settings.split_spec(), Some(image), on)?;
+                    // What loading notes (images resized, the split's fraction) is about the whole
+                    // file, and was said when the run was trained: only its warnings here.
+                    let mut warnings = |e: Event| {
+                        if !matches!(e, Event::Note(_)) {
+                            on(e)
+                        }
+                    };
+                    loaded = prepare(&cfg.settings.data, &cfg.settings.split_spec(), Some(image), &mut warnings)?;
                     &loaded
                 }
             };
@@ -104,10 +124,7 @@ pub fn evaluate_on(
             (Arc::new(ds), all)
         }
     };
-    on(Event::Evaluating { model: &s.model, samples: indices.len() });
-    let mut model = Model::new(gpu.clone(), cfg.model.clone(), 0)?;
-    let weights = s.model.join("model.safetensors");
-    model.load_own_state_dict(&StateDict::load(&weights)?, &weights)?;
+    on(Event::Evaluating { model: &s.model, samples: indices.len(), best_epoch: epoch });
     let batch = s.batch_size.clamp(1, indices.len().max(1));
     let pred = Predictor::new(&model, batch, image.height, image.width).map_err(Error::fit_hint)?;
     let scores = score(&pred, &ds, &indices, &cfg.preprocess.normalize(), batch, cfg.multi())?;

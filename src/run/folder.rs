@@ -10,9 +10,12 @@ use crate::metrics::{self, EvalReport, Evaluation};
 use crate::nn::checkpoint::{write_all_atomic, write_atomic, StateDict, EPOCH_KEY};
 
 /// The files `train` and `eval` write into a run folder (and `pr_*` figures).
-pub const RUN_FILES: [&str; 8] = [
+pub const RUN_FILES: [&str; 11] = [
     "config.json",
     "model.safetensors",
+    "model_best.safetensors",
+    "curves.png",
+    "curves.svg",
     "optimizer.safetensors",
     "metrics.jsonl",
     "labels.txt",
@@ -53,6 +56,27 @@ pub struct Checkpoint<'a> {
     pub model: StateDict,
     pub optimizer: StateDict,
     pub labels: &'a [String],
+    /// The model is the best so far: also saved as `model_best.safetensors`.
+    pub best: bool,
+}
+
+/// Which of a run's weights to use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Weights {
+    /// The best epoch's (`model_best.safetensors`) where the run keeps one, else the last.
+    #[default]
+    Best,
+    /// The last epoch's (`model.safetensors`).
+    Last,
+}
+
+/// The file of a run's weights `which`, and the epoch they are of (`None`: the last).
+pub fn model_file(dir: &Path, cfg: &RunConfig, which: Weights) -> (PathBuf, Option<usize>) {
+    let best = dir.join("model_best.safetensors");
+    match (which, cfg.best) {
+        (Weights::Best, Some(b)) if best.is_file() && b.epoch != cfg.epochs_done => (best, Some(b.epoch)),
+        _ => (dir.join("model.safetensors"), None),
+    }
 }
 
 /// Saves the checkpoint after `epochs` epochs into `dir`: the model and the optimiser state
@@ -69,18 +93,19 @@ pub fn save_checkpoint(dir: &Path, mut ck: Checkpoint, cfg: &mut RunConfig, epoc
     let bytes = (|| Ok((ck.model.to_bytes()?, ck.optimizer.to_bytes()?, cfg.to_text()?)))();
     let written = bytes.and_then(|(model, opt, config): (Vec<u8>, Vec<u8>, String)| {
         let labels = ck.labels.join("\n") + "\n";
-        let (o, m, l, c) = (
+        let (o, m, b, l, c) = (
             dir.join("optimizer.safetensors"),
             dir.join("model.safetensors"),
+            dir.join("model_best.safetensors"),
             dir.join("labels.txt"),
             dir.join("config.json"),
         );
-        write_all_atomic(&[
-            (o.as_path(), &opt[..]),
-            (m.as_path(), &model[..]),
-            (l.as_path(), labels.as_bytes()),
-            (c.as_path(), config.as_bytes()),
-        ])
+        let mut files = vec![(o.as_path(), &opt[..]), (m.as_path(), &model[..])];
+        if ck.best {
+            files.push((b.as_path(), &model[..]));
+        }
+        files.extend([(l.as_path(), labels.as_bytes()), (c.as_path(), config.as_bytes())]);
+        write_all_atomic(&files)
     });
     written.map_err(|e| {
         cfg.epochs_done = before;

@@ -16,14 +16,14 @@ pub mod train;
 
 use std::path::Path;
 
-pub use compare::compare;
+pub use compare::{compare, compare_grid};
 pub use config::{
-    Choice, ClassifierLoss, RunConfig, RunSettings, ScheduleKind, SplitSettings, Task, WeightingKind, DEFAULT_EPOCHS,
-    SCHEMA,
+    BestEpoch, Choice, ClassifierLoss, Metric, RunConfig, RunSettings, ScheduleKind, SplitSettings, Task,
+    WeightingKind, DEFAULT_EPOCHS, SCHEMA,
 };
 pub use data::{data_fingerprint, prepare, Prepared};
 pub use eval::{evaluate, EvalSettings};
-pub use folder::{holds_run, EpochRecord};
+pub use folder::{holds_run, EpochRecord, Weights};
 pub use train::{train, Outcome, Start};
 
 use crate::graph::exec::MemoryReport;
@@ -69,10 +69,13 @@ pub enum Event<'a> {
     Step { loss: Option<f32>, images_per_s: Option<f64> },
     /// An epoch ended, validated and checkpointed.
     EpochEnd { record: &'a EpochRecord, epochs: usize },
-    /// The run's folder holds its checkpoint after the last epoch.
-    Saved { dir: &'a Path },
-    /// Evaluation of `model` on `samples` samples begins.
-    Evaluating { model: &'a Path, samples: usize },
+    /// The run's folder holds its checkpoint after the last epoch, and the best epoch's weights.
+    Saved { dir: &'a Path, last: usize, best: Option<BestEpoch> },
+    /// Training stopped after `epoch`: the best epoch is `patience` or more epochs behind.
+    EarlyStop { epoch: usize, best: BestEpoch, patience: usize },
+    /// Evaluation of `model` on `samples` samples begins, with the weights of its best epoch
+    /// `best_epoch` (`None`: its last epoch's).
+    Evaluating { model: &'a Path, samples: usize, best_epoch: Option<usize> },
     /// One of [`compare`]'s runs begins.
     Scheme { name: &'a str },
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::config::{RunConfig, RunSettings, ScheduleKind, Task, SCHEMA};
+use super::config::{BestEpoch, Metric, RunConfig, RunSettings, ScheduleKind, Task, SCHEMA};
 use super::data::{check_same_data, data_fingerprint, prepare, Prepared};
 use super::eval::{evaluate_split, score};
 use super::folder::{self, Checkpoint, EpochRecord};
@@ -49,6 +49,39 @@ pub fn train(gpu: &Arc<Gpu>, start: &Start, on: &mut dyn FnMut(Event)) -> Result
 /// ([`super::compare`]'s three runs load it once); `None` loads it. A resumed run always loads
 /// its own.
 pub fn train_on(gpu: &Arc<Gpu>, start: &Start, data: Option<&Prepared>, on: &mut dyn FnMut(Event)) -> Result<Outcome> {
+    // Everything that can be checked without the data is, before the images are decoded.
+    let (settings, resumed, dir) = check_start(start)?;
+    if let Some(cfg) = &resumed {
+        let done = saved_epochs(&dir, cfg)?;
+        if done >= settings.epochs {
+            on(Event::NothingToDo { dir: &dir, done, epochs: settings.epochs });
+            return Ok(Outcome { dir, config: cfg.clone() });
+        }
+        if let Some(best) = stopped_early(cfg, &settings, done) {
+            on(Event::EarlyStop { epoch: done, best, patience: settings.patience.unwrap_or(0) });
+            return Ok(Outcome { dir, config: cfg.clone() });
+        }
+    }
+    // The folder is made first, so that one that cannot be is said at once; a new run that
+    // fails before its first checkpoint leaves none behind.
+    let created = !dir.exists();
+    folder::make_dir(&dir)?;
+    let res = train_in(gpu, start, &settings, resumed, &dir, data, on);
+    if res.is_err() && created {
+        let _ = std::fs::remove_dir(&dir);
+    }
+    res
+}
+
+/// The best epoch of a run whose patience ran out after `done` epochs.
+fn stopped_early(cfg: &RunConfig, settings: &RunSettings, done: usize) -> Option<BestEpoch> {
+    let (best, patience) = (cfg.best?, settings.patience?);
+    (done >= best.epoch + patience).then_some(best)
+}
+
+/// The settings, the configuration of a resumed run and the folder a start names, checked as far
+/// as they can be without the data.
+fn check_start(start: &Start) -> Result<(RunSettings, Option<RunConfig>, PathBuf)> {
     let (settings, resumed, dir) = match start {
         Start::Resume { dir, epochs, data, image_dir } => {
             let cfg = RunConfig::load(dir)?;
@@ -79,8 +112,36 @@ pub fn train_on(gpu: &Arc<Gpu>, start: &Start, data: Option<&Prepared>, on: &mut
             ((**settings).clone(), None, dir.clone())
         }
     };
-    // Settings that are wrong whatever the data is fail before the images are loaded.
     settings.check()?;
+    Ok((settings, resumed, dir))
+}
+
+/// The epochs a resumed run's checkpoint holds, read from the headers of its files.
+fn saved_epochs(dir: &Path, cfg: &RunConfig) -> Result<usize> {
+    let epoch = |f: &str| -> Result<Option<usize>> {
+        let meta = StateDict::read_metadata(&dir.join(f))?;
+        Ok(meta.get(crate::nn::checkpoint::EPOCH_KEY).and_then(|e| e.parse().ok()))
+    };
+    folder::checkpoint_epoch(
+        dir,
+        cfg.epochs_done,
+        epoch("model.safetensors")?,
+        epoch("optimizer.safetensors")?,
+        &mut |_| {},
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn train_in(
+    gpu: &Arc<Gpu>,
+    start: &Start,
+    settings: &RunSettings,
+    resumed: Option<RunConfig>,
+    dir: &Path,
+    data: Option<&Prepared>,
+    on: &mut dyn FnMut(Event),
+) -> Result<Outcome> {
+    let dir = dir.to_path_buf();
     let loaded;
     let p = match data {
         Some(p) if resumed.is_none() => p,
@@ -106,6 +167,9 @@ pub fn train_on(gpu: &Arc<Gpu>, start: &Start, data: Option<&Prepared>, on: &mut
             &loaded
         }
     };
+    for w in label_warnings(p, settings.split.min_samples) {
+        on(Event::Warning(w));
+    }
     let kind = p.ds.kind();
     let loss = settings.loss(kind)?;
     let counts: Vec<u64> = p.split.train_counts.iter().map(|&n| n as u64).collect();
@@ -193,8 +257,6 @@ pub fn train_on(gpu: &Arc<Gpu>, start: &Start, data: Option<&Prepared>, on: &mut
     let predictor =
         Predictor::new(&trainer.model, pred_batch, p.image.height, p.image.width).map_err(Error::fit_hint)?;
     on(Event::Memory { training: &trainer.memory(), validation: predictor.memory().total() });
-    let created = !dir.exists();
-    folder::make_dir(&dir)?;
     if resumed.is_none() && folder::holds_run(&dir) {
         on(Event::Replacing { dir: &dir });
         folder::clear_run(&dir)?;
@@ -231,6 +293,7 @@ pub fn train_on(gpu: &Arc<Gpu>, start: &Start, data: Option<&Prepared>, on: &mut
         source: Source { path: absolute(&p.source.path), ..p.source.clone() },
         split_seed: settings.seed,
         epochs_done: start_epoch,
+        best: resumed.as_ref().and_then(|c| c.best),
         data_fingerprint: Some(data_fingerprint(p)),
         settings: settings.clone(),
     };
@@ -248,10 +311,9 @@ pub fn train_on(gpu: &Arc<Gpu>, start: &Start, data: Option<&Prepared>, on: &mut
     }
     let loader = data::Loader::new(p.ds.clone(), p.split.train.clone(), opts)?;
     let epochs = settings.epochs;
-    if start_epoch >= epochs {
-        on(Event::NothingToDo { dir: &dir, done: start_epoch, epochs });
-    }
-    let res = (start_epoch..epochs).try_for_each(|epoch| {
+    let best_by = settings.best_by.unwrap_or(if p.split.val.is_empty() { Metric::TrainLoss } else { Metric::MacroMap });
+    let mut trained = start_epoch;
+    let mut run_epoch = |epoch: usize| -> Result<bool> {
         let stopped = |e: Error, during: bool| Error::Stopped { epoch: epoch + 1, during, cause: Box::new(e) };
         on(Event::EpochStart { epoch, epochs, steps: loader.len() });
         let (mean_loss, ips, secs) = train_epoch(&mut trainer, &loader, epoch as u64, on).map_err(|e| match e {
@@ -294,23 +356,34 @@ pub fn train_on(gpu: &Arc<Gpu>, start: &Start, data: Option<&Prepared>, on: &mut
             }
         }
         on(Event::EpochEnd { record: &record, epochs });
+        let value = best_by.of(&record);
+        let improved = value.filter(|&v| cfg.best.is_none_or(|b| best_by.better(v, b.value)));
+        let before = cfg.best;
+        if let Some(value) = improved {
+            cfg.best = Some(BestEpoch { epoch: epoch + 1, by: best_by, value });
+        }
         let ck = Checkpoint {
             model: trainer.model.state_dict()?,
             optimizer: trainer.optimizer_state_dict()?,
             labels: &p.ds.label_names,
+            best: improved.is_some(),
         };
-        folder::save_checkpoint(&dir, ck, &mut cfg, epoch + 1)?;
-        folder::append_metrics(&dir, &record)
-    });
-    if let Err(e) = res {
-        // A new run that failed before its first checkpoint leaves no empty folder behind.
-        if created {
-            let _ = std::fs::remove_dir(&dir);
+        folder::save_checkpoint(&dir, ck, &mut cfg, epoch + 1).inspect_err(|_| cfg.best = before)?;
+        folder::append_metrics(&dir, &record)?;
+        trained = epoch + 1;
+        if let Some(best) = stopped_early(&cfg, settings, epoch + 1) {
+            on(Event::EarlyStop { epoch: epoch + 1, best, patience: settings.patience.unwrap_or(0) });
+            return Ok(true);
         }
-        return Err(e);
+        Ok(false)
+    };
+    for epoch in start_epoch..epochs {
+        if run_epoch(epoch)? {
+            break;
+        }
     }
-    if start_epoch < epochs {
-        on(Event::Saved { dir: &dir });
+    if trained > start_epoch {
+        on(Event::Saved { dir: &dir, last: trained, best: cfg.best });
         // eval's reports and thresholds in the folder are of the earlier weights.
         if resumed.is_some() && ["eval.json", "thresholds.json"].iter().any(|f| dir.join(f).exists()) {
             on(Event::Note(format!(
@@ -322,6 +395,49 @@ pub fn train_on(gpu: &Arc<Gpu>, start: &Start, data: Option<&Prepared>, on: &mut
         }
     }
     Ok(Outcome { dir, config: cfg })
+}
+
+/// Fewer training samples than this make a label's AP and threshold a matter of chance.
+pub const FEW_SAMPLES: usize = 5;
+
+/// Labels too thin to learn or to judge: fewer than [`FEW_SAMPLES`] training samples, or none in
+/// a validation split that other labels have.
+fn label_warnings(p: &Prepared, min_samples: usize) -> Vec<String> {
+    let names = &p.ds.label_names;
+    let list = |ls: &[usize], count: Option<&[usize]>| {
+        let shown: Vec<String> = ls
+            .iter()
+            .take(8)
+            .map(|&l| match count {
+                Some(c) => format!("{} ({})", names[l], c[l]),
+                None => names[l].clone(),
+            })
+            .collect();
+        format!("{}{}", shown.join(", "), if ls.len() > 8 { ", …" } else { "" })
+    };
+    let mut out = Vec::new();
+    let few: Vec<usize> = (0..names.len()).filter(|&l| p.split.train_counts[l] < FEW_SAMPLES).collect();
+    if !few.is_empty() && min_samples < FEW_SAMPLES {
+        out.push(format!(
+            "{} label(s) have fewer than {FEW_SAMPLES} training samples: {}; a model learns little from so few, and \
+             their AP and thresholds rest on chance; {} {FEW_SAMPLES} leaves them out",
+            few.len(),
+            list(&few, Some(&p.split.train_counts)),
+            Setting::MinSamples
+        ));
+    }
+    let unseen: Vec<usize> = (0..names.len()).filter(|&l| p.split.val_counts[l] == 0).collect();
+    if !p.split.val.is_empty() && !unseen.is_empty() {
+        out.push(format!(
+            "{} label(s) have no validation samples: {}; validation says nothing about them (no AP, no threshold); \
+             a larger {} gives them some, or {} leaves out labels this thin",
+            unseen.len(),
+            list(&unseen, None),
+            Setting::ValFraction,
+            Setting::MinSamples
+        ));
+    }
+    out
 }
 
 fn absolute(p: &Path) -> PathBuf {
