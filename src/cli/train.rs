@@ -809,6 +809,8 @@ fn train_epoch(trainer: &mut Trainer, loader: &data::Loader, epoch: usize, epoch
                 Targets::Multi(&onehot)
             }
             (BatchTargets::Multi(m), _) => Targets::Multi(m),
+            // The triplet losses train on the labels; the trainer refuses labels for the others.
+            (BatchTargets::Single(c), _) => Targets::Classes(c),
         };
         let res = trainer.step(&b.images, targets);
         pending.push_back(b.len());
