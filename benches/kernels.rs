@@ -272,6 +272,33 @@ fn gpu_bn(b: &mut Bench, name: &str, s: &BnShape, tot: usize) {
     b.gpu_reps(&format!("bn recmp {name}"), &rec, elems, reps);
 }
 
+/// The triplet losses at B = 64, D = 128 (their flops: the two GEMMs, Gram matrix and gradient;
+/// the distance, mining and coefficient passes are bandwidth-bound, batch-all's O(B³)).
+fn gpu_triplet(b: &mut Bench) {
+    use tailor::ops::embed::{self as em, EmbedLoss, EmbedLossBuffers, EmbedShape};
+    let g = b.gpu.clone();
+    let s = EmbedShape::new(64, 128).unwrap();
+    let emb = g.upload("e", &filled(s.len(), 1)).unwrap();
+    let labels: Vec<u32> = (0..64).map(|i| i / 4).collect(); // P = 16 labels × K = 4
+    let targets = g.upload("labels", &labels).unwrap();
+    let (grad, loss) = (g.zeros("grad", s.len()).unwrap(), g.zeros("loss", 1).unwrap());
+    for (name, kind) in [
+        ("triplet batch-hard B64 D128", EmbedLoss::TripletBatchHard { margin: 0.2 }),
+        ("triplet batch-all  B64 D128", EmbedLoss::TripletBatchAll { margin: 0.2 }),
+    ] {
+        let scratch = g.zeros("scratch", em::embed_loss_scratch_len(kind, s)).unwrap();
+        let bufs = EmbedLossBuffers {
+            embeddings: (&emb).into(),
+            targets: (&targets).into(),
+            grad: (&grad).into(),
+            loss: (&loss).into(),
+            scratch: (&scratch).into(),
+        };
+        let d = em::embed_loss(&g, kind, s, bufs).unwrap();
+        b.gpu_reps(name, &d, 4.0 * (s.batch * s.batch * s.dim) as f64, 20);
+    }
+}
+
 fn main() {
     // matrixmultiply reads its thread count once, at the first call.
     std::env::set_var("MATMUL_NUM_THREADS", CPU_THREADS);
@@ -290,11 +317,16 @@ fn main() {
         // A smoke run: heuristic conv tiles, nothing timed or cached.
         tailor::ops::tune::set_mode(tailor::ops::tune::Mode::Off);
     }
-    // `TAILOR_BENCH_ONLY=bn`: the batch norm rows only.
+    // `TAILOR_BENCH_ONLY=bn` / `=embed`: the batch norm or the triplet loss rows only.
     if std::env::var("TAILOR_BENCH_ONLY").is_ok_and(|s| s == "bn") {
         for (name, s, tot) in bn_shapes() {
             gpu_bn(&mut b, &name, &s, tot);
         }
+        b.print_table();
+        return;
+    }
+    if std::env::var("TAILOR_BENCH_ONLY").is_ok_and(|s| s == "embed") {
+        gpu_triplet(&mut b);
         b.print_table();
         return;
     }
@@ -324,6 +356,7 @@ fn main() {
     for (name, s, tot) in bn_shapes() {
         gpu_bn(&mut b, &name, &s, tot);
     }
+    gpu_triplet(&mut b);
     cpu_sgemm(&mut b, n);
     b.crit.final_summary();
     b.print_table();

@@ -670,6 +670,38 @@ fn loader_drop_last_and_multi_hot() {
     assert!(Loader::new(l.dataset().clone(), vec![9], LoaderOptions::new(2, 1, 0)).is_err());
 }
 
+#[test]
+fn loader_serves_pk_batches_deterministically() {
+    // Labels of 9, 5, 1 and 7 images: label 2 is dropped (no positive possible).
+    let ds = Arc::new(synthetic(&[9, 5, 1, 7]));
+    let sampler = PkSampler::new(&ds, &(0..22).collect::<Vec<_>>(), 2, 3).unwrap();
+    assert_eq!((sampler.dropped_labels(), sampler.batches()), (1, 21 / 6));
+    let mut opts = LoaderOptions::new(99, 1, 5);
+    opts.augment = Augment { crop_padding: 1, hflip: true };
+    let with = |workers| {
+        let o = LoaderOptions { workers, ..opts.clone() };
+        Loader::with_pk(ds.clone(), sampler.clone(), o).unwrap()
+    };
+    let l = with(2);
+    assert_eq!((l.len(), l.pk().map(|p| p.batch_size())), (3, Some(6)));
+    let a: Vec<Batch> = l.epoch(1).collect();
+    assert_eq!(a, with(0).epoch(1).collect::<Vec<_>>(), "the same batches whatever the threads");
+    assert_ne!(a, l.epoch(2).collect::<Vec<_>>());
+    assert_eq!(a.len(), 3);
+    for b in &a {
+        let BatchTargets::Single(t) = &b.targets else { panic!("single-label targets") };
+        assert_eq!(t.len(), 6);
+        assert!(t.chunks(3).all(|g| g.iter().all(|&l| l == g[0])), "K images of one label: {t:?}");
+        assert_ne!(t[0], t[3], "P distinct labels: {t:?}");
+        assert!(!t.contains(&2), "the dropped label never comes up");
+    }
+    let e = PkSampler::new(&ds, &(0..22).collect::<Vec<_>>(), 4, 2).err().unwrap();
+    assert!(matches!(e, tailor::Error::Invalid(_)) && e.to_string().contains("P = 4"), "{e}");
+    let mut multi = synthetic(&[2, 2]);
+    multi.targets = Targets::Multi(vec![vec![0], vec![0], vec![1], vec![1]]);
+    assert!(matches!(PkSampler::new(&multi, &[0, 1, 2, 3], 2, 2), Err(tailor::Error::Invalid(_))));
+}
+
 /// The full shared sets, timed: `cargo test --release --test data -- --ignored --nocapture`.
 #[test]
 #[ignore]

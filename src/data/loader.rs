@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use super::image::{to_chw, Augment, ImageSpec, Normalize, Placement};
+use super::pk::PkSampler;
 use super::{Dataset, Targets};
 use crate::error::{Error, Result};
 use crate::rng::Rng;
@@ -75,12 +76,14 @@ pub enum BatchTargets {
     Multi(Vec<f32>),
 }
 
-/// Serves epochs of batches of the samples `indices` of a dataset.
+/// Serves epochs of batches of the samples `indices` of a dataset, shuffled (or in order), or
+/// drawn P labels × K images at a time by a [`PkSampler`] ([`Loader::with_pk`]).
 #[derive(Clone, Debug)]
 pub struct Loader {
     ds: Arc<Dataset>,
     indices: Arc<Vec<usize>>,
     opts: Arc<LoaderOptions>,
+    pk: Option<Arc<PkSampler>>,
 }
 
 impl Loader {
@@ -92,11 +95,30 @@ impl Loader {
         if let Some(&i) = indices.iter().find(|&&i| i >= ds.len()) {
             return Err(Error::Invalid(format!("sample index {i} is outside the dataset of {} samples", ds.len())));
         }
-        Ok(Loader { ds, indices: Arc::new(indices), opts: Arc::new(opts) })
+        Ok(Loader { ds, indices: Arc::new(indices), opts: Arc::new(opts), pk: None })
+    }
+
+    /// A loader whose epochs are `sampler`'s batches of P labels × K images (see
+    /// [`super::pk`]) instead of a shuffle: the batch size is P·K (`opts.batch_size`,
+    /// `shuffle` and `drop_last` are not used), an epoch is [`PkSampler::batches`] batches, and
+    /// the batches are a function of `opts.seed` and the epoch.
+    pub fn with_pk(ds: Arc<Dataset>, sampler: PkSampler, opts: LoaderOptions) -> Result<Self> {
+        let opts = LoaderOptions { batch_size: sampler.batch_size(), ..opts };
+        let mut l = Loader::new(ds, sampler.usable_images(), opts)?;
+        l.pk = Some(Arc::new(sampler));
+        Ok(l)
+    }
+
+    /// The P×K sampler, when the loader has one.
+    pub fn pk(&self) -> Option<&PkSampler> {
+        self.pk.as_deref()
     }
 
     /// Batches per epoch.
     pub fn len(&self) -> usize {
+        if let Some(pk) = &self.pk {
+            return pk.batches();
+        }
         let (n, b) = (self.indices.len(), self.opts.batch_size);
         if self.opts.drop_last {
             n / b
@@ -113,6 +135,9 @@ impl Loader {
 
     /// The sample order of an epoch.
     pub fn order(&self, epoch: u64) -> Vec<usize> {
+        if let Some(pk) = &self.pk {
+            return pk.order(self.opts.seed, epoch);
+        }
         let mut order = (*self.indices).clone();
         if self.opts.shuffle {
             Rng::new(stream(self.opts.seed, epoch, u64::MAX)).shuffle(&mut order);
@@ -192,7 +217,7 @@ impl Drop for Epoch {
 }
 
 /// A random stream for (seed, epoch, position) that does not depend on any other.
-fn stream(seed: u64, epoch: u64, pos: u64) -> u64 {
+pub(crate) fn stream(seed: u64, epoch: u64, pos: u64) -> u64 {
     let mut r = Rng::new(seed ^ epoch.wrapping_mul(0xA24B_AED4_963E_E407));
     let s = r.next_u64() ^ pos.wrapping_mul(0x9FB2_1C65_1E98_DF25);
     Rng::new(s).next_u64()

@@ -1,6 +1,7 @@
 //! The data layer: image sets in memory, their sources (a CSV file with an image folder, or
 //! MNIST-style IDX files), the train/validation split, preprocessing and augmentation, and a
-//! loader that prepares batches on background threads while the GPU trains.
+//! loader that prepares batches on background threads while the GPU trains, shuffled or P labels
+//! × K images at a time for the triplet losses ([`pk`]).
 //!
 //! Images are decoded once, fitted to the model's input size, and kept as `u8` HWC: a quarter of
 //! the memory of `f32`. Normalisation and augmentation happen per batch.
@@ -9,6 +10,7 @@ pub mod csv;
 pub mod idx;
 pub mod image;
 pub mod loader;
+pub mod pk;
 pub mod source;
 pub mod split;
 pub mod table;
@@ -19,6 +21,7 @@ pub use self::csv::{load_csv, CsvSpec, LabelSource};
 pub use self::idx::{load_idx, read_idx, Idx, IdxSpec, FASHION_MNIST_CLASSES};
 pub use self::image::{Augment, FitCounts, ImageSpec, Normalize, Preprocess};
 pub use self::loader::{Batch, BatchTargets, Epoch, Loader, LoaderOptions};
+pub use self::pk::PkSampler;
 pub use self::split::{split, Split, SplitSpec};
 pub use self::table::{read_table, ColumnSummary, Table};
 

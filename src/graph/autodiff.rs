@@ -211,6 +211,7 @@ impl Differ<'_> {
             }
             Op::GlobalAvgPool => self.unary(n, &name, Op::GlobalAvgPoolBackward, false, forward)?,
             Op::Relu => self.unary(n, &name, Op::ReluBackward, true, forward)?,
+            Op::L2Normalize => self.unary(n, &name, Op::L2NormalizeBackward, true, forward)?,
             Op::Linear => {
                 let Some(dy) = self.out_grad(n.outs[0]) else { return Ok(()) };
                 let (x, w, b) = (n.ins[0], n.ins[1], n.ins[2]);

@@ -257,28 +257,54 @@ impl Graph {
         Ok(y)
     }
 
-    /// The weighted loss of `logits` [b, c]: returns (loss [1], dlogits [b, c]). Targets are a
-    /// [b] class-id tensor (softmax) or a [b, c] 0/1 tensor (sigmoid); weights are [c].
-    pub fn loss(
-        &mut self,
-        name: &str,
-        logits: TensorId,
-        kind: LossKind,
-    ) -> Result<(TensorId, TensorId, TensorId, TensorId)> {
+    /// Each row of `z` [b, d] divided by its L2 norm (at least 1e-12): `F.normalize(z, dim=1)`.
+    pub fn l2_normalize(&mut self, name: &str, z: TensorId) -> Result<TensorId> {
+        let s = self.tensors[z].shape.clone();
+        if s.len() != 2 || s.contains(&0) {
+            return Err(Error::shape(
+                format!("l2_normalize '{name}'"),
+                format!("input must be [batch, dim], got {s:?}"),
+            ));
+        }
+        let y = self.tensor(name, &s, Role::Activation);
+        self.push(name, Op::L2Normalize, vec![z], vec![y]);
+        Ok(y)
+    }
+
+    /// The loss of `logits` [b, c] (the class-balanced losses) or of embeddings [b, d] (the
+    /// embedding losses), with its gradient. Targets are a [b] class-id or label tensor (softmax,
+    /// triplets), a [b, c] 0/1 tensor (sigmoid) or [b, d] teacher embeddings (distillation);
+    /// only the class-balanced losses have a [c] class-weights tensor.
+    pub fn loss(&mut self, name: &str, logits: TensorId, kind: LossKind) -> Result<LossNode> {
         let s = self.tensors[logits].shape.clone();
         let [b, c] = s[..] else {
             return Err(Error::shape(format!("loss '{name}'"), format!("logits must be [batch, classes], got {s:?}")));
         };
         let target_shape = match kind {
-            LossKind::Softmax { .. } => vec![b],
-            LossKind::Sigmoid { .. } => vec![b, c],
+            LossKind::Softmax { .. } | LossKind::TripletBatchHard { .. } | LossKind::TripletBatchAll { .. } => vec![b],
+            LossKind::Sigmoid { .. } | LossKind::DistillL2 => vec![b, c],
         };
         let target = self.tensor("target", &target_shape, Role::Target);
-        let weights = self.tensor("class_weights", &[c], Role::ClassWeights);
+        let weights = kind.class_weighted().then(|| self.tensor("class_weights", &[c], Role::ClassWeights));
         let loss = self.tensor(name, &[1], Role::Loss);
-        let dlogits = self.tensor(format!("{name}.dlogits"), &[b, c], Role::Grad);
-        self.push(name, Op::Loss(kind), vec![logits, target, weights], vec![loss, dlogits]);
-        self.grads.insert(logits, dlogits);
-        Ok((loss, dlogits, target, weights))
+        let grad = self.tensor(format!("{name}.dlogits"), &[b, c], Role::Grad);
+        let mut ins = vec![logits, target];
+        ins.extend(weights);
+        self.push(name, Op::Loss(kind), ins, vec![loss, grad]);
+        self.grads.insert(logits, grad);
+        Ok(LossNode { loss, grad, target, weights })
     }
+}
+
+/// The tensors of a loss node ([`Graph::loss`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LossNode {
+    /// The loss value, [1].
+    pub loss: TensorId,
+    /// The gradient of the loss w.r.t. its input, which seeds autodiff.
+    pub grad: TensorId,
+    /// Uploaded before each step.
+    pub target: TensorId,
+    /// Per-class weights, uploaded once: the class-balanced losses only.
+    pub weights: Option<TensorId>,
 }

@@ -15,6 +15,8 @@ pub mod exec;
 pub mod plan;
 pub mod store;
 
+pub use build::LossNode;
+
 /// Index of a tensor in its graph.
 pub type TensorId = usize;
 
@@ -71,6 +73,42 @@ pub enum LossKind {
     Softmax { gamma: f32 },
     /// Sigmoid binary cross-entropy with 0/1 targets per class; `gamma > 0` makes it focal.
     Sigmoid { gamma: f32 },
+    /// Batch-hard triplet loss of embeddings with one label per sample (Hermans et al. 2017;
+    /// see [`crate::ops::embed`]).
+    TripletBatchHard { margin: f32 },
+    /// Batch-all triplet loss of embeddings with one label per sample.
+    TripletBatchAll { margin: f32 },
+    /// L2 distillation towards teacher embeddings `[batch, dim]` (Song et al. 2017).
+    DistillL2,
+}
+
+impl LossKind {
+    /// Whether the loss takes per-class weights (the class-balanced softmax and sigmoid losses);
+    /// the embedding losses take none.
+    pub fn class_weighted(&self) -> bool {
+        matches!(self.kernel(), LossKernel::ClassBalanced { .. })
+    }
+
+    /// The op-layer loss that computes it.
+    pub fn kernel(&self) -> LossKernel {
+        use crate::ops::{embed::EmbedLoss, loss};
+        match *self {
+            LossKind::Softmax { gamma } => LossKernel::ClassBalanced { kind: loss::LossKind::Softmax, gamma },
+            LossKind::Sigmoid { gamma } => LossKernel::ClassBalanced { kind: loss::LossKind::Sigmoid, gamma },
+            LossKind::TripletBatchHard { margin } => LossKernel::Embedding(EmbedLoss::TripletBatchHard { margin }),
+            LossKind::TripletBatchAll { margin } => LossKernel::Embedding(EmbedLoss::TripletBatchAll { margin }),
+            LossKind::DistillL2 => LossKernel::Embedding(EmbedLoss::DistillL2),
+        }
+    }
+}
+
+/// The op-layer loss behind a [`LossKind`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum LossKernel {
+    /// [`crate::ops::loss`]: logits, targets and class weights.
+    ClassBalanced { kind: crate::ops::loss::LossKind, gamma: f32 },
+    /// [`crate::ops::embed`]: embeddings and targets.
+    Embedding(crate::ops::embed::EmbedLoss),
 }
 
 /// Every op the executor can run. Forward ops are built by [`Graph`]'s methods; backward ops
@@ -93,8 +131,12 @@ pub enum Op {
     Relu,
     /// [x, w, b] → [y]
     Linear,
-    /// [logits, target, class_weights] → [loss, dlogits]: value and gradient in one pass
+    /// [logits, target, class_weights] → [loss, dlogits] for the class-balanced losses,
+    /// [embeddings, target] → [loss, dembeddings] for the embedding losses: value and gradient
+    /// in one pass
     Loss(LossKind),
+    /// [z] → [e]: each row divided by its L2 norm (at least 1e-12), `F.normalize`
+    L2Normalize,
     /// [] → [x]: fills with zeros
     Zero,
     /// [dy, w] → [dx]
@@ -117,6 +159,8 @@ pub enum Op {
     LinearBackwardData,
     /// [x, dy] → [dw, db]
     LinearBackwardParams,
+    /// [z, de] → [dz]
+    L2NormalizeBackward,
 }
 
 /// One op applied to tensors. `accumulate`: the first output is added to, not overwritten.
@@ -156,6 +200,7 @@ impl Op {
             Op::Relu | Op::ReluBackward => "relu",
             Op::Linear | Op::LinearBackwardData | Op::LinearBackwardParams => "linear",
             Op::Loss(_) => "loss",
+            Op::L2Normalize | Op::L2NormalizeBackward => "l2 normalize",
             Op::Zero => "zero fill",
         }
     }

@@ -243,6 +243,8 @@ impl StateDict {
             in_channels,
             stem,
             memory_efficient: true,
+            // The head's normalisation has no tensors: only tailor's metadata records it.
+            l2_normalize: false,
         })
     }
 

@@ -33,6 +33,12 @@ pub struct DenseNetConfig {
     pub stem: Stem,
     /// Recompute each dense layer's first BN-ReLU in backward instead of storing it.
     pub memory_efficient: bool,
+    /// An embedding model (Song et al. 2017): the classifier Linear's `num_classes` outputs are
+    /// an embedding, L2-normalised per image (`e = z / max(‖z‖, 1e-12)`, `F.normalize`), and the
+    /// network's output is `e`. Absent in older configurations (false), and left out of the JSON
+    /// when false, so that a classifier's configuration reads and writes as before.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub l2_normalize: bool,
 }
 
 impl DenseNetConfig {
@@ -47,6 +53,7 @@ impl DenseNetConfig {
             in_channels: 3,
             stem: Stem::Imagenet,
             memory_efficient: true,
+            l2_normalize: false,
         }
     }
     pub fn densenet121(num_classes: usize) -> Self {
@@ -73,6 +80,7 @@ impl DenseNetConfig {
             in_channels,
             stem: Stem::Small,
             memory_efficient: true,
+            l2_normalize: false,
         }
     }
     /// A preset by name: densenet121/161/169/201, or `densenet-bc` (growth 12, 3 blocks of 6).
@@ -252,9 +260,11 @@ impl Builder<'_> {
     }
 }
 
-/// The graph a DenseNet built: its image input and its logits.
+/// The graph a DenseNet built: its image input and its output.
 pub struct Built {
     pub input: TensorId,
+    /// The network's output `[batch, num_classes]`: the classifier's logits, or for an embedding
+    /// model (`l2_normalize`) the L2-normalised embeddings.
     pub logits: TensorId,
 }
 
@@ -369,7 +379,10 @@ impl DenseNet {
         let pooled = b.g.global_avg_pool("pool", a)?;
         let wt = b.param("classifier.weight", &[c.num_classes, channels], Init::LinearWeight, true, false);
         let bias = b.param("classifier.bias", &[c.num_classes], Init::Zeros, true, true);
-        let logits = b.g.linear("classifier", pooled, wt, bias)?;
+        let mut logits = b.g.linear("classifier", pooled, wt, bias)?;
+        if c.l2_normalize {
+            logits = b.g.l2_normalize("embedding", logits)?;
+        }
         Ok((Built { input, logits }, b.params))
     }
 
@@ -441,6 +454,31 @@ mod tests {
         let e = net.build(&mut Graph::new(), 0, 32, 32, true).err().unwrap().to_string();
         assert!(e.contains("batch size 0"), "{e}");
         assert_eq!(DenseNetConfig::small(4, &[1, 1, 1], 1, 2).min_image_side(), 4);
+    }
+
+    #[test]
+    fn l2_normalize_is_optional_in_json_and_left_out_when_off() {
+        let c = DenseNetConfig::small(4, &[1, 1], 3, 8);
+        let text = serde_json::to_string(&c).unwrap();
+        assert!(!text.contains("l2_normalize"), "a classifier's JSON is as before: {text}");
+        assert_eq!(serde_json::from_str::<DenseNetConfig>(&text).unwrap(), c);
+        let e = DenseNetConfig { l2_normalize: true, ..c };
+        let text = serde_json::to_string(&e).unwrap();
+        assert!(text.contains("\"l2_normalize\":true"), "{text}");
+        assert_eq!(serde_json::from_str::<DenseNetConfig>(&text).unwrap(), e);
+    }
+
+    #[test]
+    fn an_embedding_model_ends_in_the_normalisation() {
+        let c = DenseNetConfig { l2_normalize: true, ..DenseNetConfig::small(4, &[1, 1], 3, 8) };
+        let net = DenseNet::new(c.clone()).unwrap();
+        let plain = DenseNet::new(DenseNetConfig { l2_normalize: false, ..c }).unwrap();
+        assert_eq!(net.num_params(), plain.num_params(), "the normalisation has no parameters");
+        let mut g = Graph::new();
+        let built = net.build(&mut g, 2, 8, 8, true).unwrap();
+        assert_eq!(g.shape(built.logits), &[2, 8]);
+        let last = g.nodes.last().unwrap();
+        assert_eq!((&last.op, last.outs[0]), (&crate::graph::Op::L2Normalize, built.logits));
     }
 
     #[test]

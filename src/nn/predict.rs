@@ -37,7 +37,9 @@ impl Predictor {
         self.exe.memory()
     }
 
-    /// Logits [n, classes] for `n` images (any n: run in batches, the last one padded).
+    /// Logits [n, classes] for `n` images (any n: run in batches, the last one padded). For an
+    /// embedding model (`l2_normalize`) these are its L2-normalised embeddings [n, dim], `classes`
+    /// being the embedding's dimension.
     pub fn logits(&self, images: &[f32]) -> Result<Vec<f32>> {
         if images.len() % self.image_len != 0 {
             return Err(Error::shape(

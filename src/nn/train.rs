@@ -18,16 +18,43 @@ pub struct TrainConfig {
     pub batch: usize,
     pub height: usize,
     pub width: usize,
+    /// The class-balanced losses train classifiers; the embedding losses (triplets,
+    /// distillation) train the model's output as an embedding, usually of a model with
+    /// `l2_normalize` (see [`crate::nn::densenet::DenseNetConfig`]).
     pub loss: LossKind,
-    /// One weight per class (see [`crate::nn::weights`]).
+    /// One weight per class (see [`crate::nn::weights`]) for the softmax and sigmoid losses;
+    /// empty for the embedding losses, which weigh no classes.
     pub class_weights: Vec<f32>,
     pub optimizer: OptimizerConfig,
 }
 
-/// Targets of a batch: class ids (softmax) or a [batch × classes] 0/1 matrix (sigmoid).
+/// Targets of a batch, by loss: class ids (softmax) or labels (the triplet losses: any u32,
+/// only equality matters), a [batch × classes] 0/1 matrix (sigmoid), or the teacher's
+/// embeddings [batch × dim] (L2 distillation).
 pub enum Targets<'a> {
     Classes(&'a [u32]),
     Multi(&'a [f32]),
+    Embeddings(&'a [f32]),
+}
+
+impl Targets<'_> {
+    fn describe(&self) -> &'static str {
+        match self {
+            Targets::Classes(_) => "class ids or labels",
+            Targets::Multi(_) => "a 0/1 label matrix",
+            Targets::Embeddings(_) => "teacher embeddings",
+        }
+    }
+}
+
+/// The targets `loss` trains on, for messages.
+fn expected_targets(loss: LossKind) -> &'static str {
+    match loss {
+        LossKind::Softmax { .. } => "class ids (Targets::Classes)",
+        LossKind::Sigmoid { .. } => "a 0/1 label matrix (Targets::Multi)",
+        LossKind::TripletBatchHard { .. } | LossKind::TripletBatchAll { .. } => "labels (Targets::Classes)",
+        LossKind::DistillL2 => "teacher embeddings (Targets::Embeddings)",
+    }
 }
 
 struct Group {
@@ -83,20 +110,30 @@ impl Trainer {
         config.optimizer.validate()?;
         let gpu = model.store.gpu.clone();
         let classes = model.net.config.num_classes;
-        if config.class_weights.len() != classes {
-            return Err(Error::shape(
-                "class weights",
-                format!("{} weights for a model with {classes} classes", config.class_weights.len()),
-            ));
+        let weights_needed = if config.loss.class_weighted() { classes } else { 0 };
+        if config.class_weights.len() != weights_needed {
+            let msg = if weights_needed == 0 {
+                format!(
+                    "{} weights for the {:?} loss, which weighs no classes: leave class_weights empty",
+                    config.class_weights.len(),
+                    config.loss
+                )
+            } else {
+                format!("{} weights for a model with {classes} classes", config.class_weights.len())
+            };
+            return Err(Error::shape("class weights", msg));
         }
         let mut g = Graph::new();
         let built = model.net.build(&mut g, config.batch, config.height, config.width, true)?;
         g.keep.push(built.logits);
-        let (loss, _, target, weights) = g.loss("loss", built.logits, config.loss)?;
+        let loss_node = g.loss("loss", built.logits, config.loss)?;
+        let (loss, target) = (loss_node.loss, loss_node.target);
         autodiff(&mut g)?;
         let grads = g.grads.clone();
         let exe = Executable::new(gpu.clone(), g, &model.store)?;
-        exe.write(weights, &config.class_weights)?;
+        if let Some(weights) = loss_node.weights {
+            exe.write(weights, &config.class_weights)?;
+        }
 
         // One hyper-parameter block per group: 0 decays, 1 does not.
         let opt = &config.optimizer;
@@ -195,10 +232,16 @@ impl Trainer {
                 self.exe.write(self.target, c)?
             }
             (Targets::Multi(m), LossKind::Sigmoid { .. }) => self.exe.write(self.target, m)?,
-            _ => {
-                return Err(Error::Invalid(
-                    "targets do not match the loss (class ids for softmax, a 0/1 matrix for sigmoid)".into(),
-                ))
+            (Targets::Classes(c), LossKind::TripletBatchHard { .. } | LossKind::TripletBatchAll { .. }) => {
+                self.exe.write(self.target, c)?
+            }
+            (Targets::Embeddings(t), LossKind::DistillL2) => self.exe.write(self.target, t)?,
+            (t, loss) => {
+                return Err(Error::Invalid(format!(
+                    "targets do not match the loss: got {}, the {loss:?} loss trains on {}",
+                    t.describe(),
+                    expected_targets(loss)
+                )))
             }
         }
         self.step += 1;
@@ -275,7 +318,8 @@ impl Trainer {
         Ok(std::mem::take(&mut self.finished))
     }
 
-    /// The logits of the last step (train mode), after [`Trainer::finish`].
+    /// The logits of the last step (train mode), after [`Trainer::finish`]; an embedding
+    /// model's normalised embeddings.
     pub fn last_logits(&self) -> Result<Vec<f32>> {
         self.exe.read(self.logits)
     }

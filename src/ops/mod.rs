@@ -23,6 +23,7 @@ pub mod adam;
 pub mod batchnorm;
 pub mod conv;
 pub mod elementwise;
+pub mod embed;
 
 use std::ops::Range;
 

@@ -470,11 +470,11 @@ fn train_epoch(
     for b in loader.epoch(epoch) {
         let onehot;
         let targets = match (&b.targets, trainer.config.loss) {
-            (BatchTargets::Single(c), LossKind::Softmax { .. }) => Targets::Classes(c),
             (BatchTargets::Single(c), LossKind::Sigmoid { .. }) => {
                 onehot = one_hot(c, classes);
                 Targets::Multi(&onehot)
             }
+            (BatchTargets::Single(c), _) => Targets::Classes(c),
             (BatchTargets::Multi(m), _) => Targets::Multi(m),
         };
         let res = trainer.step(&b.images, targets);

@@ -6,6 +6,7 @@ mod batchnorm;
 mod common;
 mod conv;
 mod elementwise;
+mod embed;
 mod gemm;
 mod linear;
 mod loss;

@@ -12,8 +12,8 @@ use super::Executable;
 use crate::error::{Error, Result};
 use crate::gpu::{BufRange, Dispatch};
 use crate::graph::plan::{batched, image_bytes, storage};
-use crate::graph::{Graph, LossKind, Node, Op, TensorId};
-use crate::ops::{batchnorm, conv, elementwise, linear, loss, pool, Act};
+use crate::graph::{Graph, LossKernel, Node, Op, TensorId};
+use crate::ops::{batchnorm, conv, elementwise, embed, linear, loss, pool, Act};
 
 /// The device limits batch chunks must respect, in bytes.
 #[derive(Clone, Copy, Debug)]
@@ -152,9 +152,14 @@ pub fn scratch_len(g: &Graph, n: &Node, limits: Limits) -> Result<usize> {
         Op::BatchNormBackward { relu } => {
             batchnorm::chunks_scratch_len(&bn_shape(g, n.ins[0], 1e-5, 0.1, relu), &chunks)
         }
-        Op::Loss(_) => {
+        Op::Loss(kind) => {
             let [b, c, _, _] = dims(g, n.ins[0]);
-            loss::LossShape::new(b, c).map(loss::loss_scratch_len).unwrap_or(0)
+            match kind.kernel() {
+                LossKernel::Embedding(k) => {
+                    embed::EmbedShape::new(b, c).map(|s| embed::embed_loss_scratch_len(k, s)).unwrap_or(0)
+                }
+                LossKernel::ClassBalanced { .. } => loss::LossShape::new(b, c).map(loss::loss_scratch_len).unwrap_or(0),
+            }
         }
         _ => 0,
     })
@@ -251,23 +256,46 @@ pub fn lower(e: &Executable, n: &Node, scratch: &wgpu::Buffer, limits: Limits) -
             linear::backward_params(gpu, &s, e.act(i[0]), e.act(i[1]), e.range(o[0]), e.range(o[1]))
         }
         Op::Loss(kind) => {
-            // ins [logits, target, weights], outs [loss, dlogits]
             let [b, c, _, _] = dims(g, i[0]);
-            let shape = loss::LossShape::new(b, c)?;
-            let bufs = loss::LossBuffers {
-                logits: e.range(i[0]),
-                targets: e.range(i[1]),
-                weights: e.range(i[2]),
-                loss: e.range(o[0]),
-                grad: e.range(o[1]),
-                scratch: BufRange::prefix(scratch, loss::loss_scratch_len(shape).max(1) as u64 * 4),
-            };
-            let (k, gamma) = match kind {
-                LossKind::Softmax { gamma } => (loss::LossKind::Softmax, gamma),
-                LossKind::Sigmoid { gamma } => (loss::LossKind::Sigmoid, gamma),
-            };
-            loss::loss(gpu, k, shape, loss::LossOpts { gamma, scale: 1.0 }, bufs)
+            let (loss, grad) = (e.range(o[0]), e.range(o[1]));
+            match kind.kernel() {
+                LossKernel::Embedding(k) => {
+                    // ins [embeddings, target], outs [loss, dembeddings]
+                    let shape = embed::EmbedShape::new(b, c)?;
+                    let len = embed::embed_loss_scratch_len(k, shape);
+                    let bufs = embed::EmbedLossBuffers {
+                        embeddings: e.range(i[0]),
+                        targets: e.range(i[1]),
+                        loss,
+                        grad,
+                        scratch: BufRange::prefix(scratch, len as u64 * 4),
+                    };
+                    embed::embed_loss(gpu, k, shape, bufs)
+                }
+                LossKernel::ClassBalanced { kind: k, gamma } => {
+                    // ins [logits, target, weights], outs [loss, dlogits]
+                    let shape = loss::LossShape::new(b, c)?;
+                    let bufs = loss::LossBuffers {
+                        logits: e.range(i[0]),
+                        targets: e.range(i[1]),
+                        weights: e.range(i[2]),
+                        loss,
+                        grad,
+                        scratch: BufRange::prefix(scratch, loss::loss_scratch_len(shape).max(1) as u64 * 4),
+                    };
+                    loss::loss(gpu, k, shape, loss::LossOpts { gamma, scale: 1.0 }, bufs)
+                }
+            }
         }
+        Op::L2Normalize => each(&|c| {
+            let s = embed::EmbedShape::new(c.len(), dims(g, i[0])[1])?;
+            embed::normalize_forward(gpu, s, c.range(i[0]), c.range(o[0]))
+        }),
+        Op::L2NormalizeBackward => each(&|c| {
+            // ins [z, de], outs [dz]
+            let s = embed::EmbedShape::new(c.len(), dims(g, i[0])[1])?;
+            embed::normalize_backward(gpu, s, c.range(i[0]), c.range(i[1]), c.range(o[0]), acc)
+        }),
         Op::Zero => each(&|c| {
             let [_, ch, h, w] = dims(g, o[0]);
             elementwise::fill_zero(gpu, c.len(), ch, h * w, c.act(o[0]))
