@@ -24,6 +24,7 @@ shaders! {
     POOL => "pool.wgsl",
     LOSS => "loss.wgsl",
     ADAM => "adam.wgsl",
+    KNN => "knn.wgsl",
 }
 
 /// Not a kernel: the driver probe of `benches/loads.rs` (outside [`ALL`], so it neither sets the

@@ -7,6 +7,7 @@ mod common;
 mod conv;
 mod elementwise;
 mod gemm;
+mod knn;
 mod linear;
 mod loss;
 mod pool;
