@@ -26,6 +26,9 @@ pub enum Error {
     File { path: PathBuf, msg: String },
     #[error("{0}")]
     Invalid(String),
+    /// A search index that cannot be used as it is; `path` is its file when it has one.
+    #[error("{}{problem}", path.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default())]
+    Index { path: Option<PathBuf>, problem: crate::search::IndexError },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

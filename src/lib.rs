@@ -8,6 +8,7 @@ pub mod gpu;
 pub mod metrics;
 pub mod ops;
 pub mod rng;
+pub mod search;
 
 pub use error::{Error, Result};
 pub use gpu::{Gpu, GpuOptions};

@@ -328,3 +328,41 @@ fn knn_bad_inputs_are_errors() {
     assert!(matches!(knn::knn(&g, &q, &[f32::INFINITY; 3], 3, 1, None, &o), Err(Error::Invalid(_))));
     assert!(matches!(knn::knn_ref(&q, &gal, 3, 5, None, &o), Err(Error::Shape { .. })));
 }
+
+/// An index file searched on the GPU: hits name the rows' files and labels; an empty index, other
+/// query dimensions and another model's fingerprint are their own errors.
+#[test]
+fn index_search_and_its_errors() {
+    use tailor::search::{Index, IndexError};
+    let mut rng = Rng::new(50);
+    let dim = 6;
+    let emb = data(&mut rng, 25, dim);
+    let files: Vec<String> = (0..25).map(|i| format!("img{i:02}.jpg")).collect();
+    let labels: Vec<String> = (0..25).map(|i| ["top", "shoe"][i % 2].to_string()).collect();
+    let index = Index::new(emb.clone(), dim, files, Some(labels), "model-a").unwrap();
+    let g = gpu();
+    let q = data(&mut rng, 3, dim);
+    let hits = index.search(&g, &q, dim, 4).unwrap();
+    let want = knn::knn(&g, &q, &emb, dim, 4, None, &SearchOptions::default()).unwrap();
+    assert_eq!(hits.len(), 3);
+    for (r, row) in hits.iter().enumerate() {
+        let got: Vec<(usize, f32)> = row.iter().map(|h| (h.index, h.distance)).collect();
+        assert_eq!(got, want.row(r).collect::<Vec<_>>());
+        assert!(row.iter().all(|h| h.path == format!("img{:02}.jpg", h.index)));
+        assert!(row.iter().all(|h| h.label == Some(["top", "shoe"][h.index % 2])));
+    }
+    // k past the index's size: every row, nearest first.
+    assert_eq!(index.search(&g, &q[..dim], dim, 100).unwrap()[0].len(), 25);
+    let problem = |e: tailor::Error| match e {
+        tailor::Error::Index { problem, .. } => problem,
+        other => panic!("{other:?}"),
+    };
+    assert!(matches!(
+        problem(index.search(&g, &q[..4], 4, 1).unwrap_err()),
+        IndexError::Dim { index: 6, query: 4, .. }
+    ));
+    let empty = Index::new(vec![], dim, vec![], None, "model-a").unwrap();
+    assert_eq!(problem(empty.search(&g, &q, dim, 1).unwrap_err()), IndexError::Empty);
+    assert!(matches!(problem(index.check_model("model-b").unwrap_err()), IndexError::OtherModel { .. }));
+    assert!(matches!(index.search(&g, &q[..5], dim, 1), Err(Error::Shape { .. })));
+}
