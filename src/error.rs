@@ -66,6 +66,9 @@ pub enum Error {
     /// A resumed run given other data than it started with.
     #[error("{}: {} now gives {change}; resume with the same data", .config.display(), .data.display())]
     DataChanged { config: PathBuf, data: PathBuf, change: DataChange },
+    /// A search index that cannot be used as it is; `path` is its file when it has one.
+    #[error("{}{problem}", path.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default())]
+    Index { path: Option<PathBuf>, problem: crate::search::IndexError },
 }
 
 /// What a folder given as a run holds instead of one.

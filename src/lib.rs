@@ -10,6 +10,7 @@ pub mod ops;
 pub mod rng;
 pub mod run;
 pub mod setting;
+pub mod search;
 
 pub use error::{Error, Result};
 pub use gpu::{Gpu, GpuOptions};

@@ -327,3 +327,156 @@ fn files_are_written_atomically() {
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 8);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+// ---- Retrieval metrics (Musgrave et al. 2020) ----
+
+use tailor::ops::knn::{self, Exclude, SearchOptions};
+
+/// The embeddings, labels and expected metrics of the fixture's `metrics.*` (embedding_tiny).
+fn retrieval_fixture() -> (Vec<f32>, usize, Vec<u32>, serde_json::Value) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures");
+    let sd = tailor::nn::checkpoint::StateDict::load(&dir.join("embedding_tiny.safetensors")).unwrap();
+    let (shape, emb) = sd.tensors["metrics.embeddings"].clone();
+    let labels: Vec<u32> = sd.tensors["metrics.labels"].1.iter().map(|&l| l as u32).collect();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("embedding_tiny.json")).unwrap()).unwrap();
+    assert_eq!((shape[0], labels.len()), (40, 40));
+    (emb, shape[1], labels, json["metrics"].clone())
+}
+
+fn assert_scores(got: &RetrievalScores, want: &serde_json::Value, tol: f64) {
+    let v = serde_json::to_value(got).unwrap();
+    for key in ["recall@1", "recall@2", "recall@4", "recall@8", "r_precision", "map_at_r"] {
+        let (g, w) = (v[key].as_f64().unwrap(), want[key].as_f64().unwrap());
+        assert!((g - w).abs() <= tol, "{key}: got {g}, want {w}");
+    }
+    assert_eq!(v["queries"], want["queries"]);
+}
+
+#[test]
+fn retrieval_matches_the_fixture_on_the_cpu() {
+    let (emb, dim, labels, want) = retrieval_fixture();
+    let set = Retrieval::leave_one_out(&labels);
+    let report = retrieval_cpu(&set, &emb, &emb, dim).unwrap();
+    assert_scores(&report.overall, &want, 1e-12);
+    assert!(report.per_group.is_empty());
+    // The same from neighbour lists made by hand with the reference search.
+    let opts = SearchOptions { exclude: Exclude::Offset(0), ..Default::default() };
+    let n = knn::knn_ref(&emb, &emb, dim, 39, None, &opts).unwrap();
+    assert_eq!(retrieval_metrics(&n, &set).unwrap(), report);
+}
+
+#[test]
+fn retrieval_matches_the_fixture_on_the_gpu() {
+    let (emb, dim, labels, want) = retrieval_fixture();
+    let gpu = tailor::Gpu::new().expect("no GPU adapter: run scripts/install-lavapipe.sh");
+    let report = retrieval_gpu(&gpu, &Retrieval::leave_one_out(&labels), &emb, &emb, dim).unwrap();
+    // Ranks from f32 distances: the same ranking as float64 here, so the same metrics.
+    assert_scores(&report.overall, &want, 1e-12);
+}
+
+/// 1-D items at integer positions (exact distances in f32 too). Query 0 has items 1 and 2 at
+/// distance 1: item 1 (another label) ranks first by the lower index, so its recall@1 is 0.
+/// Item 4's label is its own: left out.
+#[test]
+fn retrieval_ties_and_a_singleton_label_by_hand() {
+    let x = [0.0f32, 1.0, -1.0, 3.0, 10.0];
+    let labels = [0u32, 1, 0, 1, 2];
+    let set = Retrieval::leave_one_out(&labels);
+    let gpu = tailor::Gpu::new().unwrap();
+    for r in [retrieval_cpu(&set, &x, &x, 1).unwrap(), retrieval_gpu(&gpu, &set, &x, &x, 1).unwrap()] {
+        let m = &r.overall;
+        assert_eq!(m.queries, 4);
+        assert_eq!(m.recall(), [Some(0.5), Some(0.75), Some(1.0), Some(1.0)]);
+        assert_eq!((m.r_precision, m.map_at_r), (Some(0.5), Some(0.5)));
+    }
+    assert_eq!(set.required_k().unwrap(), 4);
+}
+
+/// Queries against a separate gallery, R > 1: query 0 (label 0) ranks gallery labels
+/// [0, 1, 1, 0, 0] with R = 3: R-precision 1/3 and MAP@R (1/3)(1/1); query 1 (label 1) ranks
+/// [1, 0, 0, 1, 0] with R = 2: 1/2 and (1/2)(1/1). A query whose label the gallery lacks is left
+/// out.
+#[test]
+fn retrieval_against_a_gallery_by_hand() {
+    let gallery = [1.0f32, 2.0, 3.0, 10.0, -2.5];
+    let g_labels = [0u32, 1, 0, 0, 1];
+    let queries = [0.0f32, 2.2, 0.0];
+    let q_labels = [0u32, 1, 7];
+    let set = Retrieval::gallery(&q_labels, &g_labels);
+    let gpu = tailor::Gpu::new().unwrap();
+    for r in
+        [retrieval_cpu(&set, &queries, &gallery, 1).unwrap(), retrieval_gpu(&gpu, &set, &queries, &gallery, 1).unwrap()]
+    {
+        let m = &r.overall;
+        assert_eq!(m.queries, 2);
+        assert_eq!(m.recall_at_1, Some(1.0));
+        assert!((m.r_precision.unwrap() - 5.0 / 12.0).abs() < 1e-15, "{m:?}");
+        assert!((m.map_at_r.unwrap() - 5.0 / 12.0).abs() < 1e-15, "{m:?}");
+    }
+}
+
+/// Two verticals: each query searched among its group's items only. Unrestricted, item 0's
+/// nearest would be item 3 (another vertical).
+#[test]
+fn retrieval_per_group_by_hand() {
+    let x = [0.0f32, 1.0, 0.4, 0.1, 5.0, 5.5];
+    let labels = [0u32, 0, 1, 1, 2, 2];
+    let groups = [0u32, 0, 0, 1, 1, 1];
+    let names = ["tops".to_string(), "shoes".to_string()];
+    let set = Retrieval::leave_one_out(&labels).with_groups(RetrievalGroups {
+        queries: &groups,
+        gallery: &groups,
+        names: &names,
+    });
+    let gpu = tailor::Gpu::new().unwrap();
+    let cpu = retrieval_cpu(&set, &x, &x, 1).unwrap();
+    assert_eq!(retrieval_gpu(&gpu, &set, &x, &x, 1).unwrap(), cpu);
+    let (tops, shoes) = (&cpu.per_group["tops"], &cpu.per_group["shoes"]);
+    assert_eq!(
+        (tops.queries, tops.recall(), tops.map_at_r),
+        (2, [Some(0.0), Some(1.0), Some(1.0), Some(1.0)], Some(0.0))
+    );
+    assert_eq!(
+        (shoes.queries, shoes.recall_at_1, shoes.r_precision, shoes.map_at_r),
+        (2, Some(1.0), Some(1.0), Some(1.0))
+    );
+    assert_eq!((cpu.overall.queries, cpu.overall.recall_at_1, cpu.overall.map_at_r), (4, Some(0.5), Some(0.5)));
+    // JSON: the overall keys at the top, each group's under per_group; and back.
+    let json: serde_json::Value = serde_json::from_str(&cpu.to_json().unwrap()).unwrap();
+    assert_eq!(json["recall@2"], 1.0);
+    assert_eq!(json["queries"], 4);
+    assert_eq!(json["per_group"]["shoes"]["map_at_r"], 1.0);
+    assert_eq!(RetrievalReport::from_json(&cpu.to_json().unwrap()).unwrap(), cpu);
+    let md = cpu.to_markdown();
+    assert!(md.contains("| all | 4 | 0.500 | 1.000 | 1.000 | 1.000 | 0.500 | 0.500 |"), "{md}");
+    assert!(md.contains("| tops | 2 | 0.000 |"), "{md}");
+    // Searched without the groups, the lists hold other verticals' items: refused.
+    let opts = SearchOptions { exclude: Exclude::Offset(0), ..Default::default() };
+    let unrestricted = knn::knn_ref(&x, &x, 1, 2, None, &opts).unwrap();
+    assert!(matches!(retrieval_metrics(&unrestricted, &set), Err(tailor::Error::Shape { .. })));
+}
+
+#[test]
+fn retrieval_bad_inputs_are_errors() {
+    let x = [0.0f32, 1.0, 2.0, 3.0];
+    let labels = [0u32, 0, 1, 1];
+    let set = Retrieval::leave_one_out(&labels);
+    let shape = |r: tailor::Result<RetrievalReport>| assert!(matches!(r, Err(tailor::Error::Shape { .. })), "{r:?}");
+    // Searched without leaving the query out: its first neighbour is itself.
+    shape(retrieval_metrics(&knn::knn_ref(&x, &x, 1, 3, None, &SearchOptions::default()).unwrap(), &set));
+    // Too few neighbours for recall@8 / R of a query with 3 candidates.
+    let opts = SearchOptions { exclude: Exclude::Offset(0), ..Default::default() };
+    shape(retrieval_metrics(&knn::knn_ref(&x, &x, 1, 2, None, &opts).unwrap(), &set));
+    shape(retrieval_metrics(&knn::knn_ref(&x[..3], &x, 1, 3, None, &opts).unwrap(), &set));
+    shape(retrieval_cpu(&Retrieval::leave_one_out(&labels[..3]), &x, &x, 1));
+    let names = ["a".to_string()];
+    let groups = [0u32, 0, 1, 1];
+    let bad = set.with_groups(RetrievalGroups { queries: &groups, gallery: &groups, names: &names });
+    shape(retrieval_cpu(&bad, &x, &x, 1));
+    // No query counts: every mean is undefined, and says so.
+    let lonely = [0u32, 1, 2, 3];
+    let r = retrieval_cpu(&Retrieval::leave_one_out(&lonely), &x, &x, 1).unwrap();
+    assert_eq!((r.overall.queries, r.overall.map_at_r), (0, None));
+    assert!(r.to_markdown().contains("| all | 0 | - |"));
+}

@@ -25,6 +25,7 @@ shaders! {
     LOSS => "loss.wgsl",
     ADAM => "adam.wgsl",
     EMBED => "embed.wgsl",
+    KNN => "knn.wgsl",
 }
 
 /// Not a kernel: the driver probe of `benches/loads.rs` (outside [`ALL`], so it neither sets the

@@ -1,7 +1,8 @@
 //! Evaluation of a trained classifier on a held-out split: average precision per label (exactly
 //! as scikit-learn computes it), precision-recall curves, operating thresholds at a precision
 //! floor, single-label accuracy and confusion, many/medium/few and majority/minority/rare label
-//! groups, and reports as JSON, markdown, SVG and PNG.
+//! groups, and reports as JSON, markdown, SVG and PNG; and the retrieval metrics of an embedding
+//! model (recall@k, R-precision, MAP@R: [`retrieval`]).
 //!
 //! Labels without a positive sample in the evaluation split have no AP (`None`, `null` in JSON,
 //! `-` in tables) and are left out of every mean. scikit-learn instead scores them 0 with a
@@ -16,6 +17,7 @@ pub mod plot;
 pub mod plot_png;
 pub mod plot_svg;
 pub mod report;
+pub mod retrieval;
 pub mod table1;
 pub mod threshold;
 
@@ -26,5 +28,8 @@ pub use groups::{Rarity, RaritySplit, Shot, ShotSplit};
 pub use input::{multi_hot, Predictions, Truth};
 pub use plot::{pr_figures, write_pr_figures, PrFigure, Series};
 pub use report::{evaluate, EvalOptions, EvalReport, Evaluation, LabelReport, SingleLabelReport, TaskKind};
+pub use retrieval::{
+    retrieval_cpu, retrieval_gpu, retrieval_metrics, Retrieval, RetrievalGroups, RetrievalReport, RetrievalScores,
+};
 pub use table1::{GroupComparison, SchemeComparison, PAPER_SCHEMES};
 pub use threshold::OperatingPoint;

@@ -95,6 +95,7 @@ pub fn check_chunks(op: &str, chunks: &[Range<usize>], n: usize) -> Result<()> {
     Ok(())
 }
 pub mod gemm;
+pub mod knn;
 pub mod linear;
 pub mod loss;
 pub mod pool;

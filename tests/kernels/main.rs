@@ -8,6 +8,7 @@ mod conv;
 mod elementwise;
 mod embed;
 mod gemm;
+mod knn;
 mod linear;
 mod loss;
 mod pool;
