@@ -9,8 +9,8 @@ pub mod metrics;
 pub mod ops;
 pub mod rng;
 pub mod run;
-pub mod setting;
 pub mod search;
+pub mod setting;
 
 pub use error::{Error, Result};
 pub use gpu::{Gpu, GpuOptions};

@@ -34,15 +34,20 @@ pub fn naming() -> Naming {
 }
 
 macro_rules! settings {
-    ($($id:ident => $field:literal),* $(,)?) => {
+    ($($id:ident => $field:literal $(as $flag:literal)?),* $(,)?) => {
         /// A setting a message can ask the user to change.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
         pub enum Setting { $($id),* }
 
         impl Setting {
-            /// Its field name in the run configuration (`val_fraction`).
+            /// Its field in the run configuration (`val_fraction`, `embedding.dim`).
             pub fn field(self) -> &'static str {
                 match self { $(Setting::$id => $field),* }
+            }
+
+            /// Its command-line flag where it is not the field's name with dashes.
+            fn own_flag(self) -> Option<&'static str> {
+                match self { $(Setting::$id => None $(.or(Some($flag)))?),* }
             }
         }
     };
@@ -88,13 +93,20 @@ settings! {
     Model => "model",
     BestBy => "best_by",
     Patience => "patience",
+    EmbeddingDim => "embedding.dim" as "--embedding-dim",
+    Margin => "embedding.margin" as "--margin",
+    P => "embedding.p" as "--p",
+    K => "embedding.k" as "--k",
+    VerticalColumn => "vertical_column",
+    Verticals => "verticals" as "--vertical",
+    Teachers => "teachers" as "--teacher",
     Weights => "weights",
 }
 
 impl Setting {
     /// Its command-line flag (`--val-fraction`).
     pub fn flag(self) -> String {
-        format!("--{}", self.field().replace('_', "-"))
+        self.own_flag().map_or_else(|| format!("--{}", self.field().replace('_', "-")), str::to_string)
     }
 }
 
@@ -116,5 +128,9 @@ mod tests {
         assert_eq!(Setting::ValFraction.field(), "val_fraction");
         assert_eq!(Setting::ValFraction.flag(), "--val-fraction");
         assert_eq!(Setting::Lr.flag(), "--lr");
+        assert_eq!(
+            (Setting::EmbeddingDim.field(), Setting::EmbeddingDim.flag().as_str()),
+            ("embedding.dim", "--embedding-dim")
+        );
     }
 }

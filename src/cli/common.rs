@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::data::source::DataSpec;
+use crate::error::{Error, Result};
 use crate::gpu::{Gpu, PrecompileProgress};
 use crate::nn::arch::ArchSpec;
 use crate::run::{Choice, Event, SplitSettings};
@@ -43,6 +44,13 @@ pub struct DataArgs {
     /// For an IDX folder: which files to read (train or t10k).
     #[arg(long, default_value = "train")]
     pub idx_prefix: String,
+    /// The CSV column naming each image's vertical (shoes, bags, …): embedding runs are
+    /// evaluated per vertical, searching within the query's own.
+    #[arg(long)]
+    pub vertical_column: Option<String>,
+    /// Keep only the rows of these verticals (a specialist: one), e.g. `Shoes` or `Shoes,Bags`.
+    #[arg(long, value_delimiter = ',', requires = "vertical_column")]
+    pub vertical: Vec<String>,
 }
 
 /// The model input a new run's images are fitted to (a trained run knows its own).
@@ -78,6 +86,8 @@ impl DataArgs {
             image_size: image.image_size,
             grayscale: image.grayscale,
             rgb: image.rgb,
+            vertical_column: self.vertical_column.clone(),
+            verticals: self.vertical.clone(),
         }
     }
 }
@@ -243,6 +253,12 @@ impl Printer {
                 if let Some(top1) = r.val_top1 {
                     msg += &format!(", top-1 {}", fmt(top1));
                 }
+                if let Some(r1) = r.val_recall_at_1 {
+                    msg += &format!(", val Recall@1 {}", fmt(r1));
+                }
+                if let Some(m) = r.val_map_at_r {
+                    msg += &format!(", MAP@R {}", fmt(m));
+                }
                 eprintln!("{msg}");
             }
             Event::Saved { dir, last, best } => match best {
@@ -310,4 +326,53 @@ pub fn show_precompile(gpu: &Gpu) {
             }
         }
     });
+}
+
+/// The image files to use: each file as given, and each folder's PNG and JPEG files (not
+/// its subfolders), in name order; one note says how many other files a folder held.
+pub fn expand_folders(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if !p.is_dir() {
+            out.push(p.clone());
+            continue;
+        }
+        let entries = std::fs::read_dir(p).map_err(|e| Error::file(p, format!("cannot list the folder: {e}")))?;
+        let (mut found, mut other): (Vec<PathBuf>, Vec<PathBuf>) =
+            entries.flatten().map(|e| e.path()).filter(|f| f.is_file()).partition(|f| {
+                let ext = f.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+                matches!(ext.as_str(), "png" | "jpg" | "jpeg")
+            });
+        other.sort();
+        let example = other.first().and_then(|f| f.file_name()).map(|n| n.to_string_lossy().into_owned());
+        if found.is_empty() {
+            let held = match &example {
+                Some(e) => format!(" (it holds {} other file(s), e.g. {e})", other.len()),
+                None => String::new(),
+            };
+            return Err(Error::file(
+                p,
+                format!(
+                    "a folder without PNG or JPEG files (.png, .jpg, .jpeg){held}; give image files or a folder \
+                     of them"
+                ),
+            ));
+        }
+        if let Some(e) = example {
+            let (files, are) = if other.len() == 1 { ("file", "is") } else { ("files", "are") };
+            eprintln!("note: skipped {} {files} in {} that {are} not PNG or JPEG, e.g. {e}", other.len(), p.display());
+        }
+        found.sort();
+        out.extend(found);
+    }
+    Ok(out)
+}
+
+/// A CSV field, quoted when it holds a comma, a quote or a line break.
+pub fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
 }

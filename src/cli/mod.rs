@@ -4,6 +4,8 @@ mod bench;
 mod common;
 mod compare;
 mod devices;
+mod distill;
+mod embed;
 mod eval;
 mod predict;
 mod train;
@@ -35,12 +37,19 @@ pub enum Command {
     Devices(devices::Args),
     /// Time training steps of the benchmark workloads (W1, W2) on the device.
     Bench(bench::Args),
-    /// Train a DenseNet on a CSV or IDX dataset, evaluating after every epoch.
+    /// Train a DenseNet classifier or embedding model on a CSV or IDX dataset, evaluating after
+    /// every epoch.
     Train(Box<train::TrainArgs>),
     /// Evaluate a trained run: per-label AP, thresholds, PR curves, confusion matrix.
     Eval(eval::EvalArgs),
     /// Label image files with a trained run or a torchvision state dict.
     Predict(predict::PredictArgs),
+    /// Distil one unified embedding model from specialist embedding runs, one per vertical.
+    Distill(Box<distill::DistillArgs>),
+    /// Embed a catalogue's images with an embedding run into a search index.
+    Embed(embed::EmbedArgs),
+    /// The nearest images of an index to each query photo.
+    Search(embed::SearchArgs),
     /// Effective numbers and NW/IFW/IEW class weights for label counts.
     Weights(weights::WeightsArgs),
     /// Train NW, IFW and IEW on the same split and print the paper's Table I.
@@ -121,6 +130,9 @@ pub fn main() -> crate::Result<()> {
         Command::Eval(a) => eval::run(&cli, a),
         Command::Predict(a) => predict::run(&cli, a),
         Command::Weights(a) => weights::run(a),
+        Command::Distill(a) => distill::run(&cli, a),
+        Command::Embed(a) => embed::embed(&cli, a),
+        Command::Search(a) => embed::search(&cli, a),
         Command::Compare(a) => compare::run(&cli, a),
     }
 }

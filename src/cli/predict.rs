@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::common;
+use super::common::{self, csv_field};
 use crate::data::{FitCounts, ImageSpec, Normalize};
 use crate::error::{Error, Result};
 use crate::nn::checkpoint::StateDict;
@@ -74,7 +74,7 @@ pub fn run(cli: &super::Cli, a: &PredictArgs) -> Result<()> {
         let flag = if top_k == 0 { "--top-k" } else { "--batch-size" };
         return Err(Error::Invalid(format!("{flag} 0: give a positive number")));
     }
-    let images = expand_folders(&a.images)?;
+    let images = common::expand_folders(&a.images)?;
     let gpu = cli.open_gpu()?;
     let batch = a.batch_size.clamp(1, images.len());
     let tagger = match (&a.model, &a.weights) {
@@ -152,46 +152,6 @@ fn never_chosen_note(t: &Tagger, dir: &Path) -> Option<String> {
     ))
 }
 
-/// The image files to score: each file as given, and each folder's PNG and JPEG files (not
-/// its subfolders), in name order; one note says how many other files a folder held.
-fn expand_folders(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    for p in paths {
-        if !p.is_dir() {
-            out.push(p.clone());
-            continue;
-        }
-        let entries = std::fs::read_dir(p).map_err(|e| Error::file(p, format!("cannot list the folder: {e}")))?;
-        let (mut found, mut other): (Vec<PathBuf>, Vec<PathBuf>) =
-            entries.flatten().map(|e| e.path()).filter(|f| f.is_file()).partition(|f| {
-                let ext = f.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-                matches!(ext.as_str(), "png" | "jpg" | "jpeg")
-            });
-        other.sort();
-        let example = other.first().and_then(|f| f.file_name()).map(|n| n.to_string_lossy().into_owned());
-        if found.is_empty() {
-            let held = match &example {
-                Some(e) => format!(" (it holds {} other file(s), e.g. {e})", other.len()),
-                None => String::new(),
-            };
-            return Err(Error::file(
-                p,
-                format!(
-                    "a folder without PNG or JPEG files (.png, .jpg, .jpeg){held}; give image files or a folder \
-                     of them"
-                ),
-            ));
-        }
-        if let Some(e) = example {
-            let (files, are) = if other.len() == 1 { ("file", "is") } else { ("files", "are") };
-            eprintln!("note: skipped {} {files} in {} that {are} not PNG or JPEG, e.g. {e}", other.len(), p.display());
-        }
-        found.sort();
-        out.extend(found);
-    }
-    Ok(out)
-}
-
 /// An image and what the model made of it.
 type Row = (PathBuf, Tagged);
 
@@ -248,14 +208,6 @@ fn print(a: &PredictArgs, t: &Tagger, rows: &[Row]) {
                 }
             }
         }
-    }
-}
-
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
     }
 }
 

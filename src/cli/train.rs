@@ -8,7 +8,9 @@ use serde::Serialize;
 use super::common::{choice, ArchArgs, DataArgs, ImageArgs, Printer, SplitArgs};
 use crate::error::{Error, Result};
 use crate::nn::optim::OptimizerKind;
-use crate::run::{self, ClassifierLoss, Metric, RunSettings, ScheduleKind, Start, WeightingKind, DEFAULT_EPOCHS};
+use crate::run::{
+    self, EmbeddingSettings, LossName, Metric, RunSettings, ScheduleKind, Start, Task, WeightingKind, DEFAULT_EPOCHS,
+};
 
 #[derive(clap::Args, Clone, Debug, Serialize)]
 pub struct TrainArgs {
@@ -19,9 +21,17 @@ pub struct TrainArgs {
     pub image: ImageArgs,
     #[command(flatten)]
     pub arch: ArchArgs,
-    /// softmax or sigmoid (default: softmax for single-label data, sigmoid for multi-label).
-    #[arg(long, value_parser = choice::<ClassifierLoss>)]
-    pub loss: Option<ClassifierLoss>,
+    /// classify (a classifier of the labels) or embedding (an embedding model whose nearest
+    /// neighbours share a label, for search by photo).
+    #[arg(long, default_value = "classify", value_parser = choice::<Task>)]
+    pub task: Task,
+    /// Classifiers: softmax or sigmoid (default: softmax for single-label data, sigmoid for
+    /// multi-label). Embedding models: triplet-batch-hard (default) or triplet-batch-all.
+    #[arg(long, value_parser = choice::<LossName>)]
+    pub loss: Option<LossName>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub embedding: EmbeddingArgs,
     /// Class weighting: nw (none), ifw (inverse frequency) or iew (inverse effective number).
     #[arg(long, default_value = "iew", value_parser = choice::<WeightingKind>)]
     pub weighting: WeightingKind,
@@ -100,6 +110,7 @@ impl TrainArgs {
         RunSettings {
             data: self.data.spec(Some(&self.image)),
             arch: self.arch.spec(),
+            task: self.task,
             loss: self.loss,
             weighting: self.weighting,
             beta: self.beta.first().copied().unwrap_or(0.99),
@@ -120,6 +131,8 @@ impl TrainArgs {
             init: self.init.clone(),
             best_by: self.best_by,
             patience: self.patience,
+            embedding: self.embedding.settings(),
+            teachers: Vec::new(),
         }
     }
 
@@ -158,6 +171,38 @@ impl TrainArgs {
                 overwrite: self.overwrite,
             },
         })
+    }
+}
+
+/// The flags of an embedding model.
+#[derive(clap::Args, Clone, Debug, Serialize)]
+pub struct EmbeddingArgs {
+    /// Embedding models: the embedding's dimension.
+    #[arg(long, default_value_t = 128)]
+    pub embedding_dim: usize,
+    /// Embedding models: keep the raw vectors (default: L2-normalised).
+    #[arg(long)]
+    pub no_normalize: bool,
+    /// Triplet losses: the margin.
+    #[arg(long, default_value_t = 0.2)]
+    pub margin: f32,
+    /// Triplet losses: labels per batch (the batch is P×K images; --batch-size is not used).
+    #[arg(long, default_value_t = 16)]
+    pub p: usize,
+    /// Triplet losses: images per label in a batch.
+    #[arg(long, default_value_t = 4)]
+    pub k: usize,
+}
+
+impl EmbeddingArgs {
+    pub fn settings(&self) -> EmbeddingSettings {
+        EmbeddingSettings {
+            dim: self.embedding_dim,
+            normalize: !self.no_normalize,
+            margin: self.margin,
+            p: self.p,
+            k: self.k,
+        }
     }
 }
 

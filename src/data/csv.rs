@@ -65,6 +65,20 @@ pub fn load_csv_labels(spec: &CsvSpec) -> Result<Dataset> {
     read_csv(spec, None)
 }
 
+/// Every row's image file, found as training finds it (and every one checked to be there), with
+/// the row's cell of `label_column` when the table has that column: what indexing a catalogue
+/// needs, without decoding an image.
+pub fn image_files(spec: &CsvSpec, label_column: &str) -> Result<(Vec<PathBuf>, Option<Vec<String>>)> {
+    let table = spec.table()?;
+    let file_col = table.column(&spec.image_column).map_err(|e| hint_image_column(e, spec))?;
+    let records: Vec<usize> = (0..table.records.len()).collect();
+    let dir = image_dir(spec, &table, file_col);
+    let paths = image_paths(&table, &records, file_col, &dir)?;
+    let labels =
+        table.column(label_column).ok().map(|c| records.iter().map(|&r| table.cell(r, c).to_string()).collect());
+    Ok((paths, labels))
+}
+
 fn read_csv(spec: &CsvSpec, image: Option<&ImageSpec>) -> Result<Dataset> {
     let table = spec.table()?;
     let file_col = table.column(&spec.image_column).map_err(|e| hint_image_column(e, spec))?;

@@ -230,6 +230,20 @@ impl FitCounts {
     }
 }
 
+/// Image files decoded, fitted to `spec` and normalised, as model input (CHW, one image after
+/// another), with what fitting did to them.
+pub fn load_input(paths: &[impl AsRef<Path>], spec: &ImageSpec, norm: &Normalize) -> Result<(Vec<f32>, FitCounts)> {
+    let n = spec.len();
+    let mut input = vec![0f32; paths.len() * n];
+    let mut fitted = FitCounts::default();
+    for (path, out) in paths.iter().zip(input.chunks_mut(n)) {
+        let (px, counts) = load_fitted(path.as_ref(), spec)?;
+        to_chw(&px, spec, norm, Placement::default(), out);
+        fitted.add(counts);
+    }
+    Ok((input, fitted))
+}
+
 /// Reads and decodes an image file, fitted to `spec`, as HWC `u8`.
 pub fn load_image(path: &Path, spec: &ImageSpec) -> Result<Vec<u8>> {
     Ok(load_fitted(path, spec)?.0)

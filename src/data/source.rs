@@ -38,6 +38,12 @@ pub struct DataSpec {
     /// Read images as RGB.
     #[serde(default)]
     pub rgb: bool,
+    /// The CSV column naming each image's vertical (shoes, bags, …).
+    #[serde(default)]
+    pub vertical_column: Option<String>,
+    /// Keep only the rows of these verticals (empty: all).
+    #[serde(default)]
+    pub verticals: Vec<String>,
 }
 
 impl Default for DataSpec {
@@ -54,6 +60,8 @@ impl Default for DataSpec {
             image_size: None,
             grayscale: false,
             rgb: false,
+            vertical_column: None,
+            verticals: Vec::new(),
         }
     }
 }
@@ -288,6 +296,19 @@ impl Source {
         Ok(ds)
     }
 
+    /// Every image file of a CSV source with its label cell, when the label column is there
+    /// (see [`super::csv::image_files`]). IDX data has no files: an error.
+    pub fn image_files(&self) -> Result<(Vec<PathBuf>, Option<Vec<String>>)> {
+        if self.idx_prefix.is_some() {
+            return Err(Error::file(&self.path, "is IDX data, which has no image files; give a CSV of image files"));
+        }
+        let column = match &self.labels {
+            Some(Labels::Column { column }) => column.clone(),
+            _ => "label".to_string(),
+        };
+        super::csv::image_files(&self.csv_spec(), &column)
+    }
+
     /// Refuses a loaded dataset without samples.
     pub fn check_samples(&self, ds: &Dataset) -> Result<()> {
         if ds.is_empty() {
@@ -313,4 +334,83 @@ pub fn split_data(source: &Source, mut ds: Dataset, spec: &SplitSpec) -> Result<
     }
     let split = super::split(&mut ds, spec)?;
     Ok((ds, split))
+}
+
+/// Each sample's value in a CSV column (its vertical: shoes, bags, …), as indices into `names`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Groups {
+    pub column: String,
+    /// The values, sorted.
+    pub names: Vec<String>,
+    /// Per sample, its value's index in `names`.
+    pub of: Vec<u32>,
+}
+
+impl Groups {
+    /// The values of `column` for every sample of `ds` (a CSV dataset).
+    pub fn of_column(ds: &Dataset, column: &str) -> Result<Groups> {
+        let Some(table) = &ds.table else {
+            return Err(Error::Invalid(format!(
+                "{} {column}: IDX data has no columns; give a CSV file",
+                Setting::VerticalColumn
+            )));
+        };
+        let col = table.column(column).map_err(|e| match e {
+            Error::File { path, msg } => Error::File { path, msg: format!("{msg}; fix {}", Setting::VerticalColumn) },
+            e => e,
+        })?;
+        let values: Vec<&str> = ds.records.iter().map(|&r| table.cell(r, col)).collect();
+        let mut names: Vec<String> = values.iter().map(|v| v.to_string()).collect();
+        names.sort();
+        names.dedup();
+        let of = values.iter().map(|v| names.binary_search_by(|n| n.as_str().cmp(v)).unwrap_or(0) as u32).collect();
+        Ok(Groups { column: column.to_string(), names, of })
+    }
+
+    /// The samples of each group: `members()[g]` lists the samples of `names[g]`.
+    pub fn members(&self) -> Vec<Vec<usize>> {
+        let mut m = vec![Vec::new(); self.names.len()];
+        for (i, &g) in self.of.iter().enumerate() {
+            m[g as usize].push(i);
+        }
+        m
+    }
+
+    /// How many samples each group has, largest first: (name, count).
+    pub fn sizes(&self) -> Vec<(String, usize)> {
+        let mut s: Vec<(String, usize)> =
+            self.members().iter().zip(&self.names).map(|(m, n)| (n.clone(), m.len())).collect();
+        s.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        s
+    }
+}
+
+/// Keeps only the samples of `ds` whose `column` value is one of `keep`, and the labels they
+/// carry. A value that no sample has is an error naming the values there are.
+pub fn keep_groups(ds: &mut Dataset, column: &str, keep: &[String]) -> Result<()> {
+    let groups = Groups::of_column(ds, column)?;
+    if let Some(missing) = keep.iter().find(|k| !groups.names.contains(k)) {
+        let sizes: Vec<String> = groups.sizes().iter().take(12).map(|(n, c)| format!("{n} ({c})")).collect();
+        return Err(Error::Invalid(format!(
+            "{} '{missing}' is not a value of column '{column}'; its values are {}{}",
+            Setting::Verticals,
+            sizes.join(", "),
+            if groups.names.len() > 12 { ", …" } else { "" }
+        )));
+    }
+    let keep_ids: Vec<u32> =
+        keep.iter().map(|k| groups.names.iter().position(|n| n == k).unwrap_or(0) as u32).collect();
+    let rows: Vec<usize> = (0..ds.len()).filter(|&i| keep_ids.contains(&groups.of[i])).collect();
+    ds.retain(&rows);
+    let mut used = vec![false; ds.num_labels()];
+    for i in 0..ds.len() {
+        for &l in ds.targets.labels(i) {
+            used[l as usize] = true;
+        }
+    }
+    let drop: Vec<bool> = used.iter().map(|u| !u).collect();
+    if drop.contains(&true) {
+        ds.drop_labels(&drop);
+    }
+    Ok(())
 }

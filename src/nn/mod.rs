@@ -3,6 +3,7 @@
 pub mod arch;
 pub mod checkpoint;
 pub mod densenet;
+pub mod embedder;
 pub mod model;
 pub mod optim;
 pub mod predict;

@@ -33,6 +33,10 @@ impl Predictor {
         })
     }
 
+    pub fn gpu(&self) -> &crate::Gpu {
+        &self.exe.gpu
+    }
+
     pub fn memory(&self) -> MemoryReport {
         self.exe.memory()
     }
@@ -61,6 +65,32 @@ impl Predictor {
             self.exe.run()?;
             let l = self.exe.read(self.logits)?;
             out.extend_from_slice(&l[..m * self.classes]);
+        }
+        Ok(out)
+    }
+}
+
+impl Predictor {
+    /// The outputs `[n, classes]` for the samples `indices` of `ds` (normalised by `norm`, in
+    /// order, in batches of the predictor's size); a value that is not finite is
+    /// [`Error::Diverged`].
+    pub fn samples(
+        &self,
+        ds: &std::sync::Arc<crate::data::Dataset>,
+        indices: &[usize],
+        norm: &crate::data::Normalize,
+    ) -> Result<Vec<f32>> {
+        let mut opts = crate::data::LoaderOptions::new(self.batch, ds.channels, 0);
+        opts.shuffle = false;
+        opts.normalize = norm.clone();
+        opts.workers = 1;
+        let loader = crate::data::Loader::new(ds.clone(), indices.to_vec(), opts)?;
+        let mut out = Vec::with_capacity(indices.len() * self.classes);
+        for b in loader.epoch(0) {
+            out.extend(self.logits(&b.images)?);
+        }
+        if let Some(k) = out.iter().position(|v| !v.is_finite()) {
+            return Err(Error::Diverged { sample: indices[k / self.classes], value: out[k] });
         }
         Ok(out)
     }

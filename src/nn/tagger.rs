@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::checkpoint::StateDict;
 use super::model::Model;
 use super::predict::{sigmoid, softmax_rows, Predictor};
-use crate::data::image::{load_fitted, to_chw, FitCounts, Placement};
+use crate::data::image::{load_input, FitCounts};
 use crate::data::{ImageSpec, Normalize};
 use crate::error::{Error, Result};
 use crate::run::folder::{load_thresholds, model_file, Weights};
@@ -110,15 +110,7 @@ impl Tagger {
     /// Decodes image files (PNG or JPEG) and fits them to the model's input (scaled, letterboxed,
     /// converted to its channels, normalised, CHW), with what fitting did to them.
     pub fn prepare(&self, paths: &[impl AsRef<Path>]) -> Result<(Vec<f32>, FitCounts)> {
-        let n = self.image.len();
-        let mut input = vec![0f32; paths.len() * n];
-        let mut fitted = FitCounts::default();
-        for (path, out) in paths.iter().zip(input.chunks_mut(n)) {
-            let (px, counts) = load_fitted(path.as_ref(), &self.image)?;
-            to_chw(&px, &self.image, &self.norm, Placement::default(), out);
-            fitted.add(counts);
-        }
-        Ok((input, fitted))
+        load_input(paths, &self.image, &self.norm)
     }
 
     /// Tags image files; single-label results list the `top_k` most probable labels.

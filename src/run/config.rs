@@ -106,18 +106,35 @@ choice!(
     Task, Setting::Task, [
         /// A classifier: per-label scores, evaluated by AP.
         Classify => "classify",
+        /// An embedding model: a vector per image whose nearest neighbours share its label,
+        /// evaluated by retrieval (Recall@k, MAP@R).
+        Embedding => "embedding",
     ]
 );
 
 choice!(
-    /// A classifier's loss.
-    ClassifierLoss, Setting::Loss, [
-        /// Softmax cross-entropy: one label per image.
+    /// The loss a run trains with.
+    LossName, Setting::Loss, [
+        /// Softmax cross-entropy: one label per image (classifier).
         Softmax => "softmax",
-        /// Sigmoid binary cross-entropy per label: any number of labels per image.
+        /// Sigmoid binary cross-entropy per label: any number of labels per image (classifier).
         Sigmoid => "sigmoid",
+        /// Triplet loss of the hardest positive and negative of each anchor in the batch
+        /// (embedding; Hermans et al. 2017).
+        TripletBatchHard => "triplet-batch-hard",
+        /// Triplet loss over every (anchor, positive, negative) of the batch (embedding).
+        TripletBatchAll => "triplet-batch-all",
+        /// Squared L2 distance to specialist teachers' embeddings (embedding; Song et al. 2017).
+        DistillL2 => "distill-l2",
     ]
 );
+
+impl LossName {
+    /// Whether it trains a classifier (else an embedding).
+    pub fn classifies(self) -> bool {
+        matches!(self, LossName::Softmax | LossName::Sigmoid)
+    }
+}
 
 choice!(
     /// How classes are weighted in the loss.
@@ -170,6 +187,10 @@ choice!(
         Top1 => "top1",
         /// The epoch's mean training loss (lower is better): for runs without validation.
         TrainLoss => "train-loss",
+        /// Validation Recall@1, embedding runs (higher is better).
+        RecallAt1 => "recall-at-1",
+        /// Validation MAP@R, embedding runs (higher is better).
+        MapAtR => "map-at-r",
     ]
 );
 
@@ -180,6 +201,8 @@ impl Metric {
             Metric::MacroMap => r.val_macro_map.flatten(),
             Metric::Top1 => r.val_top1.flatten(),
             Metric::TrainLoss => Some(r.train_loss).filter(|l| l.is_finite()),
+            Metric::RecallAt1 => r.val_recall_at_1.flatten(),
+            Metric::MapAtR => r.val_map_at_r.flatten(),
         }
     }
 
@@ -197,6 +220,8 @@ impl Metric {
             Metric::MacroMap => "val macro mAP",
             Metric::Top1 => "val top-1",
             Metric::TrainLoss => "training loss",
+            Metric::RecallAt1 => "val Recall@1",
+            Metric::MapAtR => "val MAP@R",
         }
     }
 }
@@ -208,6 +233,27 @@ pub struct BestEpoch {
     pub epoch: usize,
     pub by: Metric,
     pub value: f64,
+}
+
+/// How an embedding model is built and trained.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EmbeddingSettings {
+    /// Dimension of the embedding (the Linear head's outputs).
+    pub dim: usize,
+    /// L2-normalise the embedding (else raw vectors).
+    pub normalize: bool,
+    /// The triplet losses' margin.
+    pub margin: f32,
+    /// Labels per triplet batch.
+    pub p: usize,
+    /// Images per label in a triplet batch.
+    pub k: usize,
+}
+
+impl Default for EmbeddingSettings {
+    fn default() -> Self {
+        EmbeddingSettings { dim: 128, normalize: true, margin: 0.2, p: 16, k: 4 }
+    }
 }
 
 impl WeightingKind {
@@ -261,10 +307,14 @@ impl SplitSettings {
 /// Everything a run is trained with. [`Default`] gives the command line's defaults.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunSettings {
+    /// A classifier or an embedding model.
+    #[serde(default = "classify")]
+    pub task: Task,
     pub data: DataSpec,
     pub arch: ArchSpec,
-    /// `None`: softmax for single-label data, sigmoid for multi-label.
-    pub loss: Option<ClassifierLoss>,
+    /// `None`: for a classifier, softmax for single-label data and sigmoid for multi-label; for
+    /// an embedding model, triplet-batch-hard, or distill-l2 when it has teachers.
+    pub loss: Option<LossName>,
     pub weighting: WeightingKind,
     /// β of the effective number (1 − βⁿ)/(1 − β).
     pub beta: f64,
@@ -303,6 +353,17 @@ pub struct RunSettings {
     /// Stop when the best epoch is this many epochs behind (`None`: never).
     #[serde(default)]
     pub patience: Option<usize>,
+    /// The embedding model's head and triplet batches (embedding runs).
+    #[serde(default)]
+    pub embedding: EmbeddingSettings,
+    /// Specialist embedding runs whose embeddings a unified model learns (distill-l2), one per
+    /// vertical.
+    #[serde(default)]
+    pub teachers: Vec<PathBuf>,
+}
+
+fn classify() -> Task {
+    Task::Classify
 }
 
 /// Schema 1 wrote `null` for epochs not given on the command line.
@@ -313,6 +374,7 @@ fn epochs_or_default<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<usi
 impl Default for RunSettings {
     fn default() -> Self {
         RunSettings {
+            task: Task::Classify,
             data: DataSpec::default(),
             arch: ArchSpec::default(),
             loss: None,
@@ -335,6 +397,8 @@ impl Default for RunSettings {
             init: None,
             best_by: None,
             patience: None,
+            embedding: EmbeddingSettings::default(),
+            teachers: Vec::new(),
         }
     }
 }
@@ -344,24 +408,54 @@ impl RunSettings {
         self.weighting.with_beta(self.beta)
     }
 
+    /// The loss by name: the setting, else the task's default (`kind`: the data's labels).
+    pub fn loss_name(&self, kind: LabelKind) -> LossName {
+        self.loss.unwrap_or(match (self.task, kind) {
+            (Task::Classify, LabelKind::Single) => LossName::Softmax,
+            (Task::Classify, LabelKind::Multi) => LossName::Sigmoid,
+            (Task::Embedding, _) if !self.teachers.is_empty() => LossName::DistillL2,
+            (Task::Embedding, _) => LossName::TripletBatchHard,
+        })
+    }
+
     /// The graph loss for data of `kind`.
     pub fn loss(&self, kind: LabelKind) -> Result<LossKind> {
         let gamma = self.focal_gamma;
         if !(gamma >= 0.0 && gamma.is_finite()) {
             return Err(Error::setting(Setting::FocalGamma, gamma, "must be 0 or more"));
         }
-        let loss = self.loss.unwrap_or(match kind {
-            LabelKind::Single => ClassifierLoss::Softmax,
-            LabelKind::Multi => ClassifierLoss::Sigmoid,
-        });
-        match (loss, kind) {
-            (ClassifierLoss::Softmax, LabelKind::Single) => Ok(LossKind::Softmax { gamma }),
-            (ClassifierLoss::Softmax, LabelKind::Multi) => Err(Error::Invalid(format!(
+        let margin = self.embedding.margin;
+        let loss = self.loss_name(kind);
+        match (self.task, loss, kind) {
+            (Task::Classify, LossName::Softmax, LabelKind::Single) => Ok(LossKind::Softmax { gamma }),
+            (Task::Classify, LossName::Softmax, LabelKind::Multi) => Err(Error::Invalid(format!(
                 "{} softmax needs one label per image, but these labels are multi-label; use {} sigmoid",
                 Setting::Loss,
                 Setting::Loss
             ))),
-            (ClassifierLoss::Sigmoid, _) => Ok(LossKind::Sigmoid { gamma }),
+            (Task::Classify, LossName::Sigmoid, _) => Ok(LossKind::Sigmoid { gamma }),
+            (Task::Embedding, _, LabelKind::Multi) => Err(Error::Invalid(format!(
+                "an embedding model needs one label per image (images of a label are each other's positives), \
+                 but these labels are multi-label; give {}",
+                Setting::LabelColumn
+            ))),
+            (Task::Embedding, LossName::TripletBatchHard, _) => Ok(LossKind::TripletBatchHard { margin }),
+            (Task::Embedding, LossName::TripletBatchAll, _) => Ok(LossKind::TripletBatchAll { margin }),
+            (Task::Embedding, LossName::DistillL2, _) => Ok(LossKind::DistillL2),
+            (task, loss, _) => Err(Error::setting(
+                Setting::Loss,
+                loss,
+                match task {
+                    Task::Classify => {
+                        "a classifier trains with softmax or sigmoid (the other losses are for \
+                                       embedding models)"
+                    }
+                    Task::Embedding => {
+                        "an embedding model trains with triplet-batch-hard, triplet-batch-all or \
+                                        distill-l2"
+                    }
+                },
+            )),
         }
     }
 
@@ -418,6 +512,33 @@ impl RunSettings {
                 "give the epochs without a better one to stop after, e.g. 5",
             ));
         }
+        if self.task == Task::Embedding {
+            let e = &self.embedding;
+            if e.dim == 0 {
+                return Err(Error::setting(Setting::EmbeddingDim, 0, "give the embedding's dimension, e.g. 128"));
+            }
+            if !(e.margin >= 0.0 && e.margin.is_finite()) {
+                return Err(Error::setting(Setting::Margin, e.margin, "give a margin of 0 or more, e.g. 0.2"));
+            }
+            let triplets = matches!(self.loss, None | Some(LossName::TripletBatchHard | LossName::TripletBatchAll))
+                && self.teachers.is_empty();
+            if triplets && e.p < 2 {
+                return Err(Error::setting(Setting::P, e.p, "a triplet batch needs at least 2 labels (negatives)"));
+            }
+            if triplets && e.k < 2 {
+                return Err(Error::setting(Setting::K, e.k, "a triplet batch needs at least 2 images per label"));
+            }
+            self.loss(LabelKind::Single)?;
+        } else {
+            self.loss(LabelKind::Single).or_else(|e| self.loss(LabelKind::Multi).map_err(|_| e))?;
+        }
+        if !self.teachers.is_empty() && self.loss_name(LabelKind::Single) != LossName::DistillL2 {
+            return Err(Error::setting(
+                Setting::Loss,
+                self.loss_name(LabelKind::Single),
+                "a model trained from teachers learns their embeddings with distill-l2",
+            ));
+        }
         Ok(())
     }
 }
@@ -451,7 +572,7 @@ pub struct RunConfig {
     pub preprocess: Preprocess,
     pub label_names: Vec<String>,
     pub label_kind: LabelKind,
-    pub loss: ClassifierLoss,
+    pub loss: LossName,
     pub focal_gamma: f32,
     pub weighting: WeightingKind,
     pub beta: f64,
@@ -471,7 +592,45 @@ pub struct RunConfig {
     /// The best epoch so far, if the run keeps one (`model_best.safetensors`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub best: Option<BestEpoch>,
+    /// An embedding model's head, loss and verticals (embedding runs only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding: Option<EmbeddingConfig>,
     pub settings: RunSettings,
+}
+
+/// What an embedding run records beyond a classifier's.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EmbeddingConfig {
+    pub dim: usize,
+    pub normalize: bool,
+    /// The triplet losses' margin.
+    pub margin: f32,
+    /// The CSV column naming each image's vertical (shoes, bags, …), if any.
+    pub vertical_column: Option<String>,
+    /// The verticals whose rows it trained on (empty: all); one for a specialist.
+    pub verticals: Vec<String>,
+    /// The teachers a unified model was distilled from.
+    #[serde(default)]
+    pub teachers: Vec<TeacherRecord>,
+}
+
+impl EmbeddingConfig {
+    /// The vertical a specialist was trained on: the only one it trained on.
+    pub fn specialist_of(&self) -> Option<&str> {
+        match self.verticals.as_slice() {
+            [v] => Some(v),
+            _ => None,
+        }
+    }
+}
+
+/// A teacher of a distilled run: its folder, the vertical it teaches and the fingerprint of
+/// its weights when the student's targets were computed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TeacherRecord {
+    pub dir: PathBuf,
+    pub vertical: String,
+    pub model: String,
 }
 
 impl RunConfig {
@@ -523,6 +682,6 @@ impl RunConfig {
 
     /// Whether scores are per-label sigmoids (else a softmax over the labels).
     pub fn multi(&self) -> bool {
-        self.loss == ClassifierLoss::Sigmoid
+        self.loss == LossName::Sigmoid
     }
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::{Event, RunConfig};
-use crate::data::source::{split_data, DataSpec, Source};
+use crate::data::source::{keep_groups, split_data, DataSpec, Groups, Source};
 use crate::data::{Dataset, ImageSpec, Split, SplitSpec};
 use crate::error::{DataChange, Error, Result};
 
@@ -15,6 +15,8 @@ pub struct Prepared {
     pub image: ImageSpec,
     pub ds: Arc<Dataset>,
     pub split: Split,
+    /// Each sample's vertical, when the data names a vertical column.
+    pub verticals: Option<Groups>,
 }
 
 /// Loads `source` fitted to `image`, reporting its warnings (before refusing an empty set:
@@ -72,9 +74,38 @@ pub fn prepare(
             image
         }
     };
-    let ds = load(&source, &image, on)?;
+    let mut ds = load(&source, &image, on)?;
+    if let (Some(column), false) = (&data.vertical_column, data.verticals.is_empty()) {
+        keep_verticals(&mut ds, column, &data.verticals, on)?;
+    }
     let (ds, split) = split(&source, ds, spec, on)?;
-    Ok(Prepared { source, image, ds: Arc::new(ds), split })
+    let verticals = data.vertical_column.as_deref().map(|c| Groups::of_column(&ds, c)).transpose()?;
+    Ok(Prepared { source, image, ds: Arc::new(ds), split, verticals })
+}
+
+/// Keeps the rows of the verticals `keep`, saying how many rows of which others it leaves out.
+fn keep_verticals(ds: &mut Dataset, column: &str, keep: &[String], on: &mut dyn FnMut(Event)) -> Result<()> {
+    let before = Groups::of_column(ds, column)?;
+    keep_groups(ds, column, keep)?;
+    let skipped: Vec<String> = before
+        .sizes()
+        .into_iter()
+        .filter(|(name, _)| !keep.contains(name))
+        .map(|(name, n)| format!("{name} ({n})"))
+        .collect();
+    if !skipped.is_empty() {
+        let more = if skipped.len() > 8 { format!(" and {} more", skipped.len() - 8) } else { String::new() };
+        on(Event::Note(format!(
+            "kept the {} rows of {} {}; left out {} rows of {} other vertical(s): {}{more}",
+            ds.len(),
+            column,
+            keep.join(", "),
+            before.of.len() - ds.len(),
+            skipped.len(),
+            skipped[..skipped.len().min(8)].join(", ")
+        )));
+    }
+    Ok(())
 }
 
 /// A stable digest (FNV-1a, 64 bits) of what a split holds: for each training then validation

@@ -4,15 +4,18 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::config::RunConfig;
+use super::config::{RunConfig, Task};
 use super::data::{self, prepare, Prepared};
 use super::folder::{self, Weights};
 use super::Event;
-use crate::data::source::{DataSpec, Labels, Source};
-use crate::data::{Dataset, LabelKind, Loader, LoaderOptions, Normalize, Targets};
+use crate::data::source::{DataSpec, Groups, Labels, Source};
+use crate::data::{Dataset, LabelKind, Normalize, Targets};
 use crate::error::{Error, Result};
-use crate::metrics::{self, EvalOptions, EvalReport, Predictions, Truth};
+use crate::metrics::{
+    self, retrieval_gpu, EvalOptions, EvalReport, Predictions, Retrieval, RetrievalGroups, RetrievalReport, Truth,
+};
 use crate::nn::checkpoint::StateDict;
+use crate::nn::embedder::Embedder;
 use crate::nn::model::Model;
 use crate::nn::predict::{sigmoid, softmax_rows, Predictor};
 use crate::setting::Setting;
@@ -34,6 +37,11 @@ pub struct EvalSettings {
     pub out: Option<PathBuf>,
     /// The best epoch's weights (the default) or the last epoch's.
     pub weights: Weights,
+    /// Embedding runs: search this gallery with the queries (instead of each query against the
+    /// other queries, leaving itself out).
+    pub gallery: Option<DataSpec>,
+    /// Embedding runs with verticals: search the whole gallery, not only the query's vertical.
+    pub across_verticals: bool,
 }
 
 impl EvalSettings {
@@ -46,6 +54,8 @@ impl EvalSettings {
             batch_size: 64,
             out: None,
             weights: Weights::Best,
+            gallery: None,
+            across_verticals: false,
         }
     }
 
@@ -80,6 +90,12 @@ pub fn evaluate_on(
 ) -> Result<EvalReport> {
     s.check()?;
     let cfg = RunConfig::load(&s.model)?;
+    if cfg.task == Task::Embedding {
+        return Err(Error::file(
+            &s.model,
+            "is an embedding run: it is evaluated by retrieval (run::evaluate_retrieval), not per-label AP",
+        ));
+    }
     let image = cfg.preprocess.image_spec()?;
     // The weights are read (and checked against the configuration) before the images are.
     let mut model = Model::new(gpu.clone(), cfg.model.clone(), 0)?;
@@ -127,7 +143,7 @@ pub fn evaluate_on(
     on(Event::Evaluating { model: &s.model, samples: indices.len(), best_epoch: epoch });
     let batch = s.batch_size.clamp(1, indices.len().max(1));
     let pred = Predictor::new(&model, batch, image.height, image.width).map_err(Error::fit_hint)?;
-    let scores = score(&pred, &ds, &indices, &cfg.preprocess.normalize(), batch, cfg.multi())?;
+    let scores = score(&pred, &ds, &indices, &cfg.preprocess.normalize(), cfg.multi())?;
     let opts = EvalOptions { precision_floor: s.min_precision, ..EvalOptions::default() };
     let ev = evaluate_split(&scores, &ds, &indices, &cfg, &opts)?;
     let out = s.out.clone().unwrap_or_else(|| s.model.clone());
@@ -139,27 +155,174 @@ pub fn evaluate_on(
     Ok(ev.report)
 }
 
+/// Evaluates an embedding run by retrieval (Musgrave et al. 2020): Recall@1/2/4/8, R-precision
+/// and MAP@R, overall and per vertical. The queries are the run's validation split, or all of
+/// `data`; each searches the other queries (leaving itself out) or, with `gallery`, the gallery;
+/// within its own vertical when the run (or the data) names a vertical column, unless
+/// `across_verticals`. Writes eval.json and eval.md (into `out`, else the run folder).
+pub fn evaluate_retrieval(gpu: &Arc<Gpu>, s: &EvalSettings, on: &mut dyn FnMut(Event)) -> Result<RetrievalReport> {
+    s.check()?;
+    let cfg = RunConfig::load(&s.model)?;
+    if cfg.task != Task::Embedding {
+        return Err(Error::file(&s.model, "is a classifier run: it is evaluated per label (run::evaluate)"));
+    }
+    let embedder = Embedder::load_weights(gpu.clone(), &s.model, s.batch_size, s.weights)?;
+    let (_, best_epoch) = folder::model_file(&s.model, &cfg, s.weights);
+    let image = cfg.preprocess.image_spec()?;
+    let run_column = cfg.embedding.as_ref().and_then(|e| e.vertical_column.clone());
+    // The queries: the run's validation split, or every image of `data`.
+    let queries: Labelled = match &s.data {
+        None => {
+            let mut warnings = |e: Event| {
+                if !matches!(e, Event::Note(_)) {
+                    on(e)
+                }
+            };
+            let p = prepare(&cfg.settings.data, &cfg.settings.split_spec(), Some(image), &mut warnings)?;
+            if p.split.val.is_empty() {
+                return Err(Error::Invalid(format!(
+                    "the run in {} has no validation split ({} 0); give a dataset with {}",
+                    s.model.display(),
+                    Setting::ValFraction,
+                    Setting::Data
+                )));
+            }
+            Labelled::of(&p.ds, &p.split.val, p.verticals.as_ref())
+        }
+        Some(spec) => load_labelled(spec, &cfg, run_column.as_deref(), image, on)?,
+    };
+    let gallery = match &s.gallery {
+        Some(spec) => Some(load_labelled(spec, &cfg, run_column.as_deref(), image, on)?),
+        None => None,
+    };
+    if gallery.as_ref().is_some_and(|g| g.indices.is_empty()) {
+        return Err(Error::Invalid("the gallery holds no images; give a CSV with rows".into()));
+    }
+    on(Event::Evaluating { model: &s.model, samples: queries.indices.len(), best_epoch });
+    let q = embedder.embed_samples(&queries.ds, &queries.indices)?;
+    let g = match &gallery {
+        Some(gal) => embedder.embed_samples(&gal.ds, &gal.indices)?,
+        None => q.clone(),
+    };
+    // Labels and verticals of queries and gallery in one numbering, by name.
+    let mut labels = Names::default();
+    let mut verticals = Names::default();
+    let q_labels = labels.ids(&queries.labels);
+    let g_labels = gallery.as_ref().map(|gal| labels.ids(&gal.labels));
+    let with_groups = !s.across_verticals && queries.verticals.is_some();
+    let q_groups = queries.verticals.as_ref().filter(|_| with_groups).map(|v| verticals.ids(v));
+    let g_groups = match (&gallery, with_groups) {
+        (Some(gal), true) => Some(verticals.ids(gal.verticals.as_deref().ok_or_else(|| {
+            Error::Invalid(format!(
+                "the queries have verticals but the gallery has no column '{}'; give it one, or search across verticals",
+                queries.column.clone().unwrap_or_default()
+            ))
+        })?)),
+        _ => None,
+    };
+    let mut set = match &g_labels {
+        Some(gl) => Retrieval::gallery(&q_labels, gl),
+        None => Retrieval::leave_one_out(&q_labels),
+    };
+    if let Some(qg) = &q_groups {
+        let gg = g_groups.as_deref().unwrap_or(qg);
+        set = set.with_groups(RetrievalGroups { queries: qg, gallery: gg, names: &verticals.names });
+    }
+    let report = retrieval_gpu(gpu, &set, &q, &g, embedder.dim)?;
+    let out = s.out.clone().unwrap_or_else(|| s.model.clone());
+    folder::make_dir(&out)?;
+    report.save_json(&out.join("eval.json"))?;
+    report.save_markdown(&out.join("eval.md"))?;
+    Ok(report)
+}
+
+/// Images with their labels and verticals by name.
+struct Labelled {
+    ds: Arc<Dataset>,
+    indices: Vec<usize>,
+    labels: Vec<String>,
+    column: Option<String>,
+    verticals: Option<Vec<String>>,
+}
+
+impl Labelled {
+    fn of(ds: &Arc<Dataset>, indices: &[usize], groups: Option<&Groups>) -> Labelled {
+        let labels = indices.iter().map(|&i| ds.label_names[ds.targets.labels(i)[0] as usize].clone()).collect();
+        let verticals = groups.map(|g| indices.iter().map(|&i| g.names[g.of[i] as usize].clone()).collect());
+        Labelled {
+            ds: ds.clone(),
+            indices: indices.to_vec(),
+            labels,
+            column: groups.map(|g| g.column.clone()),
+            verticals,
+        }
+    }
+}
+
+/// Names numbered in the order first seen.
+#[derive(Default)]
+struct Names {
+    names: Vec<String>,
+}
+
+impl Names {
+    fn ids(&mut self, of: &[String]) -> Vec<u32> {
+        of.iter()
+            .map(|n| match self.names.iter().position(|m| m == n) {
+                Some(i) => i as u32,
+                None => {
+                    self.names.push(n.clone());
+                    (self.names.len() - 1) as u32
+                }
+            })
+            .collect()
+    }
+}
+
+/// Every row of `spec`'s data at the run's input size: label settings left empty are the run's,
+/// and the vertical column is the data's or else the run's (when the data has it).
+fn load_labelled(
+    spec: &DataSpec,
+    cfg: &RunConfig,
+    run_column: Option<&str>,
+    image: crate::data::ImageSpec,
+    on: &mut dyn FnMut(Event),
+) -> Result<Labelled> {
+    let mut spec = spec.clone();
+    if !spec.names_labels() {
+        let saved = &cfg.settings.data;
+        spec.label_column = saved.label_column.clone();
+    }
+    let source = spec.source()?;
+    let mut ds = data::load(&source, &image, on)?;
+    if ds.kind() != LabelKind::Single {
+        return Err(Error::Invalid(format!(
+            "{}: retrieval needs one label per image (the same label: a right answer); give {}",
+            source.path.display(),
+            Setting::LabelColumn
+        )));
+    }
+    let column = spec.vertical_column.clone().or_else(|| {
+        let has = |c: &str| ds.table.as_ref().is_some_and(|t| t.column(c).is_ok());
+        run_column.filter(|c| has(c)).map(str::to_string)
+    });
+    if let (Some(c), false) = (&column, spec.verticals.is_empty()) {
+        crate::data::source::keep_groups(&mut ds, c, &spec.verticals)?;
+    }
+    let groups = column.as_deref().map(|c| Groups::of_column(&ds, c)).transpose()?;
+    let all: Vec<usize> = (0..ds.len()).collect();
+    Ok(Labelled::of(&Arc::new(ds), &all, groups.as_ref()))
+}
+
 /// Scores (softmax or sigmoid probabilities) `[n, C]` of the samples `indices` of `ds`.
 pub fn score(
     pred: &Predictor,
     ds: &Arc<Dataset>,
     indices: &[usize],
     norm: &Normalize,
-    batch: usize,
     multi: bool,
 ) -> Result<Vec<f32>> {
-    let mut opts = LoaderOptions::new(batch, ds.channels, 0);
-    opts.shuffle = false;
-    opts.normalize = norm.clone();
-    opts.workers = 1;
-    let loader = Loader::new(ds.clone(), indices.to_vec(), opts)?;
-    let mut out = Vec::with_capacity(indices.len() * pred.classes);
-    for b in loader.epoch(0) {
-        out.extend(pred.logits(&b.images)?);
-    }
-    if let Some(k) = out.iter().position(|v| !v.is_finite()) {
-        return Err(Error::Diverged { sample: indices[k / pred.classes], value: out[k] });
-    }
+    let mut out = pred.samples(ds, indices, norm)?;
     if multi {
         sigmoid(&mut out);
     } else {

@@ -10,7 +10,7 @@ use crate::metrics::{self, EvalReport, Evaluation};
 use crate::nn::checkpoint::{write_all_atomic, write_atomic, StateDict, EPOCH_KEY};
 
 /// The files `train` and `eval` write into a run folder (and `pr_*` figures).
-pub const RUN_FILES: [&str; 11] = [
+pub const RUN_FILES: [&str; 12] = [
     "config.json",
     "model.safetensors",
     "model_best.safetensors",
@@ -22,6 +22,7 @@ pub const RUN_FILES: [&str; 11] = [
     "eval.json",
     "eval.md",
     "thresholds.json",
+    "teachers.safetensors",
 ];
 
 /// Whether `dir` holds a run: a checkpoint or its configuration or metrics.
@@ -157,6 +158,12 @@ pub struct EpochRecord {
     /// Single-label runs only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub val_top1: Option<Option<f64>>,
+    /// Embedding runs: leave-one-out Recall@1 over the validation split.
+    #[serde(rename = "val_recall@1", skip_serializing_if = "Option::is_none")]
+    pub val_recall_at_1: Option<Option<f64>>,
+    /// Embedding runs: leave-one-out MAP@R over the validation split.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_map_at_r: Option<Option<f64>>,
 }
 
 /// Appends `record` to `dir/metrics.jsonl`.
@@ -291,6 +298,24 @@ pub fn load_thresholds(dir: &Path, names: &[String]) -> Result<Vec<Option<f64>>>
             },
         })
         .collect()
+}
+
+/// A stable 64-bit digest (FNV-1a) of bytes, as 16 hex digits.
+pub fn fnv64(chunks: &[&[u8]]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for c in chunks {
+        for &b in *c {
+            h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    format!("{h:016x}")
+}
+
+/// What identifies a model's weights: a digest of its weight file (what a search index
+/// records, and a distilled run of its teachers).
+pub fn model_fingerprint(weights: &Path) -> Result<String> {
+    let bytes = std::fs::read(weights).map_err(|e| Error::file(weights, format!("cannot read: {e}")))?;
+    Ok(fnv64(&[&bytes]))
 }
 
 /// The run folder a path names for its weights: a folder stands for its model.safetensors.

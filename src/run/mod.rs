@@ -10,6 +10,7 @@
 pub mod compare;
 pub mod config;
 pub mod data;
+pub mod distill;
 pub mod eval;
 pub mod folder;
 pub mod train;
@@ -18,11 +19,11 @@ use std::path::Path;
 
 pub use compare::{compare, compare_grid};
 pub use config::{
-    BestEpoch, Choice, ClassifierLoss, Metric, RunConfig, RunSettings, ScheduleKind, SplitSettings, Task,
-    WeightingKind, DEFAULT_EPOCHS, SCHEMA,
+    BestEpoch, Choice, EmbeddingConfig, EmbeddingSettings, LossName, Metric, RunConfig, RunSettings, ScheduleKind,
+    SplitSettings, Task, TeacherRecord, WeightingKind, DEFAULT_EPOCHS, SCHEMA,
 };
 pub use data::{data_fingerprint, prepare, Prepared};
-pub use eval::{evaluate, EvalSettings};
+pub use eval::{evaluate, evaluate_retrieval, EvalSettings};
 pub use folder::{holds_run, EpochRecord, Weights};
 pub use train::{train, Outcome, Start};
 

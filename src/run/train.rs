@@ -6,16 +6,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::config::{BestEpoch, Metric, RunConfig, RunSettings, ScheduleKind, Task, SCHEMA};
+use super::config::{BestEpoch, EmbeddingConfig, Metric, RunConfig, RunSettings, ScheduleKind, Task, SCHEMA};
 use super::data::{check_same_data, data_fingerprint, prepare, Prepared};
 use super::eval::{evaluate_split, score};
 use super::folder::{self, Checkpoint, EpochRecord};
-use super::Event;
+use super::{distill, Event};
+use crate::data::pk::PkSampler;
 use crate::data::source::Source;
 use crate::data::{self, Augment, BatchTargets, LabelKind, Normalize, Preprocess};
 use crate::error::{Error, Result};
 use crate::graph::LossKind;
-use crate::metrics::EvalOptions;
+use crate::metrics::{retrieval_gpu, EvalOptions, Retrieval, RetrievalGroups, RetrievalScores};
 use crate::nn::checkpoint::StateDict;
 use crate::nn::model::Model;
 use crate::nn::predict::Predictor;
@@ -113,6 +114,8 @@ fn check_start(start: &Start) -> Result<(RunSettings, Option<RunConfig>, PathBuf
         }
     };
     settings.check()?;
+    // A distilled run's teachers are read (and its settings completed from them) up front.
+    let (_, settings) = distill::check_teachers(&settings)?;
     Ok((settings, resumed, dir))
 }
 
@@ -167,32 +170,58 @@ fn train_in(
             &loaded
         }
     };
-    for w in label_warnings(p, settings.split.min_samples) {
-        on(Event::Warning(w));
-    }
+    let embedding = settings.task == Task::Embedding;
     let kind = p.ds.kind();
     let loss = settings.loss(kind)?;
-    let counts: Vec<u64> = p.split.train_counts.iter().map(|&n| n as u64).collect();
-    let cw = class_weights_report(&counts, settings.weighting()?, Some(&p.ds.label_names))?;
-    let weights = renormalise_to_classes(&cw.weights);
-    on(Event::ClassWeights {
-        weighting: settings.weighting,
-        labels: &p.ds.label_names,
-        train: &p.split.train_counts,
-        val: &p.split.val_counts,
-        effective: &cw.effective,
-        weights: &weights,
-    });
-
-    let batch = settings.batch_size.min(p.split.train.len());
-    if batch < settings.batch_size {
+    // A classifier's class weights; an embedding model weighs no classes.
+    let weights = if embedding {
+        Vec::new()
+    } else {
+        for w in label_warnings(p, settings.split.min_samples) {
+            on(Event::Warning(w));
+        }
+        let counts: Vec<u64> = p.split.train_counts.iter().map(|&n| n as u64).collect();
+        let cw = class_weights_report(&counts, settings.weighting()?, Some(&p.ds.label_names))?;
+        let weights = renormalise_to_classes(&cw.weights);
+        on(Event::ClassWeights {
+            weighting: settings.weighting,
+            labels: &p.ds.label_names,
+            train: &p.split.train_counts,
+            val: &p.split.val_counts,
+            effective: &cw.effective,
+            weights: &weights,
+        });
+        weights
+    };
+    // Triplet batches are P labels × K images; other losses take shuffled batches.
+    let pk = match loss {
+        LossKind::TripletBatchHard { .. } | LossKind::TripletBatchAll { .. } => {
+            let s = PkSampler::new(&p.ds, &p.split.train, settings.embedding.p, settings.embedding.k)?;
+            if s.dropped_labels() > 0 {
+                on(Event::Note(format!(
+                    "{} label(s) have fewer than 2 training images, so they cannot form positives: their images are \
+                     left out of the triplet batches",
+                    s.dropped_labels()
+                )));
+            }
+            Some(s)
+        }
+        _ => None,
+    };
+    let batch = match &pk {
+        Some(s) => s.batch_size(),
+        None => settings.batch_size.min(p.split.train.len()),
+    };
+    if pk.is_none() && batch < settings.batch_size {
         on(Event::Note(format!(
             "batch size {} is more than the {batch} training samples; using {batch}",
             settings.batch_size
         )));
     }
-    let steps_per_epoch = p.split.train.len() / batch;
-    let model_cfg = settings.arch.config(p.ds.num_labels(), p.image.channels)?;
+    let steps_per_epoch = pk.as_ref().map_or(p.split.train.len() / batch, PkSampler::batches);
+    let outputs = if embedding { settings.embedding.dim } else { p.ds.num_labels() };
+    let mut model_cfg = settings.arch.config(outputs, p.image.channels)?;
+    model_cfg.l2_normalize = embedding && settings.embedding.normalize;
     let mut model = Model::new(gpu.clone(), model_cfg.clone(), settings.seed)?;
     // The optimiser state to resume from, and the epochs the checkpoint holds.
     let mut resume_from = None;
@@ -262,10 +291,16 @@ fn train_in(
         folder::clear_run(&dir)?;
     }
 
+    // A distilled run's targets: its teachers' embeddings of the training images.
+    let (teachers, _) = distill::check_teachers(settings)?;
+    let targets = match teachers.is_empty() {
+        true => None,
+        false => Some(distill::targets(&trainer.model.store.gpu, &teachers, p, batch, &dir, on)?),
+    };
     let norm = Normalize::default_for(p.image.channels);
     let mut cfg = RunConfig {
         schema: SCHEMA,
-        task: Task::Classify,
+        task: settings.task,
         arch: settings.arch.name(&model_cfg)?,
         model: model_cfg,
         preprocess: Preprocess {
@@ -277,11 +312,7 @@ fn train_in(
         },
         label_names: p.ds.label_names.clone(),
         label_kind: kind,
-        loss: if matches!(loss, LossKind::Softmax { .. }) {
-            super::ClassifierLoss::Softmax
-        } else {
-            super::ClassifierLoss::Sigmoid
-        },
+        loss: settings.loss_name(kind),
         focal_gamma: settings.focal_gamma,
         weighting: settings.weighting,
         beta: settings.beta,
@@ -295,6 +326,14 @@ fn train_in(
         epochs_done: start_epoch,
         best: resumed.as_ref().and_then(|c| c.best),
         data_fingerprint: Some(data_fingerprint(p)),
+        embedding: embedding.then(|| EmbeddingConfig {
+            dim: settings.embedding.dim,
+            normalize: settings.embedding.normalize,
+            margin: settings.embedding.margin,
+            vertical_column: settings.data.vertical_column.clone(),
+            verticals: settings.data.verticals.clone(),
+            teachers: targets.as_ref().map(|t| t.records.clone()).unwrap_or_default(),
+        }),
         settings: settings.clone(),
     };
     // config.json keeps absolute paths, so that eval and resume work from any folder.
@@ -309,25 +348,34 @@ fn train_in(
         let pad = if p.image.width.min(p.image.height) < 32 { 2 } else { 4 };
         opts.augment = Augment { crop_padding: pad, hflip: true };
     }
-    let loader = data::Loader::new(p.ds.clone(), p.split.train.clone(), opts)?;
+    let loader = match pk {
+        Some(s) => data::Loader::with_pk(p.ds.clone(), s, opts)?,
+        None => data::Loader::new(p.ds.clone(), p.split.train.clone(), opts)?,
+    };
     let epochs = settings.epochs;
-    let best_by = settings.best_by.unwrap_or(if p.split.val.is_empty() { Metric::TrainLoss } else { Metric::MacroMap });
+    let best_by = settings.best_by.unwrap_or(match (p.split.val.is_empty(), embedding) {
+        (true, _) => Metric::TrainLoss,
+        (false, false) => Metric::MacroMap,
+        (false, true) => Metric::RecallAt1,
+    });
     let mut trained = start_epoch;
     let mut run_epoch = |epoch: usize| -> Result<bool> {
         let stopped = |e: Error, during: bool| Error::Stopped { epoch: epoch + 1, during, cause: Box::new(e) };
         on(Event::EpochStart { epoch, epochs, steps: loader.len() });
-        let (mean_loss, ips, secs) = train_epoch(&mut trainer, &loader, epoch as u64, on).map_err(|e| match e {
-            e @ Error::NonFiniteLoss { .. } => stopped(e, true),
-            e => e,
-        })?;
+        let (mean_loss, ips, secs) =
+            train_epoch(&mut trainer, &loader, epoch as u64, targets.as_ref(), on).map_err(|e| match e {
+                e @ Error::NonFiniteLoss { .. } => stopped(e, true),
+                e => e,
+            })?;
         if !mean_loss.is_finite() {
             let e = Error::NonFiniteLoss { step: trainer.step, value: mean_loss as f32 };
             return Err(stopped(e, true));
         }
         // An untrained model's loss is about ln(classes) for softmax and ln 2 for sigmoid; a mean
-        // a hundred times ln(classes) is a run that diverged without reaching NaN.
+        // a hundred times ln(classes) is a run that diverged without reaching NaN. (The
+        // embedding losses are of distances, bounded for unit vectors.)
         let chance = (p.ds.num_labels().max(2) as f64).ln();
-        if mean_loss > 100.0 * chance {
+        if !embedding && mean_loss > 100.0 * chance {
             on(Event::Warning(format!(
                 "epoch {}'s mean loss {mean_loss:.4e} is far above an untrained model's (about {chance:.2}): \
                  training is diverging; lower the learning rate ({})",
@@ -344,8 +392,17 @@ fn train_in(
             images_per_s: ips,
             val_macro_map: None,
             val_top1: None,
+            val_recall_at_1: None,
+            val_map_at_r: None,
         };
-        if !p.split.val.is_empty() {
+        if embedding && !p.split.val.is_empty() {
+            let r = validate_embedding(&predictor, p, &norm).map_err(|e| match e {
+                e @ Error::Diverged { .. } => stopped(e, false),
+                e => e,
+            })?;
+            record.val_recall_at_1 = Some(r.recall_at_1);
+            record.val_map_at_r = Some(r.map_at_r);
+        } else if !p.split.val.is_empty() {
             let (map, top1) = validate(&predictor, p, &norm, &cfg).map_err(|e| match e {
                 e @ Error::Diverged { .. } => stopped(e, false),
                 e => e,
@@ -449,6 +506,7 @@ fn train_epoch(
     trainer: &mut Trainer,
     loader: &data::Loader,
     epoch: u64,
+    teachers: Option<&distill::Targets>,
     on: &mut dyn FnMut(Event),
 ) -> Result<(f64, f64, f64)> {
     let t0 = Instant::now();
@@ -468,8 +526,13 @@ fn train_epoch(
         };
     let classes = trainer.model.net.config.num_classes;
     for b in loader.epoch(epoch) {
-        let onehot;
+        let (onehot, taught);
         let targets = match (&b.targets, trainer.config.loss) {
+            (_, LossKind::DistillL2) => {
+                let t = teachers.ok_or_else(|| Error::Invalid("distillation needs its teachers' embeddings".into()))?;
+                taught = t.gather(&b.indices)?;
+                Targets::Embeddings(&taught)
+            }
             (BatchTargets::Single(c), LossKind::Sigmoid { .. }) => {
                 onehot = one_hot(c, classes);
                 Targets::Multi(&onehot)
@@ -495,9 +558,23 @@ fn one_hot(c: &[u32], classes: usize) -> Vec<f32> {
     v
 }
 
+/// Leave-one-out retrieval over the validation split: each validation image a query against the
+/// others (of its vertical, when the data has verticals).
+fn validate_embedding(pred: &Predictor, p: &Prepared, norm: &Normalize) -> Result<RetrievalScores> {
+    let val = &p.split.val;
+    let emb = pred.samples(&p.ds, val, norm)?;
+    let labels: Vec<u32> = val.iter().map(|&i| p.ds.targets.labels(i)[0]).collect();
+    let groups: Option<Vec<u32>> = p.verticals.as_ref().map(|g| val.iter().map(|&i| g.of[i]).collect());
+    let mut set = Retrieval::leave_one_out(&labels);
+    if let (Some(ids), Some(g)) = (&groups, &p.verticals) {
+        set = set.with_groups(RetrievalGroups { queries: ids, gallery: ids, names: &g.names });
+    }
+    Ok(retrieval_gpu(pred.gpu(), &set, &emb, &emb, pred.classes)?.overall)
+}
+
 /// Macro mAP and (single-label) top-1 accuracy on the validation split.
 fn validate(pred: &Predictor, p: &Prepared, norm: &Normalize, cfg: &RunConfig) -> Result<(Option<f64>, Option<f64>)> {
-    let scores = score(pred, &p.ds, &p.split.val, norm, pred.batch, cfg.multi())?;
+    let scores = score(pred, &p.ds, &p.split.val, norm, cfg.multi())?;
     let ev = evaluate_split(&scores, &p.ds, &p.split.val, cfg, &EvalOptions::default())?;
     let top1 = ev.report.single.as_ref().and_then(|s| s.top1_accuracy);
     Ok((ev.report.macro_ap, top1))
