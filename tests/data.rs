@@ -72,6 +72,26 @@ fn csv_quoted_fields_and_lines() {
 }
 
 #[test]
+fn csv_lines_count_blank_lines_and_crlf() {
+    // Blank lines are skipped but counted, with CRLF or LF ends.
+    let t = parse_table(Path::new("x.csv"), "file,label\r\n\r\na.png,x\r\n\r\n\r\nb.png,\"y\r\nz\"\r\nc.png,w", b',')
+        .unwrap();
+    assert_eq!(t.records, [["a.png", "x"], ["b.png", "y\r\nz"], ["c.png", "w"]]);
+    assert_eq!(t.lines, [3, 6, 8]);
+    let e = err(parse_table(Path::new("x.csv"), "file,label\n\na.png,x\n\nb.png\n", b','));
+    assert!(e.contains("line 5 has 1 fields"), "{e}");
+    // A quote inside an unquoted field is text; one opened and never closed is named by its line.
+    let t = parse_table(Path::new("x.csv"), "file,label\na.png,5\"\nb.png,\"q\"\"\"\n", b',').unwrap();
+    assert_eq!(t.records, [["a.png", "5\""], ["b.png", "q\""]]);
+    let e = err(parse_table(Path::new("x.csv"), "file,label\na.png,x\n\nb.png,\"y\"\"\nc.png,z\n", b','));
+    assert!(e.contains("line 4") && e.contains("never closed"), "{e}");
+    // Another delimiter, and the header's cells trimmed.
+    let t = parse_table(Path::new("x.tsv"), " file \tlabel\na,b.png\tx\n", b'\t').unwrap();
+    assert_eq!(t.header, ["file", "label"]);
+    assert_eq!(t.records, [["a,b.png", "x"]]);
+}
+
+#[test]
 fn csv_missing_column_names_it_and_lists_columns() {
     // Messages name settings as the command line's flags, as `tailor` prints them.
     tailor::setting::name_settings_as(tailor::setting::Naming::Flags);

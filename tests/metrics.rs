@@ -262,21 +262,6 @@ fn table_one_marks_the_best_scheme() {
 }
 
 #[test]
-fn svg_has_one_path_per_curve() {
-    let figs = pr_figures(&multi_eval());
-    assert_eq!(figs.iter().map(|f| f.key.as_str()).collect::<Vec<_>>(), ["majority", "minority", "rare"]);
-    // Rare has two labels but one without positives: no curve for it.
-    assert_eq!(figs.iter().map(|f| f.series.len()).collect::<Vec<_>>(), [1, 1, 1]);
-    let fig = PrFigure { series: figs.iter().flat_map(|f| f.series.clone()).collect(), ..figs[0].clone() };
-    let svg = plot_svg::render(&fig);
-    assert!(svg.starts_with("<svg "));
-    assert!(svg.trim_end().ends_with("</svg>"));
-    assert_eq!(svg.matches("<path ").count(), 3);
-    assert!(svg.contains("cap | sleeve"));
-    assert_eq!(svg.matches('<').count(), svg.matches('>').count());
-}
-
-#[test]
 fn step_series_encloses_the_ap() {
     let c = pr_curve(&TIE_S, &bools(&TIE_Y)).unwrap();
     let s = Series::from_curve("x", &c);
@@ -285,18 +270,177 @@ fn step_series_encloses_the_ap() {
     assert!(close(area, c.average_precision()), "{area}");
 }
 
+/// The text of every `<text>` element of an SVG document, which must parse as XML.
+fn svg_texts(svg: &str) -> Vec<String> {
+    let doc = roxmltree::Document::parse(svg).unwrap_or_else(|e| panic!("not XML: {e}\n{svg}"));
+    assert_eq!(doc.root_element().tag_name().name(), "svg");
+    doc.descendants()
+        .filter(|n| n.has_tag_name("text"))
+        .map(|n| n.text().unwrap_or_default().trim().to_string())
+        .collect()
+}
+
+/// The `width` and `height` of an SVG document.
+fn svg_size(svg: &str) -> (u32, u32) {
+    let doc = roxmltree::Document::parse(svg).unwrap();
+    let get = |a: &str| doc.root_element().attribute(a).unwrap().trim_end_matches("px").parse().unwrap();
+    (get("width"), get("height"))
+}
+
+/// A PNG of `size` that is a drawing: many colours, some near `colour`.
+fn assert_png(png: &[u8], size: (u32, u32), colour: [u8; 3]) {
+    let img = image::load_from_memory(png).unwrap().to_rgb8();
+    assert_eq!((img.width(), img.height()), size);
+    let colours: std::collections::HashSet<[u8; 3]> = img.pixels().map(|p| p.0).collect();
+    assert!(colours.len() > 20, "{} colours", colours.len());
+    let near = |p: &image::Rgb<u8>| p.0.iter().zip(colour).all(|(&a, b)| a.abs_diff(b) < 24);
+    assert!(img.pixels().filter(|p| near(p)).count() > 50, "no pixels near {colour:?}");
+}
+
 #[test]
-fn png_decodes_with_the_layout_size() {
+fn pr_figure_svg_is_xml_with_the_labels_as_written() {
     let figs = pr_figures(&multi_eval());
-    let png = plot_png::encode(&plot_png::render(&figs[0])).unwrap();
-    let img = image::load_from_memory(&png).unwrap();
-    let l = plot::Layout::new(1);
-    assert_eq!((img.width(), img.height()), (l.width, l.height));
-    // The curve's colour is drawn somewhere.
-    let rgb = img.to_rgb8();
-    assert!(rgb.pixels().any(|p| p.0 == plot::colour(0)));
-    // Many labels make the figure taller so the legend fits.
-    assert!(plot::Layout::new(60).height > l.height);
+    assert_eq!(figs.iter().map(|f| f.key.as_str()).collect::<Vec<_>>(), ["majority", "minority", "rare"]);
+    // Rare has two labels but one without positives: no curve for it.
+    assert_eq!(figs.iter().map(|f| f.series.len()).collect::<Vec<_>>(), [1, 1, 1]);
+    let fig = PrFigure { series: figs.iter().flat_map(|f| f.series.clone()).collect(), ..figs[0].clone() };
+    let texts = svg_texts(&fig.svg().unwrap());
+    for want in ["Majority labels: precision vs recall", "3 labels, best AP first", "Recall", "Precision"] {
+        assert!(texts.iter().any(|t| t == want), "no '{want}' in {texts:?}");
+    }
+    // Every label with its AP, in the legend; the floor labelled on its line and in the legend.
+    for s in &fig.series {
+        assert!(texts.contains(&s.name), "no '{}' in {texts:?}", s.name);
+        assert!(texts.contains(&format!("{:.3}", s.ap.unwrap())), "{texts:?}");
+    }
+    assert!(texts.iter().any(|t| t == "cap | sleeve"));
+    assert_eq!(texts.iter().filter(|t| *t == "precision floor 0.6").count(), 2, "{texts:?}");
+    // The group without curves says so.
+    let empty = PrFigure { series: vec![], ..figs[0].clone() };
+    assert!(svg_texts(&empty.svg().unwrap()).iter().any(|t| t.contains("no label of this group has positives")));
+}
+
+#[test]
+fn pr_figure_png_is_a_drawing_the_size_of_the_svg() {
+    let figs = pr_figures(&multi_eval());
+    let size = svg_size(&figs[0].svg().unwrap());
+    assert_png(&figs[0].png().unwrap(), size, [31, 119, 180]);
+}
+
+/// A step series falling from precision `p0` to `p0 / 2` at full recall.
+fn fake_series(name: String, p0: f64) -> Series {
+    Series {
+        name,
+        ap: Some(p0 * 0.75),
+        points: vec![(0.0, 1.0), (0.0, p0), (0.5, p0), (0.5, p0 / 2.0), (1.0, p0 / 2.0)],
+    }
+}
+
+#[test]
+fn many_curves_are_split_into_panels_and_capped() {
+    let fig = |n: usize| PrFigure {
+        key: "minority".into(),
+        title: "Minority labels: precision vs recall".into(),
+        precision_floor: Some(0.6),
+        series: (0..n).map(|i| fake_series(format!("L{i:02}"), 0.2 + 0.7 * i as f64 / n as f64)).collect(),
+    };
+    let sizes = |f: &PrFigure| f.panels().iter().map(Vec::len).collect::<Vec<_>>();
+    assert_eq!(sizes(&fig(5)), [5]);
+    assert_eq!(sizes(&fig(12)), [6, 6]);
+    assert_eq!(sizes(&fig(17)), [6, 6, 5]);
+    assert_eq!(sizes(&fig(40)), [8; 4]);
+    assert!(sizes(&fig(40)).iter().all(|&n| n <= plot::CURVES_PER_PANEL));
+    // Past the cap: an even spread over the AP ranking, best and worst included, best first.
+    let big = fig(40);
+    let drawn: Vec<&str> = big.drawn().iter().map(|s| s.name.as_str()).collect();
+    assert_eq!((drawn.len(), drawn[0], drawn[31]), (32, "L39", "L00"));
+    let texts = svg_texts(&big.svg().unwrap());
+    assert!(texts.iter().any(|t| t.starts_with("32 of 40 labels drawn")), "{texts:?}");
+    let legend: Vec<&String> = texts.iter().filter(|t| t.starts_with('L') && t.len() == 3).collect();
+    assert_eq!(legend.len(), 32);
+    // Two panels side by side make the figure wider; four, taller too.
+    let (one, two, four) =
+        (svg_size(&fig(5).svg().unwrap()), svg_size(&fig(12).svg().unwrap()), svg_size(&big.svg().unwrap()));
+    assert!(two.0 > one.0 && two.1 == one.1 && four.1 > two.1, "{one:?} {two:?} {four:?}");
+    assert_png(&fig(12).png().unwrap(), two, [255, 127, 14]);
+}
+
+#[test]
+fn precision_axis_zooms_on_low_curves() {
+    let low = PrFigure {
+        key: "rare".into(),
+        title: "Rare labels: precision vs recall".into(),
+        precision_floor: Some(0.6),
+        series: vec![fake_series("a".into(), 0.12), fake_series("b".into(), 0.05)],
+    };
+    // The point at recall 0 (precision 1 by convention) does not count.
+    assert_eq!(low.precision_top(), 0.2);
+    let texts = svg_texts(&low.svg().unwrap());
+    assert!(texts.iter().any(|t| t == "precision floor 0.6 (no curve reaches it)"), "{texts:?}");
+    assert!(texts.iter().any(|t| t == "0.20") && !texts.iter().any(|t| t == "0.60"), "{texts:?}");
+    let high = PrFigure { series: vec![fake_series("c".into(), 0.9)], ..low.clone() };
+    assert_eq!(high.precision_top(), 1.0);
+    let mid = PrFigure { series: vec![fake_series("c".into(), 0.45)], ..low };
+    assert_eq!(mid.precision_top(), 0.5);
+}
+
+const CLASSIFIER_JSONL: &str = r#"{"epoch":1,"images_per_s":812.5,"lr":0.003,"seconds":2.7,"step":70,"train_loss":2.1,"val_macro_map":0.31,"val_top1":0.42}
+{"epoch":2,"images_per_s":830.1,"lr":0.003,"seconds":2.6,"step":140,"train_loss":1.6,"val_macro_map":null,"val_top1":0.55}
+{"epoch":3,"images_per_s":829.0,"lr":0.003,"seconds":2.6,"step":210,"train_loss":1.9,"val_macro_map":0.47,"val_top1":0.61}
+{"epoch":3,"images_per_s":829.0,"lr":0.003,"seconds":2.6,"step":210,"train_loss":1.2,"val_macro_map":0.52,"val_top1":0.66}
+{"epoch":4,"train_loss":1.1,"val_ma"#;
+
+#[test]
+fn training_curves_read_metrics_jsonl() {
+    let c = training_curves_from_jsonl(CLASSIFIER_JSONL).unwrap();
+    // Epoch 3 logged twice keeps its last line; the cut-short last line is left out.
+    assert_eq!(c.epochs, [1, 2, 3]);
+    assert_eq!(c.losses.len(), 1);
+    assert_eq!((c.losses[0].key.as_str(), &c.losses[0].values), ("train_loss", &vec![Some(2.1), Some(1.6), Some(1.2)]));
+    let keys: Vec<&str> = c.validation.iter().map(|m| m.key.as_str()).collect();
+    assert_eq!(keys, ["val_macro_map", "val_top1"]);
+    assert_eq!(c.validation[0].values, [Some(0.31), None, Some(0.52)]);
+    assert_eq!(c.validation.iter().map(Metric::label).collect::<Vec<_>>(), ["macro mAP", "top-1 accuracy"]);
+    // Embedding runs log other metrics; a run without validation has none.
+    let emb = training_curves_from_jsonl(
+        "{\"epoch\":1,\"train_loss\":0.9,\"val_map_at_r\":0.2,\"val_recall@1\":0.5}\n\
+         {\"epoch\":2,\"train_loss\":0.7,\"val_map_at_r\":0.3,\"val_recall@1\":0.6}\n",
+    )
+    .unwrap();
+    assert_eq!(emb.validation.iter().map(Metric::label).collect::<Vec<_>>(), ["MAP@R", "recall@1"]);
+    let plain = training_curves_from_jsonl("{\"epoch\":1,\"train_loss\":0.9}\n").unwrap();
+    assert!(plain.validation.is_empty());
+    // A broken line in the middle is an error naming it; so is a line without an epoch.
+    let e = training_curves_from_jsonl("{\"epoch\":1,\"train_loss\":0.9}\n{oops\n{\"epoch\":2}\n").unwrap_err();
+    assert!(e.to_string().contains("line 2"), "{e}");
+    let e = training_curves_from_jsonl("{\"train_loss\":0.9}\n").unwrap_err();
+    assert!(e.to_string().contains("line 1") && e.to_string().contains("'epoch'"), "{e}");
+}
+
+#[test]
+fn training_curves_figure_has_both_panels() {
+    let dir = scratch("curves");
+    let c = training_curves_from_jsonl(CLASSIFIER_JSONL).unwrap();
+    let paths = write_training_curves(&dir, &c).unwrap();
+    assert_eq!(paths, [dir.join("curves.svg"), dir.join("curves.png")]);
+    let svg = std::fs::read_to_string(&paths[0]).unwrap();
+    let texts = svg_texts(&svg);
+    // Each series in the legend with its last value.
+    let legend = ["training loss 1.200", "macro mAP 0.520", "top-1 accuracy 0.660"];
+    for want in ["Training curves", "3 epochs", "Loss", "Validation", "Epoch"].iter().chain(&legend) {
+        assert!(texts.iter().any(|t| t == want), "no '{want}' in {texts:?}");
+    }
+    let two = svg_size(&svg);
+    assert_png(&std::fs::read(&paths[1]).unwrap(), two, [31, 119, 180]);
+    // Without validation metrics: the loss panel alone, narrower; one epoch still draws.
+    let one = training_curves_from_jsonl("{\"epoch\":1,\"train_loss\":0.9}\n").unwrap();
+    let svg = one.svg().unwrap();
+    assert!(svg_size(&svg).0 < two.0);
+    assert!(!svg_texts(&svg).iter().any(|t| t == "Validation"));
+    assert_png(&one.png().unwrap(), svg_size(&svg), [31, 119, 180]);
+    let none = training_curves_from_jsonl("").unwrap();
+    assert!(write_training_curves(&dir, &none).is_err());
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

@@ -1,6 +1,6 @@
-//! A small RFC 4180 reader: quoted fields (with `""` escapes and line breaks inside quotes),
-//! CRLF or LF line ends, a UTF-8 byte-order mark. It keeps the line number of every record so
-//! that errors can point at the line a user has to fix.
+//! CSV files read with the `csv` crate (RFC 4180: quoted fields with `""` escapes and line
+//! breaks inside quotes, CRLF or LF line ends), plus a UTF-8 byte-order mark. It keeps the line
+//! number of every record so that errors can point at the line a user has to fix.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -55,12 +55,10 @@ pub fn read_table(path: &Path, delimiter: u8) -> Result<Table> {
 /// Parses CSV text; `path` only names the source in errors.
 pub fn parse_table(path: &Path, text: &str, delimiter: u8) -> Result<Table> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut rows = parse_records(path, text, delimiter as char)?;
-    rows.retain(|(_, r)| !(r.len() == 1 && r[0].is_empty()));
-    if rows.is_empty() {
+    let mut rows = read_records(path, text, delimiter)?.into_iter();
+    let Some((_, header)) = rows.next() else {
         return Err(Error::file(path, "the CSV file is empty; it needs a header line and one line per image"));
-    }
-    let (_, header) = rows.remove(0);
+    };
     let header: Vec<String> = header.into_iter().map(|h| h.trim().to_string()).collect();
     check_header(path, &header)?;
     let mut records = Vec::with_capacity(rows.len());
@@ -99,58 +97,56 @@ fn check_header(path: &Path, header: &[String]) -> Result<()> {
     Ok(())
 }
 
-type Record = (usize, Vec<String>);
-
-fn parse_records(path: &Path, text: &str, delim: char) -> Result<Vec<Record>> {
+/// Every record (the header too) with the 1-based line it starts on. Blank lines are skipped.
+fn read_records(path: &Path, text: &str, delimiter: u8) -> Result<Vec<(usize, Vec<String>)>> {
+    // Flexible: a ragged row is reported below with its line and a hint, not as the crate's error.
+    let mut reader =
+        csv::ReaderBuilder::new().delimiter(delimiter).has_headers(false).flexible(true).from_reader(text.as_bytes());
     let mut out = Vec::new();
-    let mut rec = Vec::new();
-    let mut field = String::new();
-    let (mut line, mut start_line, mut quote_line) = (1usize, 1usize, 0usize);
-    let mut in_quotes = false;
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if in_quotes {
-            match c {
-                '"' if chars.peek() == Some(&'"') => {
-                    chars.next();
-                    field.push('"');
-                }
-                '"' => in_quotes = false,
-                '\n' => {
-                    line += 1;
-                    field.push(c);
-                }
-                _ => field.push(c),
-            }
-            continue;
-        }
-        match c {
-            '"' if field.is_empty() => {
-                in_quotes = true;
-                quote_line = line;
-            }
-            c if c == delim => rec.push(std::mem::take(&mut field)),
-            '\r' if chars.peek() == Some(&'\n') => {}
-            '\n' => {
-                rec.push(std::mem::take(&mut field));
-                out.push((start_line, std::mem::take(&mut rec)));
-                line += 1;
-                start_line = line;
-            }
-            _ => field.push(c),
-        }
+    let mut start = 0;
+    for rec in reader.records() {
+        let rec = rec.map_err(|e| {
+            let line = e.position().map_or(String::new(), |p| format!("line {}: ", p.line()));
+            Error::file(path, format!("{line}{e}"))
+        })?;
+        let pos = rec.position().expect("the csv reader gives every record its position");
+        // The position is where the reader stood after the previous record: before that record's
+        // line end (the `\n` of a CRLF) and any blank lines, which the reader then skips.
+        let skipped = &text.as_bytes()[pos.byte() as usize..];
+        let skipped = &skipped[..skipped.iter().take_while(|b| matches!(b, b'\r' | b'\n')).count()];
+        start = pos.byte() as usize + skipped.len();
+        let line = pos.line() as usize + skipped.iter().filter(|&&b| b == b'\n').count();
+        out.push((line, rec.iter().map(str::to_string).collect()));
     }
-    if in_quotes {
-        return Err(Error::file(
-            path,
-            format!("line {quote_line}: a quoted field is never closed; add the closing '\"'"),
-        ));
-    }
-    if !field.is_empty() || !rec.is_empty() {
-        rec.push(field);
-        out.push((start_line, rec));
+    // The reader takes an unclosed quote as running to the end of the file, without an error;
+    // only the last record can hold one.
+    if let Some((line, _)) = out.last() {
+        if ends_inside_quotes(&text.as_bytes()[start..], delimiter) {
+            return Err(Error::file(
+                path,
+                format!("line {line}: a quoted field is never closed; add the closing '\"'"),
+            ));
+        }
     }
     Ok(out)
+}
+
+/// Whether `raw` ends inside a quoted field, with the csv reader's rules: a quote opens one only
+/// at the start of a field, and `""` inside it is a quote.
+fn ends_inside_quotes(raw: &[u8], delimiter: u8) -> bool {
+    let (mut inside, mut field_start) = (false, true);
+    let mut bytes = raw.iter().peekable();
+    while let Some(&b) = bytes.next() {
+        if inside {
+            if b == b'"' && bytes.next_if_eq(&&b'"').is_none() {
+                inside = false;
+            }
+        } else {
+            inside = b == b'"' && field_start;
+            field_start = b == delimiter || b == b'\n' || b == b'\r';
+        }
+    }
+    inside
 }
 
 impl Table {

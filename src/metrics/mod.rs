@@ -1,8 +1,8 @@
 //! Evaluation of a trained classifier on a held-out split: average precision per label (exactly
 //! as scikit-learn computes it), precision-recall curves, operating thresholds at a precision
 //! floor, single-label accuracy and confusion, many/medium/few and majority/minority/rare label
-//! groups, and reports as JSON, markdown, SVG and PNG; and the retrieval metrics of an embedding
-//! model (recall@k, R-precision, MAP@R: [`retrieval`]).
+//! groups, reports as JSON and markdown, and figures (PR curves, training curves) as SVG and PNG;
+//! and the retrieval metrics of an embedding model (recall@k, R-precision, MAP@R: [`retrieval`]).
 //!
 //! Labels without a positive sample in the evaluation split have no AP (`None`, `null` in JSON,
 //! `-` in tables) and are left out of every mean. scikit-learn instead scores them 0 with a
@@ -10,12 +10,11 @@
 
 pub mod ap;
 pub mod confusion;
-mod font;
+pub mod curves;
+mod figure;
 pub mod groups;
 pub mod input;
 pub mod plot;
-pub mod plot_png;
-pub mod plot_svg;
 pub mod report;
 pub mod retrieval;
 pub mod table1;
@@ -24,6 +23,7 @@ pub mod threshold;
 pub use crate::nn::checkpoint::write_atomic;
 pub use ap::{average_precision, mean_defined, pr_curve, ApSummary, PrCurve};
 pub use confusion::{argmax_rows, ConfusionMatrix};
+pub use curves::{training_curves_from_jsonl, write_training_curves, Curves, Metric};
 pub use groups::{Rarity, RaritySplit, Shot, ShotSplit};
 pub use input::{multi_hot, Predictions, Truth};
 pub use plot::{pr_figures, write_pr_figures, PrFigure, Series};
