@@ -979,3 +979,190 @@ fn compare_a_grid_of_beta_and_gamma_names_the_winners() {
     let err = fails(&train_args(csv.to_str().unwrap(), dir.join("t").to_str().unwrap(), &["--beta", "0.9,0.99"]));
     assert!(err.contains("compare trains a grid"), "{err}");
 }
+
+/// `n` 16×16 gray PNGs of identities `item0`… (each identity a band at its own row, `per`
+/// images each) in two verticals A and B, and a CSV `file,item,v`.
+fn items(dir: &Path, ids: usize, per: usize) -> PathBuf {
+    std::fs::create_dir_all(dir.join("images")).unwrap();
+    let mut csv = String::from("file,item,v\n");
+    for id in 0..ids {
+        for k in 0..per {
+            let img = image::GrayImage::from_fn(16, 16, |x, y| {
+                let band = y as usize == id % 16 || x as usize == (id * 5) % 16;
+                image::Luma([if band { 220 } else { ((x * 3 + y * 7 + k as u32 * 11) % 50) as u8 }])
+            });
+            let name = format!("{id:02}-{k}.png");
+            img.save(dir.join("images").join(&name)).unwrap();
+            csv += &format!("{name},item{id},{}\n", if id % 2 == 0 { "A" } else { "B" });
+        }
+    }
+    let path = dir.join("items.csv");
+    std::fs::write(&path, csv).unwrap();
+    path
+}
+
+const EMBED_TINY: &[&str] = &[
+    "--task",
+    "embedding",
+    "--label-column",
+    "item",
+    "--vertical-column",
+    "v",
+    "--growth-rate",
+    "4",
+    "--blocks",
+    "1,1",
+    "--embedding-dim",
+    "8",
+    "--p",
+    "3",
+    "--k",
+    "2",
+    "--epochs",
+    "1",
+    "--val-fraction",
+    "0.3",
+];
+
+/// [`EMBED_TINY`] with the flags `extra` gives replaced by its values.
+fn embed_tiny<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut out = Vec::new();
+    for pair in EMBED_TINY.chunks(2) {
+        if !extra.contains(&pair[0]) {
+            out.extend_from_slice(pair);
+        }
+    }
+    out.extend_from_slice(extra);
+    out
+}
+
+/// Specialists per vertical, a model distilled from them, retrieval evaluation, an index and a
+/// search, and the mistakes each of them refuses.
+#[test]
+fn embedding_specialists_distill_evaluate_embed_and_search() {
+    let dir = temp("embedding");
+    let csv = items(&dir, 12, 4);
+    let csv_s = csv.to_str().unwrap();
+    let run = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let (a, b, unified) = (run("a"), run("b"), run("unified"));
+    for (out, v) in [(&a, "A"), (&b, "B")] {
+        let mut args = vec!["train", "--data", csv_s, "--out", out, "--vertical", v];
+        args.extend_from_slice(EMBED_TINY);
+        let (_, err) = ok_both(&args);
+        assert!(err.contains("val Recall@1") && err.contains("MAP@R"), "{err}");
+        assert!(err.contains("kept the 24 rows of v") && err.contains("left out 24 rows"), "{err}");
+    }
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("a/config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["task"], "embedding");
+    assert_eq!(cfg["embedding"]["verticals"], serde_json::json!(["A"]));
+    assert_eq!(cfg["embedding"]["dim"], 8);
+    assert_eq!(cfg["loss"], "triplet-batch-hard");
+
+    // Retrieval evaluation: the standard keys, per vertical.
+    let md = ok(&["eval", "--model", &a]);
+    assert!(md.contains("MAP@R") && md.contains("| A |"), "{md}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("a/eval.json")).unwrap()).unwrap();
+    for key in ["recall@1", "recall@2", "recall@4", "recall@8", "r_precision", "map_at_r", "queries"] {
+        assert!(json.get(key).is_some(), "{key}: {json}");
+    }
+    assert!(json["per_vertical"]["A"].is_object(), "{json}");
+    // Against a gallery; an empty gallery is refused.
+    ok(&["eval", "--model", &a, "--data", csv_s, "--label-column", "item", "--gallery", csv_s, "--out", &run("ga")]);
+    let empty = dir.join("empty.csv");
+    std::fs::write(&empty, "file,item,v\n").unwrap();
+    let err = fails(&["eval", "--model", &a, "--gallery", empty.to_str().unwrap(), "--out", &run("ge")]);
+    assert!(err.contains("empty.csv") && err.contains("no data lines"), "{err}");
+
+    // Distillation: the teachers' embeddings are computed once and reused on resume.
+    let mut args = vec!["distill", "--teacher", &a, "--teacher", &b, "--data", csv_s, "--out", &unified];
+    args.extend_from_slice(&[
+        "--label-column",
+        "item",
+        "--vertical-column",
+        "v",
+        "--growth-rate",
+        "4",
+        "--blocks",
+        "1,1",
+    ]);
+    args.extend_from_slice(&["--epochs", "1", "--batch-size", "8", "--val-fraction", "0.3"]);
+    let (_, err) = ok_both(&args);
+    assert!(err.contains("computed 2 teachers' embeddings") && err.contains("val Recall@1"), "{err}");
+    assert!(dir.join("unified/teachers.safetensors").is_file());
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("unified/config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["loss"], "distill-l2");
+    assert_eq!(cfg["embedding"]["teachers"].as_array().unwrap().len(), 2);
+    let (_, err) = ok_both(&["train", "--resume", &unified, "--epochs", "2"]);
+    assert!(!err.contains("computed") && err.contains("epoch 2/2"), "{err}");
+    // A teacher trained again: its embeddings are computed anew.
+    let mut args = vec!["train", "--data", csv_s, "--out", &a, "--vertical", "A", "--overwrite"];
+    args.extend(embed_tiny(&["--seed", "1"]));
+    ok(&args);
+    let (_, err) = ok_both(&["train", "--resume", &unified, "--epochs", "3"]);
+    assert!(err.contains("other teachers' weights") && err.contains("computed 2 teachers' embeddings"), "{err}");
+
+    // Index and search: the catalogue's images with their labels; a query finds itself first.
+    let index = run("catalogue.safetensors");
+    let (_, err) = ok_both(&["embed", "--model", &unified, "--data", csv_s, "--label-column", "item", "--out", &index]);
+    assert!(err.contains("48 embeddings of dimension 8, with labels"), "{err}");
+    let query = dir.join("images/05-1.png");
+    let json = ok(&[
+        "search",
+        "--model",
+        &unified,
+        "--index",
+        &index,
+        "--top-k",
+        "3",
+        "--format",
+        "json",
+        query.to_str().unwrap(),
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let nearest = v[0]["nearest"].as_array().unwrap();
+    assert_eq!(nearest.len(), 3);
+    assert!(nearest[0]["image"].as_str().unwrap().ends_with("05-1.png") && nearest[0]["label"] == "item5", "{json}");
+
+    // What each refuses, by name.
+    let err = fails(&["search", "--model", &a, "--index", &index, query.to_str().unwrap()]);
+    assert!(err.contains("made by model") && err.contains("rebuild the index"), "{err}");
+    let broken = dir.join("broken.png");
+    std::fs::write(&broken, b"not an image").unwrap();
+    let err = fails(&["search", "--model", &unified, "--index", &index, broken.to_str().unwrap()]);
+    assert!(err.contains("broken.png") && err.contains("cannot decode"), "{err}");
+    let classifier = run("classifier");
+    ok(&train_args(&fixture(&dir.join("cls"), 24).to_string_lossy(), &classifier, &[]));
+    let distill = |teachers: &[&str], extra: &[&str]| {
+        let mut args = vec!["distill"];
+        for t in teachers {
+            args.extend(["--teacher", t]);
+        }
+        args.extend_from_slice(&["--data", csv_s, "--label-column", "item", "--vertical-column", "v", "--out"]);
+        let out = run("bad-distill");
+        let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        args.push(out);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        fails(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let err = distill(&[&a, &classifier], &[]);
+    assert!(err.contains("is a classifier run"), "{err}");
+    let err = distill(&[&a, &a], &[]);
+    assert!(err.contains("two teachers for vertical 'A'"), "{err}");
+    let wide = run("wide");
+    let mut args = vec!["train", "--data", csv_s, "--out", &wide, "--vertical", "B"];
+    args.extend(embed_tiny(&["--embedding-dim", "5"]));
+    ok(&args);
+    let err = distill(&[&a, &wide], &[]);
+    assert!(err.contains("differ in dimension"), "{err}");
+    let mut args = vec!["train", "--data", csv_s, "--out", &wide, "--overwrite", "--vertical", "C"];
+    args.extend_from_slice(EMBED_TINY);
+    let err = fails(&args);
+    assert!(err.contains("'C' is not a value of column 'v'") && err.contains("A (24)"), "{err}");
+    let mut args = vec!["train", "--data", csv_s, "--out", &wide, "--overwrite"];
+    args.extend(embed_tiny(&["--p", "40"]));
+    let err = fails(&args);
+    assert!(err.contains("P = 40") || err.contains("40 labels"), "{err}");
+}

@@ -590,7 +590,7 @@ fn retrieval_per_group_by_hand() {
     let json: serde_json::Value = serde_json::from_str(&cpu.to_json().unwrap()).unwrap();
     assert_eq!(json["recall@2"], 1.0);
     assert_eq!(json["queries"], 4);
-    assert_eq!(json["per_group"]["shoes"]["map_at_r"], 1.0);
+    assert_eq!(json["per_vertical"]["shoes"]["map_at_r"], 1.0);
     assert_eq!(RetrievalReport::from_json(&cpu.to_json().unwrap()).unwrap(), cpu);
     let md = cpu.to_markdown();
     assert!(md.contains("| all | 4 | 0.500 | 1.000 | 1.000 | 1.000 | 0.500 | 0.500 |"), "{md}");

@@ -181,12 +181,13 @@ impl Sums {
 }
 
 /// The report: overall figures at the top level (keys `recall@1` … `queries`), and with groups
-/// the same per group name under `per_group`.
+/// the same per group name under `per_vertical` (the groups tailor searches within are an
+/// apparel catalogue's verticals).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RetrievalReport {
     #[serde(flatten)]
     pub overall: RetrievalScores,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(rename = "per_vertical", default, skip_serializing_if = "BTreeMap::is_empty")]
     pub per_group: BTreeMap<String, RetrievalScores>,
 }
 

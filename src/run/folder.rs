@@ -179,6 +179,15 @@ pub fn append_metrics(dir: &Path, record: &EpochRecord) -> Result<()> {
     writeln!(f, "{line}").map_err(|e| Error::file(&path, format!("cannot write: {e}")))
 }
 
+/// Draws `curves.png` and `curves.svg` from the run's `metrics.jsonl`.
+pub fn write_curves(dir: &Path) -> Result<()> {
+    let path = dir.join("metrics.jsonl");
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::file(&path, format!("cannot read: {e}")))?;
+    let curves = metrics::curves::training_curves_from_jsonl(&text).map_err(|e| Error::file(&path, e))?;
+    metrics::curves::write_training_curves(dir, &curves)?;
+    Ok(())
+}
+
 /// The report's markdown plus, for single-label data, per-class accuracy and the confusion
 /// matrix: what eval.md holds and `tailor eval` prints.
 pub fn full_markdown(r: &EvalReport) -> String {

@@ -427,6 +427,10 @@ fn train_in(
         };
         folder::save_checkpoint(&dir, ck, &mut cfg, epoch + 1).inspect_err(|_| cfg.best = before)?;
         folder::append_metrics(&dir, &record)?;
+        // The figure of the run so far; a failure to draw it is no reason to stop training.
+        if let Err(e) = folder::write_curves(&dir) {
+            on(Event::Warning(format!("the training curves were not drawn: {e}")));
+        }
         trained = epoch + 1;
         if let Some(best) = stopped_early(&cfg, settings, epoch + 1) {
             on(Event::EarlyStop { epoch: epoch + 1, best, patience: settings.patience.unwrap_or(0) });
