@@ -3,7 +3,8 @@
 
 1,000 queries against galleries of 10,000 and 100,000 random unit vectors (D = 128, float32),
 k = 10: squared distances from one matrix product (|q|^2 + |g|^2 - 2 q.g^T), np.argpartition for
-the k smallest, then a sort of those k. Prints queries/s (median of a few runs) per gallery size.
+the k smallest, then a sort of those k. Prints queries/s (median of a few runs) and CPU seconds
+per search (all threads) per gallery size.
 numpy's BLAS uses every core unless told otherwise (OPENBLAS_NUM_THREADS / OMP_NUM_THREADS).
 
     pip install numpy && python3 scripts/search_numpy.py [--reps 5]
@@ -50,12 +51,18 @@ def main():
         d = np.linalg.norm(gallery.astype(np.float64) - queries[0].astype(np.float64), axis=1)
         assert idx[0, 0] == np.argmin(d), "numpy search disagrees with the float64 scan"
         times = []
+        cpu0 = time.process_time()
         for _ in range(a.reps):
             t = time.perf_counter()
             search(queries, gallery, gallery_sq, a.k)
             times.append(time.perf_counter() - t)
+        cpu = (time.process_time() - cpu0) / a.reps
         med = float(np.median(times))
-        print(f"{a.queries} queries x {g} gallery, D={a.dim}, k={a.k}: {med * 1e3:.1f} ms, {a.queries / med:.0f} queries/s")
+        print(
+            f"{a.queries} queries x {g} gallery, D={a.dim}, k={a.k}: {med * 1e3:.1f} ms median of {a.reps} "
+            f"({a.queries / med:.0f} queries/s; min {min(times) * 1e3:.1f} ms, max {max(times) * 1e3:.1f} ms), "
+            f"{cpu:.2f} CPU-s per search"
+        )
 
 
 if __name__ == "__main__":

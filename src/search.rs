@@ -372,7 +372,8 @@ mod tests {
         assert_eq!(p, IndexError::NotAnIndex("files"));
         let p = write("notensor.safetensors", &|sd| sd.tensors.clear());
         assert_eq!(p, IndexError::NotAnIndex("embeddings"));
-        let inconsistent: [(&str, &dyn Fn(&mut StateDict), &str); 4] = [
+        type Edit<'a> = &'a dyn Fn(&mut StateDict);
+        let inconsistent: [(&str, Edit, &str); 4] = [
             (
                 "files.safetensors",
                 &|sd| {

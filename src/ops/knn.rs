@@ -375,8 +375,8 @@ impl GpuGallery {
     pub fn search(&self, gpu: &Gpu, queries: &[f32], k: usize, opts: &SearchOptions) -> Result<Neighbours> {
         let (nq, own) = check_search(queries, self.len, self.dim, k, self.groups.as_ref().map(|_| self.len), opts)?;
         let plan = plan(gpu, nq, self.len, self.dim, k, opts)?;
-        let mut out = Neighbours { queries: nq, k, indices: Vec::with_capacity(nq * k), distances: Vec::new() };
-        out.distances.reserve(nq * k);
+        let (indices, distances) = (Vec::with_capacity(nq * k), Vec::with_capacity(nq * k));
+        let mut out = Neighbours { queries: nq, k, indices, distances };
         if nq == 0 {
             return Ok(out);
         }
