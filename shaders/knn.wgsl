@@ -14,11 +14,16 @@
 // index first) built in. Finding the k-th smallest pair digit by digit (8 bits at a time, key
 // then index) costs a few passes over the candidates whatever k is (k = 1 and k = G alike), and
 // the selected set is exact, with no tolerance anywhere. Index digits are only looked at when
-// several candidates share the k-th key. The list is then sorted once, at the end (bitonic,
-// k log² k per query). Later chunks only count candidates no farther than the old list's
-// k-th (no nearer one can be displaced by a farther one), so after the first chunk the passes
-// touch few atomics.
+// several candidates share the k-th key. The list is sorted once, at the end: by rank in
+// workgroup memory when it fits a workgroup, else bitonically (k log² k per query).
 //
+// What keeps it cheap (on lavapipe each storage load is a loop over the lanes, so passes over
+// the chunk dominate): a bound, a key with at least k pairs at or below it (the old list's
+// k-th; in the first chunk the k-th smallest of the threads' minima). Pairs beyond it cannot be
+// among the k nearest and are never counted; those within it, usually a few dozen, are copied
+// to workgroup memory once, and the digit passes and the gather read only them. So a chunk
+// costs two passes over its keys (one in the first chunk without a bound when k > WG: more).
+
 // Lists are `stride` pairs per query (a power of two ≥ k); entries past the selected ones are
 // (NONE, NONE), which sort last and read back as "no neighbour".
 
@@ -80,22 +85,20 @@ struct KeyParams {
 @group(0) @binding(5) var<storage, read> qgroup: array<u32>;
 @group(0) @binding(6) var<storage, read> ggroup: array<u32>;
 
+// Workgroup row y is query y, so its norm, own item and group are loaded once per workgroup.
 @compute @workgroup_size(WG)
-fn knn_keys(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * WG;
-    if (i >= kp.queries * kp.cols) { return; }
-    let q = i / kp.cols;
-    let j = i % kp.cols;
+fn knn_keys(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let q = wid.y;
+    let j = gid.x;
+    if (j >= kp.cols) { return; }
+    let qn = qnorm[q];
+    let own = qself[q];
+    let group = qgroup[q];
+    let i = q * kp.cols + j;
     var key = NONE;
-    if (j < kp.count) {
-        var ok = qself[q] != kp.first + j;
-        if (kp.groups != 0u) {
-            ok = ok && qgroup[q] == ggroup[kp.gg_off + j];
-        }
-        if (ok) {
-            let d2 = (qnorm[q] + gnorm[kp.gn_off + j]) - 2.0 * bitcast<f32>(keys_io[i]);
-            key = bitcast<u32>(sqrt(max(d2, 1e-12)));
-        }
+    if (j < kp.count && own != kp.first + j && (kp.groups == 0u || group == ggroup[kp.gg_off + j])) {
+        let d2 = (qn + gnorm[kp.gn_off + j]) - 2.0 * bitcast<f32>(keys_io[i]);
+        key = bitcast<u32>(sqrt(max(d2, 1e-12)));
     }
     keys_io[i] = key;
 }
@@ -121,6 +124,13 @@ struct SelectParams {
 
 var<workgroup> hist: array<atomic<u32>, 256>;
 var<workgroup> sh_bound: atomic<u32>;
+var<workgroup> sh_min_bound: atomic<u32>;
+var<workgroup> sh_min: array<u32, WG>;
+// Up to KEEP pairs within the bound (sh_n_kept counts them all, kept or not).
+const KEEP: u32 = 256u;
+var<workgroup> sh_kept_pairs: array<vec2<u32>, KEEP>;
+var<workgroup> sh_n_kept: atomic<u32>;
+var<workgroup> sh_kept: u32;
 var<workgroup> sh_count: atomic<u32>;
 // The k-th smallest pair found so far, digit by digit: key prefix, index prefix, the rank still
 // sought among the pairs that share the prefix, and whether the selection is settled.
@@ -129,15 +139,42 @@ var<workgroup> sh_idx: u32;
 var<workgroup> sh_rank: u32;
 var<workgroup> sh_done: u32;
 
-// Item t of query q: the old list's entries first, then the chunk's real items. Items that are
-// not candidates are (NONE, NONE), so that they are all equal and never split by an index digit.
-fn item(q: u32, t: u32, n_old: u32) -> vec2<u32> {
-    if (t < n_old) {
-        return list_in[q * sp.stride + t];
-    }
-    let j = t - n_old;
-    let key = chunk_keys[q * sp.cols + j];
+// The pairs of query q are the old list's `n_old` entries and the chunk's real items; a chunk
+// item that is not a candidate is (NONE, NONE), so that all of them are equal and never split
+// by an index digit. The two are looped over separately (a branch per item would load both).
+fn chunk_pair(j: u32, key: u32) -> vec2<u32> {
     return vec2(key, select(sp.first + j, NONE, key == NONE));
+}
+
+// Counts pair e in the histogram of this round's digit if its fixed digits match the prefix.
+fn count_pair(e: vec2<u32>, on_key: bool, shift: u32, high: u32, key_pre: u32, idx_pre: u32) {
+    var v = e.x;
+    var matches = (e.x & high) == (key_pre & high);
+    if (!on_key) {
+        v = e.y;
+        matches = e.x == key_pre && (e.y & high) == (idx_pre & high);
+    }
+    if (matches) {
+        atomicAdd(&hist[(v >> shift) & 255u], 1u);
+    }
+}
+
+// Copies pair e to workgroup memory if it is within the bound and there is room.
+fn keep_pair(e: vec2<u32>, bound: u32) {
+    if (e.x <= bound) {
+        let at = atomicAdd(&sh_n_kept, 1u);
+        if (at < KEEP) {
+            sh_kept_pairs[at] = e;
+        }
+    }
+}
+
+// Appends pair e to the new list if it is a candidate at or before the k-th, (tk, ti).
+fn gather_pair(e: vec2<u32>, base: u32, tk: u32, ti: u32) {
+    if (e.x != NONE && (e.x < tk || (e.x == tk && e.y <= ti))) {
+        let at = atomicAdd(&sh_count, 1u);
+        list_out[base + at] = e;
+    }
 }
 
 @compute @workgroup_size(WG)
@@ -148,13 +185,18 @@ fn knn_select(
 ) {
     let q = group_index(wid, nwg);
     let n_old = select(0u, sp.k, sp.prev != 0u);
-    let total = n_old + sp.count;
+    let base = q * sp.stride;
+    let row = q * sp.cols;
 
-    // Bound: the old list's largest key. A chunk item farther than that cannot displace any of
-    // the k old entries, so it is left out of every count.
+    // A bound: a key with at least k pairs at or below it, so that farther pairs, which cannot
+    // be among the k nearest, are left out of every count. After the first chunk, the old
+    // list's largest key (its k entries are at or below it); in the first, when k ≤ WG, the
+    // k-th smallest of the threads' minima over the chunk (k distinct items are at or below it).
     if (lid == 0u) {
         atomicStore(&sh_bound, select(NONE, 0u, sp.prev != 0u));
+        atomicStore(&sh_min_bound, NONE);
         atomicStore(&sh_count, 0u);
+        atomicStore(&sh_n_kept, 0u);
         sh_key = 0u;
         sh_idx = 0u;
         sh_rank = sp.k;
@@ -167,10 +209,45 @@ fn knn_select(
     }
     workgroupBarrier();
     for (var t = lid; t < n_old; t += WG) {
-        atomicMax(&sh_bound, list_in[q * sp.stride + t].x);
+        atomicMax(&sh_bound, list_in[base + t].x);
+    }
+    if (sp.k <= WG && sp.prev == 0u) {
+        var m = NONE;
+        for (var j = lid; j < sp.count; j += WG) {
+            m = min(m, chunk_keys[row + j]);
+        }
+        sh_min[lid] = m;
+        workgroupBarrier();
+        // This thread's rank among the minima (ties by thread), and the k-th's value.
+        var rank = 0u;
+        for (var i = 0u; i < WG; i++) {
+            let o = sh_min[i];
+            rank += u32(o < m || (o == m && i < lid));
+        }
+        if (rank == sp.k - 1u) {
+            atomicMin(&sh_min_bound, m);
+        }
     }
     workgroupBarrier();
-    let bound = atomicLoad(&sh_bound);
+    let bound = min(atomicLoad(&sh_bound), atomicLoad(&sh_min_bound));
+
+    // The pairs within the bound, copied to workgroup memory when they fit: usually a few dozen
+    // of the chunk's thousands, and every later pass reads only them.
+    for (var t = lid; t < n_old; t += WG) {
+        keep_pair(list_in[base + t], bound);
+    }
+    for (var j = lid; j < sp.count; j += WG) {
+        let key = chunk_keys[row + j];
+        if (key <= bound) {
+            keep_pair(chunk_pair(j, key), bound);
+        }
+    }
+    workgroupBarrier();
+    if (lid == 0u) {
+        sh_kept = atomicLoad(&sh_n_kept);
+    }
+    let kept = workgroupUniformLoad(&sh_kept);
+    let compact = kept <= KEEP;
 
     // Passes 0..3: the key's bytes, high first; 4..7: the index's, among pairs with the key.
     for (var round = 0u; round < 8u; round++) {
@@ -184,17 +261,22 @@ fn knn_select(
         let high = ~(NONE >> (8u * (round % 4u))); // the bytes already fixed
         let key_pre = sh_key;
         let idx_pre = sh_idx;
-        for (var t = lid; t < total; t += WG) {
-            let e = item(q, t, n_old);
-            if (e.x > bound) { continue; }
-            var v = e.x;
-            var matches = (e.x & high) == (key_pre & high);
-            if (!on_key) {
-                v = e.y;
-                matches = e.x == key_pre && (e.y & high) == (idx_pre & high);
+        if (compact) {
+            for (var t = lid; t < kept; t += WG) {
+                count_pair(sh_kept_pairs[t], on_key, shift, high, key_pre, idx_pre);
             }
-            if (matches) {
-                atomicAdd(&hist[(v >> shift) & 255u], 1u);
+        } else {
+            for (var t = lid; t < n_old; t += WG) {
+                let e = list_in[base + t];
+                if (e.x <= bound) {
+                    count_pair(e, on_key, shift, high, key_pre, idx_pre);
+                }
+            }
+            for (var j = lid; j < sp.count; j += WG) {
+                let key = chunk_keys[row + j];
+                if (key <= bound) {
+                    count_pair(chunk_pair(j, key), on_key, shift, high, key_pre, idx_pre);
+                }
             }
         }
         workgroupBarrier();
@@ -237,16 +319,20 @@ fn knn_select(
         workgroupBarrier();
     }
 
-    // Gather the pairs up to (key, idx) = the k-th, then pad with (NONE, NONE).
-    let tk = workgroupUniformLoad(&sh_key);
-    let ti = sh_idx;
-    let base = q * sp.stride;
-    for (var t = lid; t < total; t += WG) {
-        let e = item(q, t, n_old);
-        let chosen = e.x != NONE && e.x <= bound && (e.x < tk || (e.x == tk && e.y <= ti));
-        if (chosen) {
-            let at = atomicAdd(&sh_count, 1u);
-            list_out[base + at] = e;
+    // Gather the pairs up to (key, idx) = the k-th (never past the bound), then pad with
+    // (NONE, NONE).
+    let tk = min(workgroupUniformLoad(&sh_key), bound);
+    let ti = select(sh_idx, NONE, tk < sh_key);
+    if (compact) {
+        for (var t = lid; t < kept; t += WG) {
+            gather_pair(sh_kept_pairs[t], base, tk, ti);
+        }
+    } else {
+        for (var t = lid; t < n_old; t += WG) {
+            gather_pair(list_in[base + t], base, tk, ti);
+        }
+        for (var j = lid; j < sp.count; j += WG) {
+            gather_pair(chunk_pair(j, chunk_keys[row + j]), base, tk, ti);
         }
     }
     workgroupBarrier();
@@ -268,6 +354,8 @@ struct SortParams {
 @group(0) @binding(0) var<uniform> op: SortParams;
 @group(0) @binding(1) var<storage, read_write> list_sort: array<vec2<u32>>;
 
+var<workgroup> sh_pairs: array<vec2<u32>, WG>;
+
 fn pair_less(a: vec2<u32>, b: vec2<u32>) -> bool {
     return a.x < b.x || (a.x == b.x && a.y < b.y);
 }
@@ -279,6 +367,25 @@ fn knn_sort(
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
     let base = group_index(wid, nwg) * op.stride;
+    if (op.stride <= WG) {
+        // A list that fits the workgroup: each entry goes straight to its rank (equal entries,
+        // the (NONE, NONE) padding, ranked by position).
+        var e = vec2(NONE, NONE);
+        if (lid < op.stride) {
+            e = list_sort[base + lid];
+        }
+        sh_pairs[lid] = e;
+        workgroupBarrier();
+        if (lid < op.stride) {
+            var rank = 0u;
+            for (var i = 0u; i < op.stride; i++) {
+                let o = sh_pairs[i];
+                rank += u32(pair_less(o, e) || (all(o == e) && i < lid));
+            }
+            list_sort[base + rank] = e;
+        }
+        return;
+    }
     let pairs = op.stride / 2u;
     for (var size = 2u; size <= op.stride; size *= 2u) {
         for (var half = size / 2u; half > 0u; half /= 2u) {

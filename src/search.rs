@@ -372,8 +372,8 @@ mod tests {
         assert_eq!(p, IndexError::NotAnIndex("files"));
         let p = write("notensor.safetensors", &|sd| sd.tensors.clear());
         assert_eq!(p, IndexError::NotAnIndex("embeddings"));
-        type Case<'a> = (&'a str, &'a dyn Fn(&mut StateDict), &'a str);
-        let inconsistent: [Case; 4] = [
+        type Edit<'a> = &'a dyn Fn(&mut StateDict);
+        let inconsistent: [(&str, Edit, &str); 4] = [
             (
                 "files.safetensors",
                 &|sd| {

@@ -129,8 +129,8 @@ pub fn plan(gpu: &Gpu, queries: usize, gallery: usize, dim: usize, k: usize, opt
     if stride * 8 > limit {
         return Err(too_large(format!("a list of {k} neighbours"), stride * 8));
     }
-    // The GEMM's grid: 16 query rows per workgroup in y, at most 65535 of them.
-    let mut q_block = opts.query_block.unwrap_or(DEFAULT_QUERY_BLOCK).clamp(1, queries.max(1)).min(65535 * 16);
+    // The distance kernel's grid has one query per workgroup row: at most 65535.
+    let mut q_block = opts.query_block.unwrap_or(DEFAULT_QUERY_BLOCK).clamp(1, queries.max(1)).min(65535);
     q_block = q_block.min(limit / (stride * 8)).min(limit / (dim * 4)).min(limit / 16).max(1);
     let want = match opts.chunk {
         Some(c) => c.max(1).next_multiple_of(4),
@@ -375,8 +375,8 @@ impl GpuGallery {
     pub fn search(&self, gpu: &Gpu, queries: &[f32], k: usize, opts: &SearchOptions) -> Result<Neighbours> {
         let (nq, own) = check_search(queries, self.len, self.dim, k, self.groups.as_ref().map(|_| self.len), opts)?;
         let plan = plan(gpu, nq, self.len, self.dim, k, opts)?;
-        let mut out = Neighbours { queries: nq, k, indices: Vec::with_capacity(nq * k), distances: Vec::new() };
-        out.distances.reserve(nq * k);
+        let (indices, distances) = (Vec::with_capacity(nq * k), Vec::with_capacity(nq * k));
+        let mut out = Neighbours { queries: nq, k, indices, distances };
         if nq == 0 {
             return Ok(out);
         }
@@ -469,7 +469,7 @@ impl GpuGallery {
                 constants: &[("WG", 256.0)],
                 params: bytemuck::bytes_of(&kp),
                 buffers: &[keys, qn, gn, own, qg, gg],
-                workgroups: grid(ceil_div(nb * cols, 256)),
+                workgroups: [ceil_div(cols, 256), nb as u32, 1],
             })?);
             let list_bytes = (nb * plan.stride * 8) as u64;
             let sp = SelectParams {
