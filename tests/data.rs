@@ -92,6 +92,24 @@ fn csv_lines_count_blank_lines_and_crlf() {
 }
 
 #[test]
+fn a_label_of_two_columns_joins_their_values() {
+    let d = csv_set(
+        "two-columns",
+        "file,type,colour\na.png,Tshirts,Blue\nb.png,Tshirts,Red\nc.png,Tshirts,Blue\nd.png,Shoes,\n",
+    );
+    let ds = load_csv(&CsvSpec::new(d.join("labels.csv"), LabelSource::Column("type+colour".into())), &rgb4()).unwrap();
+    assert_eq!(ds.label_names, ["Tshirts+Blue", "Tshirts+Red"]);
+    assert_eq!(ds.targets, Targets::Single(vec![0, 1, 0]));
+    assert!(ds.warnings.join("").contains("skipped 1 row(s) with a missing 'type+colour'"), "{:?}", ds.warnings);
+    // A column whose own name holds '+' is that column; a part that is no column is named.
+    let d = csv_set("plus-column", "file,a+b\na.png,x\n");
+    let ds = load_csv(&CsvSpec::new(d.join("labels.csv"), LabelSource::Column("a+b".into())), &rgb4()).unwrap();
+    assert_eq!(ds.label_names, ["x"]);
+    let e = err(load_csv(&CsvSpec::new(d.join("labels.csv"), LabelSource::Column("a+c".into())), &rgb4()));
+    assert!(e.contains("'a+c'"), "{e}");
+}
+
+#[test]
 fn csv_missing_column_names_it_and_lists_columns() {
     // Messages name settings as the command line's flags, as `tailor` prints them.
     tailor::setting::name_settings_as(tailor::setting::Naming::Flags);

@@ -23,7 +23,8 @@ pub struct DataArgs {
     /// A CSV file (one row per image) or a folder of MNIST-style IDX files.
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Single-label: the column holding each image's class (default: `label`).
+    /// Single-label: the column holding each image's class (default: `label`); `a+b`: the values
+    /// of columns a and b together (e.g. `articleType+baseColour`).
     #[arg(long)]
     pub label_column: Option<String>,
     /// Multi-label: columns whose `column=value` pairs are the labels, e.g. `colour,season`.

@@ -74,8 +74,9 @@ pub fn image_files(spec: &CsvSpec, label_column: &str) -> Result<(Vec<PathBuf>, 
     let records: Vec<usize> = (0..table.records.len()).collect();
     let dir = image_dir(spec, &table, file_col);
     let paths = image_paths(&table, &records, file_col, &dir)?;
-    let labels =
-        table.column(label_column).ok().map(|c| records.iter().map(|&r| table.cell(r, c).to_string()).collect());
+    let labels = label_columns_of(&table, label_column).ok().map(|cols| {
+        records.iter().map(|&r| cols.iter().map(|&c| table.cell(r, c)).collect::<Vec<_>>().join("+")).collect()
+    });
     Ok((paths, labels))
 }
 
@@ -148,13 +149,19 @@ fn hint_image_column(e: Error, spec: &CsvSpec) -> Error {
 type Labels = (Vec<usize>, Targets, Vec<String>);
 
 fn single_label(table: &Table, name: &str, missing: &[String], warnings: &mut Vec<String>) -> Result<Labels> {
-    let col = table.column(name)?;
-    let (mut records, mut skipped) = (Vec::new(), Vec::new());
+    let cols = label_columns_of(table, name)?;
+    let value = |r: usize| -> Option<String> {
+        let cells: Vec<&str> = cols.iter().map(|&c| table.cell(r, c)).collect();
+        (!cells.iter().any(|v| is_missing(v, missing))).then(|| cells.join("+"))
+    };
+    let (mut records, mut values, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
     for r in 0..table.records.len() {
-        if is_missing(table.cell(r, col), missing) {
-            skipped.push(table.lines[r]);
-        } else {
-            records.push(r);
+        match value(r) {
+            Some(v) => {
+                records.push(r);
+                values.push(v);
+            }
+            None => skipped.push(table.lines[r]),
         }
     }
     if records.is_empty() {
@@ -174,12 +181,25 @@ fn single_label(table: &Table, name: &str, missing: &[String], warnings: &mut Ve
             some_lines(&skipped)
         ));
     }
-    let mut names: Vec<String> =
-        records.iter().map(|&r| table.cell(r, col).to_string()).collect::<BTreeSet<_>>().into_iter().collect();
+    let mut names: Vec<String> = values.iter().cloned().collect::<BTreeSet<_>>().into_iter().collect();
     sort_label_names(&mut names);
-    let ids: Vec<u32> =
-        records.iter().map(|&r| names.iter().position(|n| n == table.cell(r, col)).unwrap() as u32).collect();
+    let index = label_index(&names);
+    let ids: Vec<u32> = values.iter().map(|v| index[v.as_str()]).collect();
     Ok((records, Targets::Single(ids), names))
+}
+
+/// The columns a single-label `name` reads: the column of that name, or for `a+b` (where no
+/// column has that name) the columns `a` and `b`, whose values together make the label
+/// (`Tshirts+Blue`: the same article type and colour, for retrieval).
+fn label_columns_of(table: &Table, name: &str) -> Result<Vec<usize>> {
+    match table.column(name) {
+        Ok(c) => Ok(vec![c]),
+        Err(e) if name.contains('+') => {
+            let parts: Result<Vec<usize>> = name.split('+').map(|p| table.column(p.trim())).collect();
+            parts.map_err(|_| e)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// "line 3, 5, 9, …": the first few of `lines`.
