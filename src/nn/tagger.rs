@@ -13,7 +13,7 @@ use crate::data::image::{load_input, FitCounts};
 use crate::data::{ImageSpec, Normalize};
 use crate::error::{Error, Result};
 use crate::run::folder::{load_thresholds, model_file, Weights};
-use crate::run::RunConfig;
+use crate::run::{RunConfig, Task};
 use crate::Gpu;
 
 pub struct Tagger {
@@ -55,6 +55,13 @@ impl Tagger {
     pub fn load_weights(gpu: Arc<Gpu>, dir: impl AsRef<Path>, batch: usize, which: Weights) -> Result<Tagger> {
         let dir = dir.as_ref();
         let run = RunConfig::load(dir)?;
+        if run.task == Task::Embedding {
+            return Err(Error::file(
+                dir,
+                "is an embedding model, which tags nothing: search a catalogue with it (tailor embed and tailor \
+                 search, or nn::embedder::Embedder)",
+            ));
+        }
         let mut model = Model::new(gpu, run.model.clone(), 0)?;
         let (weights, _) = model_file(dir, &run, which);
         model.load_own_state_dict(&StateDict::load(&weights)?, &weights)?;

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::config::{Choice, RunSettings, WeightingKind};
+use super::config::{Choice, RunSettings, Task, WeightingKind};
 use super::eval::{evaluate_on, EvalSettings};
 use super::train::{train_on, Start};
 use super::{folder, prepare, Event};
@@ -48,6 +48,9 @@ pub fn compare_grid(
     overwrite: bool,
     on: &mut dyn FnMut(Event),
 ) -> Result<GridComparison> {
+    if settings.task != Task::Classify {
+        return Err(Error::setting(Setting::Task, settings.task, "weighting schemes are compared for classifiers"));
+    }
     if settings.weighting != WeightingKind::Iew {
         return Err(Error::Invalid(format!(
             "a grid of β and γ trains IEW (β is its effective number's), so {} {} has no effect; drop it",
@@ -129,6 +132,9 @@ pub fn compare(
     overwrite: bool,
     on: &mut dyn FnMut(Event),
 ) -> Result<Comparison> {
+    if settings.task != Task::Classify {
+        return Err(Error::setting(Setting::Task, settings.task, "weighting schemes are compared for classifiers"));
+    }
     if settings.weighting != WeightingKind::Iew {
         return Err(Error::Invalid(format!(
             "compare trains all three schemes (NW, IFW, IEW), so {} {} has no effect; drop it",
