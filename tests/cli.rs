@@ -872,6 +872,12 @@ fn new_user_stumbles_are_caught_early_and_explained() {
     let run = dir.join("run");
     let run_s = run.to_str().unwrap();
     ok(&train_args(csv_s, run_s, &[]));
+    // The run draws its training curves.
+    assert!(run.join("curves.png").is_file() && run.join("curves.svg").is_file());
+    // eval.md says what puts a label in each group, in samples of this training set.
+    ok(&["eval", "--model", run_s]);
+    let md = std::fs::read_to_string(run.join("eval.md")).unwrap();
+    assert!(md.contains("| many | > 100 samples |") && md.contains("| rare | share < 1% (< 1 samples) |"), "{md}");
 
     // Only the flags a command uses: eval and weights take no input size or colour.
     for args in [
@@ -947,6 +953,10 @@ fn new_user_stumbles_are_caught_early_and_explained() {
     let (_, err) = ok_both(&train_args(thin_csv.to_str().unwrap(), dir.join("t").to_str().unwrap(), &[]));
     assert!(err.contains("fewer than 5 training samples: owl (1)") && err.contains("--min-samples 5"), "{err}");
     assert!(err.contains("no validation samples: owl"), "{err}");
+
+    // weights counts labels without decoding an image (a damaged one does not stop it).
+    let (text, _) = ok_both(&["weights", "--data", bad_csv.to_str().unwrap()]);
+    assert!(text.contains("cat") && text.contains("IEW"), "{text}");
 
     // weights: counts are whole numbers, and β = 1 is IFW's limit.
     let err = fails(&["weights", "--counts", "5,-1"]);
