@@ -181,6 +181,10 @@ fn train_resume_eval_predict() {
     sd.metadata.clear();
     sd.save(&bare).unwrap();
     let logits = |v: &serde_json::Value| v[0]["logits"].clone();
+    // `--model` scores with the best epoch's weights, which need not be the last (model.safetensors):
+    // compare with the run's last epoch, asked for by --last.
+    let last = ok(&["predict", "--model", run_s, "--last", "--format", "json", "--logits", img.to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_str(&last).unwrap();
     for w in [&weights, &bare] {
         let json = ok(&[
             "predict",
