@@ -4,18 +4,19 @@
 //! distillation. The same weights in give the same embeddings, losses, gradients and three Adam
 //! steps out.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+mod fixture;
+
 use std::sync::Arc;
 
 use tailor::graph::LossKind;
-use tailor::nn::checkpoint::StateDict;
 use tailor::nn::densenet::DenseNetConfig;
 use tailor::nn::model::Model;
 use tailor::nn::optim::OptimizerConfig;
 use tailor::nn::predict::Predictor;
 use tailor::nn::train::{Targets, TrainConfig, Trainer};
 use tailor::Gpu;
+
+use fixture::{assert_close, gpu, load, max_abs, Fixture};
 
 const CASES: [&str; 3] = ["triplet_batch_hard", "triplet_batch_all", "distill_l2"];
 
@@ -38,42 +39,6 @@ const STEP_LOSS_RTOL: f64 = 5e-5;
 const PARAM_ATOL: f64 = 1.8e-3;
 const STATS_ATOL: f64 = 2.5e-4;
 
-struct Fixture {
-    t: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
-    init: StateDict,
-}
-
-fn fixture() -> Fixture {
-    let dir = std::env::var("TAILOR_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"));
-    let path = dir.join("embedding_tiny.safetensors");
-    assert!(path.is_file(), "fixture {} not found (set TAILOR_FIXTURES)", path.display());
-    let all = StateDict::load(&path).unwrap();
-    let mut init = StateDict::default();
-    for (k, v) in &all.tensors {
-        if let Some(n) = k.strip_prefix("init.") {
-            init.tensors.insert(n.to_string(), v.clone());
-        }
-    }
-    for (k, v) in &all.counters {
-        if let Some(n) = k.strip_prefix("init.") {
-            init.counters.insert(n.to_string(), *v);
-        }
-    }
-    Fixture { t: all.tensors, init }
-}
-
-impl Fixture {
-    fn get(&self, k: &str) -> &[f32] {
-        &self.t.get(k).unwrap_or_else(|| panic!("fixture has no '{k}'")).1
-    }
-
-    fn labels(&self) -> Vec<u32> {
-        self.get("labels").iter().map(|&v| v as u32).collect()
-    }
-}
-
 /// `torchvision.models.DenseNet(growth_rate=8, block_config=(2, 2), num_init_features=16,
 /// bn_size=2, num_classes=16)` with the normalised embedding head.
 fn config() -> DenseNetConfig {
@@ -84,11 +49,6 @@ fn config() -> DenseNetConfig {
     c.bn_size = 2;
     c.l2_normalize = true;
     c
-}
-
-fn gpu() -> Arc<Gpu> {
-    tailor::ops::tune::set_mode(tailor::ops::tune::Mode::Off);
-    Gpu::new().expect("no GPU adapter: run scripts/install-lavapipe.sh")
 }
 
 fn model(g: &Arc<Gpu>, f: &Fixture) -> Model {
@@ -122,46 +82,30 @@ fn step(t: &mut Trainer, f: &Fixture, case: &str) -> Vec<(u64, f32)> {
     if case == "distill_l2" {
         t.step(&input, Targets::Embeddings(f.get("teacher"))).unwrap()
     } else {
-        t.step(&input, Targets::Classes(&f.labels())).unwrap()
+        t.step(&input, Targets::Classes(&f.labels("labels"))).unwrap()
     }
-}
-
-fn max_abs(v: &[f32]) -> f64 {
-    v.iter().fold(0.0f64, |m, &x| m.max(x.abs() as f64))
-}
-
-/// The largest |got − want|, after checking that every element is within `atol`.
-fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f64) -> f64 {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    let mut worst = 0.0f64;
-    for (i, (&a, &b)) in got.iter().zip(want).enumerate() {
-        let err = ((a - b) as f64).abs();
-        assert!(err <= atol, "{what}[{i}]: {a} vs PyTorch {b} (tolerance {atol})");
-        worst = worst.max(err);
-    }
-    worst
 }
 
 #[test]
 fn eval_embeddings_match_pytorch() {
-    eval_parity(&gpu(), &fixture());
+    eval_parity(&gpu(), &load("embedding_tiny"));
 }
 
 #[test]
 fn train_embeddings_losses_and_gradients_match_pytorch() {
-    train_parity(&gpu(), &fixture());
+    train_parity(&gpu(), &load("embedding_tiny"));
 }
 
 #[test]
 fn three_adam_steps_match_pytorch() {
-    adam_parity(&gpu(), &fixture());
+    adam_parity(&gpu(), &load("embedding_tiny"));
 }
 
 /// The same parity with kernels planned as for a GPU (`Gpu::set_gpu_plans`): the DenseNet in
 /// front of the head runs the batch norms and 1×1 GEMMs a real GPU gets.
 #[test]
 fn parity_holds_with_kernels_planned_for_a_gpu() {
-    let (g, f) = (gpu(), fixture());
+    let (g, f) = (gpu(), load("embedding_tiny"));
     g.set_gpu_plans(true);
     eval_parity(&g, &f);
     train_parity(&g, &f);
@@ -248,7 +192,7 @@ fn adam_parity(g: &Arc<Gpu>, f: &Fixture) {
 /// embeddings of the wrong size are typed errors, not panics.
 #[test]
 fn mismatched_targets_and_weights_are_refused() {
-    let (g, f) = (gpu(), fixture());
+    let (g, f) = (gpu(), load("embedding_tiny"));
     let cfg = |loss, class_weights| TrainConfig {
         batch: 8,
         height: 32,
@@ -261,7 +205,7 @@ fn mismatched_targets_and_weights_are_refused() {
     assert!(matches!(e, tailor::Error::Shape { .. }), "{e}");
     let mut t = Trainer::new(model(&g, &f), cfg(LossKind::DistillL2, Vec::new())).unwrap();
     let input = f.get("input").to_vec();
-    let e = t.step(&input, Targets::Classes(&f.labels())).err().unwrap();
+    let e = t.step(&input, Targets::Classes(&f.labels("labels"))).err().unwrap();
     assert!(matches!(e, tailor::Error::Invalid(_)), "{e}");
     let e = t.step(&input, Targets::Embeddings(&[0.0; 8])).err().unwrap();
     assert!(matches!(e, tailor::Error::Shape { .. }), "{e}");

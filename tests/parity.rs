@@ -1,8 +1,8 @@
 //! End-to-end parity with PyTorch (`../shared/fixtures/densenet_tiny.*`, see its README): the
 //! same weights in give the same logits, losses, gradients and Adam/AdamW steps out.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+mod fixture;
+
 use std::sync::Arc;
 
 use tailor::graph::LossKind;
@@ -15,37 +15,7 @@ use tailor::nn::train::{Targets, TrainConfig, Trainer};
 use tailor::nn::weights::{class_weights, Weighting};
 use tailor::Gpu;
 
-struct Fixture {
-    t: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
-    init: StateDict,
-}
-
-fn fixture() -> Fixture {
-    let dir = std::env::var("TAILOR_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"));
-    let path = dir.join("densenet_tiny.safetensors");
-    assert!(path.is_file(), "fixture {} not found (set TAILOR_FIXTURES)", path.display());
-    let all = StateDict::load(&path).unwrap();
-    let mut init = StateDict::default();
-    for (k, v) in &all.tensors {
-        if let Some(n) = k.strip_prefix("init.") {
-            init.tensors.insert(n.to_string(), v.clone());
-        }
-    }
-    for (k, v) in &all.counters {
-        if let Some(n) = k.strip_prefix("init.") {
-            init.counters.insert(n.to_string(), *v);
-        }
-    }
-    Fixture { t: all.tensors, init }
-}
-
-impl Fixture {
-    fn get(&self, k: &str) -> &[f32] {
-        &self.t.get(k).unwrap_or_else(|| panic!("fixture has no '{k}'")).1
-    }
-}
+use fixture::{assert_close, gpu, load, max_abs, Fixture};
 
 fn config() -> DenseNetConfig {
     let mut c = DenseNetConfig::densenet121(5);
@@ -56,29 +26,12 @@ fn config() -> DenseNetConfig {
     c
 }
 
-fn gpu() -> Arc<Gpu> {
-    // Heuristic conv tiles: no timing, and the user's tile cache stays untouched.
-    tailor::ops::tune::set_mode(tailor::ops::tune::Mode::Off);
-    Gpu::new().expect("no GPU adapter: run scripts/install-lavapipe.sh")
-}
-
 fn model(g: &Arc<Gpu>, f: &Fixture, memory_efficient: bool) -> Model {
     let mut c = config();
     c.memory_efficient = memory_efficient;
     let mut m = Model::new(g.clone(), c, 0).unwrap();
     m.load_state_dict(&f.init).unwrap();
     m
-}
-
-fn max_abs(v: &[f32]) -> f64 {
-    v.iter().fold(0.0f64, |m, &x| m.max(x.abs() as f64))
-}
-
-fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f64) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    for (i, (&a, &b)) in got.iter().zip(want).enumerate() {
-        assert!(((a - b) as f64).abs() <= atol, "{what}[{i}]: {a} vs PyTorch {b} (tolerance {atol})");
-    }
 }
 
 fn weights(f: &Fixture, scheme: &str) -> Vec<f32> {
@@ -117,17 +70,17 @@ fn step(t: &mut Trainer, f: &Fixture, kind: &str) -> Vec<(u64, f32)> {
 
 #[test]
 fn eval_logits_match_pytorch() {
-    eval_parity(&gpu(), &fixture());
+    eval_parity(&gpu(), &load("densenet_tiny"));
 }
 
 #[test]
 fn train_logits_losses_and_gradients_match_pytorch() {
-    train_parity(&gpu(), &fixture());
+    train_parity(&gpu(), &load("densenet_tiny"));
 }
 
 #[test]
 fn three_adam_and_adamw_steps_match_pytorch() {
-    adam_parity(&gpu(), &fixture());
+    adam_parity(&gpu(), &load("densenet_tiny"));
 }
 
 /// The same parity with a device that binds at most 24 KiB per storage binding: the input
@@ -137,7 +90,7 @@ fn three_adam_and_adamw_steps_match_pytorch() {
 /// tolerances.
 #[test]
 fn parity_holds_with_batches_bound_in_chunks() {
-    let (g, f) = (gpu(), fixture());
+    let (g, f) = (gpu(), load("densenet_tiny"));
     let whole = trainer(&g, &f, "softmax", "nw", OptimizerKind::Adam, false).dispatch_count();
     g.set_binding_limit(Some(24 << 10));
     let chunked = trainer(&g, &f, "softmax", "nw", OptimizerKind::Adam, false).dispatch_count();
@@ -153,7 +106,7 @@ fn parity_holds_with_batches_bound_in_chunks() {
 /// never runs. The pipelines must differ, or this would test nothing new.
 #[test]
 fn parity_holds_with_kernels_planned_for_a_gpu() {
-    let (g, f) = (gpu(), fixture());
+    let (g, f) = (gpu(), load("densenet_tiny"));
     let _cpu = trainer(&g, &f, "softmax", "nw", OptimizerKind::Adam, false);
     let cpu_pipelines = g.pipeline_count();
     g.set_gpu_plans(true);
@@ -246,7 +199,7 @@ fn adam_parity(g: &Arc<Gpu>, f: &Fixture) {
 
 #[test]
 fn resuming_from_saved_weights_and_optimizer_state_is_exact() {
-    let (g, f) = (gpu(), fixture());
+    let (g, f) = (gpu(), load("densenet_tiny"));
     let dir = std::env::temp_dir().join(format!("tailor-resume-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     // Uninterrupted: three AdamW steps.
