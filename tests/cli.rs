@@ -1,6 +1,8 @@
 //! The `tailor` binary end to end on small generated data: train, resume, eval, predict,
 //! weights, compare, and the errors bad input must give (non-zero exit, a message naming it).
 
+mod sample;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -47,31 +49,11 @@ fn fails(args: &[&str]) -> String {
 }
 
 fn temp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("tailor-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    sample::temp("cli", name)
 }
 
-/// `n` 16×16 gray PNGs of 3 classes (a bright band whose row depends on the class) and a CSV
-/// `file,label,tags,group`.
 fn fixture(dir: &Path, n: usize) -> PathBuf {
-    std::fs::create_dir_all(dir.join("images")).unwrap();
-    let mut csv = String::from("file,label,tags,group\n");
-    for i in 0..n {
-        let class = i % 3;
-        let img = image::GrayImage::from_fn(16, 16, |x, y| {
-            let band = (y as usize / 5) == class;
-            image::Luma([if band { 200 } else { ((x * 7 + y * 3 + i as u32) % 40) as u8 }])
-        });
-        let name = format!("{i:03}.png");
-        img.save(dir.join("images").join(&name)).unwrap();
-        let tags = ["a;b", "b", "a;c"][class];
-        csv += &format!("{name},{},{tags},g{}\n", ["cat", "dog", "owl"][class], i / 2);
-    }
-    let path = dir.join("labels.csv");
-    std::fs::write(&path, csv).unwrap();
-    path
+    sample::bands(dir, n)
 }
 
 fn train_args<'a>(csv: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {

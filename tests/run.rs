@@ -3,6 +3,8 @@
 //! failures an app matches by variant. This binary never switches to flag names, so messages
 //! here speak of configuration fields.
 
+mod sample;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -17,30 +19,11 @@ fn gpu() -> Arc<Gpu> {
 }
 
 fn temp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("tailor-run-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    sample::temp("run", name)
 }
 
-/// `n` 16×16 gray PNGs of 3 classes (a bright band whose row depends on the class) and a CSV
-/// `file,label`.
 fn fixture(dir: &Path, n: usize) -> PathBuf {
-    std::fs::create_dir_all(dir.join("images")).unwrap();
-    let mut csv = String::from("file,label\n");
-    for i in 0..n {
-        let class = i % 3;
-        let img = image::GrayImage::from_fn(16, 16, |x, y| {
-            let band = (y as usize / 5) == class;
-            image::Luma([if band { 200 } else { ((x * 7 + y * 3 + i as u32) % 40) as u8 }])
-        });
-        let name = format!("{i:03}.png");
-        img.save(dir.join("images").join(&name)).unwrap();
-        csv += &format!("{name},{}\n", ["cat", "dog", "owl"][class]);
-    }
-    let path = dir.join("labels.csv");
-    std::fs::write(&path, csv).unwrap();
-    path
+    sample::bands(dir, n)
 }
 
 /// A tiny network on `csv`: 1 epoch, a quarter for validation.
