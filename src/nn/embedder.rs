@@ -6,13 +6,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::checkpoint::StateDict;
 use super::model::Model;
 use super::predict::Predictor;
 use crate::data::image::{load_input, FitCounts};
 use crate::data::{Dataset, ImageSpec, Normalize};
 use crate::error::{Error, Result};
-use crate::run::folder::{model_file, model_fingerprint, Weights};
+use crate::run::folder::{load_model, model_fingerprint, Weights};
 use crate::run::{RunConfig, Task};
 use crate::search::{Hit, Index};
 use crate::Gpu;
@@ -49,9 +48,7 @@ impl Embedder {
                  specialists)",
             ));
         }
-        let mut model = Model::new(gpu, run.model.clone(), 0)?;
-        let (weights, _) = model_file(dir, &run, which);
-        model.load_own_state_dict(&StateDict::load(&weights)?, &weights)?;
+        let (model, weights, _) = load_model(gpu, dir, &run, which)?;
         let fingerprint = model_fingerprint(&weights)?;
         let (image, norm) = (run.preprocess.image_spec()?, run.preprocess.normalize());
         let mut e = Embedder::new(model, image, norm, fingerprint, batch)?;

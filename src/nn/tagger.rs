@@ -6,13 +6,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::checkpoint::StateDict;
 use super::model::Model;
 use super::predict::{sigmoid, softmax_rows, Predictor};
 use crate::data::image::{load_input, FitCounts};
 use crate::data::{ImageSpec, Normalize};
 use crate::error::{Error, Result};
-use crate::run::folder::{load_thresholds, model_file, Weights};
+use crate::run::folder::{load_model, load_thresholds, Weights};
 use crate::run::{RunConfig, Task};
 use crate::Gpu;
 
@@ -62,9 +61,7 @@ impl Tagger {
                  search, or nn::embedder::Embedder)",
             ));
         }
-        let mut model = Model::new(gpu, run.model.clone(), 0)?;
-        let (weights, _) = model_file(dir, &run, which);
-        model.load_own_state_dict(&StateDict::load(&weights)?, &weights)?;
+        let (model, _, _) = load_model(gpu, dir, &run, which)?;
         // A single-label run picks its top k and never reads its thresholds, so a broken
         // thresholds.json does not stand in its way.
         let thresholds =

@@ -14,9 +14,7 @@ use crate::error::{Error, Result};
 use crate::metrics::{
     self, retrieval_gpu, EvalOptions, EvalReport, Predictions, Retrieval, RetrievalGroups, RetrievalReport, Truth,
 };
-use crate::nn::checkpoint::StateDict;
 use crate::nn::embedder::Embedder;
-use crate::nn::model::Model;
 use crate::nn::predict::{sigmoid, softmax_rows, Predictor};
 use crate::setting::Setting;
 use crate::Gpu;
@@ -98,9 +96,7 @@ pub fn evaluate_on(
     }
     let image = cfg.preprocess.image_spec()?;
     // The weights are read (and checked against the configuration) before the images are.
-    let mut model = Model::new(gpu.clone(), cfg.model.clone(), 0)?;
-    let (weights, epoch) = folder::model_file(&s.model, &cfg, s.weights);
-    model.load_own_state_dict(&StateDict::load(&weights)?, &weights)?;
+    let (model, _, epoch) = folder::load_model(gpu.clone(), &s.model, &cfg, s.weights)?;
     let (ds, indices) = match &s.data {
         None => {
             let loaded;

@@ -3,11 +3,14 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::RunConfig;
 use crate::error::{Error, Result};
+use crate::gpu::Gpu;
 use crate::metrics::{self, EvalReport, Evaluation};
 use crate::nn::checkpoint::{write_all_atomic, write_atomic, StateDict, EPOCH_KEY};
+use crate::nn::model::Model;
 
 /// The files `train` and `eval` write into a run folder (and `pr_*` figures).
 pub const RUN_FILES: [&str; 12] = [
@@ -78,6 +81,20 @@ pub fn model_file(dir: &Path, cfg: &RunConfig, which: Weights) -> (PathBuf, Opti
         (Weights::Best, Some(b)) if best.is_file() && b.epoch != cfg.epochs_done => (best, Some(b.epoch)),
         _ => (dir.join("model.safetensors"), None),
     }
+}
+
+/// The run's network with the weights `which` picks ([`model_file`]): the file read and the
+/// best epoch it holds (`None`: the last). The weights are checked against the configuration.
+pub fn load_model(
+    gpu: Arc<Gpu>,
+    dir: &Path,
+    cfg: &RunConfig,
+    which: Weights,
+) -> Result<(Model, PathBuf, Option<usize>)> {
+    let mut model = Model::new(gpu, cfg.model.clone(), 0)?;
+    let (weights, epoch) = model_file(dir, cfg, which);
+    model.load_own_state_dict(&StateDict::load(&weights)?, &weights)?;
+    Ok((model, weights, epoch))
 }
 
 /// Saves the checkpoint after `epochs` epochs into `dir`: the model and the optimiser state
