@@ -10,8 +10,10 @@
 //! - `#for i in 0..N` … `#end`: repeat the body with `{{i}}` = 0, 1, …, N-1.
 //! - `#for a,b in x:y z:w` … `#end`: repeat the body once per item, the `:`-separated fields of each
 //!   item bound to the names in order (`{{a}}` = x, `{{b}}` = y, then z, w).
-//! - `#if a == x` / `#else` / `#end`: keep one branch, by a name bound by an enclosing `#for`.
+//! - `#if a == x` / `#else` / `#end`: keep one branch, by a name bound by an enclosing
+//!   `#for` or by the variant being expanded ([`expand_with`]).
 //! - `##` at the start of a line: a template comment, dropped.
+//!
 //! Lines without directives are copied with `{{name}}` replaced by the bound value.
 
 use std::collections::HashMap;
