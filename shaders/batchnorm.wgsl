@@ -221,7 +221,8 @@ fn chan(a: Stats, b: Stats) -> Stats {
 // workgroup; SG is the device's one subgroup size), one barrier, then every thread combines the
 // WG/SG subgroup results in a workgroup-uniform loop (cheap on llvmpipe, where every barrier
 // switches all of the workgroup's SIMD fibers: a tree over 256 threads took 9 of them).
-// Without subgroups the host passes SG = 1 and swaps the subgroupAdd call below for its argument.
+// Without subgroups the host passes SG = 1 and uses the template's variant without the subgroupAdd
+// call (a module that names it does not compile there).
 fn sg_add(v: vec4<f32>) -> vec4<f32> {
     if (SG == 1u) {
         return v;

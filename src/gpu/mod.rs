@@ -7,6 +7,7 @@ mod dispatch;
 mod needs;
 mod precompile;
 pub mod shaders;
+pub mod template;
 
 pub use buffer::host_available;
 pub use device::*;

@@ -254,13 +254,14 @@ fn subgroup_size(gpu: &Gpu, wg: usize) -> usize {
 }
 
 /// batchnorm.wgsl without its one subgroup operation, for devices without subgroups (SG = 1 never
-/// reaches it, but a module that names it does not compile there).
+/// reaches it, but a module that names it does not compile there): the template's variant
+/// `subgroups = no`.
 pub fn shader_without_subgroups() -> shaders::Shader {
     static SOURCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let source = SOURCE.get_or_init(|| {
-        let s = shaders::BATCHNORM.source;
-        assert_eq!(s.matches("subgroupAdd(v)").count(), 1, "batchnorm.wgsl: one subgroupAdd(v) expected");
-        s.replace("subgroupAdd(v)", "v")
+        // The template is checked by gpu::template's tests, which expand it on every run.
+        crate::gpu::template::expand_with(crate::gpu::template::BATCHNORM_TEMPLATE, &[("subgroups", "no")])
+            .expect("shaders/templates/batchnorm.wgsl.tmpl expands (tested in gpu::template)")
     });
     shaders::Shader { name: "batchnorm.wgsl (no subgroups)", source }
 }

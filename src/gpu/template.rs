@@ -1,0 +1,232 @@
+//! A small line-based template expander for the WGSL of `shaders/`.
+//!
+//! Why: several shaders are stamped copies of one body (entry points that differ in two names,
+//! register tiles unrolled by hand). The template in `shaders/templates/` is the one home of such
+//! code; the expanded `.wgsl` is checked in beside it (so `include_str!` and naga see plain WGSL) and
+//! a test regenerates every template and compares it byte for byte, so the two cannot drift.
+//! `TAILOR_REGEN=1 cargo test --lib gpu::template` rewrites the checked-in files instead.
+//!
+//! Syntax (directives are whole lines whose first non-blank text starts with `#`):
+//! - `#for i in 0..N` … `#end`: repeat the body with `{{i}}` = 0, 1, …, N-1.
+//! - `#for a,b in x:y z:w` … `#end`: repeat the body once per item, the `:`-separated fields of each
+//!   item bound to the names in order (`{{a}}` = x, `{{b}}` = y, then z, w).
+//! - `#if a == x` / `#else` / `#end`: keep one branch, by a name bound by an enclosing
+//!   `#for` or by the variant being expanded ([`expand_with`]).
+//! - `##` at the start of a line: a template comment, dropped.
+//!
+//! Lines without directives are copied with `{{name}}` replaced by the bound value.
+
+use std::collections::HashMap;
+
+/// Why a template does not expand: the line (1-based) and what is wrong there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateError {
+    pub line: usize,
+    pub message: String,
+}
+
+impl std::fmt::Display for TemplateError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "template line {}: {}", self.line, self.message)
+    }
+}
+
+/// Expands `source` (see the module docs) into WGSL.
+pub fn expand(source: &str) -> Result<String, TemplateError> {
+    expand_with(source, &[])
+}
+
+/// Expands `source` with `vars` bound at the top (the variant of a template, e.g. without subgroups).
+pub fn expand_with(source: &str, vars: &[(&str, &str)]) -> Result<String, TemplateError> {
+    let lines: Vec<&str> = source.split_inclusive('\n').collect();
+    let vars: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let mut out = String::new();
+    let end = block(&lines, 0, &vars, &mut out, true)?;
+    if end != lines.len() {
+        return Err(TemplateError {
+            line: end + 1,
+            message: "`#end` or `#else` without an opening `#for`/`#if`".into(),
+        });
+    }
+    Ok(out)
+}
+
+fn directive(line: &str) -> Option<&str> {
+    let t = line.trim();
+    t.strip_prefix('#').filter(|_| !t.starts_with("##"))
+}
+
+/// Expands lines from `start` until an unmatched `#end`/`#else` (or the end), returning its index.
+/// With `emit` false the lines are only walked (an untaken `#if` branch).
+fn block(
+    lines: &[&str],
+    start: usize,
+    vars: &HashMap<String, String>,
+    out: &mut String,
+    emit: bool,
+) -> Result<usize, TemplateError> {
+    let mut i = start;
+    while i < lines.len() {
+        let line = lines[i];
+        if line.trim_start().starts_with("##") {
+            i += 1;
+            continue;
+        }
+        let Some(d) = directive(line) else {
+            if emit {
+                out.push_str(&substitute(line, vars, i)?);
+            }
+            i += 1;
+            continue;
+        };
+        let err = |message: String| TemplateError { line: i + 1, message };
+        if d == "end" || d == "else" {
+            return Ok(i);
+        } else if let Some(rest) = d.strip_prefix("for ") {
+            let (names, items) = rest.split_once(" in ").ok_or_else(|| err("`#for` needs `NAMES in ITEMS`".into()))?;
+            let names: Vec<&str> = names.split(',').map(str::trim).collect();
+            let items = for_items(items.trim(), names.len()).map_err(err)?;
+            let mut close = i + 1;
+            if items.is_empty() || !emit {
+                close = block(lines, i + 1, vars, &mut String::new(), false)?;
+            }
+            for item in &items {
+                let mut inner = vars.clone();
+                for (n, v) in names.iter().zip(item) {
+                    inner.insert(n.to_string(), v.clone());
+                }
+                close = block(lines, i + 1, &inner, out, emit)?;
+            }
+            if close >= lines.len() || directive(lines[close]) != Some("end") {
+                return Err(err("`#for` without its `#end`".into()));
+            }
+            i = close + 1;
+        } else if let Some(cond) = d.strip_prefix("if ") {
+            let (name, value) = cond.split_once("==").ok_or_else(|| err("`#if` needs `NAME == VALUE`".into()))?;
+            let bound = vars.get(name.trim()).ok_or_else(|| err(format!("`{}` is not bound here", name.trim())))?;
+            let taken = bound == value.trim();
+            let mid = block(lines, i + 1, vars, out, emit && taken)?;
+            let close = if mid < lines.len() && directive(lines[mid]) == Some("else") {
+                block(lines, mid + 1, vars, out, emit && !taken)?
+            } else {
+                mid
+            };
+            if close >= lines.len() || directive(lines[close]) != Some("end") {
+                return Err(err("`#if` without its `#end`".into()));
+            }
+            i = close + 1;
+        } else {
+            // Not a directive of ours (WGSL has no `#` lines, so this is a typo in a template).
+            return Err(err(format!("unknown directive `#{d}`")));
+        }
+    }
+    Ok(i)
+}
+
+fn for_items(items: &str, arity: usize) -> Result<Vec<Vec<String>>, String> {
+    if let Some((a, b)) = items.split_once("..") {
+        let parse = |s: &str| s.trim().parse::<u32>().map_err(|_| format!("`{s}` is not a loop bound"));
+        let (a, b) = (parse(a)?, parse(b)?);
+        if arity != 1 {
+            return Err("a range binds one name".into());
+        }
+        return Ok((a..b).map(|k| vec![k.to_string()]).collect());
+    }
+    items
+        .split_whitespace()
+        .map(|item| {
+            let fields: Vec<String> = item.split(':').map(String::from).collect();
+            if fields.len() == arity {
+                Ok(fields)
+            } else {
+                Err(format!("`{item}` has {} fields for {arity} names", fields.len()))
+            }
+        })
+        .collect()
+}
+
+fn substitute(line: &str, vars: &HashMap<String, String>, i: usize) -> Result<String, TemplateError> {
+    let mut out = String::new();
+    let mut rest = line;
+    while let Some(open) = rest.find("{{") {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 2..];
+        let close = after.find("}}").ok_or(TemplateError { line: i + 1, message: "`{{` without `}}`".into() })?;
+        let name = after[..close].trim();
+        let value = vars
+            .get(name)
+            .ok_or_else(|| TemplateError { line: i + 1, message: format!("`{name}` is not bound here") })?;
+        out.push_str(value);
+        rest = &after[close + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// A template of `shaders/templates/`, the checked-in file of `shaders/` it expands to, and the
+/// names bound for that expansion.
+pub struct Template {
+    pub template: &'static str,
+    pub generated: &'static str,
+    pub vars: &'static [(&'static str, &'static str)],
+}
+
+/// Every checked-in generated shader. (Variants that no device needs in the same run, such as
+/// batch norm without subgroups, are expanded at run time from the embedded template instead.)
+pub const TEMPLATES: &[Template] = &[
+    Template { template: "gemm.wgsl.tmpl", generated: "gemm.wgsl", vars: &[] },
+    Template { template: "batchnorm.wgsl.tmpl", generated: "batchnorm.wgsl", vars: &[("subgroups", "yes")] },
+];
+
+/// The batch norm template, for its variant without subgroups.
+pub const BATCHNORM_TEMPLATE: &str = include_str!("../../shaders/templates/batchnorm.wgsl.tmpl");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn expands_ranges_lists_and_variants() {
+        let t = "#for i in 0..3\na{{i}}\n#end\n#for x,y in p:q r:s\n#if x == p\n{{y}}!\n#else\n{{y}}?\n#end\n#end\n## gone\nz\n";
+        assert_eq!(expand(t).unwrap(), "a0\na1\na2\nq!\ns?\nz\n");
+    }
+
+    #[test]
+    fn reports_the_line_of_a_bad_template() {
+        assert_eq!(expand("x\n#for i in 0..2\n{{j}}\n#end\n").unwrap_err().line, 3);
+        assert_eq!(expand("#for i in 0..2\nx\n").unwrap_err().line, 1);
+        assert_eq!(expand("#end\n").unwrap_err().line, 1);
+        assert_eq!(expand("#if v == x\ny\n#end\n").unwrap_err().line, 1);
+        assert_eq!(expand_with("#if v == x\ny\n#else\nz\n#end\n", &[("v", "w")]).unwrap(), "z\n");
+        assert!(expand("#loop\n").is_err());
+    }
+
+    #[test]
+    fn batchnorm_variant_without_subgroups_drops_the_subgroup_call() {
+        let yes = expand_with(BATCHNORM_TEMPLATE, &[("subgroups", "yes")]).unwrap();
+        let no = expand_with(BATCHNORM_TEMPLATE, &[("subgroups", "no")]).unwrap();
+        assert_eq!(yes.matches("subgroupAdd(").count(), 1);
+        assert_eq!(no.matches("subgroupAdd(").count(), 0);
+        assert_eq!(yes.replace("return subgroupAdd(v);", "return v;"), no);
+    }
+
+    /// Every checked-in generated shader is what its template expands to today; with
+    /// `TAILOR_REGEN=1` the generated files are rewritten instead.
+    #[test]
+    fn generated_shaders_match_their_templates() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+        let regen = std::env::var_os("TAILOR_REGEN").is_some();
+        for Template { template, generated, vars } in TEMPLATES {
+            let source = std::fs::read_to_string(dir.join("templates").join(template)).unwrap();
+            let wgsl = expand_with(&source, vars).unwrap_or_else(|e| panic!("{template}: {e}"));
+            let path = dir.join(generated);
+            if regen {
+                std::fs::write(&path, &wgsl).unwrap();
+            } else {
+                let checked_in = std::fs::read_to_string(&path).unwrap();
+                assert!(wgsl == checked_in, "shaders/{generated} differs from the expansion of shaders/templates/{template}: run `TAILOR_REGEN=1 cargo test --lib gpu::template` and commit both");
+            }
+        }
+    }
+}
