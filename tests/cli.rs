@@ -762,6 +762,24 @@ fn bench_refuses_unknown_workloads_and_empty_shapes() {
     assert!(err.contains("batch size 0"), "{err}");
     let err = fails(&["bench", "--arch", "densenet121", "--image-size", "16", "--plan-only"]);
     assert!(err.contains("too small") && err.contains("--image-size 29"), "{err}");
+    // A small W1 step times, and its JSON says how many dispatches one step takes (the figure the
+    // kernel-fusion and optimiser-arena work is judged by).
+    let json = ok(&[
+        "bench",
+        "--batch-size",
+        "2",
+        "--image-size",
+        "16",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--no-breakdown",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert!(v["dispatches_per_step"].as_u64().is_some_and(|n| n > 100), "{json}");
+    assert!(v["median_step_s"].as_f64().is_some_and(|t| t > 0.0), "{json}");
 }
 
 #[test]

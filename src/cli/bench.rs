@@ -178,7 +178,7 @@ pub fn run(cli: &super::Cli, a: &Args) -> Result<()> {
             .collect();
         let out = serde_json::json!({
             "workload": a.workload, "arch": arch, "batch": batch, "image_size": size, "device": gpu.describe(),
-            "parameters": params, "first_step_s": first, "startup_s": {"device_and_model": before_build, "build": build, "first_step": first_step}, "pipelines": gpu.pipeline_count(), "median_step_s": median, "steps_s": times,
+            "parameters": params, "first_step_s": first, "startup_s": {"device_and_model": before_build, "build": build, "first_step": first_step}, "pipelines": gpu.pipeline_count(), "dispatches_per_step": trainer.dispatch_count(), "median_step_s": median, "steps_s": times,
             "median_step_cpu_s": median_cpu, "images_per_s": batch as f64 / median, "device_memory_bytes": memory.total(),
             "memory": memory, "peak_rss_bytes": rss, "kernels": kernels,
             "pipeline_labels": gpu.pipeline_labels(),
