@@ -103,8 +103,12 @@ fn block(
             i = close + 1;
         } else if let Some(cond) = d.strip_prefix("if ") {
             let (name, value) = cond.split_once("==").ok_or_else(|| err("`#if` needs `NAME == VALUE`".into()))?;
-            let bound = vars.get(name.trim()).ok_or_else(|| err(format!("`{}` is not bound here", name.trim())))?;
-            let taken = bound == value.trim();
+            // In a branch that is only walked, a `#for`'s names are not bound: nothing is chosen there.
+            let taken = match vars.get(name.trim()) {
+                Some(bound) => bound == value.trim(),
+                None if !emit => false,
+                None => return Err(err(format!("`{}` is not bound here", name.trim()))),
+            };
             let mid = block(lines, i + 1, vars, out, emit && taken)?;
             let close = if mid < lines.len() && directive(lines[mid]) == Some("else") {
                 block(lines, mid + 1, vars, out, emit && !taken)?
@@ -200,6 +204,10 @@ mod tests {
         assert_eq!(expand("#if v == x\ny\n#end\n").unwrap_err().line, 1);
         assert_eq!(expand_with("#if v == x\ny\n#else\nz\n#end\n", &[("v", "w")]).unwrap(), "z\n");
         assert!(expand("#loop\n").is_err());
+        // An `#if` on a `#for`'s name inside a branch not taken (only walked) is no error.
+        let nested = "#if s == no\n#for i in 0..2\n#if i == 0\nx\n#end\n#end\n#end\ny\n";
+        assert_eq!(expand_with(nested, &[("s", "yes")]).unwrap(), "y\n");
+        assert_eq!(expand_with(nested, &[("s", "no")]).unwrap(), "x\ny\n");
     }
 
     #[test]
