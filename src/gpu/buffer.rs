@@ -78,11 +78,21 @@ impl Gpu {
 
     /// Overwrites the start of `buf` with `data` (queued; takes effect before the next submission).
     pub fn write<T: bytemuck::Pod>(&self, buf: &wgpu::Buffer, data: &[T]) {
-        self.queue.write_buffer(buf, 0, bytemuck::cast_slice(data));
+        self.write_at(buf, 0, data);
+    }
+
+    /// Overwrites `buf` from byte `offset` (a multiple of 4) with `data` (queued).
+    pub fn write_at<T: bytemuck::Pod>(&self, buf: &wgpu::Buffer, offset: u64, data: &[T]) {
+        self.queue.write_buffer(buf, offset, bytemuck::cast_slice(data));
     }
 
     /// Reads `len` elements of `buf` back to the host, waiting for the device to finish.
     pub fn read<T: bytemuck::Pod>(&self, buf: &wgpu::Buffer, len: usize) -> Result<Vec<T>> {
+        self.read_at(buf, 0, len)
+    }
+
+    /// Reads `len` elements of `buf` from byte `offset` (a multiple of 4), waiting for the device.
+    pub fn read_at<T: bytemuck::Pod>(&self, buf: &wgpu::Buffer, offset: u64, len: usize) -> Result<Vec<T>> {
         let bytes = (len * std::mem::size_of::<T>()) as u64;
         if bytes == 0 {
             return Ok(Vec::new());
@@ -94,7 +104,7 @@ impl Gpu {
             mapped_at_creation: false,
         });
         let mut enc = self.device.create_command_encoder(&Default::default());
-        enc.copy_buffer_to_buffer(buf, 0, &staging, 0, bytes);
+        enc.copy_buffer_to_buffer(buf, offset, &staging, 0, bytes);
         self.queue.submit([enc.finish()]);
         let (tx, rx) = std::sync::mpsc::channel();
         staging.map_async(wgpu::MapMode::Read, .., move |r| {

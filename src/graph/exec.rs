@@ -15,8 +15,10 @@ pub struct Executable {
     pub gpu: Arc<Gpu>,
     pub graph: Graph,
     pub plan: Plan,
-    /// One buffer per storage tensor (None for views and unused tensors).
-    bufs: Vec<Option<wgpu::Buffer>>,
+    /// The buffer and byte offset of each storage tensor (None for views and unused tensors).
+    bufs: Vec<Option<(wgpu::Buffer, u64)>>,
+    /// The parameter gradients, laid out like the store's parameter arena (if it has one).
+    grad_arena: Option<wgpu::Buffer>,
     pub dispatches: Vec<Dispatch>,
     /// Index of the first dispatch of each node, for per-node reports.
     pub node_starts: Vec<usize>,
@@ -85,15 +87,30 @@ impl Executable {
         for (i, &bytes) in plan.pool.iter().enumerate() {
             pool.push(gpu.zeros(&format!("pool{i}"), (bytes / 4) as usize)?);
         }
-        let mut bufs: Vec<Option<wgpu::Buffer>> = vec![None; graph.tensors.len()];
+        // Parameter gradients mirror the parameter arena: the same offsets in one buffer, so
+        // that the optimiser updates a whole group with one dispatch over one range.
+        let param_of: std::collections::HashMap<TensorId, TensorId> =
+            graph.grads.iter().filter(|&(&p, _)| graph.tensors[p].role == Role::Param).map(|(&p, &g)| (g, p)).collect();
+        let arena = store.arena().filter(|_| !param_of.is_empty());
+        let grad_arena = arena.map(|a| gpu.zeros("parameter gradients", a.len)).transpose()?;
+        let in_arena = |t: TensorId| {
+            let p = param_of.get(&t)?;
+            let (offset, _) = arena?.find(&graph.tensors[*p].name)?;
+            Some((grad_arena.clone()?, offset as u64 * 4))
+        };
+        let mut bufs: Vec<Option<(wgpu::Buffer, u64)>> = vec![None; graph.tensors.len()];
         for (t, tensor) in graph.tensors.iter().enumerate() {
             bufs[t] = match plan.slots[t] {
                 Slot::View => None,
-                Slot::Pool(b) => Some(pool[b].clone()),
+                Slot::Pool(b) => Some((pool[b].clone(), 0)),
                 Slot::Own => match tensor.role {
-                    Role::Param | Role::State => Some(store.expect(&tensor.name, &tensor.shape)?.buf.clone()),
+                    Role::Param | Role::State => {
+                        let e = store.expect(&tensor.name, &tensor.shape)?;
+                        Some((e.buf.clone(), e.offset))
+                    }
+                    Role::ParamGrad if in_arena(t).is_some() => in_arena(t),
                     Role::Activation | Role::Saved | Role::Grad if !graph.keep.contains(&t) => None, // never used
-                    _ => Some(gpu.zeros(&tensor.name, tensor.numel())?),
+                    _ => Some((gpu.zeros(&tensor.name, tensor.numel())?, 0)),
                 },
             };
         }
@@ -105,6 +122,7 @@ impl Executable {
             graph,
             plan,
             bufs,
+            grad_arena,
             dispatches: Vec::new(),
             node_starts: Vec::new(),
             scratch_bytes: (scratch_len * 4) as u64,
@@ -162,16 +180,24 @@ impl Executable {
         out.into_iter().map(|r| r.unwrap_or_else(|| Err(Error::Invalid("a node was not lowered".into())))).collect()
     }
 
-    /// The buffer holding tensor `t` (its base's for a view).
+    /// The buffer holding tensor `t` (its base's for a view), which may hold other tensors
+    /// too: [`Executable::range`] says where in it.
     pub fn buffer(&self, t: TensorId) -> &wgpu::Buffer {
-        self.bufs[storage(&self.graph, t)].as_ref().expect("tensor has storage")
+        &self.bufs[storage(&self.graph, t)].as_ref().expect("tensor has storage").0
     }
 
     /// The bytes of tensor `t`'s storage (its base's for a view) within its buffer, which may be
-    /// a larger pool buffer: what a dispatch binds.
-    fn range(&self, t: TensorId) -> BufRange<'_> {
+    /// a larger pool buffer or an arena: what a dispatch binds.
+    pub fn range(&self, t: TensorId) -> BufRange<'_> {
         let s = storage(&self.graph, t);
-        BufRange::prefix(self.buffer(s), (self.graph.tensors[s].numel().max(1) * 4) as u64)
+        let (buf, offset) = self.bufs[s].as_ref().expect("tensor has storage");
+        BufRange { buf, offset: *offset, size: (self.graph.tensors[s].numel().max(1) * 4) as u64 }
+    }
+
+    /// The parameter gradients' buffer, laid out like the store's parameter arena (None when
+    /// the store has no arena or the graph computes no parameter gradients).
+    pub fn grad_arena(&self) -> Option<&wgpu::Buffer> {
+        self.grad_arena.as_ref()
     }
 
     /// Tensor `t` as an NCHW channel view.
@@ -218,7 +244,8 @@ impl Executable {
         if self.graph.tensors[t].view.is_some() {
             return Err(Error::Invalid(format!("'{}' is a view; read its base", self.graph.tensors[t].name)));
         }
-        self.gpu.read(self.buffer(t), self.graph.tensors[t].numel())
+        let r = self.range(t);
+        self.gpu.read_at(r.buf, r.offset, self.graph.tensors[t].numel())
     }
 
     /// Queues an upload of `data` into tensor `t` (takes effect before the next submission).
@@ -230,7 +257,8 @@ impl Executable {
                 format!("got {} values, the graph expects {:?} = {}", data.len(), tensor.shape, tensor.numel()),
             ));
         }
-        self.gpu.write(self.buffer(t), data);
+        let r = self.range(t);
+        self.gpu.write_at(r.buf, r.offset, data);
         Ok(())
     }
 }

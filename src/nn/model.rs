@@ -44,10 +44,20 @@ impl Model {
                 )));
             }
         }
+        // The trainable tensors in one arena, in two groups: those that decay, and those that
+        // may skip weight decay (so each optimiser group is one range); running statistics
+        // in buffers of their own.
         let mut store = Store::new(gpu);
-        for (name, shape, v) in net.init(seed) {
-            store.insert(&name, &shape, &v)?;
+        let mut groups = vec![Vec::new(), Vec::new()];
+        for ((name, shape, v), spec) in net.init(seed).into_iter().zip(&net.params) {
+            debug_assert_eq!(name, spec.name);
+            if spec.trainable {
+                groups[spec.no_decay as usize].push((name, shape, v));
+            } else {
+                store.insert(&name, &shape, &v)?;
+            }
         }
+        store.insert_arena(groups)?;
         Ok(Model { net, store, batches_tracked: 0 })
     }
 

@@ -64,6 +64,72 @@ struct Group {
 
 const RING: usize = 4;
 
+/// Adam's moments, laid out like the parameter arena (padding stays zero).
+struct ArenaMoments {
+    m: wgpu::Buffer,
+    v: wgpu::Buffer,
+    /// f32 elements of each buffer.
+    len: usize,
+    /// (parameter name, first element, elements), from the arena.
+    members: Vec<(String, usize, usize)>,
+}
+
+/// Test switch: one Adam dispatch per parameter tensor instead of one per group, over the same
+/// buffers, to show that the grouped update is bit-identical to the per-tensor one.
+#[doc(hidden)]
+pub static PER_TENSOR_ADAM: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The optimiser step: one Adam dispatch per parameter group over its range of the parameter
+/// arena, the gradient arena and the moments (or one over the whole arena when every parameter
+/// decays alike), and the moments.
+fn optimizer_dispatches(
+    exe: &Executable,
+    model: &Model,
+    groups: &[Group],
+    grouped: bool,
+) -> Result<(Vec<Dispatch>, ArenaMoments)> {
+    let gpu = &exe.gpu;
+    let arena = model.store.arena().ok_or_else(|| {
+        Error::Invalid("the model's parameters are not in an arena (build models with Model::new)".into())
+    })?;
+    // Every trainable tensor of the arena must get its gradient from this graph: an arena slot
+    // without one would keep a zero gradient and still move under weight decay.
+    let params: Vec<&str> =
+        exe.graph.tensors.iter().filter(|t| t.role == Role::Param).map(|t| t.name.as_str()).collect();
+    for (name, ..) in &arena.members {
+        if !params.contains(&name.as_str()) {
+            return Err(Error::Invalid(format!("parameter '{name}' gets no gradient from the loss")));
+        }
+    }
+    for (t, tensor) in exe.graph.tensors.iter().enumerate() {
+        if tensor.role == Role::Param && !exe.graph.grads.contains_key(&t) {
+            return Err(Error::Invalid(format!("parameter '{}' gets no gradient from the loss", tensor.name)));
+        }
+    }
+    let grad =
+        exe.grad_arena().ok_or_else(|| Error::Invalid("the training graph has no parameter gradients".into()))?;
+    let m = gpu.zeros("adam exp_avg", arena.len)?;
+    let v = gpu.zeros("adam exp_avg_sq", arena.len)?;
+    let mut ranges: Vec<(usize, std::ops::Range<usize>)> =
+        if grouped { arena.groups.iter().cloned().enumerate().collect() } else { vec![(0, 0..arena.len)] };
+    if PER_TENSOR_ADAM.load(std::sync::atomic::Ordering::Relaxed) {
+        ranges = arena
+            .members
+            .iter()
+            .map(|(_, o, n)| {
+                let group = arena.groups.iter().position(|r| r.contains(o)).unwrap_or(0);
+                (if grouped { group } else { 0 }, *o..o + n)
+            })
+            .collect();
+    }
+    let mut optimizer = Vec::new();
+    for (group, r) in ranges {
+        let bufs = adam::AdamBuffers { hyper: &groups[group].hyper, param: &arena.buf, grad, m: &m, v: &v };
+        optimizer.extend(adam::adam_step(gpu, adam::AdamRange { offset: r.start, len: r.len() }, bufs)?);
+    }
+    Ok((optimizer, ArenaMoments { m, v, len: arena.len, members: arena.members.clone() }))
+}
+
 /// Adam's first and second moments of one parameter, by name.
 pub type Moments = (String, Vec<f32>, Vec<f32>);
 
@@ -92,8 +158,8 @@ pub struct Trainer {
     exe: Executable,
     optimizer: Vec<Dispatch>,
     groups: Vec<Group>,
-    /// Adam moments, kept so training can resume exactly.
-    moments: Vec<(String, wgpu::Buffer, wgpu::Buffer, usize)>,
+    /// Adam moments, laid out like the parameter arena, kept so training can resume exactly.
+    moments: ArenaMoments,
     input: TensorId,
     target: TensorId,
     loss: TensorId,
@@ -129,7 +195,6 @@ impl Trainer {
         let loss_node = g.loss("loss", built.logits, config.loss)?;
         let (loss, target) = (loss_node.loss, loss_node.target);
         autodiff(&mut g)?;
-        let grads = g.grads.clone();
         let exe = Executable::new(gpu.clone(), g, &model.store)?;
         if let Some(weights) = loss_node.weights {
             exe.write(weights, &config.class_weights)?;
@@ -142,25 +207,7 @@ impl Trainer {
             .iter()
             .map(|&nd| Ok(Group { hyper: adam::hyper_buffer(&gpu)?, weight_decay: wd_group(nd) }))
             .collect::<Result<_>>()?;
-        let mut optimizer = Vec::new();
-        let mut moments = Vec::new();
-        for (t, tensor) in exe.graph.tensors.iter().enumerate() {
-            if tensor.role != Role::Param {
-                continue;
-            }
-            let spec =
-                model.net.params.iter().find(|p| p.name == tensor.name).expect("graph params come from the model");
-            let n = tensor.numel();
-            let m = gpu.zeros(&format!("{}.exp_avg", tensor.name), n)?;
-            let v = gpu.zeros(&format!("{}.exp_avg_sq", tensor.name), n)?;
-            let grad = exe.buffer(*grads.get(&t).ok_or_else(|| {
-                Error::Invalid(format!("parameter '{}' gets no gradient from the loss", tensor.name))
-            })?);
-            let group = &groups[(opt.no_decay_bn_bias && spec.no_decay) as usize];
-            let bufs = adam::AdamBuffers { hyper: &group.hyper, param: exe.buffer(t), grad, m: &m, v: &v };
-            optimizer.extend(adam::adam_step(&gpu, adam::AdamRange { offset: 0, len: n }, bufs)?);
-            moments.push((tensor.name.clone(), m, v, n));
-        }
+        let (optimizer, moments) = optimizer_dispatches(&exe, &model, &groups, opt.no_decay_bn_bias)?;
         let ring = (0..RING)
             .map(|i| Slot {
                 buf: gpu.device.create_buffer(&wgpu::BufferDescriptor {
@@ -210,7 +257,9 @@ impl Trainer {
     /// Device memory of the step (plus the optimiser's two moments per parameter).
     pub fn memory(&self) -> MemoryReport {
         let mut r = self.exe.memory();
-        r.params_and_state += self.moments.iter().map(|(_, _, _, n)| (*n * 8) as u64).sum::<u64>();
+        // As planned (two moments per parameter gradient); the arena's alignment padding, at
+        // most one binding alignment per tensor, is left out.
+        r.params_and_state += 2 * r.param_grads;
         r
     }
 
@@ -263,7 +312,8 @@ impl Trainer {
         let gpu = self.exe.gpu.clone();
         let mut enc = gpu.device.create_command_encoder(&Default::default());
         gpu.record_lists(&mut enc, &[&self.exe.dispatches, &self.optimizer]);
-        enc.copy_buffer_to_buffer(self.exe.buffer(self.loss), 0, &self.ring[slot].buf, 0, 4);
+        let loss = self.exe.range(self.loss);
+        enc.copy_buffer_to_buffer(loss.buf, loss.offset, &self.ring[slot].buf, 0, 4);
         let submission = gpu.queue.submit([enc.finish()]);
         let done = Arc::new(Mutex::new(None));
         let d2 = done.clone();
@@ -380,10 +430,15 @@ impl Trainer {
 
     /// The optimiser's moments by parameter name, for checkpoints.
     pub fn optimizer_state(&self) -> Result<Vec<Moments>> {
-        self.moments
+        let gpu = &self.exe.gpu;
+        let (m, v) =
+            (gpu.read::<f32>(&self.moments.m, self.moments.len)?, gpu.read::<f32>(&self.moments.v, self.moments.len)?);
+        Ok(self
+            .moments
+            .members
             .iter()
-            .map(|(n, m, v, len)| Ok((n.clone(), self.exe.gpu.read(m, *len)?, self.exe.gpu.read(v, *len)?)))
-            .collect()
+            .map(|(n, o, len)| (n.clone(), m[*o..o + len].to_vec(), v[*o..o + len].to_vec()))
+            .collect())
     }
 
     /// The optimiser state as a state dict: moments as `<param>.exp_avg` / `.exp_avg_sq`, the
@@ -418,7 +473,7 @@ impl Trainer {
             .and_then(|s| s.parse().ok())
             .ok_or_else(|| Error::file(path, "not a tailor optimiser state (no step in its metadata)"))?;
         let mut state = Vec::new();
-        for (name, ..) in &self.moments {
+        for (name, ..) in &self.moments.members {
             let get = |suffix: &str| {
                 sd.tensors.get(&format!("{name}.{suffix}")).map(|(_, v)| v.clone()).ok_or_else(|| {
                     Error::file(path, format!("no '{name}.{suffix}': the optimiser state is for another model"))
@@ -432,8 +487,9 @@ impl Trainer {
     /// Restores the optimiser's moments and step count.
     pub fn load_optimizer_state(&mut self, step: u64, state: &[Moments]) -> Result<()> {
         for (name, m, v) in state {
-            let (_, mb, vb, len) = self
+            let (_, offset, len) = self
                 .moments
+                .members
                 .iter()
                 .find(|(n, ..)| n == name)
                 .ok_or_else(|| Error::Invalid(format!("optimiser state for unknown parameter '{name}'")))?;
@@ -443,8 +499,8 @@ impl Trainer {
                     format!("'{name}' has {} values, expected {len}", m.len()),
                 ));
             }
-            self.exe.gpu.write(mb, m);
-            self.exe.gpu.write(vb, v);
+            self.exe.gpu.write_at(&self.moments.m, *offset as u64 * 4, m);
+            self.exe.gpu.write_at(&self.moments.v, *offset as u64 * 4, v);
         }
         self.step = step;
         Ok(())

@@ -9,7 +9,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::error::{Error, Result};
-use crate::gpu::{ceil_div, grid, shaders, Dispatch, Gpu, Launch};
+use crate::gpu::{ceil_div, grid, shaders, BufRange, Dispatch, Gpu, Launch};
 
 const WG: u32 = 256;
 
@@ -156,21 +156,51 @@ fn check(r: AdamRange, b: &AdamBuffers) -> Result<()> {
     Ok(())
 }
 
-/// One Adam/AdamW step over `r` (Adam or AdamW by what the hyper buffer says).
+/// One Adam/AdamW step over `r` (Adam or AdamW by what the hyper buffer says): one dispatch,
+/// or one per piece when the buffers are larger than the device can bind at once.
 pub fn adam_step(gpu: &Gpu, r: AdamRange, b: AdamBuffers) -> Result<Vec<Dispatch>> {
     check(r, &b)?;
     if r.len == 0 {
         return Ok(Vec::new());
     }
-    let p = Params { offset: r.offset as u32, len: r.len as u32, _pad: [0; 2] };
-    Ok(vec![gpu.dispatch(Launch {
+    let whole = [b.param, b.grad, b.m, b.v].iter().all(|buf| buf.size() <= gpu.max_binding());
+    if whole {
+        return Ok(vec![launch(gpu, b, 0, r.offset, r.len, [b.param, b.grad, b.m, b.v].map(BufRange::from))?]);
+    }
+    // Pieces of at most one binding, each bound from an aligned element at or before its start.
+    let align = (gpu.binding_alignment() / 4).max(1) as usize;
+    let most = (gpu.max_binding() / 4) as usize / align * align;
+    if most <= align {
+        return Err(Error::shape("adam", format!("bindings of {} bytes are too small", gpu.max_binding())));
+    }
+    let mut out = Vec::new();
+    let (mut start, end) = (r.offset, r.offset + r.len);
+    while start < end {
+        let base = start / align * align;
+        let len = (end - start).min(base + most - start);
+        let ranges = [b.param, b.grad, b.m, b.v].map(|buf| BufRange {
+            buf,
+            offset: base as u64 * 4,
+            size: ((start + len - base) as u64 * 4).min(buf.size() - base as u64 * 4),
+        });
+        out.push(launch(gpu, b, base, start, len, ranges)?);
+        start += len;
+    }
+    Ok(out)
+}
+
+/// The dispatch for elements `start..start + len`, the four buffers bound from element `base`.
+fn launch(gpu: &Gpu, b: AdamBuffers, base: usize, start: usize, len: usize, bound: [BufRange; 4]) -> Result<Dispatch> {
+    let p = Params { offset: (start - base) as u32, len: len as u32, _pad: [0; 2] };
+    let [param, grad, m, v] = bound;
+    gpu.dispatch(Launch {
         shader: shaders::ADAM,
         entry: "adam_step",
         constants: &[("WG", WG as f64)],
         params: bytemuck::bytes_of(&p),
-        buffers: &[b.hyper.into(), b.param.into(), b.grad.into(), b.m.into(), b.v.into()],
-        workgroups: grid(ceil_div(r.len, WG as usize)),
-    })?])
+        buffers: &[b.hyper.into(), param, grad, m, v],
+        workgroups: grid(ceil_div(len, WG as usize)),
+    })
 }
 
 /// One step `t` (from 1) of torch's Adam/AdamW on f64 slices, in place.

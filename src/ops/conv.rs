@@ -290,7 +290,7 @@ fn check_act(name: &str, a: &Act, n: usize, channels: usize, pixels: usize) -> R
     a.check(OP, name, n, channels, pixels)
 }
 
-fn check_buf(name: &str, buf: &wgpu::Buffer, len: usize) -> Result<()> {
+fn check_buf(name: &str, buf: BufRange, len: usize) -> Result<()> {
     super::check_len(OP, name, buf, len)
 }
 
@@ -456,27 +456,28 @@ fn act_layout(a: &Act, pixels: usize) -> MatrixLayout {
 
 /// y = conv(x, weight) + bias. `x` views `c_in` channels, `y` `c_out` channels (both may be
 /// channel slices of larger buffers); `weight` is OIHW, `bias` has `c_out` values.
-pub fn forward(
+pub fn forward<'a>(
     gpu: &Gpu,
     s: &Conv2dShape,
     x: Act,
-    weight: &wgpu::Buffer,
-    bias: Option<&wgpu::Buffer>,
+    weight: impl Into<BufRange<'a>>,
+    bias: Option<BufRange<'a>>,
     y: Act,
 ) -> Result<Vec<Dispatch>> {
     forward_tiled(gpu, s, x, weight, bias, y, tune::tiles(gpu, Pass::Forward, s))
 }
 
 /// [`forward`] with explicit tile sizes (for tuning).
-pub fn forward_tiled(
+pub fn forward_tiled<'a>(
     gpu: &Gpu,
     s: &Conv2dShape,
     x: Act,
-    weight: &wgpu::Buffer,
-    bias: Option<&wgpu::Buffer>,
+    weight: impl Into<BufRange<'a>>,
+    bias: Option<BufRange<'a>>,
     y: Act,
     t: Tiles,
 ) -> Result<Vec<Dispatch>> {
+    let weight = weight.into();
     s.validate()?;
     t.check_forward(s)?;
     check_subgroups(gpu)?;
@@ -523,12 +524,12 @@ pub fn forward_tiled(
         }
         None => {
             zeros = gpu.zeros("conv2d zero bias", s.c_out)?;
-            (&zeros, zeros.size())
+            (BufRange::from(&zeros), zeros.size())
         }
     };
     let transposed = row_window_forward(s) && entry != "forward_3x3_v8_oihw";
     if !transposed {
-        let mut d = launch(gpu, entry, &t.constants(), &p, &[x.buf, y.buf, weight.into(), bias.into()], groups)?;
+        let mut d = launch(gpu, entry, &t.constants(), &p, &[x.buf, y.buf, weight, bias], groups)?;
         d.owned_bytes = bias_bytes;
         return Ok(vec![d]);
     }
@@ -539,20 +540,19 @@ pub fn forward_tiled(
     let wt = gpu.zeros("conv2d 3x3 weights", len)?;
     let c = [("TM", t.tm as f64), ("RWG", RWG as f64)];
     let tp = Params { len: len as u32, ..p };
-    let mut transpose =
-        launch(gpu, "weights_3x3_t", &c, &tp, &[weight.into(), (&wt).into()], len.div_ceil(RWG as usize))?;
+    let mut transpose = launch(gpu, "weights_3x3_t", &c, &tp, &[weight, (&wt).into()], len.div_ceil(RWG as usize))?;
     transpose.owned_bytes = wt.size();
-    let mut d = launch(gpu, entry, &t.constants(), &p, &[x.buf, y.buf, (&wt).into(), bias.into()], groups)?;
+    let mut d = launch(gpu, entry, &t.constants(), &p, &[x.buf, y.buf, (&wt).into(), bias], groups)?;
     d.owned_bytes = bias_bytes;
     Ok(vec![transpose, d])
 }
 
 /// dx (+)= the gradient of the convolution with respect to its input, given `dy`.
-pub fn backward_data(
+pub fn backward_data<'a>(
     gpu: &Gpu,
     s: &Conv2dShape,
     dy: Act,
-    weight: &wgpu::Buffer,
+    weight: impl Into<BufRange<'a>>,
     dx: Act,
     accumulate: bool,
 ) -> Result<Vec<Dispatch>> {
@@ -560,15 +560,16 @@ pub fn backward_data(
 }
 
 /// [`backward_data`] with explicit tile sizes (for tuning).
-pub fn backward_data_tiled(
+pub fn backward_data_tiled<'a>(
     gpu: &Gpu,
     s: &Conv2dShape,
     dy: Act,
-    weight: &wgpu::Buffer,
+    weight: impl Into<BufRange<'a>>,
     dx: Act,
     accumulate: bool,
     t: Tiles,
 ) -> Result<Vec<Dispatch>> {
+    let weight = weight.into();
     s.validate()?;
     t.check_backward_data(s)?;
     // 8 pixels per lane: only backward_data_3x3_v8 (two vec4s of a row per lane).
@@ -612,7 +613,7 @@ pub fn backward_data_tiled(
     if entry.starts_with("backward_data_3x3") {
         c.push(("SHORT_K", (1..=4).contains(&(s.c_out % 8)) as u8 as f64));
     }
-    Ok(vec![launch(gpu, entry, &c, &p, &[dy.buf, dx.buf, weight.into()], groups)?])
+    Ok(vec![launch(gpu, entry, &c, &p, &[dy.buf, dx.buf, weight], groups)?])
 }
 
 /// How many slices the n·p·q reduction of the weight gradient is cut into: enough workgroups
@@ -652,13 +653,13 @@ pub fn backward_weight_chunks_scratch_len(s: &Conv2dShape, chunks: &[Range<usize
 
 /// dweight = the gradient with respect to the weight (overwritten), and dbias = the per-channel
 /// sum of dy when given. `scratch` holds [`backward_weight_scratch_len`] floats.
-pub fn backward_weight(
+pub fn backward_weight<'a>(
     gpu: &Gpu,
     s: &Conv2dShape,
     x: Act,
     dy: Act,
-    dweight: &wgpu::Buffer,
-    dbias: Option<&wgpu::Buffer>,
+    dweight: impl Into<BufRange<'a>>,
+    dbias: Option<BufRange<'a>>,
     scratch: &wgpu::Buffer,
 ) -> Result<Vec<Dispatch>> {
     backward_weight_chunks(gpu, s, std::slice::from_ref(&(0..s.n)), x, dy, dweight, dbias, scratch)
@@ -669,14 +670,14 @@ pub fn backward_weight(
 /// adds them to dweight (the first chunk overwrites), so scratch holds one chunk's slices:
 /// [`backward_weight_chunks_scratch_len`] floats.
 #[allow(clippy::too_many_arguments)]
-pub fn backward_weight_chunks(
+pub fn backward_weight_chunks<'a>(
     gpu: &Gpu,
     s: &Conv2dShape,
     chunks: &[Range<usize>],
     x: Act,
     dy: Act,
-    dweight: &wgpu::Buffer,
-    dbias: Option<&wgpu::Buffer>,
+    dweight: impl Into<BufRange<'a>>,
+    dbias: Option<BufRange<'a>>,
     scratch: &wgpu::Buffer,
 ) -> Result<Vec<Dispatch>> {
     let t = tune::tiles(gpu, Pass::BackwardWeight, s);
@@ -685,13 +686,13 @@ pub fn backward_weight_chunks(
 
 /// [`backward_weight`] with explicit tile sizes (for tuning).
 #[allow(clippy::too_many_arguments)]
-pub fn backward_weight_tiled(
+pub fn backward_weight_tiled<'a>(
     gpu: &Gpu,
     s: &Conv2dShape,
     x: Act,
     dy: Act,
-    dweight: &wgpu::Buffer,
-    dbias: Option<&wgpu::Buffer>,
+    dweight: impl Into<BufRange<'a>>,
+    dbias: Option<BufRange<'a>>,
     scratch: &wgpu::Buffer,
     t: Tiles,
 ) -> Result<Vec<Dispatch>> {
@@ -699,17 +700,18 @@ pub fn backward_weight_tiled(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn backward_weight_impl(
+fn backward_weight_impl<'a>(
     gpu: &Gpu,
     s: &Conv2dShape,
     chunks: &[Range<usize>],
     x: Act,
     dy: Act,
-    dweight: &wgpu::Buffer,
-    dbias: Option<&wgpu::Buffer>,
+    dweight: impl Into<BufRange<'a>>,
+    dbias: Option<BufRange<'a>>,
     scratch: &wgpu::Buffer,
     t: Tiles,
 ) -> Result<Vec<Dispatch>> {
+    let dweight = dweight.into();
     s.validate()?;
     t.check()?;
     check_subgroups(gpu)?;
@@ -718,7 +720,7 @@ fn backward_weight_impl(
     check_act("dy", &dy, s.n, s.c_out, s.p() * s.q())?;
     check_buf("dweight", dweight, s.weight_len())?;
     let scratch_len = backward_weight_chunks_scratch_len(s, chunks);
-    check_buf("scratch", scratch, scratch_len)?;
+    check_buf("scratch", scratch.into(), scratch_len)?;
     let scratch = BufRange::prefix(scratch, scratch_len as u64 * 4);
     let mut out = Vec::new();
     if pointwise_gemm_weight(s) {
@@ -770,7 +772,7 @@ fn backward_weight_impl(
             ..params(&sc, &x, &dy)
         };
         out.push(launch(gpu, entry, &consts, &p, &[x.buf, scratch, dy.buf], groups)?);
-        let reduce = [scratch, dweight.into()];
+        let reduce = [scratch, dweight];
         out.push(launch(gpu, "reduce_splits", &[("RWG", RWG as f64)], &p, &reduce, reduce_groups)?);
         if let Some(db) = dbias {
             check_buf("dbias", db, s.c_out)?;
@@ -781,13 +783,13 @@ fn backward_weight_impl(
 }
 
 /// dbias (+)= the per-channel sum of one batch chunk of dy.
-fn launch_bias_grad(gpu: &Gpu, p: &Params, dy: Act, db: &wgpu::Buffer) -> Result<Dispatch> {
+fn launch_bias_grad(gpu: &Gpu, p: &Params, dy: Act, db: BufRange) -> Result<Dispatch> {
     gpu.dispatch(Launch {
         shader: shaders::CONV,
         entry: "bias_grad",
         constants: &[("RWG", RWG as f64)],
         params: bytemuck::bytes_of(p),
-        buffers: &[dy.buf, db.into()],
+        buffers: &[dy.buf, db],
         workgroups: [p.cout, 1, 1],
     })
 }

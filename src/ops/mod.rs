@@ -43,11 +43,15 @@ pub fn check_len<'a>(op: &str, name: &str, buf: impl Into<BufRange<'a>>, len: us
     Ok(())
 }
 
-/// One dispatch may not bind a buffer twice (a read and a write view of one buffer would race).
+/// One dispatch may not bind overlapping bytes twice (a read and a write view of the same bytes
+/// would race). Disjoint ranges of one buffer are fine: the parameters of the arena (see
+/// [`crate::graph::store`]) are bound side by side, all read-only.
 pub fn check_distinct(op: &str, bufs: &[BufRange]) -> Result<()> {
+    let overlap =
+        |a: &BufRange, b: &BufRange| a.buf == b.buf && a.offset < b.offset + b.size && b.offset < a.offset + a.size;
     for (i, a) in bufs.iter().enumerate() {
-        if bufs[..i].iter().any(|b| b.buf == a.buf) {
-            return Err(Error::shape(op, "the same buffer is passed for two arguments"));
+        if bufs[..i].iter().any(|b| overlap(a, b)) {
+            return Err(Error::shape(op, "the same buffer range is passed for two arguments"));
         }
     }
     Ok(())

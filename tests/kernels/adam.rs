@@ -5,22 +5,28 @@ use crate::common::*;
 /// Several steps of two parameter groups (odd offsets and lengths) in one buffer set, with the
 /// dispatches built once and only the gradients and the hyperparameter buffer rewritten.
 fn check_steps(cfg: AdamConfig, seed: u64) {
-    let g = gpu();
+    check_steps_on(&gpu(), cfg, seed, false);
+}
+
+/// [`check_steps`] on `g`; `split`: the buffers are larger than `g` binds, so ranges are
+/// updated in pieces.
+fn check_steps_on(g: &tailor::gpu::Gpu, cfg: AdamConfig, seed: u64, split: bool) {
     let mut rng = Rng::new(seed);
     let n = 1501;
     let ranges =
         [AdamRange { offset: 3, len: 517 }, AdamRange { offset: 700, len: 777 }, AdamRange { offset: 1500, len: 1 }];
     let mut p = rng.vec(n, -1.0, 1.0);
     let (mut m, mut v) = (vec![0.0; n], vec![0.0; n]);
-    let (bp, bg, bm, bv) = (up(&g, &p), g.zeros("g", n).unwrap(), up(&g, &m), up(&g, &v));
-    let hyper = ad::hyper_buffer(&g).unwrap();
+    let (bp, bg, bm, bv) = (up(g, &p), g.zeros("g", n).unwrap(), up(g, &m), up(g, &v));
+    let hyper = ad::hyper_buffer(g).unwrap();
     let b = AdamBuffers { hyper: &hyper, param: &bp, grad: &bg, m: &bm, v: &bv };
-    let d: Vec<_> = ranges.iter().flat_map(|&r| ad::adam_step(&g, r, b).unwrap()).collect();
+    let d: Vec<_> = ranges.iter().flat_map(|&r| ad::adam_step(g, r, b).unwrap()).collect();
+    assert_eq!(d.len() > ranges.len(), split, "{} dispatches for {} ranges", d.len(), ranges.len());
     for t in 1..=5u32 {
         let lr = 1e-2 * (1.0 - 0.1 * t as f64);
         let grad = rng.vec(n, -1.0, 1.0);
         g.write(&bg, &f32s(&grad));
-        ad::write_hyper(&g, &hyper, &ad::hyper_for_step(t, lr, &cfg).unwrap());
+        ad::write_hyper(g, &hyper, &ad::hyper_for_step(t, lr, &cfg).unwrap());
         g.run(&d).unwrap();
         for r in ranges {
             let s = r.offset..r.offset + r.len;
@@ -28,9 +34,9 @@ fn check_steps(cfg: AdamConfig, seed: u64) {
             ad::adam_step_ref(ps, &grad[s.clone()], ms, vs, t, lr, &cfg);
         }
         let what = format!("{cfg:?} step {t}");
-        assert_close(&format!("{what} p"), &read(&g, &bp, n), &p, 1e-6, 1e-6);
-        assert_close(&format!("{what} m"), &read(&g, &bm, n), &m, 1e-7, 1e-5);
-        assert_close(&format!("{what} v"), &read(&g, &bv, n), &v, 1e-8, 1e-5);
+        assert_close(&format!("{what} p"), &read(g, &bp, n), &p, 1e-6, 1e-6);
+        assert_close(&format!("{what} m"), &read(g, &bm, n), &m, 1e-7, 1e-5);
+        assert_close(&format!("{what} v"), &read(g, &bv, n), &v, 1e-8, 1e-5);
     }
 }
 
@@ -47,6 +53,13 @@ fn adam_with_coupled_weight_decay_matches_reference() {
 #[test]
 fn adamw_matches_reference_over_steps() {
     check_steps(AdamConfig { weight_decay: 0.05, ..AdamConfig::adamw() }, 23);
+}
+
+#[test]
+fn adamw_in_pieces_when_the_buffers_exceed_one_binding() {
+    // 1 KiB bindings: 256 elements; the ranges are 517 and 777 long and start unaligned.
+    let g = limited_gpu(1024);
+    check_steps_on(&g, AdamConfig { weight_decay: 0.05, ..AdamConfig::adamw() }, 24, true);
 }
 
 #[test]

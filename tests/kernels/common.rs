@@ -65,6 +65,26 @@ pub fn up(g: &Gpu, v: &[f64]) -> wgpu::Buffer {
     g.upload("test", &f32s(v)).unwrap()
 }
 
+/// `parts` in one buffer as the parameter arena lays tensors out: each at a multiple of the
+/// binding alignment, with junk before, between and after them. Returns the buffer and each
+/// part's byte offset.
+pub fn packed(g: &Gpu, parts: &[&[f64]]) -> (wgpu::Buffer, Vec<u64>) {
+    let align = (g.binding_alignment() / 4).max(1) as usize;
+    let mut all = vec![7.0; align];
+    let mut offsets = Vec::new();
+    for p in parts {
+        offsets.push(all.len() as u64 * 4);
+        all.extend_from_slice(p);
+        all.resize(all.len().next_multiple_of(align) + align, -7.0);
+    }
+    (up(g, &all), offsets)
+}
+
+/// `len` f32 values of `buf` from byte `offset`.
+pub fn read_at(g: &Gpu, buf: &wgpu::Buffer, offset: u64, len: usize) -> Vec<f64> {
+    f64s(&g.read_at::<f32>(buf, offset, len).unwrap())
+}
+
 /// Runs the dispatches and reads `len` f32 values of `buf`.
 pub fn run_read(g: &Gpu, d: &[Dispatch], buf: &wgpu::Buffer, len: usize) -> Vec<f64> {
     g.run(d).unwrap();

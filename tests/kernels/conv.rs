@@ -1,4 +1,5 @@
 use crate::common::*;
+use tailor::gpu::BufRange;
 use tailor::ops::conv::{self, Conv2dShape, Tiles};
 use tailor::ops::Act;
 
@@ -43,7 +44,8 @@ impl View {
 const TOL: f64 = 2e-6;
 
 /// Runs all three directions of `s` on the GPU against the references; `views` puts every
-/// activation in a channel slice of a wider buffer.
+/// activation in a channel slice of a wider buffer, and the weight and bias (and their
+/// gradients) side by side in one buffer at aligned offsets, as the parameter arena does.
 fn check(s: Conv2dShape, with_bias: bool, views: bool, seed: u64) {
     let g = gpu();
     let mut rng = Rng::new(seed);
@@ -59,10 +61,18 @@ fn check(s: Conv2dShape, with_bias: bool, views: bool, seed: u64) {
     let dyv = View::new(&mut rng, &dy, s.n, s.c_out, pq, pre, s.c_out + pre);
     let what = format!("{s:?} bias={with_bias} views={views}");
 
-    let (bx, bw, bb) = (up(&g, &xv.full), up(&g, &wgt), up(&g, &b));
-    let bias = with_bias.then_some(&bb);
+    let bx = up(&g, &xv.full);
+    let (params, offsets) = if views { packed(&g, &[&wgt, &b]) } else { packed(&g, &[]) };
+    let (bw, bb) = (up(&g, &wgt), up(&g, &b));
+    let (w_range, b_range): (BufRange, BufRange) = if views {
+        let at = |i: usize, len: usize| BufRange { buf: &params, offset: offsets[i], size: len as u64 * 4 };
+        (at(0, s.weight_len()), at(1, s.c_out))
+    } else {
+        ((&bw).into(), (&bb).into())
+    };
+    let bias = with_bias.then_some(b_range);
     let by = up(&g, &yv.full);
-    let d = conv::forward(&g, &s, xv.act(&bx), &bw, bias, yv.act(&by)).unwrap();
+    let d = conv::forward(&g, &s, xv.act(&bx), w_range, bias, yv.act(&by)).unwrap();
     let got = run_read(&g, &d, &by, yv.full.len());
     let want = conv::forward_ref(&s, &x, &wgt, with_bias.then_some(&b[..]));
     assert_close_scaled(&format!("forward {what}"), &got, &yv.with(&want, s.n, s.c_out), TOL);
@@ -72,21 +82,26 @@ fn check(s: Conv2dShape, with_bias: bool, views: bool, seed: u64) {
     let old = rng.vec(s.x_len(), -1.0, 1.0);
     for accumulate in [false, true] {
         let bdx = up(&g, &xv.with(&old, s.n, s.c_in));
-        let d = conv::backward_data(&g, &s, dyv.act(&bdy), &bw, xv.act(&bdx), accumulate).unwrap();
+        let d = conv::backward_data(&g, &s, dyv.act(&bdy), w_range, xv.act(&bdx), accumulate).unwrap();
         let got = run_read(&g, &d, &bdx, xv.full.len());
         let w: Vec<f64> = want.iter().zip(&old).map(|(a, o)| if accumulate { a + o } else { *a }).collect();
         assert_close_scaled(&format!("backward data acc={accumulate} {what}"), &got, &xv.with(&w, s.n, s.c_in), TOL);
     }
 
-    let bdw = up(&g, &rng.vec(s.weight_len(), -1.0, 1.0));
-    let bdb = up(&g, &rng.vec(s.c_out, -1.0, 1.0));
+    let (junk_w, junk_b) = (rng.vec(s.weight_len(), -1.0, 1.0), rng.vec(s.c_out, -1.0, 1.0));
+    let (grads, goff) = packed(&g, &[&junk_w, &junk_b]);
+    let (gw, gb) = if views { (goff[0], goff[1]) } else { (0, 0) };
+    let (bdw, bdb) = if views { (grads.clone(), grads.clone()) } else { (up(&g, &junk_w), up(&g, &junk_b)) };
+    let dw_range = BufRange { buf: &bdw, offset: gw, size: s.weight_len() as u64 * 4 };
+    let db_range = BufRange { buf: &bdb, offset: gb, size: s.c_out as u64 * 4 };
     let scratch = up(&g, &rng.vec(conv::backward_weight_scratch_len(&s), -1.0, 1.0));
-    let dbias = with_bias.then_some(&bdb);
-    let d = conv::backward_weight(&g, &s, xv.act(&bx), dyv.act(&bdy), &bdw, dbias, &scratch).unwrap();
-    let got = run_read(&g, &d, &bdw, s.weight_len());
+    let dbias = with_bias.then_some(db_range);
+    let d = conv::backward_weight(&g, &s, xv.act(&bx), dyv.act(&bdy), dw_range, dbias, &scratch).unwrap();
+    g.run(&d).unwrap();
+    let got = read_at(&g, &bdw, gw, s.weight_len());
     assert_close_scaled(&format!("backward weight {what}"), &got, &conv::backward_weight_ref(&s, &x, &dy), TOL);
     if with_bias {
-        let got = read(&g, &bdb, s.c_out);
+        let got = read_at(&g, &bdb, gb, s.c_out);
         assert_close_scaled(&format!("backward bias {what}"), &got, &conv::backward_bias_ref(&s, &dy), TOL);
     }
 }
@@ -172,7 +187,8 @@ fn every_tile_choice_gives_bit_identical_results() {
                 let bits: Vec<u32> = match pass {
                     Pass::Forward => {
                         let y = up(&g, &dyv.full);
-                        let d = conv::forward_tiled(&g, s, xv.act(&bx), &bw, Some(&bb), dyv.act(&y), t).unwrap();
+                        let d =
+                            conv::forward_tiled(&g, s, xv.act(&bx), &bw, Some((&bb).into()), dyv.act(&y), t).unwrap();
                         g.run(&d).unwrap();
                         g.read::<f32>(&y, dyv.full.len()).unwrap().iter().map(|v| v.to_bits()).collect()
                     }
@@ -190,7 +206,8 @@ fn every_tile_choice_gives_bit_identical_results() {
                         let db = g.zeros("db", s.c_out).unwrap();
                         let scratch = g.zeros("scratch", conv::backward_weight_scratch_len(s)).unwrap();
                         let (x, dy) = (xv.act(&bx), dyv.act(&bdy));
-                        let d = conv::backward_weight_tiled(&g, s, x, dy, &dw, Some(&db), &scratch, t).unwrap();
+                        let d =
+                            conv::backward_weight_tiled(&g, s, x, dy, &dw, Some((&db).into()), &scratch, t).unwrap();
                         g.run(&d).unwrap();
                         let mut v = g.read::<f32>(&dw, s.weight_len()).unwrap();
                         v.extend(g.read::<f32>(&db, s.c_out).unwrap());
@@ -282,7 +299,8 @@ fn three_by_three_forward_tiles_are_bit_identical() {
                 continue;
             }
             let y = up(&g, &junk);
-            let d = conv::forward_tiled(&g, s, xv.act(&bx), &bw, Some(&bb), Act::slice(&y, 1, ytot), t).unwrap();
+            let d =
+                conv::forward_tiled(&g, s, xv.act(&bx), &bw, Some((&bb).into()), Act::slice(&y, 1, ytot), t).unwrap();
             g.run(&d).unwrap();
             let bits: Vec<u32> = g.read::<f32>(&y, junk.len()).unwrap().iter().map(|v| v.to_bits()).collect();
             match &first {
@@ -344,7 +362,7 @@ fn three_by_three_backward_weight_tiles_are_bit_identical() {
             let db = g.zeros("db", s.c_out).unwrap();
             let scratch = g.zeros("scratch", conv::backward_weight_scratch_len(s)).unwrap();
             let (x, dy) = (xv.act(&bx), dyv.act(&bdy));
-            let d = conv::backward_weight_tiled(&g, s, x, dy, &dw, Some(&db), &scratch, t).unwrap();
+            let d = conv::backward_weight_tiled(&g, s, x, dy, &dw, Some((&db).into()), &scratch, t).unwrap();
             g.run(&d).unwrap();
             let mut v = g.read::<f32>(&dw, s.weight_len()).unwrap();
             v.extend(g.read::<f32>(&db, s.c_out).unwrap());
@@ -600,7 +618,7 @@ fn batch_chunks_match_reference() {
     }
     let (bdw, bdb) = (up(&g, &rng.vec(s.weight_len(), -1.0, 1.0)), up(&g, &rng.vec(s.c_out, -1.0, 1.0)));
     let scratch = g.zeros("scratch", conv::backward_weight_chunks_scratch_len(&s, &chunks)).unwrap();
-    d.extend(conv::backward_weight_chunks(&g, &s, &chunks, xa, dya, &bdw, Some(&bdb), &scratch).unwrap());
+    d.extend(conv::backward_weight_chunks(&g, &s, &chunks, xa, dya, &bdw, Some((&bdb).into()), &scratch).unwrap());
     g.run(&d).unwrap();
     let what = format!("{s:?} in chunks {chunks:?}");
     assert_close_scaled(
@@ -671,7 +689,7 @@ fn pointwise_backward_weight_chunks_match_reference() {
     assert!(len > 0, "{s:?} in chunks {chunks:?}: no split");
     let scratch = up(&g, &rng.vec(len, -1.0, 1.0));
     let (xa, dya) = (xv.act(&bx), dyv.act(&bdy));
-    let d = conv::backward_weight_chunks(&g, &s, &chunks, xa, dya, &bdw, Some(&bdb), &scratch).unwrap();
+    let d = conv::backward_weight_chunks(&g, &s, &chunks, xa, dya, &bdw, Some((&bdb).into()), &scratch).unwrap();
     g.run(&d).unwrap();
     let what = format!("{s:?} in chunks {chunks:?}");
     let got = read(&g, &bdw, s.weight_len());

@@ -175,18 +175,18 @@ pub fn lower(e: &Executable, n: &Node, scratch: &wgpu::Buffer, limits: Limits) -
     match n.op {
         Op::Conv2d { stride, pad, bias } => each(&|c| {
             let s = conv::Conv2dShape { n: c.len(), ..conv_shape(g, i[0], i[1], stride, pad) };
-            conv::forward(gpu, &s, c.act(i[0]), e.buffer(i[1]), bias.then(|| e.buffer(i[2])), c.act(o[0]))
+            conv::forward(gpu, &s, c.act(i[0]), e.range(i[1]), bias.then(|| e.range(i[2])), c.act(o[0]))
         }),
         Op::Conv2dBackwardData { stride, pad } => each(&|c| {
             // ins [dy, w], outs [dx]
             let s = conv::Conv2dShape { n: c.len(), ..conv_shape(g, o[0], i[1], stride, pad) };
-            conv::backward_data(gpu, &s, c.act(i[0]), e.buffer(i[1]), c.act(o[0]), acc)
+            conv::backward_data(gpu, &s, c.act(i[0]), e.range(i[1]), c.act(o[0]), acc)
         }),
         Op::Conv2dBackwardWeight { stride, pad, bias } => {
             // ins [x, dy], outs [dw, (db)]
             let s = conv_shape(g, i[0], o[0], stride, pad);
-            let db = bias.then(|| e.buffer(o[1]));
-            conv::backward_weight_chunks(gpu, &s, &chunks, e.act(i[0]), e.act(i[1]), e.buffer(o[0]), db, scratch)
+            let db = bias.then(|| e.range(o[1]));
+            conv::backward_weight_chunks(gpu, &s, &chunks, e.act(i[0]), e.act(i[1]), e.range(o[0]), db, scratch)
         }
         Op::BatchNormTrain { eps, momentum, relu, .. } => {
             let s = bn_shape(g, i[0], eps, momentum, relu);
