@@ -74,11 +74,6 @@ struct ArenaMoments {
     members: Vec<(String, usize, usize)>,
 }
 
-/// Test switch: one Adam dispatch per parameter tensor instead of one per group, over the same
-/// buffers, to show that the grouped update is bit-identical to the per-tensor one.
-#[doc(hidden)]
-pub static PER_TENSOR_ADAM: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
 /// The optimiser step: one Adam dispatch per parameter group over its range of the parameter
 /// arena, the gradient arena and the moments (or one over the whole arena when every parameter
 /// decays alike), and the moments.
@@ -112,16 +107,6 @@ fn optimizer_dispatches(
     let v = gpu.zeros("adam exp_avg_sq", arena.len)?;
     let mut ranges: Vec<(usize, std::ops::Range<usize>)> =
         if grouped { arena.groups.iter().cloned().enumerate().collect() } else { vec![(0, 0..arena.len)] };
-    if PER_TENSOR_ADAM.load(std::sync::atomic::Ordering::Relaxed) {
-        ranges = arena
-            .members
-            .iter()
-            .map(|(_, o, n)| {
-                let group = arena.groups.iter().position(|r| r.contains(o)).unwrap_or(0);
-                (if grouped { group } else { 0 }, *o..o + n)
-            })
-            .collect();
-    }
     let mut optimizer = Vec::new();
     for (group, r) in ranges {
         let bufs = adam::AdamBuffers { hyper: &groups[group].hyper, param: &arena.buf, grad, m: &m, v: &v };
