@@ -105,7 +105,7 @@ fn optimizer_dispatches(
         exe.grad_arena().ok_or_else(|| Error::Invalid("the training graph has no parameter gradients".into()))?;
     let m = gpu.zeros("adam exp_avg", arena.len)?;
     let v = gpu.zeros("adam exp_avg_sq", arena.len)?;
-    let mut ranges: Vec<(usize, std::ops::Range<usize>)> =
+    let ranges: Vec<(usize, std::ops::Range<usize>)> =
         if grouped { arena.groups.iter().cloned().enumerate().collect() } else { vec![(0, 0..arena.len)] };
     let mut optimizer = Vec::new();
     for (group, r) in ranges {
