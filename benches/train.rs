@@ -29,6 +29,7 @@ fn workload(c: &mut Criterion, name: &str, arch: &str, batch: usize, size: usize
         loss: LossKind::Sigmoid { gamma: 0.0 },
         class_weights: (0..classes).map(|c| 0.5 + 0.1 * c as f32).collect(),
         optimizer: OptimizerConfig::default(),
+        accumulate: 1,
     };
     let mut trainer = Trainer::new(model, config).unwrap();
     let mut rng = Rng::new(1);

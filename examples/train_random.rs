@@ -41,6 +41,7 @@ fn run() -> tailor::Result<()> {
         loss: LossKind::Softmax { gamma: 0.0 },
         class_weights: weights.iter().map(|&w| w as f32).collect(),
         optimizer: OptimizerConfig { kind: OptimizerKind::AdamW, lr: 3e-3, weight_decay: 1e-4, ..Default::default() },
+        accumulate: 1,
     };
     let mut trainer = Trainer::new(model, config)?;
     println!("planned device memory: {}", trainer.memory());

@@ -1,11 +1,12 @@
-// Elementwise kernels over flat f32 buffers: ReLU forward and backward.
+// Elementwise kernels over flat f32 buffers: ReLU forward and backward, and out (+)= alpha·x
+// (gradient accumulation over micro-batches).
 // Grid: flat index = global x + global y * (num_workgroups.x * WG), so more than 65535
 // workgroups fit (see gpu::grid).
 
 struct Params {
     n: u32,
-    accumulate: u32, // backward: 1 = dx += result, 0 = dx = result
-    _pad0: u32,
+    accumulate: u32, // 1 = out += result, 0 = out = result
+    alpha: f32,      // scale_add's factor
     _pad1: u32,
 }
 
@@ -37,3 +38,13 @@ fn relu_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     out[i] = g;
 }
 
+
+// out = alpha·x, or out += alpha·x with accumulate.
+@compute @workgroup_size(WG)
+fn scale_add(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat(gid, nwg);
+    if (i >= p.n) { return; }
+    var v = p.alpha * x[i];
+    if (p.accumulate != 0u) { v += out[i]; }
+    out[i] = v;
+}

@@ -84,6 +84,7 @@ settings! {
     LrGamma => "lr_gamma",
     Warmup => "warmup",
     BatchSize => "batch_size",
+    Accumulate => "accumulate",
     Epochs => "epochs",
     Init => "init",
     Out => "out",

@@ -915,6 +915,16 @@ fn new_user_stumbles_are_caught_early_and_explained() {
     let b0 = dir.join("b0");
     let err = fails(&["train", "--data", csv_s, "--out", b0.to_str().unwrap(), "--batch-size", "0"]);
     assert!(err.contains("--batch-size 0") && !err.contains(loaded) && !err.contains(built), "{err}");
+    let err =
+        fails(&["train", "--data", csv_s, "--out", b0.to_str().unwrap(), "--batch-size", "8", "--accumulate", "3"]);
+    assert!(err.contains("--accumulate 3") && err.contains("multiple") && !err.contains(loaded), "{err}");
+    // Accumulation trains (two micro-batches of 4) and records the setting in the run.
+    let acc = dir.join("acc");
+    let (text, err) = ok_both(&train_args(csv_s, acc.to_str().unwrap(), &["--accumulate", "2"]));
+    let all = format!("{text}{err}");
+    assert!(all.contains("epoch 1/1") && all.contains("device memory (planned)"), "{all}");
+    let config = std::fs::read_to_string(acc.join("config.json")).unwrap();
+    assert!(config.contains("\"accumulate\": 2"), "{config}");
     let (_, err) = ok_both(&["train", "--resume", run_s, "--epochs", "1"]);
     assert!(err.contains("already has 1 epochs") && !err.contains(loaded), "{err}");
     let broken = dir.join("broken");

@@ -73,6 +73,7 @@ fn trainer(g: &Arc<Gpu>, f: &Fixture, case: &str) -> Trainer {
         loss: loss_kind(case),
         class_weights: Vec::new(),
         optimizer: OptimizerConfig::default(),
+        accumulate: 1,
     };
     Trainer::new(model(g, f), cfg).unwrap()
 }
@@ -200,6 +201,7 @@ fn mismatched_targets_and_weights_are_refused() {
         loss,
         class_weights,
         optimizer: OptimizerConfig::default(),
+        accumulate: 1,
     };
     let e = Trainer::new(model(&g, &f), cfg(LossKind::DistillL2, vec![1.0; 16])).err().unwrap();
     assert!(matches!(e, tailor::Error::Shape { .. }), "{e}");

@@ -179,6 +179,7 @@ fn memory_report_counts_kernel_buffers() {
         loss: LossKind::Softmax { gamma: 0.0 },
         class_weights: vec![1.0; 4],
         optimizer: Default::default(),
+        accumulate: 1,
     };
     let planned = Trainer::estimate_memory(&model, &config).unwrap();
     let built = Trainer::new(model, config).unwrap().memory();

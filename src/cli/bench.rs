@@ -23,6 +23,9 @@ pub struct Args {
     arch: Option<String>,
     #[arg(long)]
     batch_size: Option<usize>,
+    /// Micro-batches per step (gradient accumulation): the batch is cut into this many.
+    #[arg(long, default_value_t = 1)]
+    accumulate: usize,
     #[arg(long)]
     image_size: Option<usize>,
     #[arg(long, default_value_t = 10)]
@@ -100,6 +103,7 @@ pub fn run(cli: &super::Cli, a: &Args) -> Result<()> {
         loss: LossKind::Sigmoid { gamma: 0.0 },
         class_weights: w,
         optimizer: OptimizerConfig::default(),
+        accumulate: a.accumulate,
     };
     if a.plan_only {
         let m = Trainer::estimate_memory(&model, &cfg)?;

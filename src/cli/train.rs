@@ -69,6 +69,10 @@ pub struct TrainArgs {
     /// Images per training step (and per validation batch).
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
+    /// Cut each step's batch into this many micro-batches (gradient accumulation: the memory of
+    /// one micro-batch, the gradients of the whole batch; batch norm sees each micro-batch).
+    #[arg(long, default_value_t = 1)]
+    pub accumulate: usize,
     /// Epochs in all [default: 10] (with --resume: train on to this many; default: the run's).
     #[arg(long)]
     pub epochs: Option<usize>,
@@ -124,6 +128,7 @@ impl TrainArgs {
             lr_gamma: self.lr_gamma,
             warmup: self.warmup,
             batch_size: self.batch_size,
+            accumulate: self.accumulate,
             epochs: self.epochs.unwrap_or(DEFAULT_EPOCHS),
             seed: self.seed,
             split: self.split.settings(),

@@ -26,6 +26,28 @@ pub struct TrainConfig {
     /// empty for the embedding losses, which weigh no classes.
     pub class_weights: Vec<f32>,
     pub optimizer: OptimizerConfig,
+    /// Micro-batches per optimiser step (gradient accumulation; 1: none). `batch` images are
+    /// cut into this many micro-batches of `batch / accumulate` images, each with its own
+    /// batch-norm statistics and its loss divided by `accumulate`; their gradients are summed on
+    /// the device and one optimiser step follows, as in PyTorch.
+    pub accumulate: usize,
+}
+
+impl TrainConfig {
+    /// Images per micro-batch: what the step's graph is built for.
+    pub fn micro_batch(&self) -> Result<usize> {
+        if self.accumulate == 0 || self.batch % self.accumulate != 0 {
+            return Err(Error::shape(
+                "gradient accumulation",
+                format!(
+                    "a batch of {} cannot be cut into {} micro-batches of equal size: give a batch size that is a \
+                     multiple of the accumulation steps",
+                    self.batch, self.accumulate
+                ),
+            ));
+        }
+        Ok(self.batch / self.accumulate)
+    }
 }
 
 /// Targets of a batch, by loss: class ids (softmax) or labels (the triplet losses: any u32,
@@ -74,6 +96,62 @@ struct ArenaMoments {
     members: Vec<(String, usize, usize)>,
 }
 
+/// Gradient accumulation over micro-batches, all in one submission: each micro-batch's images
+/// and targets are copied from the whole batch's into the step's input tensors, the step runs,
+/// its parameter gradients (scaled by 1/N) are added to a sum the optimiser then reads.
+struct Accumulation {
+    n: usize,
+    /// The whole batch's images and targets, micro-batch after micro-batch.
+    input: wgpu::Buffer,
+    target: wgpu::Buffer,
+    /// Bytes of one micro-batch's images and targets.
+    input_bytes: u64,
+    target_bytes: u64,
+    /// The summed gradients, laid out like the parameter arena.
+    grads: wgpu::Buffer,
+    /// grads = g/N (the first micro-batch) and grads += g/N (the others).
+    first: Vec<Dispatch>,
+    rest: Vec<Dispatch>,
+    /// Each micro-batch's loss, read back together.
+    losses: wgpu::Buffer,
+}
+
+impl Accumulation {
+    fn new(exe: &Executable, n: usize, input: TensorId, target: TensorId) -> Result<Accumulation> {
+        let gpu = &exe.gpu;
+        let grad =
+            exe.grad_arena().ok_or_else(|| Error::Invalid("the training graph has no parameter gradients".into()))?;
+        let len = (grad.size() / 4) as usize;
+        let grads = gpu.zeros("accumulated gradients", len)?;
+        let alpha = 1.0 / n as f32;
+        let numel = |t: TensorId| exe.graph.tensors[t].numel();
+        Ok(Accumulation {
+            n,
+            input: gpu.zeros("batch images", numel(input) * n)?,
+            target: gpu.zeros("batch targets", numel(target) * n)?,
+            input_bytes: numel(input) as u64 * 4,
+            target_bytes: numel(target) as u64 * 4,
+            first: crate::ops::elementwise::scale_add(gpu, grad, &grads, len, alpha, false)?,
+            rest: crate::ops::elementwise::scale_add(gpu, grad, &grads, len, alpha, true)?,
+            grads,
+            losses: gpu.zeros("micro-batch losses", n)?,
+        })
+    }
+}
+
+/// Adds to a step's memory what the trainer keeps beside its graph: Adam's two moments per
+/// parameter and, accumulating over `n` micro-batches, the gradient sum and the whole batch's
+/// images, targets and losses. (As planned: the arena's alignment padding, at most one binding
+/// alignment per tensor, is left out.)
+fn add_optimizer_memory(r: &mut MemoryReport, g: &Graph, n: usize, input: TensorId, target: TensorId) {
+    r.params_and_state += 2 * r.param_grads;
+    if n > 1 {
+        r.param_grads *= 2;
+        let bytes = |t: TensorId| g.tensors[t].numel() as u64 * 4;
+        r.io += n as u64 * (bytes(input) + bytes(target) + 4);
+    }
+}
+
 /// The optimiser step: one Adam dispatch per parameter group over its range of the parameter
 /// arena, the gradient arena and the moments (or one over the whole arena when every parameter
 /// decays alike), and the moments.
@@ -82,6 +160,7 @@ fn optimizer_dispatches(
     model: &Model,
     groups: &[Group],
     grouped: bool,
+    grad: &wgpu::Buffer,
 ) -> Result<(Vec<Dispatch>, ArenaMoments)> {
     let gpu = &exe.gpu;
     let arena = model.store.arena().ok_or_else(|| {
@@ -101,8 +180,6 @@ fn optimizer_dispatches(
             return Err(Error::Invalid(format!("parameter '{}' gets no gradient from the loss", tensor.name)));
         }
     }
-    let grad =
-        exe.grad_arena().ok_or_else(|| Error::Invalid("the training graph has no parameter gradients".into()))?;
     let m = gpu.zeros("adam exp_avg", arena.len)?;
     let v = gpu.zeros("adam exp_avg_sq", arena.len)?;
     let ranges: Vec<(usize, std::ops::Range<usize>)> =
@@ -150,6 +227,7 @@ pub struct Trainer {
     loss: TensorId,
     logits: TensorId,
     ring: Vec<Slot>,
+    accumulation: Option<Accumulation>,
     /// Steps taken (the optimiser's t).
     pub step: u64,
     finished: Vec<(u64, f32)>,
@@ -174,13 +252,18 @@ impl Trainer {
             };
             return Err(Error::shape("class weights", msg));
         }
+        let micro = config.micro_batch()?;
         let mut g = Graph::new();
-        let built = model.net.build(&mut g, config.batch, config.height, config.width, true)?;
+        let built = model.net.build(&mut g, micro, config.height, config.width, true)?;
         g.keep.push(built.logits);
         let loss_node = g.loss("loss", built.logits, config.loss)?;
         let (loss, target) = (loss_node.loss, loss_node.target);
         autodiff(&mut g)?;
         let exe = Executable::new(gpu.clone(), g, &model.store)?;
+        let accumulation = match config.accumulate {
+            1 => None,
+            n => Some(Accumulation::new(&exe, n, built.input, target)?),
+        };
         if let Some(weights) = loss_node.weights {
             exe.write(weights, &config.class_weights)?;
         }
@@ -192,12 +275,18 @@ impl Trainer {
             .iter()
             .map(|&nd| Ok(Group { hyper: adam::hyper_buffer(&gpu)?, weight_decay: wd_group(nd) }))
             .collect::<Result<_>>()?;
-        let (optimizer, moments) = optimizer_dispatches(&exe, &model, &groups, opt.no_decay_bn_bias)?;
+        let grad = match &accumulation {
+            Some(a) => &a.grads,
+            None => exe
+                .grad_arena()
+                .ok_or_else(|| Error::Invalid("the training graph has no parameter gradients".into()))?,
+        };
+        let (optimizer, moments) = optimizer_dispatches(&exe, &model, &groups, opt.no_decay_bn_bias, grad)?;
         let ring = (0..RING)
             .map(|i| Slot {
                 buf: gpu.device.create_buffer(&wgpu::BufferDescriptor {
                     label: Some(&format!("loss readback {i}")),
-                    size: 4,
+                    size: 4 * config.accumulate as u64,
                     usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
                     mapped_at_creation: false,
                 }),
@@ -217,6 +306,7 @@ impl Trainer {
             loss,
             logits: built.logits,
             ring,
+            accumulation,
             step: 0,
             finished: Vec::new(),
         })
@@ -226,12 +316,12 @@ impl Trainer {
     /// allocating and without the device's per-binding limit.
     pub fn estimate_memory(model: &Model, config: &TrainConfig) -> Result<MemoryReport> {
         let mut g = Graph::new();
-        let built = model.net.build(&mut g, config.batch, config.height, config.width, true)?;
+        let built = model.net.build(&mut g, config.micro_batch()?, config.height, config.width, true)?;
         g.keep.push(built.logits);
-        g.loss("loss", built.logits, config.loss)?;
+        let target = g.loss("loss", built.logits, config.loss)?.target;
         autodiff(&mut g)?;
         let mut r = crate::graph::exec::estimate(&g)?;
-        r.params_and_state += 2 * r.param_grads; // Adam's two moments
+        add_optimizer_memory(&mut r, &g, config.accumulate, built.input, target);
         Ok(r)
     }
 
@@ -239,12 +329,11 @@ impl Trainer {
         &self.exe.gpu
     }
 
-    /// Device memory of the step (plus the optimiser's two moments per parameter).
+    /// Device memory of the step (plus the optimiser's two moments per parameter, and with
+    /// gradient accumulation the gradient sum and the whole batch's inputs).
     pub fn memory(&self) -> MemoryReport {
         let mut r = self.exe.memory();
-        // As planned (two moments per parameter gradient); the arena's alignment padding, at
-        // most one binding alignment per tensor, is left out.
-        r.params_and_state += 2 * r.param_grads;
+        add_optimizer_memory(&mut r, &self.exe.graph, self.config.accumulate, self.input, self.target);
         r
     }
 
@@ -256,20 +345,20 @@ impl Trainer {
     /// Queues one training step on `images` ([batch, c, h, w], normalised) and `targets`.
     /// Returns the losses of earlier steps that have finished since the last call.
     pub fn step(&mut self, images: &[f32], targets: Targets) -> Result<Vec<(u64, f32)>> {
-        self.exe.write(self.input, images)?;
+        self.write(self.input, "images", images)?;
         match (targets, self.config.loss) {
             (Targets::Classes(c), LossKind::Softmax { .. }) => {
                 let classes = self.model.net.config.num_classes as u32;
                 if let Some(bad) = c.iter().find(|&&v| v >= classes) {
                     return Err(Error::Invalid(format!("target class {bad} is out of range for {classes} classes")));
                 }
-                self.exe.write(self.target, c)?
+                self.write(self.target, "targets", c)?
             }
-            (Targets::Multi(m), LossKind::Sigmoid { .. }) => self.exe.write(self.target, m)?,
+            (Targets::Multi(m), LossKind::Sigmoid { .. }) => self.write(self.target, "targets", m)?,
             (Targets::Classes(c), LossKind::TripletBatchHard { .. } | LossKind::TripletBatchAll { .. }) => {
-                self.exe.write(self.target, c)?
+                self.write(self.target, "targets", c)?
             }
-            (Targets::Embeddings(t), LossKind::DistillL2) => self.exe.write(self.target, t)?,
+            (Targets::Embeddings(t), LossKind::DistillL2) => self.write(self.target, "targets", t)?,
             (t, loss) => {
                 return Err(Error::Invalid(format!(
                     "targets do not match the loss: got {}, the {loss:?} loss trains on {}",
@@ -296,19 +385,52 @@ impl Trainer {
         self.collect(Some(slot))?;
         let gpu = self.exe.gpu.clone();
         let mut enc = gpu.device.create_command_encoder(&Default::default());
-        gpu.record_lists(&mut enc, &[&self.exe.dispatches, &self.optimizer]);
         let loss = self.exe.range(self.loss);
-        enc.copy_buffer_to_buffer(loss.buf, loss.offset, &self.ring[slot].buf, 0, 4);
+        match &self.accumulation {
+            None => {
+                gpu.record_lists(&mut enc, &[&self.exe.dispatches, &self.optimizer]);
+                enc.copy_buffer_to_buffer(loss.buf, loss.offset, &self.ring[slot].buf, 0, 4);
+            }
+            Some(a) => {
+                let (input, target) = (self.exe.range(self.input), self.exe.range(self.target));
+                for k in 0..a.n as u64 {
+                    enc.copy_buffer_to_buffer(&a.input, k * a.input_bytes, input.buf, input.offset, a.input_bytes);
+                    enc.copy_buffer_to_buffer(&a.target, k * a.target_bytes, target.buf, target.offset, a.target_bytes);
+                    let sum = if k == 0 { &a.first } else { &a.rest };
+                    gpu.record_lists(&mut enc, &[&self.exe.dispatches, sum]);
+                    enc.copy_buffer_to_buffer(loss.buf, loss.offset, &a.losses, 4 * k, 4);
+                }
+                gpu.record(&mut enc, &self.optimizer);
+                enc.copy_buffer_to_buffer(&a.losses, 0, &self.ring[slot].buf, 0, 4 * a.n as u64);
+            }
+        }
         let submission = gpu.queue.submit([enc.finish()]);
         let done = Arc::new(Mutex::new(None));
         let d2 = done.clone();
         self.ring[slot].buf.map_async(wgpu::MapMode::Read, .., move |r| *d2.lock().unwrap() = Some(r.is_ok()));
         self.ring[slot].pending = Some((self.step, done));
         self.ring[slot].submission = Some(submission);
-        self.model.batches_tracked += 1;
+        // Every micro-batch updates the running statistics once, as in PyTorch.
+        self.model.batches_tracked += self.config.accumulate as i64;
         gpu.check_alive()?;
         self.collect(None)?;
         Ok(std::mem::take(&mut self.finished))
+    }
+
+    /// Queues `data`, the whole batch's values of the step's input tensor `t`: into the tensor,
+    /// or with gradient accumulation into the batch buffer the micro-batches are copied from.
+    fn write<T: bytemuck::Pod>(&self, t: TensorId, what: &str, data: &[T]) -> Result<()> {
+        let Some(a) = &self.accumulation else { return self.exe.write(t, data) };
+        let buf = if t == self.input { &a.input } else { &a.target };
+        let want = self.exe.graph.tensors[t].numel() * a.n;
+        if data.len() != want {
+            return Err(Error::shape(
+                format!("training {what}"),
+                format!("got {} values, a batch of {} needs {want}", data.len(), self.config.batch),
+            ));
+        }
+        self.exe.gpu.write(buf, data);
+        Ok(())
     }
 
     /// Reads the losses that are ready; with `wait_for`, first waits until that slot is free.
@@ -330,9 +452,14 @@ impl Trainer {
             if !ok {
                 return Err(Error::DeviceLost("could not read the loss back".into()));
             }
+            // The step's loss: the sum of its micro-batches' losses divided by their number.
             let v = {
                 let view = slot.buf.get_mapped_range(..).map_err(|e| Error::DeviceLost(e.to_string()))?;
-                f32::from_le_bytes(view[..4].try_into().unwrap())
+                let losses: &[f32] = bytemuck::cast_slice(&view);
+                match losses {
+                    [one] => *one,
+                    many => (many.iter().map(|&l| l as f64).sum::<f64>() / many.len() as f64) as f32,
+                }
             };
             slot.buf.unmap();
             let step = *step;
@@ -354,13 +481,23 @@ impl Trainer {
     }
 
     /// The logits of the last step (train mode), after [`Trainer::finish`]; an embedding
-    /// model's normalised embeddings.
+    /// model's normalised embeddings. With gradient accumulation, the last micro-batch's.
     pub fn last_logits(&self) -> Result<Vec<f32>> {
         self.exe.read(self.logits)
     }
 
-    /// The gradient of parameter `name` from the last step.
+    /// The gradient of parameter `name` from the last step (with gradient accumulation, the
+    /// sum over its micro-batches).
     pub fn grad(&self, name: &str) -> Result<Vec<f32>> {
+        if let Some(a) = &self.accumulation {
+            let (_, offset, len) = self
+                .moments
+                .members
+                .iter()
+                .find(|(n, ..)| n == name)
+                .ok_or_else(|| Error::Invalid(format!("no parameter '{name}'")))?;
+            return self.exe.gpu.read_at(&a.grads, *offset as u64 * 4, *len);
+        }
         let t = (0..self.exe.graph.tensors.len())
             .find(|&t| self.exe.graph.tensors[t].name == name && self.exe.graph.tensors[t].role == Role::Param)
             .ok_or_else(|| Error::Invalid(format!("no parameter '{name}'")))?;

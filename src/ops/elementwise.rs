@@ -1,4 +1,5 @@
-//! Elementwise ops on flat buffers: ReLU (standalone; inside DenseNet it is fused into batch norm).
+//! Elementwise ops on flat buffers: ReLU (standalone; inside DenseNet it is fused into batch norm),
+//! and the scaled sum that accumulates gradients over micro-batches.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -13,14 +14,26 @@ const WG: u32 = 256;
 struct Params {
     n: u32,
     accumulate: u32,
-    _pad: [u32; 2],
+    alpha: f32,
+    _pad: u32,
 }
 
 fn launch(gpu: &Gpu, entry: &str, n: usize, accumulate: bool, buffers: &[BufRange]) -> Result<Vec<Dispatch>> {
+    launch_scaled(gpu, entry, n, accumulate, 1.0, buffers)
+}
+
+fn launch_scaled(
+    gpu: &Gpu,
+    entry: &str,
+    n: usize,
+    accumulate: bool,
+    alpha: f32,
+    buffers: &[BufRange],
+) -> Result<Vec<Dispatch>> {
     for b in buffers {
         super::check_len(entry, "buffer", *b, n)?;
     }
-    let params = Params { n: n as u32, accumulate: accumulate as u32, _pad: [0; 2] };
+    let params = Params { n: n as u32, accumulate: accumulate as u32, alpha, _pad: 0 };
     Ok(vec![gpu.dispatch(Launch {
         shader: shaders::ELEMENTWISE,
         entry,
@@ -51,6 +64,25 @@ pub fn relu_backward<'a>(
     accumulate: bool,
 ) -> Result<Vec<Dispatch>> {
     launch(gpu, "relu_backward", n, accumulate, &[x.into(), dx.into(), dy.into()])
+}
+
+/// y = alpha·x, or y += alpha·x with `accumulate`, over `n` elements. (With alpha a power of
+/// two the products are exact: summing gradients of micro-batches scaled by 1/N this way equals
+/// backpropagating each micro-batch's loss divided by N.)
+pub fn scale_add<'a>(
+    gpu: &Gpu,
+    x: impl Into<BufRange<'a>>,
+    y: impl Into<BufRange<'a>>,
+    n: usize,
+    alpha: f32,
+    accumulate: bool,
+) -> Result<Vec<Dispatch>> {
+    if !alpha.is_finite() {
+        return Err(crate::error::Error::shape("scale_add", format!("the factor must be finite, got {alpha}")));
+    }
+    let (x, y) = (x.into(), y.into());
+    super::check_distinct("scale_add", &[x, y])?;
+    launch_scaled(gpu, "scale_add", n, accumulate, alpha, &[x, y])
 }
 
 #[repr(C)]
@@ -84,4 +116,9 @@ pub fn relu_forward_ref(x: &[f64]) -> Vec<f64> {
 
 pub fn relu_backward_ref(x: &[f64], dy: &[f64]) -> Vec<f64> {
     x.iter().zip(dy).map(|(&v, &g)| if v > 0.0 { g } else { 0.0 }).collect()
+}
+
+/// `alpha·x (+ y with accumulate)`, in f64.
+pub fn scale_add_ref(x: &[f64], y: &[f64], alpha: f64, accumulate: bool) -> Vec<f64> {
+    x.iter().zip(y).map(|(&a, &b)| alpha * a + if accumulate { b } else { 0.0 }).collect()
 }

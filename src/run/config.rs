@@ -333,6 +333,10 @@ pub struct RunSettings {
     #[serde(default)]
     pub warmup: u64,
     pub batch_size: usize,
+    /// Micro-batches per optimiser step (gradient accumulation): `batch_size` images are cut
+    /// into this many, each its own forward and backward, one optimiser step.
+    #[serde(default = "one")]
+    pub accumulate: usize,
     /// Epochs in all.
     #[serde(deserialize_with = "epochs_or_default")]
     pub epochs: usize,
@@ -390,6 +394,7 @@ impl Default for RunSettings {
             lr_gamma: 0.1,
             warmup: 0,
             batch_size: 64,
+            accumulate: 1,
             epochs: DEFAULT_EPOCHS,
             seed: 0,
             split: SplitSettings::default(),
@@ -504,6 +509,27 @@ impl RunSettings {
         self.optimizer(1)?;
         if self.batch_size == 0 {
             return Err(Error::setting(Setting::BatchSize, 0, "give a positive batch size"));
+        }
+        if self.accumulate == 0 {
+            return Err(Error::setting(
+                Setting::Accumulate,
+                0,
+                "give 1 (no accumulation) or more micro-batches per step",
+            ));
+        }
+        // Triplet batches are P labels × K images; other batches are --batch-size images.
+        let batch = match self.loss_name(LabelKind::Single) {
+            LossName::TripletBatchHard | LossName::TripletBatchAll => {
+                (self.embedding.p * self.embedding.k, format!("{} × {}", Setting::P, Setting::K))
+            }
+            _ => (self.batch_size, Setting::BatchSize.to_string()),
+        };
+        if batch.0 % self.accumulate != 0 {
+            return Err(Error::setting(
+                Setting::Accumulate,
+                self.accumulate,
+                format!("{} ({}) must be a multiple of it: each micro-batch has as many images", batch.1, batch.0),
+            ));
         }
         if self.patience == Some(0) {
             return Err(Error::setting(
@@ -684,4 +710,8 @@ impl RunConfig {
     pub fn multi(&self) -> bool {
         self.loss == LossName::Sigmoid
     }
+}
+
+fn one() -> usize {
+    1
 }

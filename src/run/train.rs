@@ -208,14 +208,24 @@ fn train_in(
         }
         _ => None,
     };
+    // A batch larger than the training set shrinks to it, rounded down to whole micro-batches.
+    let acc = settings.accumulate;
     let batch = match &pk {
         Some(s) => s.batch_size(),
-        None => settings.batch_size.min(p.split.train.len()),
+        None => settings.batch_size.min(p.split.train.len() / acc * acc),
     };
+    if batch == 0 {
+        return Err(Error::setting(
+            Setting::Accumulate,
+            acc,
+            format!("is more than the {} training samples: give fewer micro-batches", p.split.train.len()),
+        ));
+    }
     if pk.is_none() && batch < settings.batch_size {
         on(Event::Note(format!(
-            "batch size {} is more than the {batch} training samples; using {batch}",
-            settings.batch_size
+            "batch size {} is more than the {} training samples; using {batch}",
+            settings.batch_size,
+            p.split.train.len()
         )));
     }
     let steps_per_epoch = pk.as_ref().map_or(p.split.train.len() / batch, PkSampler::batches);
@@ -256,6 +266,7 @@ fn train_in(
         loss,
         class_weights: weights.iter().map(|&w| w as f32).collect(),
         optimizer: settings.optimizer(steps_per_epoch)?,
+        accumulate: acc,
     };
     // Said before the trainer is built, since building compiles its pipelines: many seconds on
     // a cold lavapipe.
@@ -282,7 +293,8 @@ fn train_in(
             )));
         }
     }
-    let pred_batch = batch.min(p.split.val.len().max(1));
+    // Validation batches as large as a micro-batch: accumulation is there to bound the memory.
+    let pred_batch = (batch / acc).min(p.split.val.len().max(1));
     let predictor =
         Predictor::new(&trainer.model, pred_batch, p.image.height, p.image.width).map_err(Error::fit_hint)?;
     on(Event::Memory { training: &trainer.memory(), validation: predictor.memory().total() });

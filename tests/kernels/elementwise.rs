@@ -56,3 +56,33 @@ fn fill_zero_clears_only_its_channel_view() {
     }
     assert_close("fill_zero", &got, &want, 0.0, 0.0);
 }
+
+/// y = alpha·x and y += alpha·x at awkward lengths; a power-of-two alpha sums exactly, as the
+/// gradient accumulation over micro-batches relies on; the same buffer twice is refused.
+#[test]
+fn scale_add_matches_reference() {
+    let g = gpu();
+    let mut rng = Rng::new(4);
+    for (n, alpha) in [(1usize, 0.5f64), (13, 1.0 / 3.0), (1000, 0.125), (256 * 65536 + 77, 0.25)] {
+        let (x, old) = (rng.vec(n, -1.0, 1.0), rng.vec(n, -1.0, 1.0));
+        let bx = up(&g, &x);
+        for accumulate in [false, true] {
+            let by = up(&g, &old);
+            let d = ew::scale_add(&g, &bx, &by, n, alpha as f32, accumulate).unwrap();
+            let got = run_read(&g, &d, &by, n);
+            // The reference on the f32 values the kernel sees, rounded once more to f32.
+            let (xf, of) = (f64s(&f32s(&x)), f64s(&f32s(&old)));
+            let want = ew::scale_add_ref(&xf, &of, alpha as f32 as f64, accumulate);
+            let tol = if alpha == 0.5 || alpha == 0.25 || alpha == 0.125 { 6e-8 } else { 1.2e-7 };
+            assert_close(&format!("scale_add n={n} alpha={alpha} acc={accumulate}"), &got, &want, 0.0, tol);
+            if !accumulate && alpha.log2().fract() == 0.0 {
+                let exact = got.iter().zip(&xf).all(|(g, x)| *g == x * alpha);
+                assert!(exact, "alpha {alpha}: a power-of-two factor is exact");
+            }
+        }
+    }
+    let b = up(&g, &[1.0; 8]);
+    assert!(ew::scale_add(&g, &b, &b, 8, 1.0, true).is_err());
+    let other = up(&g, &[0.0; 8]);
+    assert!(ew::scale_add(&g, &other, &b, 8, f32::NAN, true).is_err());
+}
