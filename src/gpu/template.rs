@@ -9,9 +9,12 @@
 //! Syntax (directives are whole lines whose first non-blank text starts with `#`):
 //! - `#for i in 0..N` … `#end`: repeat the body with `{{i}}` = 0, 1, …, N-1.
 //! - `#for a,b in x:y z:w` … `#end`: repeat the body once per item, the `:`-separated fields of each
-//!   item bound to the names in order (`{{a}}` = x, `{{b}}` = y, then z, w).
-//! - `#if a == x` / `#else` / `#end`: keep one branch, by a name bound by an enclosing
-//!   `#for` or by the variant being expanded ([`expand_with`]).
+//!   item bound to the names in order (`{{a}}` = x, `{{b}}` = y, then z, w). Where a field holds
+//!   spaces (a WGSL expression), the items are separated by ` | ` instead: `#for a,b in x:y + 1 | z:`
+//!   (an empty field binds the empty string). `{{name}}` in the items is replaced first, so
+//!   `#for i in 0..{{n}}` repeats as often as an enclosing `#for` says.
+//! - `#if a == x` (or `a != x`) / `#else` / `#end`: keep one branch, by a name bound by an
+//!   enclosing `#for` or by the variant being expanded ([`expand_with`]).
 //! - `##` at the start of a line: a template comment, dropped.
 //!
 //! Lines without directives are copied with `{{name}}` replaced by the bound value.
@@ -85,9 +88,14 @@ fn block(
         } else if let Some(rest) = d.strip_prefix("for ") {
             let (names, items) = rest.split_once(" in ").ok_or_else(|| err("`#for` needs `NAMES in ITEMS`".into()))?;
             let names: Vec<&str> = names.split(',').map(str::trim).collect();
-            let items = for_items(items.trim(), names.len()).map_err(err)?;
+            // In a branch that is only walked, the names the items refer to may not be bound.
+            let items = if emit {
+                for_items(substitute(items, vars, i)?.trim(), names.len()).map_err(err)?
+            } else {
+                Vec::new()
+            };
             let mut close = i + 1;
-            if items.is_empty() || !emit {
+            if items.is_empty() {
                 close = block(lines, i + 1, vars, &mut String::new(), false)?;
             }
             for item in &items {
@@ -102,10 +110,18 @@ fn block(
             }
             i = close + 1;
         } else if let Some(cond) = d.strip_prefix("if ") {
-            let (name, value) = cond.split_once("==").ok_or_else(|| err("`#if` needs `NAME == VALUE`".into()))?;
+            let (name, value, equal) = match cond.split_once("!=") {
+                Some((name, value)) => (name, value, false),
+                None => {
+                    let (name, value) = cond
+                        .split_once("==")
+                        .ok_or_else(|| err("`#if` needs `NAME == VALUE` or `NAME != VALUE`".into()))?;
+                    (name, value, true)
+                }
+            };
             // In a branch that is only walked, a `#for`'s names are not bound: nothing is chosen there.
             let taken = match vars.get(name.trim()) {
-                Some(bound) => bound == value.trim(),
+                Some(bound) => (bound == value.trim()) == equal,
                 None if !emit => false,
                 None => return Err(err(format!("`{}` is not bound here", name.trim()))),
             };
@@ -136,8 +152,12 @@ fn for_items(items: &str, arity: usize) -> Result<Vec<Vec<String>>, String> {
         }
         return Ok((a..b).map(|k| vec![k.to_string()]).collect());
     }
-    items
-        .split_whitespace()
+    let list: Vec<&str> = if items.contains('|') {
+        items.split('|').map(str::trim).collect()
+    } else {
+        items.split_whitespace().collect()
+    };
+    list.into_iter()
         .map(|item| {
             let fields: Vec<String> = item.split(':').map(String::from).collect();
             if fields.len() == arity {
@@ -180,6 +200,7 @@ pub struct Template {
 pub const TEMPLATES: &[Template] = &[
     Template { template: "gemm.wgsl.tmpl", generated: "gemm.wgsl", vars: &[] },
     Template { template: "batchnorm.wgsl.tmpl", generated: "batchnorm.wgsl", vars: &[("subgroups", "yes")] },
+    Template { template: "conv.wgsl.tmpl", generated: "conv.wgsl", vars: &[] },
 ];
 
 /// The batch norm template, for its variant without subgroups.
@@ -194,6 +215,22 @@ mod tests {
     fn expands_ranges_lists_and_variants() {
         let t = "#for i in 0..3\na{{i}}\n#end\n#for x,y in p:q r:s\n#if x == p\n{{y}}!\n#else\n{{y}}?\n#end\n#end\n## gone\nz\n";
         assert_eq!(expand(t).unwrap(), "a0\na1\na2\nq!\ns?\nz\n");
+    }
+
+    #[test]
+    fn expands_bar_lists_substituted_bounds_and_inequality() {
+        // ` | ` separates items whose fields hold spaces; an empty field binds "".
+        let t = "#for a,b in x: + 1 | y:\n{{a}}{{b}};\n#end\n";
+        assert_eq!(expand(t).unwrap(), "x + 1;\ny;\n");
+        // A range bound taken from an enclosing `#for`.
+        let t = "#for n in 1 3\n#for i in 0..{{n}}\n{{n}}{{i}}\n#end\n#end\n";
+        assert_eq!(expand(t).unwrap(), "10\n30\n31\n32\n");
+        let t = "#for s in | _v4\n#if s != _v4\nplain\n#else\nv4\n#end\nf{{s}}\n#end\n";
+        assert_eq!(expand(t).unwrap(), "plain\nf\nv4\nf_v4\n");
+        // In a branch only walked, a bound naming an unbound name is no error.
+        let t = "#if s == no\n#for i in 0..{{n}}\nx\n#end\n#end\ny\n";
+        assert_eq!(expand_with(t, &[("s", "yes")]).unwrap(), "y\n");
+        assert_eq!(expand_with(t, &[("s", "no")]).unwrap_err().line, 2);
     }
 
     #[test]
