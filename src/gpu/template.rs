@@ -201,6 +201,7 @@ pub const TEMPLATES: &[Template] = &[
     Template { template: "gemm.wgsl.tmpl", generated: "gemm.wgsl", vars: &[] },
     Template { template: "batchnorm.wgsl.tmpl", generated: "batchnorm.wgsl", vars: &[("subgroups", "yes")] },
     Template { template: "conv.wgsl.tmpl", generated: "conv.wgsl", vars: &[] },
+    Template { template: "pool.wgsl.tmpl", generated: "pool.wgsl", vars: &[] },
 ];
 
 /// The batch norm template, for its variant without subgroups.
