@@ -4,6 +4,8 @@
 mod buffer;
 mod device;
 mod dispatch;
+#[cfg(test)]
+mod mirror;
 mod needs;
 mod precompile;
 pub mod shaders;

@@ -131,10 +131,10 @@ pub struct AdamBuffers<'a> {
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    offset: u32,
-    len: u32,
-    _pad: [u32; 2],
+pub(crate) struct Params {
+    pub(crate) offset: u32,
+    pub(crate) len: u32,
+    pub(crate) _pad: [u32; 2],
 }
 
 fn check(r: AdamRange, b: &AdamBuffers) -> Result<()> {

@@ -240,27 +240,27 @@ impl Tiles {
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable, Default)]
-struct Params {
-    n: u32,
-    cin: u32,
-    h: u32,
-    w: u32,
-    cout: u32,
-    kh: u32,
-    kw: u32,
-    stride: u32,
-    pad: u32,
-    p: u32,
-    q: u32,
-    accumulate: u32,
-    a_off: u32,
-    a_tot: u32,
-    b_off: u32,
-    b_tot: u32,
-    splits: u32,
-    split_len: u32,
-    len: u32,
-    _pad: u32,
+pub(crate) struct Params {
+    pub(crate) n: u32,
+    pub(crate) cin: u32,
+    pub(crate) h: u32,
+    pub(crate) w: u32,
+    pub(crate) cout: u32,
+    pub(crate) kh: u32,
+    pub(crate) kw: u32,
+    pub(crate) stride: u32,
+    pub(crate) pad: u32,
+    pub(crate) p: u32,
+    pub(crate) q: u32,
+    pub(crate) accumulate: u32,
+    pub(crate) a_off: u32,
+    pub(crate) a_tot: u32,
+    pub(crate) b_off: u32,
+    pub(crate) b_tot: u32,
+    pub(crate) splits: u32,
+    pub(crate) split_len: u32,
+    pub(crate) len: u32,
+    pub(crate) _pad: u32,
 }
 
 /// `a` is the input-side tensor (x or dx), `b` the output-side one (y or dy).

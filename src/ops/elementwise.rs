@@ -11,11 +11,11 @@ const WG: u32 = 256;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    n: u32,
-    accumulate: u32,
-    alpha: f32,
-    _pad: u32,
+pub(crate) struct Params {
+    pub(crate) n: u32,
+    pub(crate) accumulate: u32,
+    pub(crate) alpha: f32,
+    pub(crate) _pad: u32,
 }
 
 fn launch(gpu: &Gpu, entry: &str, n: usize, accumulate: bool, buffers: &[BufRange]) -> Result<Vec<Dispatch>> {
@@ -87,13 +87,13 @@ pub fn scale_add<'a>(
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct FillParams {
-    n: u32,
-    c: u32,
-    hw: u32,
-    c_off: u32,
-    c_total: u32,
-    _pad: [u32; 3],
+pub(crate) struct FillParams {
+    pub(crate) n: u32,
+    pub(crate) c: u32,
+    pub(crate) hw: u32,
+    pub(crate) c_off: u32,
+    pub(crate) c_total: u32,
+    pub(crate) _pad: [u32; 3],
 }
 
 /// Zeroes `c` channels of `n` images of `hw` pixels in the view `x`.

@@ -150,21 +150,21 @@ pub fn embed_loss_scratch_len(kind: EmbedLoss, s: EmbedShape) -> usize {
 /// Mirrors `Params` in `shaders/embed.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable, Default)]
-struct Params {
-    batch: u32,
-    dim: u32,
-    margin: f32,
-    accumulate: u32,
-    g: u32,
-    d: u32,
-    a: u32,
-    m: u32,
-    work: u32,
-    tail: u32,
-    count: u32,
-    first: u32,
-    divisor: f32,
-    _pad: [u32; 3],
+pub(crate) struct Params {
+    pub(crate) batch: u32,
+    pub(crate) dim: u32,
+    pub(crate) margin: f32,
+    pub(crate) accumulate: u32,
+    pub(crate) g: u32,
+    pub(crate) d: u32,
+    pub(crate) a: u32,
+    pub(crate) m: u32,
+    pub(crate) work: u32,
+    pub(crate) tail: u32,
+    pub(crate) count: u32,
+    pub(crate) first: u32,
+    pub(crate) divisor: f32,
+    pub(crate) _pad: [u32; 3],
 }
 
 impl Params {

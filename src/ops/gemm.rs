@@ -189,11 +189,11 @@ impl GemmConfig {
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable, Default)]
-struct Mat {
-    off: u32,
-    rs: u32,
-    cs: u32,
-    bs: u32,
+pub(crate) struct Mat {
+    pub(crate) off: u32,
+    pub(crate) rs: u32,
+    pub(crate) cs: u32,
+    pub(crate) bs: u32,
 }
 
 impl From<MatrixLayout> for Mat {
@@ -204,23 +204,23 @@ impl From<MatrixLayout> for Mat {
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    batch: u32,
-    a: Mat,
-    b: Mat,
-    c: Mat,
-    alpha: f32,
-    accumulate: u32,
-    k_chunk: u32,
-    k_splits: u32,
-    b_chunk: u32,
-    slices_per_out: u32,
-    out_count: u32,
+pub(crate) struct Params {
+    pub(crate) m: u32,
+    pub(crate) n: u32,
+    pub(crate) k: u32,
+    pub(crate) batch: u32,
+    pub(crate) a: Mat,
+    pub(crate) b: Mat,
+    pub(crate) c: Mat,
+    pub(crate) alpha: f32,
+    pub(crate) accumulate: u32,
+    pub(crate) k_chunk: u32,
+    pub(crate) k_splits: u32,
+    pub(crate) b_chunk: u32,
+    pub(crate) slices_per_out: u32,
+    pub(crate) out_count: u32,
     /// Always 0: an upper bound the shader compiler cannot see through (see gemm.wgsl).
-    zero: u32,
+    pub(crate) zero: u32,
 }
 
 /// How the reduction is cut: slice `z` covers batches `g·b_chunk..` (g = z / k_splits) and

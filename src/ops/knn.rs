@@ -234,43 +234,43 @@ fn check_search(
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct NormParams {
-    rows: u32,
-    dim: u32,
-    x_off: u32,
-    out_off: u32,
+pub(crate) struct NormParams {
+    pub(crate) rows: u32,
+    pub(crate) dim: u32,
+    pub(crate) x_off: u32,
+    pub(crate) out_off: u32,
 }
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct KeyParams {
-    queries: u32,
-    cols: u32,
-    count: u32,
-    first: u32,
-    gn_off: u32,
-    gg_off: u32,
-    groups: u32,
-    _pad: u32,
+pub(crate) struct KeyParams {
+    pub(crate) queries: u32,
+    pub(crate) cols: u32,
+    pub(crate) count: u32,
+    pub(crate) first: u32,
+    pub(crate) gn_off: u32,
+    pub(crate) gg_off: u32,
+    pub(crate) groups: u32,
+    pub(crate) _pad: u32,
 }
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct SelectParams {
-    k: u32,
-    stride: u32,
-    cols: u32,
-    count: u32,
-    first: u32,
-    prev: u32,
-    _pad: [u32; 2],
+pub(crate) struct SelectParams {
+    pub(crate) k: u32,
+    pub(crate) stride: u32,
+    pub(crate) cols: u32,
+    pub(crate) count: u32,
+    pub(crate) first: u32,
+    pub(crate) prev: u32,
+    pub(crate) _pad: [u32; 2],
 }
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct SortParams {
-    stride: u32,
-    _pad: [u32; 3],
+pub(crate) struct SortParams {
+    pub(crate) stride: u32,
+    pub(crate) _pad: [u32; 3],
 }
 
 /// Threads per workgroup: one SIMD fiber's worth of lanes on a CPU device (a workgroup runs on

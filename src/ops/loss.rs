@@ -87,11 +87,11 @@ pub fn loss_scratch_len(s: LossShape) -> usize {
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    batch: u32,
-    classes: u32,
-    gamma: f32,
-    scale: f32,
+pub(crate) struct Params {
+    pub(crate) batch: u32,
+    pub(crate) classes: u32,
+    pub(crate) gamma: f32,
+    pub(crate) scale: f32,
 }
 
 fn check_buffers(kind: LossKind, s: LossShape, o: LossOpts, b: &LossBuffers) -> Result<()> {

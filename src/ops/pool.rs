@@ -99,18 +99,18 @@ fn check_distinct(op: &str, bufs: &[BufRange]) -> Result<()> {
 /// Mirrors `Params` of pool.wgsl: views (offset, total channels) in binding order 1, 2, 3.
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable, Default)]
-struct Params {
-    n: u32,
-    c: u32,
-    h: u32,
-    w: u32,
-    oh: u32,
-    ow: u32,
-    k: u32,
-    s: u32,
-    pad: u32,
-    acc: u32,
-    views: [[u32; 2]; 3],
+pub(crate) struct Params {
+    pub(crate) n: u32,
+    pub(crate) c: u32,
+    pub(crate) h: u32,
+    pub(crate) w: u32,
+    pub(crate) oh: u32,
+    pub(crate) ow: u32,
+    pub(crate) k: u32,
+    pub(crate) s: u32,
+    pub(crate) pad: u32,
+    pub(crate) acc: u32,
+    pub(crate) views: [[u32; 2]; 3],
 }
 
 impl Params {
