@@ -684,8 +684,6 @@ struct Win {
     b: vec2<f32>,
 }
 
-alias Win8 = array<Win, 8>;
-
 // The columns x0 - 1 .. x0 + 5 of a lane's window (clamped into the row) and whether each is
 // inside the image, computed once per lane.
 struct WinCols {
@@ -728,11 +726,21 @@ fn win_tap(v: Win, kx: u32) -> vec4<f32> {
     return select(select(t2, t1, kx == 1u), v.a, kx == 0u);
 }
 
-fn taps8(v: Win8, kx: u32) -> X8 {
-    return X8(win_tap(v[0], kx), win_tap(v[1], kx), win_tap(v[2], kx), win_tap(v[3], kx),
-              win_tap(v[4], kx), win_tap(v[5], kx), win_tap(v[6], kx), win_tap(v[7], kx));
+// x_win for TN = 4 and rows of a multiple of 4 pixels, through the vec4 view: the window's
+// middle four pixels x0 .. x0 + 4 are one aligned vec4 (one per-lane load instead of four),
+// its ends the last and first elements of the vec4s either side (0 past the row's edges).
+fn x_win4(off: u32, edges: vec2<bool>, ok: bool) -> Win {
+    let q = off / 4u;
+    let mid = select(vec4(0.0), src4[select(0u, q, ok)], vec4(ok));
+    let l = ok & edges.x;
+    let r = ok & edges.y;
+    let e0 = select(0.0, src4[select(0u, q - 1u, l)].w, l);
+    let e5 = select(0.0, src4[select(0u, q + 1u, r)].x, r);
+    return Win(vec4(e0, mid.xyz), vec2(mid.w, e5));
 }
 
+// The row-window forwards: conv3_body (any width), _v4 (TN = 4 on rows of a multiple of 4 pixels,
+// x_win4), _v8 and _v8_oihw (below): the same sums in the same order, in other tiles and loads.
 fn conv3_body(f: u32, lid: u32, sid: u32, init: Acc, c: Conv3) {
     let segs = (p.w + TN - 1u) / TN; // per row
     let nseg = p.n * p.h * segs;
@@ -754,8 +762,8 @@ fn conv3_body(f: u32, lid: u32, sid: u32, init: Acc, c: Conv3) {
         let rowok = (iy >= 0) & (iy < i32(p.h));
         let rowoff = inbase + select(0u, u32(iy), rowok) * p.w;
         for (var k0 = 0u; k0 < c.kch; k0 += 8u) {
-            var v: Win8;
-            v[0] = x_win(rowoff + min(k0, c.kch - 1u) * hw, wc, rowok & (k0 < c.kch));
+            var v: array<Win, 8>;
+            v[0] = x_win(rowoff + min(k0 + 0u, c.kch - 1u) * hw, wc, rowok & (k0 + 0u < c.kch));
             v[1] = x_win(rowoff + min(k0 + 1u, c.kch - 1u) * hw, wc, rowok & (k0 + 1u < c.kch));
             v[2] = x_win(rowoff + min(k0 + 2u, c.kch - 1u) * hw, wc, rowok & (k0 + 2u < c.kch));
             v[3] = x_win(rowoff + min(k0 + 3u, c.kch - 1u) * hw, wc, rowok & (k0 + 3u < c.kch));
@@ -766,27 +774,19 @@ fn conv3_body(f: u32, lid: u32, sid: u32, init: Acc, c: Conv3) {
             // This lane's weights: channel k0 + l8, taps (ky, 0..3).
             let kl = k0 + l8;
             let ci = min(kl, c.kch - 1u);
-            block8(&acc, w_rows(tl.m0, ci, ky * 3u, kl < c.kch), taps8(v, 0u));
-            block8(&acc, w_rows(tl.m0, ci, ky * 3u + 1u, kl < c.kch), taps8(v, 1u));
-            block8(&acc, w_rows(tl.m0, ci, ky * 3u + 2u, kl < c.kch), taps8(v, 2u));
+            let wok = kl < c.kch;
+            var w: Row;
+            w = w_rows(tl.m0, ci, ky * 3u + 0u, wok);
+            block8(&acc, w, X8(win_tap(v[0], 0u), win_tap(v[1], 0u), win_tap(v[2], 0u), win_tap(v[3], 0u), win_tap(v[4], 0u), win_tap(v[5], 0u), win_tap(v[6], 0u), win_tap(v[7], 0u)));
+            w = w_rows(tl.m0, ci, ky * 3u + 1u, wok);
+            block8(&acc, w, X8(win_tap(v[0], 1u), win_tap(v[1], 1u), win_tap(v[2], 1u), win_tap(v[3], 1u), win_tap(v[4], 1u), win_tap(v[5], 1u), win_tap(v[6], 1u), win_tap(v[7], 1u)));
+            w = w_rows(tl.m0, ci, ky * 3u + 2u, wok);
+            block8(&acc, w, X8(win_tap(v[0], 2u), win_tap(v[1], 2u), win_tap(v[2], 2u), win_tap(v[3], 2u), win_tap(v[4], 2u), win_tap(v[5], 2u), win_tap(v[6], 2u), win_tap(v[7], 2u)));
         }
     }
     let col = (img * c.out_tot + c.out_off) * hw + y * p.w + x0 + LANE4;
     let ok = (vec4(sg) < vec4(nseg)) & (vec4(x0) + LANE4 < vec4(p.w));
     store_tile(&acc, Out(col, ok, tl.m0, c.nrows, hw, c.add));
-}
-
-// x_win for TN = 4 and rows of a multiple of 4 pixels, through the vec4 view: the window's
-// middle four pixels x0 .. x0 + 4 are one aligned vec4 (one per-lane load instead of four),
-// its ends the last and first elements of the vec4s either side (0 past the row's edges).
-fn x_win4(off: u32, edges: vec2<bool>, ok: bool) -> Win {
-    let q = off / 4u;
-    let mid = select(vec4(0.0), src4[select(0u, q, ok)], vec4(ok));
-    let l = ok & edges.x;
-    let r = ok & edges.y;
-    let e0 = select(0.0, src4[select(0u, q - 1u, l)].w, l);
-    let e5 = select(0.0, src4[select(0u, q + 1u, r)].x, r);
-    return Win(vec4(e0, mid.xyz), vec2(mid.w, e5));
 }
 
 fn conv3_body_v4(f: u32, lid: u32, sid: u32, init: Acc, c: Conv3) {
@@ -808,57 +808,33 @@ fn conv3_body_v4(f: u32, lid: u32, sid: u32, init: Acc, c: Conv3) {
     for (var ky = 0u; ky < 3u; ky++) {
         let iy = i32(y + ky) - 1;
         let rowok = (iy >= 0) & (iy < i32(p.h));
-        let rowoff = inbase + select(0u, u32(iy), rowok) * p.w;
+        let rowoff = inbase + select(0u, u32(iy), rowok) * p.w + x0;
         for (var k0 = 0u; k0 < c.kch; k0 += 8u) {
-            var v: Win8;
-            v[0] = x_win4(rowoff + min(k0, c.kch - 1u) * hw + x0, edges, rowok & (k0 < c.kch));
-            v[1] = x_win4(rowoff + min(k0 + 1u, c.kch - 1u) * hw + x0, edges, rowok & (k0 + 1u < c.kch));
-            v[2] = x_win4(rowoff + min(k0 + 2u, c.kch - 1u) * hw + x0, edges, rowok & (k0 + 2u < c.kch));
-            v[3] = x_win4(rowoff + min(k0 + 3u, c.kch - 1u) * hw + x0, edges, rowok & (k0 + 3u < c.kch));
-            v[4] = x_win4(rowoff + min(k0 + 4u, c.kch - 1u) * hw + x0, edges, rowok & (k0 + 4u < c.kch));
-            v[5] = x_win4(rowoff + min(k0 + 5u, c.kch - 1u) * hw + x0, edges, rowok & (k0 + 5u < c.kch));
-            v[6] = x_win4(rowoff + min(k0 + 6u, c.kch - 1u) * hw + x0, edges, rowok & (k0 + 6u < c.kch));
-            v[7] = x_win4(rowoff + min(k0 + 7u, c.kch - 1u) * hw + x0, edges, rowok & (k0 + 7u < c.kch));
+            var v: array<Win, 8>;
+            v[0] = x_win4(rowoff + min(k0 + 0u, c.kch - 1u) * hw, edges, rowok & (k0 + 0u < c.kch));
+            v[1] = x_win4(rowoff + min(k0 + 1u, c.kch - 1u) * hw, edges, rowok & (k0 + 1u < c.kch));
+            v[2] = x_win4(rowoff + min(k0 + 2u, c.kch - 1u) * hw, edges, rowok & (k0 + 2u < c.kch));
+            v[3] = x_win4(rowoff + min(k0 + 3u, c.kch - 1u) * hw, edges, rowok & (k0 + 3u < c.kch));
+            v[4] = x_win4(rowoff + min(k0 + 4u, c.kch - 1u) * hw, edges, rowok & (k0 + 4u < c.kch));
+            v[5] = x_win4(rowoff + min(k0 + 5u, c.kch - 1u) * hw, edges, rowok & (k0 + 5u < c.kch));
+            v[6] = x_win4(rowoff + min(k0 + 6u, c.kch - 1u) * hw, edges, rowok & (k0 + 6u < c.kch));
+            v[7] = x_win4(rowoff + min(k0 + 7u, c.kch - 1u) * hw, edges, rowok & (k0 + 7u < c.kch));
             // This lane's weights: channel k0 + l8, taps (ky, 0..3).
             let kl = k0 + l8;
             let ci = min(kl, c.kch - 1u);
-            block8(&acc, w_rows(tl.m0, ci, ky * 3u, kl < c.kch), taps8(v, 0u));
-            block8(&acc, w_rows(tl.m0, ci, ky * 3u + 1u, kl < c.kch), taps8(v, 1u));
-            block8(&acc, w_rows(tl.m0, ci, ky * 3u + 2u, kl < c.kch), taps8(v, 2u));
+            let wok = kl < c.kch;
+            var w: Row;
+            w = w_rows(tl.m0, ci, ky * 3u + 0u, wok);
+            block8(&acc, w, X8(win_tap(v[0], 0u), win_tap(v[1], 0u), win_tap(v[2], 0u), win_tap(v[3], 0u), win_tap(v[4], 0u), win_tap(v[5], 0u), win_tap(v[6], 0u), win_tap(v[7], 0u)));
+            w = w_rows(tl.m0, ci, ky * 3u + 1u, wok);
+            block8(&acc, w, X8(win_tap(v[0], 1u), win_tap(v[1], 1u), win_tap(v[2], 1u), win_tap(v[3], 1u), win_tap(v[4], 1u), win_tap(v[5], 1u), win_tap(v[6], 1u), win_tap(v[7], 1u)));
+            w = w_rows(tl.m0, ci, ky * 3u + 2u, wok);
+            block8(&acc, w, X8(win_tap(v[0], 2u), win_tap(v[1], 2u), win_tap(v[2], 2u), win_tap(v[3], 2u), win_tap(v[4], 2u), win_tap(v[5], 2u), win_tap(v[6], 2u), win_tap(v[7], 2u)));
         }
     }
     let col = (img * c.out_tot + c.out_off) * hw + y * p.w + x0 + LANE4;
     let ok = (vec4(sg) < vec4(nseg)) & (vec4(x0) + LANE4 < vec4(p.w));
     store_tile4(&acc, Out(col, ok, tl.m0, c.nrows, hw, c.add));
-}
-
-@compute @workgroup_size(WG)
-fn forward_3x3(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-               @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
-    let c = Conv3(p.cout, p.cin, p.a_off, p.a_tot, p.b_off, p.b_tot, false);
-    let f = flat(wid, nwg);
-    // The bias of this workgroup's rows (its tile as conv3_body cuts the columns).
-    let m0 = tile(f, 0u, p.cout, p.n * p.h * ((p.w + TN - 1u) / TN) * TN, 1u).m0;
-    var init: Acc;
-    for (var m = 0u; m < TM; m++) {
-        init[m] = vec4(bias[min(m0 + m, p.cout - 1u)]);
-    }
-    conv3_body(f, lid, sid, init, c);
-}
-
-// forward_3x3 with TN = 4 on rows of a multiple of 4 pixels (x_win4); the same sums in the same
-// order.
-@compute @workgroup_size(WG)
-fn forward_3x3_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                  @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
-    let c = Conv3(p.cout, p.cin, p.a_off, p.a_tot, p.b_off, p.b_tot, false);
-    let f = flat(wid, nwg);
-    let m0 = tile(f, 0u, p.cout, p.n * p.h * ((p.w + TN - 1u) / TN) * TN, 1u).m0;
-    var init: Acc;
-    for (var m = 0u; m < TM; m++) {
-        init[m] = vec4(bias[min(m0 + m, p.cout - 1u)]);
-    }
-    conv3_body_v4(f, lid, sid, init, c);
 }
 
 // forward_3x3 with 8 pixels per invocation (TN = 8, rows of a multiple of 4 pixels): per (ky,
@@ -922,19 +898,6 @@ fn conv3_body_v8(f: u32, lid: u32, sid: u32, init: Acc, c: Conv3) {
     store_tile4(&hi, Out(col + vec4(4u), ok_hi, tl.m0, c.nrows, hw, c.add));
 }
 
-@compute @workgroup_size(WG)
-fn forward_3x3_v8(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                  @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
-    let c = Conv3(p.cout, p.cin, p.a_off, p.a_tot, p.b_off, p.b_tot, false);
-    let f = flat(wid, nwg);
-    let m0 = tile(f, 0u, p.cout, p.n * p.h * ((p.w + 8u - 1u) / 8u) * 8u, 1u).m0;
-    var init: Acc;
-    for (var m = 0u; m < TM; m++) {
-        init[m] = vec4(bias[min(m0 + m, p.cout - 1u)]);
-    }
-    conv3_body_v8(f, lid, sid, init, c);
-}
-
 // conv3_body_v8 reading the weights straight from OIHW (wt): with 16-row tiles measured about 7%
 // faster than the transposed ones on lavapipe (with 12, 8% slower). The same sums in the same order.
 fn conv3_body_v8_oihw(f: u32, lid: u32, sid: u32, init: Acc, c: Conv3) {
@@ -992,10 +955,53 @@ fn conv3_body_v8_oihw(f: u32, lid: u32, sid: u32, init: Acc, c: Conv3) {
 }
 
 @compute @workgroup_size(WG)
+fn forward_3x3(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
+    let c = Conv3(p.cout, p.cin, p.a_off, p.a_tot, p.b_off, p.b_tot, false);
+    let f = flat(wid, nwg);
+    // The bias of this workgroup's rows (its tile as conv3_body cuts the columns).
+    let m0 = tile(f, 0u, p.cout, p.n * p.h * ((p.w + TN - 1u) / TN) * TN, 1u).m0;
+    var init: Acc;
+    for (var m = 0u; m < TM; m++) {
+        init[m] = vec4(bias[min(m0 + m, p.cout - 1u)]);
+    }
+    conv3_body(f, lid, sid, init, c);
+}
+
+@compute @workgroup_size(WG)
+fn forward_3x3_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
+    let c = Conv3(p.cout, p.cin, p.a_off, p.a_tot, p.b_off, p.b_tot, false);
+    let f = flat(wid, nwg);
+    // The bias of this workgroup's rows (its tile as conv3_body_v4 cuts the columns).
+    let m0 = tile(f, 0u, p.cout, p.n * p.h * ((p.w + TN - 1u) / TN) * TN, 1u).m0;
+    var init: Acc;
+    for (var m = 0u; m < TM; m++) {
+        init[m] = vec4(bias[min(m0 + m, p.cout - 1u)]);
+    }
+    conv3_body_v4(f, lid, sid, init, c);
+}
+
+@compute @workgroup_size(WG)
+fn forward_3x3_v8(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
+    let c = Conv3(p.cout, p.cin, p.a_off, p.a_tot, p.b_off, p.b_tot, false);
+    let f = flat(wid, nwg);
+    // The bias of this workgroup's rows (its tile as conv3_body_v8 cuts the columns).
+    let m0 = tile(f, 0u, p.cout, p.n * p.h * ((p.w + 8u - 1u) / 8u) * 8u, 1u).m0;
+    var init: Acc;
+    for (var m = 0u; m < TM; m++) {
+        init[m] = vec4(bias[min(m0 + m, p.cout - 1u)]);
+    }
+    conv3_body_v8(f, lid, sid, init, c);
+}
+
+@compute @workgroup_size(WG)
 fn forward_3x3_v8_oihw(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
     let c = Conv3(p.cout, p.cin, p.a_off, p.a_tot, p.b_off, p.b_tot, false);
     let f = flat(wid, nwg);
+    // The bias of this workgroup's rows (its tile as conv3_body_v8_oihw cuts the columns).
     let m0 = tile(f, 0u, p.cout, p.n * p.h * ((p.w + 8u - 1u) / 8u) * 8u, 1u).m0;
     var init: Acc;
     for (var m = 0u; m < TM; m++) {
