@@ -494,35 +494,14 @@ fn forward_flat_body(f: u32, lid: u32, sid: u32, init: Acc) {
     store_tile(&acc, Out(ycol, tl.cols < vec4(npix), tl.m0, p.cout, pq, false));
 }
 
-@compute @workgroup_size(WG)
-fn forward_flat(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
-    let f = flat(wid, nwg);
-    forward_flat_body(f, lid, sid, bias_init(f));
-}
-
-fn bias_init(f: u32) -> Acc {
-    let m0 = tile(f, 0u, p.cout, p.n * p.p * p.q, 1u).m0;
+// The bias of the TM rows of workgroup f's tile, as a body over ncols columns cuts the tiles.
+fn bias_init(f: u32, ncols: u32) -> Acc {
+    let m0 = tile(f, 0u, p.cout, ncols, 1u).m0;
     var b: Acc;
     for (var m = 0u; m < TM; m++) {
         b[m] = vec4(bias[min(m0 + m, p.cout - 1u)]);
     }
     return b;
-}
-
-// Every forward entry point adds a bias (the builder binds zeros when there is none).
-@compute @workgroup_size(WG)
-fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-           @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
-    let f = flat(wid, nwg);
-    forward_body(f, lid, sid, bias_init(f), false);
-}
-
-@compute @workgroup_size(WG)
-fn forward_1x1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-               @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
-    let f = flat(wid, nwg);
-    forward_body(f, lid, sid, bias_init(f), true);
 }
 
 // The 1x1 GEMM of forward and backward data with 4-aligned images (h*w % 4 == 0, TN = 4):
@@ -575,19 +554,10 @@ fn forward_v4(f: u32, lid: u32, sid: u32, init: Acc) {
     gemm_v4(f, lid, sid, init, Gemm(p.cout, rows, p.cin, 1u, p.a_tot, p.a_off, p.b_tot, p.b_off, false));
 }
 
-@compute @workgroup_size(WG)
-fn forward_1x1_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                  @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
-    let f = flat(wid, nwg);
-    forward_v4(f, lid, sid, bias_init(f));
-}
-
-@compute @workgroup_size(WG)
-fn backward_data_1x1_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                        @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
+fn backward_data_v4(f: u32, lid: u32, sid: u32) {
     let rows = Rows(0u, p.cin - 1u, 1u);
     let gm = Gemm(p.cin, rows, p.cout, p.cin, p.b_tot, p.b_off, p.a_tot, p.a_off, p.accumulate != 0u);
-    gemm_v4(flat(wid, nwg), lid, sid, Acc(), gm);
+    gemm_v4(f, lid, sid, Acc(), gm);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -954,61 +924,6 @@ fn conv3_body_v8_oihw(f: u32, lid: u32, sid: u32, init: Acc, c: Conv3) {
     store_tile4(&hi, Out(col + vec4(4u), ok_hi, tl.m0, c.nrows, hw, c.add));
 }
 
-@compute @workgroup_size(WG)
-fn forward_3x3(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                  @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
-    let c = Conv3(p.cout, p.cin, p.a_off, p.a_tot, p.b_off, p.b_tot, false);
-    let f = flat(wid, nwg);
-    // The bias of this workgroup's rows (its tile as conv3_body cuts the columns).
-    let m0 = tile(f, 0u, p.cout, p.n * p.h * ((p.w + TN - 1u) / TN) * TN, 1u).m0;
-    var init: Acc;
-    for (var m = 0u; m < TM; m++) {
-        init[m] = vec4(bias[min(m0 + m, p.cout - 1u)]);
-    }
-    conv3_body(f, lid, sid, init, c);
-}
-
-@compute @workgroup_size(WG)
-fn forward_3x3_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                  @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
-    let c = Conv3(p.cout, p.cin, p.a_off, p.a_tot, p.b_off, p.b_tot, false);
-    let f = flat(wid, nwg);
-    // The bias of this workgroup's rows (its tile as conv3_body_v4 cuts the columns).
-    let m0 = tile(f, 0u, p.cout, p.n * p.h * ((p.w + TN - 1u) / TN) * TN, 1u).m0;
-    var init: Acc;
-    for (var m = 0u; m < TM; m++) {
-        init[m] = vec4(bias[min(m0 + m, p.cout - 1u)]);
-    }
-    conv3_body_v4(f, lid, sid, init, c);
-}
-
-@compute @workgroup_size(WG)
-fn forward_3x3_v8(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                  @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
-    let c = Conv3(p.cout, p.cin, p.a_off, p.a_tot, p.b_off, p.b_tot, false);
-    let f = flat(wid, nwg);
-    // The bias of this workgroup's rows (its tile as conv3_body_v8 cuts the columns).
-    let m0 = tile(f, 0u, p.cout, p.n * p.h * ((p.w + 8u - 1u) / 8u) * 8u, 1u).m0;
-    var init: Acc;
-    for (var m = 0u; m < TM; m++) {
-        init[m] = vec4(bias[min(m0 + m, p.cout - 1u)]);
-    }
-    conv3_body_v8(f, lid, sid, init, c);
-}
-
-@compute @workgroup_size(WG)
-fn forward_3x3_v8_oihw(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                  @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
-    let c = Conv3(p.cout, p.cin, p.a_off, p.a_tot, p.b_off, p.b_tot, false);
-    let f = flat(wid, nwg);
-    // The bias of this workgroup's rows (its tile as conv3_body_v8_oihw cuts the columns).
-    let m0 = tile(f, 0u, p.cout, p.n * p.h * ((p.w + 8u - 1u) / 8u) * 8u, 1u).m0;
-    var init: Acc;
-    for (var m = 0u; m < TM; m++) {
-        init[m] = vec4(bias[min(m0 + m, p.cout - 1u)]);
-    }
-    conv3_body_v8_oihw(f, lid, sid, init, c);
-}
 
 // ---------------------------------------------------------------------------------------------
 // Backward data: dx[n, ci, iy, ix] (+)= sum_{co, ky, kx} w[co, ci, ky, kx] dy[n, co, oy, ox]
@@ -1063,12 +978,6 @@ fn backward_data_body(f: u32, lid: u32, sid: u32, pointwise: bool) {
     store_tile(&acc, Out(dxcol, tl.cols < vec4(npix), tl.m0, p.cin, hw, p.accumulate != 0u));
 }
 
-@compute @workgroup_size(WG)
-fn backward_data(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                 @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
-    backward_data_body(flat(wid, nwg), lid, sid, false);
-}
-
 // Backward data at stride 1 with K = (tap, co) walked as one index, in blocks of 8 steps that
 // run across taps: with few output channels (12 in a DenseNet-BC 3x3) blocks of 8 channels per
 // tap would be a quarter empty. Per column, a bit mask of the taps that land on the output grid
@@ -1095,15 +1004,13 @@ fn dy_tap(c: vec4<u32>, base: vec4<u32>, mask: vec4<u32>, pq: u32, valid: bool) 
     return select(vec4(0.0), gather(off), ok & vec4(valid));
 }
 
-@compute @workgroup_size(WG)
-fn backward_data_flat(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                      @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
+fn backward_data_flat_body(f: u32, lid: u32, sid: u32) {
     let pq = p.p * p.q;
     let hw = p.h * p.w;
     let kk = p.kh * p.kw;
     let npix = p.n * hw;
     let kend = p.cout * kk;
-    let tl = tile(flat(wid, nwg), lid, p.cin, npix, 1u);
+    let tl = tile(f, lid, p.cin, npix, 1u);
     let rows = Rows(tl.m0, p.cin - 1u, kk);
     let l8 = sid & 7u;
 
@@ -1149,12 +1056,6 @@ fn backward_data_flat(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
     }
     let dxcol = (img * p.a_tot + p.a_off) * hw + r;
     store_tile(&acc, Out(dxcol, tl.cols < vec4(npix), tl.m0, p.cin, hw, p.accumulate != 0u));
-}
-
-@compute @workgroup_size(WG)
-fn backward_data_1x1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                     @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
-    backward_data_body(flat(wid, nwg), lid, sid, true);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1483,25 +1384,6 @@ fn backward_data_3x3_body_v8(f: u32, lid: u32, sid: u32) {
     store_tile4(&hi, Out(col + vec4(4u), ok_hi, tl.m0, p.cin, hw, p.accumulate != 0u));
 }
 
-@compute @workgroup_size(WG)
-fn backward_data_3x3(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                     @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
-    backward_data_3x3_body(flat(wid, nwg), lid, sid);
-}
-
-// The same sums in the same order as backward_data_3x3, in other tiles.
-@compute @workgroup_size(WG)
-fn backward_data_3x3_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                        @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
-    backward_data_3x3_body_v4(flat(wid, nwg), lid, sid);
-}
-
-@compute @workgroup_size(WG)
-fn backward_data_3x3_v8(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                        @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
-    backward_data_3x3_body_v8(flat(wid, nwg), lid, sid);
-}
-
 // ---------------------------------------------------------------------------------------------
 // Backward weight, split-K: partial[s, co, j] = sum over slice s of the n*p*q output pixels of
 // dy[n, co, oy, ox] * x[n, ci, oy*stride-pad+ky, ox*stride-pad+kx], with j = (ci, ky, kx).
@@ -1587,18 +1469,6 @@ fn backward_weight_body(f: u32, lid: u32, sid: u32, pointwise: bool) {
     store_tile(&acc, Out(col, tl.cols < vec4(ncols), tl.m0, p.cout, ncols, false));
 }
 
-@compute @workgroup_size(WG)
-fn backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                   @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
-    backward_weight_body(flat(wid, nwg), lid, sid, false);
-}
-
-@compute @workgroup_size(WG)
-fn backward_weight_1x1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                       @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
-    backward_weight_body(flat(wid, nwg), lid, sid, true);
-}
-
 // Backward weight of a 3x3, stride 1, pad 1 convolution with row windows: an invocation owns
 // one input channel ci (lanes: consecutive channels) and the TM output channels of its
 // workgroup, all 9 taps (acc[ky][m] holds taps kx = 0..3 as .xyz). The n*h rows of the image are
@@ -1643,14 +1513,12 @@ fn bw_taps(v: Win10) -> X8 {
               vec4(v.a.w, v.b.xy, 0.0), vec4(v.b.xyz, 0.0), vec4(v.b.yzw, 0.0), vec4(v.b.zw, v.e9, 0.0));
 }
 
-@compute @workgroup_size(WG)
-fn backward_weight_3x3(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                       @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
+fn backward_weight_3x3_body(f: u32, lid: u32, sid: u32) {
     let hw = p.h * p.w;
     let segs = (p.w + 7u) / 8u; // per row
     let mblocks = (p.cout + TM - 1u) / TM;
     let nblocks = (p.cin + WG - 1u) / WG;
-    let fc = min(flat(wid, nwg), mblocks * nblocks * p.splits - 1u);
+    let fc = min(f, mblocks * nblocks * p.splits - 1u);
     let m0 = (fc % mblocks) * TM;
     let ci_l = ((fc / mblocks) % nblocks) * WG + lid;
     let split = fc / (mblocks * nblocks);
@@ -1697,14 +1565,12 @@ fn backward_weight_3x3(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
 }
 
 // backward_weight_3x3 on rows of a multiple of 4 pixels (bw_win4): the same sums in the same order.
-@compute @workgroup_size(WG)
-fn backward_weight_3x3_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                       @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
+fn backward_weight_3x3_body_v4(f: u32, lid: u32, sid: u32) {
     let hw = p.h * p.w;
     let segs = (p.w + 7u) / 8u; // per row
     let mblocks = (p.cout + TM - 1u) / TM;
     let nblocks = (p.cin + WG - 1u) / WG;
-    let fc = min(flat(wid, nwg), mblocks * nblocks * p.splits - 1u);
+    let fc = min(f, mblocks * nblocks * p.splits - 1u);
     let m0 = (fc % mblocks) * TM;
     let ci_l = ((fc / mblocks) % nblocks) * WG + lid;
     let split = fc / (mblocks * nblocks);
@@ -1749,6 +1615,144 @@ fn backward_weight_3x3_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wo
     store_tile(&acc0, Out(col, ok, m0, p.cout, ncols, false));
     store_tile(&acc1, Out(col + vec4(3u), ok, m0, p.cout, ncols, false));
     store_tile(&acc2, Out(col + vec4(6u), ok, m0, p.cout, ncols, false));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The GEMM entry points: workgroup f = flat(wid, nwg) owns one tile of its body. Every forward
+// adds a bias (the builder binds zeros when there is none), for the rows of the tile as its body
+// cuts the columns. Variants of one op sum the same terms in the same order, in other tiles.
+
+@compute @workgroup_size(WG)
+fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
+    let f = flat(wid, nwg);
+    forward_body(f, lid, sid, bias_init(f, p.n * p.p * p.q), false);
+}
+
+@compute @workgroup_size(WG)
+fn forward_1x1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
+    let f = flat(wid, nwg);
+    forward_body(f, lid, sid, bias_init(f, p.n * p.p * p.q), true);
+}
+
+@compute @workgroup_size(WG)
+fn forward_1x1_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
+    let f = flat(wid, nwg);
+    forward_v4(f, lid, sid, bias_init(f, p.n * p.p * p.q));
+}
+
+@compute @workgroup_size(WG)
+fn forward_flat(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
+    let f = flat(wid, nwg);
+    forward_flat_body(f, lid, sid, bias_init(f, p.n * p.p * p.q));
+}
+
+@compute @workgroup_size(WG)
+fn forward_3x3(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
+    let f = flat(wid, nwg);
+    conv3_body(f, lid, sid, bias_init(f, p.n * p.h * ((p.w + TN - 1u) / TN) * TN), Conv3(p.cout, p.cin, p.a_off, p.a_tot, p.b_off, p.b_tot, false));
+}
+
+@compute @workgroup_size(WG)
+fn forward_3x3_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
+    let f = flat(wid, nwg);
+    conv3_body_v4(f, lid, sid, bias_init(f, p.n * p.h * ((p.w + TN - 1u) / TN) * TN), Conv3(p.cout, p.cin, p.a_off, p.a_tot, p.b_off, p.b_tot, false));
+}
+
+@compute @workgroup_size(WG)
+fn forward_3x3_v8(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
+    let f = flat(wid, nwg);
+    conv3_body_v8(f, lid, sid, bias_init(f, p.n * p.h * ((p.w + 7u) / 8u) * 8u), Conv3(p.cout, p.cin, p.a_off, p.a_tot, p.b_off, p.b_tot, false));
+}
+
+@compute @workgroup_size(WG)
+fn forward_3x3_v8_oihw(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
+    let f = flat(wid, nwg);
+    conv3_body_v8_oihw(f, lid, sid, bias_init(f, p.n * p.h * ((p.w + 7u) / 8u) * 8u), Conv3(p.cout, p.cin, p.a_off, p.a_tot, p.b_off, p.b_tot, false));
+}
+
+@compute @workgroup_size(WG)
+fn backward_data(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
+    let f = flat(wid, nwg);
+    backward_data_body(f, lid, sid, false);
+}
+
+@compute @workgroup_size(WG)
+fn backward_data_1x1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
+    let f = flat(wid, nwg);
+    backward_data_body(f, lid, sid, true);
+}
+
+@compute @workgroup_size(WG)
+fn backward_data_1x1_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
+    let f = flat(wid, nwg);
+    backward_data_v4(f, lid, sid);
+}
+
+@compute @workgroup_size(WG)
+fn backward_data_flat(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
+    let f = flat(wid, nwg);
+    backward_data_flat_body(f, lid, sid);
+}
+
+@compute @workgroup_size(WG)
+fn backward_data_3x3(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
+    let f = flat(wid, nwg);
+    backward_data_3x3_body(f, lid, sid);
+}
+
+@compute @workgroup_size(WG)
+fn backward_data_3x3_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
+    let f = flat(wid, nwg);
+    backward_data_3x3_body_v4(f, lid, sid);
+}
+
+@compute @workgroup_size(WG)
+fn backward_data_3x3_v8(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
+    let f = flat(wid, nwg);
+    backward_data_3x3_body_v8(f, lid, sid);
+}
+
+@compute @workgroup_size(WG)
+fn backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
+    let f = flat(wid, nwg);
+    backward_weight_body(f, lid, sid, false);
+}
+
+@compute @workgroup_size(WG)
+fn backward_weight_1x1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
+    let f = flat(wid, nwg);
+    backward_weight_body(f, lid, sid, true);
+}
+
+@compute @workgroup_size(WG)
+fn backward_weight_3x3(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
+    let f = flat(wid, nwg);
+    backward_weight_3x3_body(f, lid, sid);
+}
+
+@compute @workgroup_size(WG)
+fn backward_weight_3x3_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
+    let f = flat(wid, nwg);
+    backward_weight_3x3_body_v4(f, lid, sid);
 }
 
 // dweight[i] (+)= sum_s partial[s, i]: one invocation per weight, over the few (<= 64) slices.

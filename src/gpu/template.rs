@@ -16,6 +16,7 @@
 //! - `#if a == x` (or `a != x`) / `#else` / `#end`: keep one branch, by a name bound by an
 //!   enclosing `#for` or by the variant being expanded ([`expand_with`]).
 //! - `##` at the start of a line: a template comment, dropped.
+//! - A directive line ending in `\` continues on the next line (long `#for` lists, one item a line).
 //!
 //! Lines without directives are copied with `{{name}}` replaced by the bound value.
 
@@ -41,7 +42,21 @@ pub fn expand(source: &str) -> Result<String, TemplateError> {
 
 /// Expands `source` with `vars` bound at the top (the variant of a template, e.g. without subgroups).
 pub fn expand_with(source: &str, vars: &[(&str, &str)]) -> Result<String, TemplateError> {
-    let lines: Vec<&str> = source.split_inclusive('\n').collect();
+    // A directive line ending in `\` goes on in the next line: the two are joined in the first and
+    // the next is dropped like a `##` comment, so that errors still name the lines of the source.
+    let mut joined: Vec<String> = source.split_inclusive('\n').map(String::from).collect();
+    let mut i = 0;
+    while i < joined.len() {
+        let start = i;
+        while directive(&joined[start]).is_some() && joined[start].trim_end().ends_with('\\') && i + 1 < joined.len() {
+            i += 1;
+            let next = std::mem::replace(&mut joined[i], "##\n".into());
+            let head = joined[start].trim_end().trim_end_matches('\\').to_string();
+            joined[start] = head + next.trim_start();
+        }
+        i += 1;
+    }
+    let lines: Vec<&str> = joined.iter().map(String::as_str).collect();
     let vars: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     let mut out = String::new();
     let end = block(&lines, 0, &vars, &mut out, true)?;
@@ -228,6 +243,10 @@ mod tests {
         assert_eq!(expand(t).unwrap(), "10\n30\n31\n32\n");
         let t = "#for s in | _v4\n#if s != _v4\nplain\n#else\nv4\n#end\nf{{s}}\n#end\n";
         assert_eq!(expand(t).unwrap(), "plain\nf\nv4\nf_v4\n");
+        // A directive continued over lines.
+        let t = "x\n#for a,b in p:1 | \\\n    q:2\n{{a}}{{b}}\n#end\n#for i in 0..{{j}}\n#end\n";
+        assert_eq!(expand_with(t, &[("j", "0")]).unwrap(), "x\np1\nq2\n");
+        assert_eq!(expand(t).unwrap_err().line, 6);
         // In a branch only walked, a bound naming an unbound name is no error.
         let t = "#if s == no\n#for i in 0..{{n}}\nx\n#end\n#end\ny\n";
         assert_eq!(expand_with(t, &[("s", "yes")]).unwrap(), "y\n");
