@@ -34,6 +34,9 @@ pub enum Error {
     /// A training step's loss was not finite.
     #[error("the loss became {value} at step {step}: lower the learning rate ({lr}) or check the data for bad values", lr = Setting::Lr)]
     NonFiniteLoss { step: u64, value: f32 },
+    /// The replicas of a run on several devices no longer hold the same weights.
+    #[error("the replicas on the {} devices hold different weights (checksums {}): their devices compute differently; train on one device, or on devices of one model", .checksums.len(), .checksums.iter().map(|c| format!("{c:016x}")).collect::<Vec<_>>().join(", "))]
+    ReplicasDiverged { checksums: Vec<u64> },
     /// The model's output for a sample is not finite: its weights diverged.
     #[error("the model's output for sample {sample} is {value} (the weights diverged); lower the learning rate ({lr}) or check the data", lr = Setting::Lr)]
     Diverged { sample: usize, value: f32 },

@@ -85,6 +85,8 @@ settings! {
     Warmup => "warmup",
     BatchSize => "batch_size",
     Accumulate => "accumulate",
+    Devices => "devices",
+    DeviceShares => "device_shares",
     Epochs => "epochs",
     Init => "init",
     Out => "out",

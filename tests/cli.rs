@@ -1190,3 +1190,50 @@ fn embedding_specialists_distill_evaluate_embed_and_search() {
     let err = fails(&args);
     assert!(err.contains("P = 40") || err.contains("40 labels"), "{err}");
 }
+
+/// `--devices`: two replicas on one adapter opened twice train with identical weights (a
+/// checksum per epoch), the run resumes on one device, and bad selections or shares are refused
+/// before any data is loaded.
+#[test]
+fn several_devices_share_each_batch() {
+    let devices: serde_json::Value = serde_json::from_str(&ok(&["devices", "--json"])).unwrap();
+    let name = devices
+        .as_array()
+        .and_then(|a| a.iter().find(|d| d["usable"] == true))
+        .and_then(|d| d["name"].as_str())
+        .expect("a usable adapter")
+        .to_string();
+    // Names are matched by a part (whole names may hold commas, as lavapipe's does).
+    let name = name.split([' ', ',']).next().unwrap().to_string();
+    let twice = format!("{name},{name}");
+    let dir = temp("devices");
+    let csv = fixture(&dir, 24);
+    let csv_s = csv.to_str().unwrap();
+    let run = dir.join("run");
+    let run_s = run.to_str().unwrap();
+    let (text, err) = ok_both(&train_args(csv_s, run_s, &["--devices", &twice]));
+    let all = format!("{text}{err}");
+    assert!(all.contains("2 devices, each batch shared") && all.contains("(4 images)"), "{all}");
+    assert!(all.contains("the 2 replicas hold identical weights (checksum"), "{all}");
+    // Devices are not a setting of the run: it resumes on one.
+    ok(&["train", "--resume", run_s, "--epochs", "2"]);
+
+    let loaded = "samples, 3 labels";
+    let other = dir.join("other");
+    let other_s = other.to_str().unwrap();
+    let err = fails(&train_args(csv_s, other_s, &["--device-shares", "4,4"]));
+    assert!(err.contains("--device-shares") && err.contains("--devices"), "{err}");
+    let err = fails(&train_args(csv_s, other_s, &["--devices", "0"]));
+    assert!(err.contains("--devices 0"), "{err}");
+    let err = fails(&train_args(csv_s, other_s, &["--devices", "99"]));
+    assert!(err.contains("--devices 99") && err.contains("name an adapter twice"), "{err}");
+    let err = fails(&train_args(csv_s, other_s, &["--devices", "no-such-adapter"]));
+    assert!(err.contains("no-such-adapter") && err.contains(&name), "{err}");
+    let err = fails(&train_args(csv_s, other_s, &["--devices", &twice, "--device-shares", "4"]));
+    assert!(
+        err.contains("--device-shares") && err.contains("one positive share per device") && !err.contains(loaded),
+        "{err}"
+    );
+    let err = fails(&train_args(csv_s, other_s, &["--devices", &twice, "--device-shares", "5,5"]));
+    assert!(err.contains("sum to the batch of 8"), "{err}");
+}

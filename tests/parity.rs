@@ -59,6 +59,10 @@ fn accumulating_trainer(
     me: bool,
     accumulate: usize,
 ) -> Trainer {
+    Trainer::new(model(g, f, me), train_config(f, kind, scheme, opt, accumulate)).unwrap()
+}
+
+fn train_config(f: &Fixture, kind: &str, scheme: &str, opt: OptimizerKind, accumulate: usize) -> TrainConfig {
     let loss = if kind == "softmax" { LossKind::Softmax { gamma: 0.0 } } else { LossKind::Sigmoid { gamma: 0.0 } };
     let optimizer = OptimizerConfig {
         kind: opt,
@@ -66,8 +70,7 @@ fn accumulating_trainer(
         ..OptimizerConfig::default()
     };
     let class_weights = weights(f, scheme);
-    let cfg = TrainConfig { batch: 4, height: 32, width: 32, loss, class_weights, optimizer, accumulate };
-    Trainer::new(model(g, f, me), cfg).unwrap()
+    TrainConfig { batch: 4, height: 32, width: 32, loss, class_weights, optimizer, accumulate }
 }
 
 /// Queues one step; returns the losses of earlier steps that finished meanwhile.
@@ -283,6 +286,51 @@ fn accumulating_two_micro_batches_matches_pytorch() {
     };
     let err = Trainer::new(model, cfg).err().expect("4 images cannot be cut into 3 equal micro-batches");
     assert!(matches!(err, tailor::Error::Shape { .. }), "{err}");
+}
+
+/// Two replicas on two devices (here the same adapter opened twice) compute what two
+/// micro-batches compute on one device (`--accumulate 2`): the same losses and weights, bit for
+/// bit, for both losses with AdamW; the replicas' weights stay identical (checksums). The
+/// running statistics are each replica's own (its share only, as in PyTorch's
+/// DistributedDataParallel). Uneven shares (3 + 1) keep the replicas identical too.
+#[test]
+fn two_devices_compute_what_two_micro_batches_compute() {
+    let (g, f) = (gpu(), load("densenet_tiny"));
+    let peer = Gpu::open(g.adapter.clone()).unwrap();
+    for kind in ["sigmoid", "softmax"] {
+        let mut one = accumulating_trainer(&g, &f, kind, "iew", OptimizerKind::AdamW, true, 2);
+        let cfg = train_config(&f, kind, "iew", OptimizerKind::AdamW, 1);
+        let mut two =
+            Trainer::new_data_parallel(model(&g, &f, true), cfg, std::slice::from_ref(&peer), &[2, 2]).unwrap();
+        assert_eq!((two.replicas(), two.shares()), (2, vec![2, 2]));
+        let (mut l1, mut l2) = (Vec::new(), Vec::new());
+        for _ in 0..3 {
+            l1.extend(step(&mut one, &f, kind));
+            l2.extend(step(&mut two, &f, kind));
+        }
+        l1.extend(one.finish().unwrap());
+        l2.extend(two.finish().unwrap());
+        assert_eq!(l1, l2, "{kind}: the same losses");
+        let (a, b) = (one.model.state_dict().unwrap(), two.model.state_dict().unwrap());
+        for p in one.model.net.params.iter().filter(|p| p.trainable) {
+            assert!(a.tensors[&p.name] == b.tensors[&p.name], "{kind}: '{}' differs", p.name);
+        }
+        two.check_replicas().unwrap();
+        assert!(two.exchange_seconds() > 0.0);
+        assert_eq!((one.model.batches_tracked, two.model.batches_tracked), (6, 3));
+    }
+    let cfg = train_config(&f, "softmax", "iew", OptimizerKind::Adam, 1);
+    let mut uneven =
+        Trainer::new_data_parallel(model(&g, &f, true), cfg.clone(), std::slice::from_ref(&peer), &[3, 1]).unwrap();
+    let mut losses = Vec::new();
+    for _ in 0..2 {
+        losses.extend(step(&mut uneven, &f, "softmax"));
+    }
+    losses.extend(uneven.finish().unwrap());
+    assert!(losses.iter().all(|(_, l)| l.is_finite()) && losses.len() == 2, "{losses:?}");
+    uneven.check_replicas().unwrap();
+    let err = Trainer::new_data_parallel(model(&g, &f, true), cfg, &[peer], &[3, 2]).err().expect("shares must sum");
+    assert!(err.to_string().contains("sum to the batch of 4"), "{err}");
 }
 
 #[test]

@@ -26,6 +26,10 @@ pub struct Args {
     /// Micro-batches per step (gradient accumulation): the batch is cut into this many.
     #[arg(long, default_value_t = 1)]
     accumulate: usize,
+    /// Data parallel over several devices with equal shares (as `tailor train --devices`):
+    /// reports the gradient exchange's share of a step.
+    #[arg(long)]
+    devices: Option<String>,
     #[arg(long)]
     image_size: Option<usize>,
     #[arg(long, default_value_t = 10)]
@@ -91,7 +95,11 @@ pub fn run(cli: &super::Cli, a: &Args) -> Result<()> {
     let size = a.image_size.unwrap_or(size);
     let mut config = DenseNetConfig::preset(&arch, a.classes, 3)?;
     config.memory_efficient = !a.no_memory_efficient;
-    let gpu = cli.open_gpu()?;
+    let gpus = match &a.devices {
+        Some(sel) => crate::gpu::open_devices(&cli.gpu_options(), &sel.parse()?)?,
+        None => vec![cli.open_gpu()?],
+    };
+    let gpu = gpus[0].clone();
     let model = Model::new(gpu.clone(), config, 0)?;
     let params = model.net.num_params();
     // The peers' loss: weighted sigmoid BCE with weights 0.5 + 0.1·c, Adam lr 1e-3.
@@ -128,7 +136,8 @@ pub fn run(cli: &super::Cli, a: &Args) -> Result<()> {
     }
     let t_build = Instant::now();
     let before_build = t_build.duration_since(t0).as_secs_f64();
-    let mut trainer = Trainer::new(model, cfg)?;
+    let shares = crate::nn::train::shares_from_speeds(batch, a.accumulate, &vec![1.0; gpus.len()])?;
+    let mut trainer = Trainer::new_data_parallel(model, cfg, &gpus[1..], &shares)?;
     let build = t_build.elapsed().as_secs_f64();
     let memory = trainer.memory();
     if !a.json {
@@ -158,9 +167,11 @@ pub fn run(cli: &super::Cli, a: &Args) -> Result<()> {
         step(&mut trainer)?;
     }
     let mut times = Vec::new();
+    let exchanged = trainer.exchange_seconds();
     for _ in 0..a.steps.max(1) {
         times.push(step(&mut trainer)?);
     }
+    let exchange = (trainer.exchange_seconds() - exchanged) / times.len() as f64;
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     // CPU time of the timed steps (lavapipe's threads included): steadier than wall-clock time
@@ -183,6 +194,7 @@ pub fn run(cli: &super::Cli, a: &Args) -> Result<()> {
         let out = serde_json::json!({
             "workload": a.workload, "arch": arch, "batch": batch, "image_size": size, "device": gpu.describe(),
             "parameters": params, "first_step_s": first, "startup_s": {"device_and_model": before_build, "build": build, "first_step": first_step}, "pipelines": gpu.pipeline_count(), "dispatches_per_step": trainer.dispatch_count(), "median_step_s": median, "steps_s": times,
+            "accumulate": a.accumulate, "devices": trainer.replicas(), "shares": trainer.shares(), "exchange_s_per_step": exchange,
             "median_step_cpu_s": median_cpu, "images_per_s": batch as f64 / median, "device_memory_bytes": memory.total(),
             "memory": memory, "peak_rss_bytes": rss, "kernels": kernels,
             "pipeline_labels": gpu.pipeline_labels(),
@@ -207,6 +219,13 @@ pub fn run(cli: &super::Cli, a: &Args) -> Result<()> {
     println!("| median step ({} steps) | {median:.3} s |", times.len());
     println!("| median step CPU time (all threads) | {median_cpu:.3} s |");
     println!("| images/s | {:.1} |", batch as f64 / median);
+    if a.accumulate > 1 {
+        println!("| micro-batches per step | {} of {} images |", a.accumulate, batch / a.accumulate);
+    }
+    if trainer.replicas() > 1 {
+        println!("| devices (images per step each) | {} ({:?}) |", trainer.replicas(), trainer.shares());
+        println!("| gradient exchange per step | {:.3} s ({:.1}%) |", exchange, 100.0 * exchange / median);
+    }
     println!("| device memory (planner) | {} |", mib(memory.total()));
     println!("| peak RSS | {} |", rss.map(mib).unwrap_or_else(|| "unknown".into()));
     if !breakdown.is_empty() {

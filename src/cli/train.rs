@@ -7,10 +7,12 @@ use serde::Serialize;
 
 use super::common::{choice, ArchArgs, DataArgs, ImageArgs, Printer, SplitArgs};
 use crate::error::{Error, Result};
+use crate::gpu::DeviceSelection;
 use crate::nn::optim::OptimizerKind;
 use crate::run::{
     self, EmbeddingSettings, LossName, Metric, RunSettings, ScheduleKind, Start, Task, WeightingKind, DEFAULT_EPOCHS,
 };
+use crate::setting::Setting;
 
 #[derive(clap::Args, Clone, Debug, Serialize)]
 pub struct TrainArgs {
@@ -73,6 +75,16 @@ pub struct TrainArgs {
     /// one micro-batch, the gradients of the whole batch; batch norm sees each micro-batch).
     #[arg(long, default_value_t = 1)]
     pub accumulate: usize,
+    /// Train on several devices, one replica of the model each, every batch shared between them:
+    /// all, a number (the best first, as `tailor devices` lists them), or adapter names
+    /// separated by commas (a name given twice opens that adapter twice: for testing, not faster).
+    /// May differ when resuming.
+    #[arg(long)]
+    pub devices: Option<String>,
+    /// With --devices: images of each batch per device, e.g. 48,16 [default: equal shares on
+    /// devices of one model, else shares by each device's measured speed].
+    #[arg(long, value_delimiter = ',')]
+    pub device_shares: Option<Vec<usize>>,
     /// Epochs in all [default: 10] (with --resume: train on to this many; default: the run's).
     #[arg(long)]
     pub epochs: Option<usize>,
@@ -213,9 +225,25 @@ impl EmbeddingArgs {
 
 pub fn run(cli: &super::Cli, a: &TrainArgs) -> Result<()> {
     let start = a.start()?;
-    let gpu = cli.open_gpu()?;
+    let selection: Option<DeviceSelection> = a.devices.as_deref().map(str::parse).transpose()?;
+    if a.device_shares.is_some() && selection.is_none() {
+        return Err(Error::Invalid(format!(
+            "{} shares a batch between {}; give them too",
+            Setting::DeviceShares,
+            Setting::Devices
+        )));
+    }
+    let gpus = match &selection {
+        Some(sel) => {
+            let gpus = crate::gpu::open_devices(&cli.gpu_options(), sel)?;
+            gpus.iter().for_each(|g| super::common::show_precompile(g));
+            gpus
+        }
+        None => vec![cli.open_gpu()?],
+    };
+    let devices = run::Devices { gpus, shares: a.device_shares.clone() };
     let mut printer = Printer::default();
-    run::train(&gpu, &start, &mut |e| printer.event(e)).map(|_| ())
+    run::train_on_devices(&devices, &start, None, &mut |e| printer.event(e)).map(|_| ())
 }
 
 /// `--resume` continues a run with the settings it was started with (only `--epochs` may
@@ -232,7 +260,9 @@ fn check_resume_flags(a: &TrainArgs, dir: &Path) -> Result<()> {
     let json = |t: &TrainArgs| serde_json::to_value(t).map_err(|e| Error::Invalid(e.to_string()));
     let mut given = Vec::new();
     changed_fields(&json(a)?, &json(&defaults)?, &mut given);
-    given.retain(|f| !["epochs", "data", "image_dir", "resume", "overwrite"].contains(&f.as_str()));
+    // Devices are where the run trains, not what it trains: they may change on resume.
+    let free = ["epochs", "data", "image_dir", "resume", "overwrite", "devices", "device_shares"];
+    given.retain(|f| !free.contains(&f.as_str()));
     if a.out.as_ref().is_some_and(|o| o != dir) && !given.iter().any(|f| f == "out") {
         given.push("out".into());
     }

@@ -3,6 +3,7 @@
 
 mod buffer;
 mod device;
+mod devices;
 mod dispatch;
 #[cfg(test)]
 mod mirror;
@@ -13,6 +14,7 @@ pub mod template;
 
 pub use buffer::host_available;
 pub use device::*;
+pub use devices::{open_devices, select_adapters, DeviceSelection};
 pub use dispatch::*;
 pub use needs::{kernel_needs, limits_shortfall, KernelNeeds};
 pub use precompile::{PipelineSpec, PrecompileHook, PrecompileProgress};

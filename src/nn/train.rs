@@ -53,6 +53,7 @@ impl TrainConfig {
 /// Targets of a batch, by loss: class ids (softmax) or labels (the triplet losses: any u32,
 /// only equality matters), a [batch × classes] 0/1 matrix (sigmoid), or the teacher's
 /// embeddings [batch × dim] (L2 distillation).
+#[derive(Clone, Copy)]
 pub enum Targets<'a> {
     Classes(&'a [u32]),
     Multi(&'a [f32]),
@@ -86,6 +87,9 @@ struct Group {
 
 const RING: usize = 4;
 
+mod parallel;
+pub use parallel::{measure_speeds, shares_from_speeds};
+
 /// Adam's moments, laid out like the parameter arena (padding stays zero).
 struct ArenaMoments {
     m: wgpu::Buffer,
@@ -112,8 +116,6 @@ struct Accumulation {
     /// grads = g/N (the first micro-batch) and grads += g/N (the others).
     first: Vec<Dispatch>,
     rest: Vec<Dispatch>,
-    /// Each micro-batch's loss, read back together.
-    losses: wgpu::Buffer,
 }
 
 impl Accumulation {
@@ -134,21 +136,20 @@ impl Accumulation {
             first: crate::ops::elementwise::scale_add(gpu, grad, &grads, len, alpha, false)?,
             rest: crate::ops::elementwise::scale_add(gpu, grad, &grads, len, alpha, true)?,
             grads,
-            losses: gpu.zeros("micro-batch losses", n)?,
         })
     }
 }
 
 /// Adds to a step's memory what the trainer keeps beside its graph: Adam's two moments per
 /// parameter and, accumulating over `n` micro-batches, the gradient sum and the whole batch's
-/// images, targets and losses. (As planned: the arena's alignment padding, at most one binding
+/// images and targets. (As planned: the arena's alignment padding, at most one binding
 /// alignment per tensor, is left out.)
 fn add_optimizer_memory(r: &mut MemoryReport, g: &Graph, n: usize, input: TensorId, target: TensorId) {
     r.params_and_state += 2 * r.param_grads;
     if n > 1 {
         r.param_grads *= 2;
         let bytes = |t: TensorId| g.tensors[t].numel() as u64 * 4;
-        r.io += n as u64 * (bytes(input) + bytes(target) + 4);
+        r.io += n as u64 * (bytes(input) + bytes(target));
     }
 }
 
@@ -228,6 +229,8 @@ pub struct Trainer {
     logits: TensorId,
     ring: Vec<Slot>,
     accumulation: Option<Accumulation>,
+    /// Data parallelism: the replicas on other devices (see [`Trainer::new_data_parallel`]).
+    parallel: Option<parallel::Parallel>,
     /// Steps taken (the optimiser's t).
     pub step: u64,
     finished: Vec<(u64, f32)>,
@@ -307,6 +310,7 @@ impl Trainer {
             logits: built.logits,
             ring,
             accumulation,
+            parallel: None,
             step: 0,
             finished: Vec::new(),
         })
@@ -343,8 +347,36 @@ impl Trainer {
     }
 
     /// Queues one training step on `images` ([batch, c, h, w], normalised) and `targets`.
-    /// Returns the losses of earlier steps that have finished since the last call.
+    /// Returns the losses of earlier steps that have finished since the last call. (With
+    /// several devices the step waits for the gradient exchange, so its own loss is among them.)
     pub fn step(&mut self, images: &[f32], targets: Targets) -> Result<Vec<(u64, f32)>> {
+        if self.parallel.is_some() {
+            return self.step_parallel(images, targets);
+        }
+        self.write_batch(images, targets)?;
+        self.step += 1;
+        self.write_hyper()?;
+        let slot = (self.step as usize) % RING;
+        self.collect(Some(slot))?;
+        let gpu = self.exe.gpu.clone();
+        let mut enc = gpu.device.create_command_encoder(&Default::default());
+        self.record_gradients(&mut enc, &self.ring[slot].buf, 0);
+        gpu.record(&mut enc, &self.optimizer);
+        let submission = gpu.queue.submit([enc.finish()]);
+        let done = Arc::new(Mutex::new(None));
+        let d2 = done.clone();
+        self.ring[slot].buf.map_async(wgpu::MapMode::Read, .., move |r| *d2.lock().unwrap() = Some(r.is_ok()));
+        self.ring[slot].pending = Some((self.step, done));
+        self.ring[slot].submission = Some(submission);
+        // Every micro-batch updates the running statistics once, as in PyTorch.
+        self.model.batches_tracked += self.config.accumulate as i64;
+        gpu.check_alive()?;
+        self.collect(None)?;
+        Ok(std::mem::take(&mut self.finished))
+    }
+
+    /// Queues the batch's images and targets (checked against the loss) for the next step.
+    fn write_batch(&self, images: &[f32], targets: Targets) -> Result<()> {
         self.write(self.input, "images", images)?;
         match (targets, self.config.loss) {
             (Targets::Classes(c), LossKind::Softmax { .. }) => {
@@ -352,22 +384,23 @@ impl Trainer {
                 if let Some(bad) = c.iter().find(|&&v| v >= classes) {
                     return Err(Error::Invalid(format!("target class {bad} is out of range for {classes} classes")));
                 }
-                self.write(self.target, "targets", c)?
+                self.write(self.target, "targets", c)
             }
-            (Targets::Multi(m), LossKind::Sigmoid { .. }) => self.write(self.target, "targets", m)?,
+            (Targets::Multi(m), LossKind::Sigmoid { .. }) => self.write(self.target, "targets", m),
             (Targets::Classes(c), LossKind::TripletBatchHard { .. } | LossKind::TripletBatchAll { .. }) => {
-                self.write(self.target, "targets", c)?
+                self.write(self.target, "targets", c)
             }
-            (Targets::Embeddings(t), LossKind::DistillL2) => self.write(self.target, "targets", t)?,
-            (t, loss) => {
-                return Err(Error::Invalid(format!(
-                    "targets do not match the loss: got {}, the {loss:?} loss trains on {}",
-                    t.describe(),
-                    expected_targets(loss)
-                )))
-            }
+            (Targets::Embeddings(t), LossKind::DistillL2) => self.write(self.target, "targets", t),
+            (t, loss) => Err(Error::Invalid(format!(
+                "targets do not match the loss: got {}, the {loss:?} loss trains on {}",
+                t.describe(),
+                expected_targets(loss)
+            ))),
         }
-        self.step += 1;
+    }
+
+    /// Queues the optimiser's hyperparameters for step `self.step`.
+    fn write_hyper(&self) -> Result<()> {
         let opt = &self.config.optimizer;
         let lr = opt.lr_at(self.step);
         for g in &self.groups {
@@ -381,40 +414,36 @@ impl Trainer {
             let h = adam::hyper_for_step(self.step as u32, lr, &cfg)?;
             adam::write_hyper(&self.exe.gpu, &g.hyper, &h);
         }
-        let slot = (self.step as usize) % RING;
-        self.collect(Some(slot))?;
-        let gpu = self.exe.gpu.clone();
-        let mut enc = gpu.device.create_command_encoder(&Default::default());
+        Ok(())
+    }
+
+    /// Records the step's forward and backward passes into `enc` (micro-batch after micro-batch
+    /// with gradient accumulation, summing their gradients) and copies each micro-batch's loss
+    /// to `losses` from byte `offset` on. Afterwards [`Trainer::adam_grad`] holds the gradients.
+    fn record_gradients(&self, enc: &mut wgpu::CommandEncoder, losses: &wgpu::Buffer, offset: u64) {
+        let gpu = &self.exe.gpu;
         let loss = self.exe.range(self.loss);
-        match &self.accumulation {
-            None => {
-                gpu.record_lists(&mut enc, &[&self.exe.dispatches, &self.optimizer]);
-                enc.copy_buffer_to_buffer(loss.buf, loss.offset, &self.ring[slot].buf, 0, 4);
-            }
-            Some(a) => {
-                let (input, target) = (self.exe.range(self.input), self.exe.range(self.target));
-                for k in 0..a.n as u64 {
-                    enc.copy_buffer_to_buffer(&a.input, k * a.input_bytes, input.buf, input.offset, a.input_bytes);
-                    enc.copy_buffer_to_buffer(&a.target, k * a.target_bytes, target.buf, target.offset, a.target_bytes);
-                    let sum = if k == 0 { &a.first } else { &a.rest };
-                    gpu.record_lists(&mut enc, &[&self.exe.dispatches, sum]);
-                    enc.copy_buffer_to_buffer(loss.buf, loss.offset, &a.losses, 4 * k, 4);
-                }
-                gpu.record(&mut enc, &self.optimizer);
-                enc.copy_buffer_to_buffer(&a.losses, 0, &self.ring[slot].buf, 0, 4 * a.n as u64);
-            }
+        let Some(a) = &self.accumulation else {
+            gpu.record(enc, &self.exe.dispatches);
+            enc.copy_buffer_to_buffer(loss.buf, loss.offset, losses, offset, 4);
+            return;
+        };
+        let (input, target) = (self.exe.range(self.input), self.exe.range(self.target));
+        for k in 0..a.n as u64 {
+            enc.copy_buffer_to_buffer(&a.input, k * a.input_bytes, input.buf, input.offset, a.input_bytes);
+            enc.copy_buffer_to_buffer(&a.target, k * a.target_bytes, target.buf, target.offset, a.target_bytes);
+            let sum = if k == 0 { &a.first } else { &a.rest };
+            gpu.record_lists(enc, &[&self.exe.dispatches, sum]);
+            enc.copy_buffer_to_buffer(loss.buf, loss.offset, losses, offset + 4 * k, 4);
         }
-        let submission = gpu.queue.submit([enc.finish()]);
-        let done = Arc::new(Mutex::new(None));
-        let d2 = done.clone();
-        self.ring[slot].buf.map_async(wgpu::MapMode::Read, .., move |r| *d2.lock().unwrap() = Some(r.is_ok()));
-        self.ring[slot].pending = Some((self.step, done));
-        self.ring[slot].submission = Some(submission);
-        // Every micro-batch updates the running statistics once, as in PyTorch.
-        self.model.batches_tracked += self.config.accumulate as i64;
-        gpu.check_alive()?;
-        self.collect(None)?;
-        Ok(std::mem::take(&mut self.finished))
+    }
+
+    /// The gradients the optimiser reads: the step's own, or their sum over micro-batches.
+    fn adam_grad(&self) -> &wgpu::Buffer {
+        match &self.accumulation {
+            Some(a) => &a.grads,
+            None => self.exe.grad_arena().expect("a trainer's graph has parameter gradients (checked in new)"),
+        }
     }
 
     /// Queues `data`, the whole batch's values of the step's input tensor `t`: into the tensor,
@@ -625,6 +654,10 @@ impl Trainer {
             self.exe.gpu.write_at(&self.moments.v, *offset as u64 * 4, v);
         }
         self.step = step;
+        // Replicas on other devices take the same steps from the same state.
+        for peer in self.peers_mut() {
+            peer.load_optimizer_state(step, state)?;
+        }
         Ok(())
     }
 }

@@ -25,7 +25,7 @@ pub use config::{
 pub use data::{data_fingerprint, prepare, Prepared};
 pub use eval::{evaluate, evaluate_retrieval, EvalSettings};
 pub use folder::{holds_run, EpochRecord, Weights};
-pub use train::{train, Outcome, Start};
+pub use train::{train, train_on_devices, Devices, Outcome, Start};
 
 use crate::graph::exec::MemoryReport;
 

@@ -18,9 +18,10 @@ use crate::error::{Error, Result};
 use crate::graph::LossKind;
 use crate::metrics::{retrieval_gpu, EvalOptions, Retrieval, RetrievalGroups, RetrievalScores};
 use crate::nn::checkpoint::StateDict;
+use crate::nn::densenet::DenseNetConfig;
 use crate::nn::model::Model;
 use crate::nn::predict::Predictor;
-use crate::nn::train::{Targets, TrainConfig, Trainer};
+use crate::nn::train::{measure_speeds, shares_from_speeds, Targets, TrainConfig, Trainer};
 use crate::nn::weights::{class_weights_report, renormalise_to_classes};
 use crate::setting::Setting;
 use crate::Gpu;
@@ -41,6 +42,62 @@ pub struct Outcome {
     pub config: RunConfig,
 }
 
+/// The devices a run trains on. The first holds the model that is validated and saved; with
+/// more, each holds a replica that takes its share of every batch (data parallelism, see
+/// [`Trainer::new_data_parallel`]). Not a setting of the run: a run may resume on other devices.
+#[derive(Clone)]
+pub struct Devices {
+    pub gpus: Vec<Arc<Gpu>>,
+    /// Images of each batch per device, summing to the batch size. `None`: equal shares on
+    /// devices of one model, else shares in proportion to each device's measured speed.
+    pub shares: Option<Vec<usize>>,
+}
+
+impl Devices {
+    pub fn one(gpu: Arc<Gpu>) -> Devices {
+        Devices { gpus: vec![gpu], shares: None }
+    }
+
+    /// The cheap checks: as many shares as devices, none zero.
+    fn check(&self) -> Result<()> {
+        if self.gpus.is_empty() {
+            return Err(Error::Invalid("no device to train on".into()));
+        }
+        if let Some(s) = &self.shares {
+            if s.len() != self.gpus.len() || s.contains(&0) {
+                let fix = format!("give one positive share per device ({} devices)", self.gpus.len());
+                let shown = s.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(",");
+                return Err(Error::setting(Setting::DeviceShares, shown, fix));
+            }
+        }
+        Ok(())
+    }
+
+    /// Images per device for a batch of `batch` cut into `acc` micro-batches on each.
+    fn shares(&self, net: &DenseNetConfig, config: &TrainConfig, on: &mut dyn FnMut(Event)) -> Result<Vec<usize>> {
+        let (batch, acc) = (config.batch, config.accumulate);
+        if let Some(s) = &self.shares {
+            if s.iter().sum::<usize>() != batch || s.iter().any(|v| v % acc != 0) {
+                let shown = s.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(",");
+                let fix = format!(
+                    "the shares must sum to the batch of {batch} images, each a multiple of {} ({acc})",
+                    Setting::Accumulate
+                );
+                return Err(Error::setting(Setting::DeviceShares, shown, fix));
+            }
+            return Ok(s.clone());
+        }
+        let model = |g: &Arc<Gpu>| (g.info.name.clone(), g.info.driver.clone(), g.info.device_type);
+        if self.gpus.iter().all(|g| model(g) == model(&self.gpus[0])) {
+            return shares_from_speeds(batch, acc, &vec![1.0; self.gpus.len()]);
+        }
+        let speeds = measure_speeds(net, config, &self.gpus)?;
+        let shown: Vec<String> = speeds.iter().map(|s| format!("{s:.1}")).collect();
+        on(Event::Note(format!("measured images/s per device: {}", shown.join(", "))));
+        shares_from_speeds(batch, acc, &speeds)
+    }
+}
+
 /// Trains (or resumes) a run, reporting what it does to `on`.
 pub fn train(gpu: &Arc<Gpu>, start: &Start, on: &mut dyn FnMut(Event)) -> Result<Outcome> {
     train_on(gpu, start, None, on)
@@ -50,7 +107,18 @@ pub fn train(gpu: &Arc<Gpu>, start: &Start, on: &mut dyn FnMut(Event)) -> Result
 /// ([`super::compare`]'s three runs load it once); `None` loads it. A resumed run always loads
 /// its own.
 pub fn train_on(gpu: &Arc<Gpu>, start: &Start, data: Option<&Prepared>, on: &mut dyn FnMut(Event)) -> Result<Outcome> {
+    train_on_devices(&Devices::one(gpu.clone()), start, data, on)
+}
+
+/// [`train_on`] on one or several devices.
+pub fn train_on_devices(
+    devices: &Devices,
+    start: &Start,
+    data: Option<&Prepared>,
+    on: &mut dyn FnMut(Event),
+) -> Result<Outcome> {
     // Everything that can be checked without the data is, before the images are decoded.
+    devices.check()?;
     let (settings, resumed, dir) = check_start(start)?;
     if let Some(cfg) = &resumed {
         let done = saved_epochs(&dir, cfg)?;
@@ -67,7 +135,7 @@ pub fn train_on(gpu: &Arc<Gpu>, start: &Start, data: Option<&Prepared>, on: &mut
     // fails before its first checkpoint leaves none behind.
     let created = !dir.exists();
     folder::make_dir(&dir)?;
-    let res = train_in(gpu, start, &settings, resumed, &dir, data, on);
+    let res = train_in(devices, start, &settings, resumed, &dir, data, on);
     if res.is_err() && created {
         let _ = std::fs::remove_dir(&dir);
     }
@@ -136,7 +204,7 @@ fn saved_epochs(dir: &Path, cfg: &RunConfig) -> Result<usize> {
 
 #[allow(clippy::too_many_arguments)]
 fn train_in(
-    gpu: &Arc<Gpu>,
+    devices: &Devices,
     start: &Start,
     settings: &RunSettings,
     resumed: Option<RunConfig>,
@@ -144,6 +212,7 @@ fn train_in(
     data: Option<&Prepared>,
     on: &mut dyn FnMut(Event),
 ) -> Result<Outcome> {
+    let gpu = &devices.gpus[0];
     let dir = dir.to_path_buf();
     let loaded;
     let p = match data {
@@ -271,8 +340,18 @@ fn train_in(
     // Said before the trainer is built, since building compiles its pipelines: many seconds on
     // a cold lavapipe.
     let described = settings.arch.describe(&model_cfg)?;
-    on(Event::Building { model: &described, params: model.net.num_params(), device: &gpu.describe() });
-    let mut trainer = Trainer::new(model, config).map_err(Error::fit_hint)?;
+    let mut trainer = if devices.gpus.len() == 1 {
+        on(Event::Building { model: &described, params: model.net.num_params(), device: &gpu.describe() });
+        Trainer::new(model, config)
+    } else {
+        let shares = devices.shares(&model_cfg, &config, on)?;
+        let names: Vec<String> =
+            devices.gpus.iter().zip(&shares).map(|(g, s)| format!("{} ({s} images)", g.info.name)).collect();
+        let device = format!("{} devices, each batch shared: {}", devices.gpus.len(), names.join(", "));
+        on(Event::Building { model: &described, params: model.net.num_params(), device: &device });
+        Trainer::new_data_parallel(model, config, &devices.gpus[1..], &shares)
+    }
+    .map_err(Error::fit_hint)?;
     let start_epoch = match resume_from {
         Some((opt, epoch)) => {
             trainer.load_optimizer_dict(&opt, &dir.join("optimizer.safetensors"))?;
@@ -371,6 +450,7 @@ fn train_in(
         (false, true) => Metric::RecallAt1,
     });
     let mut trained = start_epoch;
+    let mut exchanged = 0.0;
     let mut run_epoch = |epoch: usize| -> Result<bool> {
         let stopped = |e: Error, during: bool| Error::Stopped { epoch: epoch + 1, during, cause: Box::new(e) };
         on(Event::EpochStart { epoch, epochs, steps: loader.len() });
@@ -394,6 +474,18 @@ fn train_in(
                 epoch + 1,
                 Setting::Lr
             )));
+        }
+        // Replicas on several devices must still hold one set of weights.
+        if trainer.replicas() > 1 {
+            let sum = trainer.check_replicas().map_err(|e| stopped(e, false))?;
+            on(Event::Note(format!(
+                "epoch {}: the {} replicas hold identical weights (checksum {sum:016x}); {:.1} s of the epoch \
+                 exchanged gradients",
+                epoch + 1,
+                trainer.replicas(),
+                trainer.exchange_seconds() - exchanged
+            )));
+            exchanged = trainer.exchange_seconds();
         }
         let mut record = EpochRecord {
             epoch: epoch + 1,
