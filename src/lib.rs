@@ -6,6 +6,8 @@ pub mod data;
 pub mod error;
 pub mod gpu;
 pub mod metrics;
+#[cfg(feature = "mpi")]
+pub mod mpi;
 pub mod ops;
 pub mod rng;
 pub mod run;

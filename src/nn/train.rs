@@ -87,7 +87,9 @@ struct Group {
 
 const RING: usize = 4;
 
+mod collective;
 mod parallel;
+pub use collective::{Alone, Collective};
 pub use parallel::{measure_speeds, shares_from_speeds};
 
 /// Adam's moments, laid out like the parameter arena (padding stays zero).

@@ -16,7 +16,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{Targets, TrainConfig, Trainer};
+use super::{Collective, Targets, TrainConfig, Trainer};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::nn::densenet::DenseNetConfig;
@@ -30,8 +30,11 @@ pub(super) struct Parallel {
     /// One mappable buffer per replica: its gradients, then its micro-batches' losses.
     staging: Vec<wgpu::Buffer>,
     /// Seconds spent on the exchange once every replica's gradients are ready: reading them,
-    /// averaging them on the host, writing them back.
+    /// averaging them on the host (and over the processes), writing them back.
     exchange_seconds: f64,
+    /// Other processes training the same model (MPI): each takes its rank's rows of every
+    /// batch, and the gradients are summed over the processes too.
+    collective: Option<Arc<dyn Collective>>,
 }
 
 /// Images per device for a batch of `batch`, in proportion to `speeds` (images per second, any
@@ -136,13 +139,60 @@ impl Trainer {
                 })
             })
             .collect();
-        primary.parallel = Some(Parallel { peers: replicas, shares: shares.to_vec(), staging, exchange_seconds: 0.0 });
+        primary.parallel = Some(Parallel {
+            peers: replicas,
+            shares: shares.to_vec(),
+            staging,
+            exchange_seconds: 0.0,
+            collective: None,
+        });
         Ok(primary)
     }
 
-    /// Devices the step runs on (1 without data parallelism).
+    /// Joins processes that train the same model (`c`, e.g. MPI ranks): from now on every step
+    /// takes a batch `c.size()` times this trainer's, of which this process trains its rank's
+    /// rows (rank r: rows r·b to (r+1)·b − 1 for a local batch of b), and the gradients and
+    /// losses are summed over the processes before the optimiser step. Every process must start
+    /// from the same weights and optimiser state.
+    pub fn join(&mut self, c: Arc<dyn Collective>) -> Result<()> {
+        if self.parallel.is_none() {
+            let acc = self.config.accumulate.max(1);
+            let staging = self.exe.gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("gradient exchange"),
+                size: self.adam_grad().size() + 4 * acc as u64,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            self.parallel = Some(Parallel {
+                peers: Vec::new(),
+                shares: vec![self.config.batch],
+                staging: vec![staging],
+                exchange_seconds: 0.0,
+                collective: None,
+            });
+        }
+        if let Some(p) = &mut self.parallel {
+            p.collective = Some(c);
+        }
+        Ok(())
+    }
+
+    /// The processes this trainer trains with ([`Trainer::join`]), if any.
+    pub fn collective(&self) -> Option<&Arc<dyn Collective>> {
+        self.parallel.as_ref().and_then(|p| p.collective.as_ref())
+    }
+
+    /// Images a step takes: this process's devices' shares, times the processes.
+    pub fn global_batch(&self) -> usize {
+        let local: usize = self.shares().iter().sum();
+        local * self.collective().map_or(1, |c| c.size())
+    }
+
+    /// Replicas the step runs on: devices in this process times processes (1 without data
+    /// parallelism).
     pub fn replicas(&self) -> usize {
-        self.parallel.as_ref().map_or(1, |p| p.peers.len() + 1)
+        let local = self.parallel.as_ref().map_or(1, |p| p.peers.len() + 1);
+        local * self.collective().map_or(1, |c| c.size())
     }
 
     /// Images of each batch per device, the primary's first.
@@ -166,9 +216,13 @@ impl Trainer {
         Ok(out)
     }
 
-    /// Checks that every replica holds the same weights; returns their checksum.
+    /// Checks that every replica, in this process and the others it trains with, holds the same
+    /// weights; returns their checksum.
     pub fn check_replicas(&self) -> Result<u64> {
-        let sums = self.replica_checksums()?;
+        let mut sums = self.replica_checksums()?;
+        if let Some(c) = self.collective() {
+            sums.extend(c.gather_u64(sums[0])?);
+        }
         if sums.iter().any(|&s| s != sums[0]) {
             return Err(Error::ReplicasDiverged { checksums: sums });
         }
@@ -212,6 +266,7 @@ fn target_rows<'a>(t: Targets<'a>, rows: std::ops::Range<usize>, per: usize) -> 
 
 fn step_replicas(primary: &mut Trainer, p: &mut Parallel, images: &[f32], targets: Targets) -> Result<()> {
     let batch: usize = p.shares.iter().sum();
+    let (rank, ranks) = p.collective.as_ref().map_or((0, 1), |c| (c.rank(), c.size()));
     let micro = primary.config.micro_batch()?;
     let per_image = primary.exe.graph.tensors[primary.input].numel() / micro;
     let per_target = primary.exe.graph.tensors[primary.target].numel() / micro;
@@ -220,17 +275,22 @@ fn step_replicas(primary: &mut Trainer, p: &mut Parallel, images: &[f32], target
         Targets::Multi(m) => m.len(),
         Targets::Embeddings(e) => e.len(),
     };
-    if images.len() != batch * per_image || target_len != batch * per_target {
+    let global = batch * ranks;
+    if images.len() != global * per_image || target_len != global * per_target {
         return Err(Error::shape(
             "training batch",
             format!(
-                "{} image values and {target_len} target values, a batch of {batch} needs {} and {}",
+                "{} image values and {target_len} target values, a batch of {global} needs {} and {}",
                 images.len(),
-                batch * per_image,
-                batch * per_target
+                global * per_image,
+                global * per_target
             ),
         ));
     }
+    // This process's rows of the batch.
+    let mine = rank * batch..(rank + 1) * batch;
+    let images = &images[mine.start * per_image..mine.end * per_image];
+    let targets = target_rows(targets, mine, per_target)?;
     let acc = primary.config.accumulate.max(1) as u64;
     let mut replicas: Vec<&mut Trainer> = std::iter::once(primary).chain(p.peers.iter_mut()).collect();
     // Each replica's forward and backward on its rows, ending with its gradients and losses in
@@ -280,6 +340,16 @@ fn step_replicas(primary: &mut Trainer, p: &mut Parallel, images: &[f32], target
             loss += w * losses.iter().map(|&l| l as f64).sum::<f64>() / acc as f64;
         }
         staging.unmap();
+    }
+    // Over the processes: each contributes its average times 1/size (exact for a power-of-two
+    // count), so two processes sum what two micro-batches on one device sum.
+    if let Some(c) = &p.collective {
+        let scale = 1.0 / c.size() as f32;
+        sum.iter_mut().for_each(|g| *g *= scale);
+        let mut l = [loss / c.size() as f64];
+        c.sum_f32(&mut sum)?;
+        c.sum_f64(&mut l)?;
+        loss = l[0];
     }
     // The averaged gradients into every replica, then the same optimiser step everywhere.
     for t in replicas.iter_mut() {
