@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput};
 use tailor::gpu::{Dispatch, Gpu};
 use tailor::ops::batchnorm::{self as bn, BnShape};
-use tailor::ops::conv::{self, Conv2dShape};
+use tailor::ops::conv::{self, Conv2dShape, Pass};
 use tailor::ops::gemm::{self, GemmConfig, GemmShape};
+use tailor::ops::tune;
 use tailor::ops::Act;
 
 const CPU_THREADS: &str = "2";
@@ -220,9 +221,14 @@ fn gpu_conv(b: &mut Bench, name: &str, s: &Conv2dShape) {
     let (y, dx, dw) = (buf(s.y_len(), 4), buf(s.x_len(), 5), buf(s.weight_len(), 6));
     let scratch = g.zeros("scratch", conv::backward_weight_scratch_len(s)).unwrap();
     let whole = |bf, c| Act::whole(bf, c);
-    let fwd = conv::forward(&g, s, whole(&x, s.c_in), &w, None, whole(&y, s.c_out)).unwrap();
-    let bwd_d = conv::backward_data(&g, s, whole(&dy, s.c_out), &w, whole(&dx, s.c_in), false).unwrap();
-    let bwd_w = conv::backward_weight(&g, s, whole(&x, s.c_in), whole(&dy, s.c_out), &dw, None, &scratch).unwrap();
+    // The executor's tiles: tuned (or cached) under `cargo bench`, the heuristic's otherwise.
+    let tiles = tune::table(&g, [Pass::Forward, Pass::BackwardData, Pass::BackwardWeight].map(|p| (p, *s)));
+    let (tf, td, tw) =
+        (tiles.get(Pass::Forward, s), tiles.get(Pass::BackwardData, s), tiles.get(Pass::BackwardWeight, s));
+    let fwd = conv::forward_tiled(&g, s, whole(&x, s.c_in), &w, None, whole(&y, s.c_out), tf).unwrap();
+    let bwd_d = conv::backward_data_tiled(&g, s, whole(&dy, s.c_out), &w, whole(&dx, s.c_in), false, td).unwrap();
+    let bwd_w =
+        conv::backward_weight_tiled(&g, s, whole(&x, s.c_in), whole(&dy, s.c_out), &dw, None, &scratch, tw).unwrap();
     b.gpu(&format!("conv fwd   {name}"), &fwd, s.flops());
     b.gpu(&format!("conv bwd-d {name}"), &bwd_d, s.flops());
     b.gpu(&format!("conv bwd-w {name}"), &bwd_w, s.flops());

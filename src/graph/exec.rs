@@ -1,5 +1,9 @@
 //! The executor: turns a planned graph into buffers and dispatches, once, and replays them.
 //! A run is recorded into one compute pass and one submission; nothing is read back inside it.
+//!
+//! Building one has three phases: planning (buffers), tuning (the convolutions' tiles, all of
+//! them at once through `ops::tune`, on this thread) and lowering (dispatches, on several
+//! threads, which only read the tile table the tuning phase made).
 
 use std::sync::Arc;
 
@@ -8,7 +12,8 @@ use super::store::Store;
 use super::{Graph, Node, Role, TensorId};
 use crate::error::{Error, Result};
 use crate::gpu::{BufRange, Dispatch, Gpu};
-use crate::ops::Act;
+use crate::ops::conv::{Conv2dShape, Pass, TileTable};
+use crate::ops::{tune, Act};
 
 /// A graph with every buffer allocated and every dispatch built.
 pub struct Executable {
@@ -23,6 +28,8 @@ pub struct Executable {
     /// Index of the first dispatch of each node, for per-node reports.
     pub node_starts: Vec<usize>,
     pub scratch_bytes: u64,
+    /// The convolutions' tiles the dispatches were built with.
+    pub tiles: TileTable,
 }
 
 /// Device memory an executable uses, by kind, in bytes.
@@ -77,10 +84,42 @@ fn nchw(s: &[usize]) -> [usize; 4] {
     }
 }
 
+/// The binding limits batch chunks respect on `gpu`.
+fn limits(gpu: &Gpu) -> lower::Limits {
+    lower::Limits { binding: gpu.max_binding(), align: gpu.binding_alignment() }
+}
+
+/// Every (pass, shape) the convolution kernels of `graph` are built for on `gpu`, once each,
+/// in node order: a shape per batch chunk for the forward and backward data, the whole batch
+/// for the backward weight. What the tuning phase tunes, and the keys lowering looks up.
+pub fn conv_passes(gpu: &Gpu, graph: &Graph) -> Result<Vec<(Pass, Conv2dShape)>> {
+    conv_passes_within(graph, limits(gpu))
+}
+
+fn conv_passes_within(graph: &Graph, limits: lower::Limits) -> Result<Vec<(Pass, Conv2dShape)>> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for n in &graph.nodes {
+        out.extend(lower::conv_passes(graph, n, limits)?.into_iter().filter(|p| seen.insert(*p)));
+    }
+    Ok(out)
+}
+
 impl Executable {
-    /// Plans `graph`, allocates its buffers (parameters and statistics come from `store`) and
-    /// builds every dispatch.
+    /// Plans `graph`, allocates its buffers (parameters and statistics come from `store`),
+    /// chooses its convolutions' tiles ([`tune::table`]: cached, timed now or the heuristic)
+    /// and builds every dispatch.
     pub fn new(gpu: Arc<Gpu>, graph: Graph, store: &Store) -> Result<Executable> {
+        Executable::build(gpu, graph, store, None)
+    }
+
+    /// [`Executable::new`] with the convolutions' tiles given: the tuner is not consulted
+    /// (shapes `tiles` does not name get the heuristic).
+    pub fn with_tiles(gpu: Arc<Gpu>, graph: Graph, store: &Store, tiles: TileTable) -> Result<Executable> {
+        Executable::build(gpu, graph, store, Some(tiles))
+    }
+
+    fn build(gpu: Arc<Gpu>, graph: Graph, store: &Store, tiles: Option<TileTable>) -> Result<Executable> {
         let plan = plan(&graph, gpu.max_binding(), gpu.max_buffer())?;
         gpu.check_host_memory("the activation buffers", plan.pool_bytes() + plan.own_total())?;
         let mut pool = Vec::with_capacity(plan.pool.len());
@@ -114,9 +153,15 @@ impl Executable {
                 },
             };
         }
-        let limits = lower::Limits { binding: gpu.max_binding(), align: gpu.binding_alignment() };
+        let limits = limits(&gpu);
         let scratch_len = scratch_len(&graph, limits)?;
         let scratch = gpu.zeros("scratch", scratch_len)?;
+        // The tuning phase: everything the tuner does (cache, timing, environment) happens
+        // here, before lowering, which then only reads the table.
+        let tiles = match tiles {
+            Some(t) => t,
+            None => tune::table(&gpu, conv_passes_within(&graph, limits)?),
+        };
         let mut exe = Executable {
             gpu,
             graph,
@@ -126,6 +171,7 @@ impl Executable {
             dispatches: Vec::new(),
             node_starts: Vec::new(),
             scratch_bytes: (scratch_len * 4) as u64,
+            tiles,
         };
         let mut dispatches = Vec::new();
         for d in exe.lower_all(&scratch, limits) {
@@ -139,7 +185,8 @@ impl Executable {
 
     /// Every node's dispatches, in node order. Nodes are lowered on several threads because
     /// building a dispatch may compile its pipeline, which is most of a cold start on a
-    /// software driver; the device and its pipeline cache are shared between the threads.
+    /// software driver; the device and its pipeline cache are shared between the threads, and
+    /// the tile table is only read.
     fn lower_all(&self, scratch: &wgpu::Buffer, limits: lower::Limits) -> Vec<Result<Vec<Dispatch>>> {
         let nodes = &self.graph.nodes;
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);

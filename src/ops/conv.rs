@@ -16,16 +16,21 @@
 //! [`row_window_forward`]); their backward data does the same with dy's row windows
 //! (`backward_data_3x3_v8`, see [`row_window_backward_data`]), and their backward weight with
 //! x's, one input channel's 9 taps per lane (`backward_weight_3x3`, see
-//! [`row_window_backward_weight`]). Tiles come from `ops::tune`
-//! (heuristic, or timed once per device and cached). The kernels need subgroups of at least 8
-//! invocations (`wgpu::Features::SUBGROUP`; lavapipe has 8).
+//! [`row_window_backward_weight`]). The kernels need subgroups of at least 8 invocations
+//! (`wgpu::Features::SUBGROUP`; lavapipe has 8).
+//!
+//! Tile sizes ([`Tiles`]) are arguments: the `*_tiled` builders take them, and the executor
+//! looks them up in the [`TileTable`] it got from `ops::tune` before lowering. This module
+//! never tunes, times or reads the tile cache (`ops::tune` depends on it, not the other way
+//! round); [`forward`], [`backward_data`] and [`backward_weight`] use the heuristic
+//! ([`Tiles::heuristic`]), for tests and benches.
 
+use std::collections::HashMap;
 use std::ops::Range;
 
 use bytemuck::{Pod, Zeroable};
 
 use super::gemm::{self, GemmConfig, GemmShape, MatrixLayout};
-use super::tune::{self, Pass};
 use super::Act;
 use crate::error::{Error, Result};
 use crate::gpu::{ceil_div, grid, shaders, BufRange, Dispatch, Gpu, Launch, MAX_GROUPS_PER_DIM};
@@ -106,10 +111,18 @@ impl Conv2dShape {
     }
 }
 
+/// The three kernels of a convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Pass {
+    Forward,
+    BackwardData,
+    BackwardWeight,
+}
+
 /// Register-tile sizes: `tm` channels × `tn` columns per invocation, `wg` invocations per
-/// workgroup. [`Tiles::forward`] and friends are the heuristic choice; `ops::tune` times a few
-/// candidates per shape on the device and caches the fastest. The results do not depend on the
-/// tiles: every output sums its K terms in the same order whatever the tile shape.
+/// workgroup. [`Tiles::heuristic`] is the default choice; `ops::tune` times a few candidates
+/// per shape on the device and caches the fastest. The results do not depend on the tiles:
+/// every output sums its K terms in the same order whatever the tile shape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Tiles {
     pub wg: u32,
@@ -143,6 +156,15 @@ pub fn fit_wg(cols: usize, tn: u32) -> u32 {
 }
 
 impl Tiles {
+    /// The heuristic tiles of `pass` on `s` (what the tuner's `Mode::Off` uses, and what a
+    /// [`TileTable`] gives for shapes it does not name).
+    pub fn heuristic(pass: Pass, s: &Conv2dShape) -> Tiles {
+        match pass {
+            Pass::Forward => Tiles::forward(s),
+            Pass::BackwardData => Tiles::backward_data(s),
+            Pass::BackwardWeight => Tiles::backward_weight(s),
+        }
+    }
     /// Rows are output channels, columns output pixels (many).
     pub fn forward(s: &Conv2dShape) -> Tiles {
         if row_window_forward(s) && s.w % 4 == 0 {
@@ -226,6 +248,15 @@ impl Tiles {
             self.check()
         }
     }
+    /// Whether the kernels of `pass` on `s` take these tiles: [`Tiles::check_forward`],
+    /// [`Tiles::check_backward_data`] or [`Tiles::check`].
+    pub fn check_pass(&self, pass: Pass, s: &Conv2dShape) -> Result<()> {
+        match pass {
+            Pass::Forward => self.check_forward(s),
+            Pass::BackwardData => self.check_backward_data(s),
+            Pass::BackwardWeight => self.check(),
+        }
+    }
     fn constants(&self) -> Vec<(&'static str, f64)> {
         vec![("WG", self.wg as f64), ("TM", self.tm as f64), ("TN", self.tn as f64)]
     }
@@ -235,6 +266,45 @@ impl Tiles {
     /// The columns of the row-window kernels: every image row cut into segments of `tn` pixels.
     fn row_columns(&self, s: &Conv2dShape) -> usize {
         s.n * s.h * s.w.div_ceil(self.tn as usize) * self.tn as usize
+    }
+}
+
+/// The tiles of every convolution a step runs, chosen before lowering (by `ops::tune`, or
+/// named by a test): lowering only looks them up, so it never times, reads the environment or
+/// writes files. Shapes it does not name get [`Tiles::heuristic`]. Keys are the shapes the
+/// kernels are built for: a batch chunk's own `n` for the forward and backward data, the whole
+/// batch for the backward weight (whose chunks share one set of tiles).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TileTable {
+    tiles: HashMap<(Pass, Conv2dShape), Tiles>,
+}
+
+impl TileTable {
+    /// An empty table: the heuristic everywhere.
+    pub fn new() -> TileTable {
+        TileTable::default()
+    }
+
+    /// Names the tiles of `pass` on `s`; refused (a shape error naming the tiles) where the
+    /// kernels do not take them.
+    pub fn insert(&mut self, pass: Pass, s: &Conv2dShape, t: Tiles) -> Result<()> {
+        t.check_pass(pass, s)?;
+        self.tiles.insert((pass, *s), t);
+        Ok(())
+    }
+
+    /// The tiles of `pass` on `s`: the named ones, else the heuristic.
+    pub fn get(&self, pass: Pass, s: &Conv2dShape) -> Tiles {
+        self.tiles.get(&(pass, *s)).copied().unwrap_or_else(|| Tiles::heuristic(pass, s))
+    }
+
+    /// How many (pass, shape) pairs the table names.
+    pub fn len(&self) -> usize {
+        self.tiles.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tiles.is_empty()
     }
 }
 
@@ -455,7 +525,8 @@ fn act_layout(a: &Act, pixels: usize) -> MatrixLayout {
 }
 
 /// y = conv(x, weight) + bias. `x` views `c_in` channels, `y` `c_out` channels (both may be
-/// channel slices of larger buffers); `weight` is OIHW, `bias` has `c_out` values.
+/// channel slices of larger buffers); `weight` is OIHW, `bias` has `c_out` values. Heuristic
+/// tiles ([`forward_tiled`] takes others).
 pub fn forward<'a>(
     gpu: &Gpu,
     s: &Conv2dShape,
@@ -464,10 +535,10 @@ pub fn forward<'a>(
     bias: Option<BufRange<'a>>,
     y: Act,
 ) -> Result<Vec<Dispatch>> {
-    forward_tiled(gpu, s, x, weight, bias, y, tune::tiles(gpu, Pass::Forward, s))
+    forward_tiled(gpu, s, x, weight, bias, y, Tiles::heuristic(Pass::Forward, s))
 }
 
-/// [`forward`] with explicit tile sizes (for tuning).
+/// [`forward`] with explicit tile sizes (from a [`TileTable`], or a tuning candidate).
 pub fn forward_tiled<'a>(
     gpu: &Gpu,
     s: &Conv2dShape,
@@ -547,7 +618,8 @@ pub fn forward_tiled<'a>(
     Ok(vec![transpose, d])
 }
 
-/// dx (+)= the gradient of the convolution with respect to its input, given `dy`.
+/// dx (+)= the gradient of the convolution with respect to its input, given `dy`. Heuristic
+/// tiles ([`backward_data_tiled`] takes others).
 pub fn backward_data<'a>(
     gpu: &Gpu,
     s: &Conv2dShape,
@@ -556,10 +628,10 @@ pub fn backward_data<'a>(
     dx: Act,
     accumulate: bool,
 ) -> Result<Vec<Dispatch>> {
-    backward_data_tiled(gpu, s, dy, weight, dx, accumulate, tune::tiles(gpu, Pass::BackwardData, s))
+    backward_data_tiled(gpu, s, dy, weight, dx, accumulate, Tiles::heuristic(Pass::BackwardData, s))
 }
 
-/// [`backward_data`] with explicit tile sizes (for tuning).
+/// [`backward_data`] with explicit tile sizes (from a [`TileTable`], or a tuning candidate).
 pub fn backward_data_tiled<'a>(
     gpu: &Gpu,
     s: &Conv2dShape,
@@ -652,7 +724,8 @@ pub fn backward_weight_chunks_scratch_len(s: &Conv2dShape, chunks: &[Range<usize
 }
 
 /// dweight = the gradient with respect to the weight (overwritten), and dbias = the per-channel
-/// sum of dy when given. `scratch` holds [`backward_weight_scratch_len`] floats.
+/// sum of dy when given. `scratch` holds [`backward_weight_scratch_len`] floats. Heuristic
+/// tiles ([`backward_weight_tiled`] takes others).
 pub fn backward_weight<'a>(
     gpu: &Gpu,
     s: &Conv2dShape,
@@ -668,7 +741,8 @@ pub fn backward_weight<'a>(
 /// [`backward_weight`] with the batch bound in `chunks` (consecutive image ranges covering
 /// `0..s.n`, see [`Act::images`]): each chunk writes its slices of partial sums to scratch and
 /// adds them to dweight (the first chunk overwrites), so scratch holds one chunk's slices:
-/// [`backward_weight_chunks_scratch_len`] floats.
+/// [`backward_weight_chunks_scratch_len`] floats. Heuristic tiles
+/// ([`backward_weight_chunks_tiled`] takes others).
 #[allow(clippy::too_many_arguments)]
 pub fn backward_weight_chunks<'a>(
     gpu: &Gpu,
@@ -680,11 +754,11 @@ pub fn backward_weight_chunks<'a>(
     dbias: Option<BufRange<'a>>,
     scratch: &wgpu::Buffer,
 ) -> Result<Vec<Dispatch>> {
-    let t = tune::tiles(gpu, Pass::BackwardWeight, s);
-    backward_weight_impl(gpu, s, chunks, x, dy, dweight, dbias, scratch, t)
+    let t = Tiles::heuristic(Pass::BackwardWeight, s);
+    backward_weight_chunks_tiled(gpu, s, chunks, x, dy, dweight, dbias, scratch, t)
 }
 
-/// [`backward_weight`] with explicit tile sizes (for tuning).
+/// [`backward_weight`] with explicit tile sizes (from a [`TileTable`], or a tuning candidate).
 #[allow(clippy::too_many_arguments)]
 pub fn backward_weight_tiled<'a>(
     gpu: &Gpu,
@@ -696,11 +770,13 @@ pub fn backward_weight_tiled<'a>(
     scratch: &wgpu::Buffer,
     t: Tiles,
 ) -> Result<Vec<Dispatch>> {
-    backward_weight_impl(gpu, s, std::slice::from_ref(&(0..s.n)), x, dy, dweight, dbias, scratch, t)
+    backward_weight_chunks_tiled(gpu, s, std::slice::from_ref(&(0..s.n)), x, dy, dweight, dbias, scratch, t)
 }
 
+/// [`backward_weight_chunks`] with explicit tile sizes, the same for every chunk (what the
+/// executor runs, with the tiles its [`TileTable`] names for the whole batch's shape `s`).
 #[allow(clippy::too_many_arguments)]
-fn backward_weight_impl<'a>(
+pub fn backward_weight_chunks_tiled<'a>(
     gpu: &Gpu,
     s: &Conv2dShape,
     chunks: &[Range<usize>],

@@ -4,7 +4,7 @@
 //! The convolution kernels' tile and workgroup sizes are pipeline constants ([`Tiles`]). Which is
 //! fastest depends on the shape (a 3×3 with 12 output channels wants 12-row tiles, a
 //! backward-weight GEMM with 60 columns narrow ones) and on the device, so for each (pass, shape)
-//! the executor meets, [`tiles`] times up to [`MAX_CANDIDATES`] candidates on temporary buffers
+//! of a step, [`tiles`] times up to [`MAX_CANDIDATES`] candidates on temporary buffers
 //! (nothing the step computes is touched), keeps the fastest and stores it in
 //! `$XDG_CACHE_HOME/tailor/tiles.json` (else `~/.cache/tailor/tiles.json`; `TAILOR_TUNE_CACHE`
 //! names another file), keyed by adapter (name, driver, backend) and shape. Later runs read it
@@ -20,33 +20,33 @@
 //!
 //! The choice never changes results: every tile shape sums each output's terms in the same
 //! order, and the backward-weight split of the reduction depends on the shape only.
+//!
+//! Tuning is a phase of its own, before lowering: the executor lists every (pass, shape) of
+//! its graph and calls [`table`] once, on one thread, which does all the cache reading, timing
+//! and writing; lowering then only looks tiles up in the [`TileTable`] it returns (no lock,
+//! no timing, no environment, no files). The dependency goes one way: this module builds its
+//! candidates' dispatches with `ops::conv`'s `*_tiled` builders, which take tiles as
+//! arguments, and `ops::conv` knows nothing of tuning.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::conv::{self, fit_tm, fit_wg, Conv2dShape, Tiles};
+use super::conv::{self, fit_tm, fit_wg, Conv2dShape, TileTable, Tiles};
 use super::Act;
 use crate::error::Result;
 use crate::gpu::{shaders, Dispatch, Gpu};
 
-/// The three kernels of a convolution.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Pass {
-    Forward,
-    BackwardData,
-    BackwardWeight,
-}
+pub use super::conv::Pass;
 
-impl Pass {
-    fn name(self) -> &'static str {
-        match self {
-            Pass::Forward => "fwd",
-            Pass::BackwardData => "bwd-data",
-            Pass::BackwardWeight => "bwd-weight",
-        }
+/// The pass's name in cache keys.
+fn pass_name(pass: Pass) -> &'static str {
+    match pass {
+        Pass::Forward => "fwd",
+        Pass::BackwardData => "bwd-data",
+        Pass::BackwardWeight => "bwd-weight",
     }
 }
 
@@ -77,6 +77,7 @@ const ROUNDS: usize = 3;
 const FORMAT: u32 = 1;
 
 static MODE: AtomicU8 = AtomicU8::new(0); // 0: read TAILOR_TUNE, 1: off, 2: on, 3: auto
+static LOOKUPS: AtomicU64 = AtomicU64::new(0);
 
 /// Overrides `TAILOR_TUNE` for this process.
 pub fn set_mode(m: Mode) {
@@ -112,13 +113,9 @@ pub fn tunes_on(gpu: &Gpu) -> bool {
     }
 }
 
-/// The heuristic tiles of a pass (what [`Mode::Off`] uses).
+/// The heuristic tiles of a pass (what [`Mode::Off`] uses): [`Tiles::heuristic`].
 pub fn heuristic(pass: Pass, s: &Conv2dShape) -> Tiles {
-    match pass {
-        Pass::Forward => Tiles::forward(s),
-        Pass::BackwardData => Tiles::backward_data(s),
-        Pass::BackwardWeight => Tiles::backward_weight(s),
-    }
+    Tiles::heuristic(pass, s)
 }
 
 /// The candidates timed for a pass: the heuristic first, then a few neighbours (other column
@@ -171,16 +168,32 @@ pub fn candidates(pass: Pass, s: &Conv2dShape) -> Vec<Tiles> {
 
 /// Whether the kernels of `pass` on `s` take tiles `t`.
 pub fn valid(pass: Pass, s: &Conv2dShape, t: Tiles) -> bool {
-    match pass {
-        Pass::Forward => t.check_forward(s).is_ok(),
-        Pass::BackwardData => t.check_backward_data(s).is_ok(),
-        Pass::BackwardWeight => t.check().is_ok(),
+    t.check_pass(pass, s).is_ok()
+}
+
+/// The tuning phase: the tiles of every (pass, shape) in `passes` on this device, each
+/// [`tiles`]' choice, one after the other on the calling thread. Never fails (see [`tiles`]).
+pub fn table(gpu: &Gpu, passes: impl IntoIterator<Item = (Pass, Conv2dShape)>) -> TileTable {
+    let mut table = TileTable::new();
+    for (pass, s) in passes {
+        // Only tiles the kernels refuse are refused; the table then gives the heuristic, which
+        // is what `tiles` chose (it never returns other invalid tiles), and lowering reports
+        // the error with the node's name.
+        let _ = table.insert(pass, &s, tiles(gpu, pass, &s));
     }
+    table
+}
+
+/// How many times [`tiles`] has been asked for a (pass, shape) in this process: a test can
+/// check that building a step from a given [`TileTable`] consults the tuner for nothing.
+pub fn lookups() -> u64 {
+    LOOKUPS.load(Ordering::Relaxed)
 }
 
 /// The tiles for `pass` on shape `s` on this device: cached, tuned now, or the heuristic.
 /// Never fails: anything that goes wrong while tuning falls back to the heuristic.
 pub fn tiles(gpu: &Gpu, pass: Pass, s: &Conv2dShape) -> Tiles {
+    LOOKUPS.fetch_add(1, Ordering::Relaxed);
     let h = heuristic(pass, s);
     // (Where a pass runs as the GEMM kernel, conv tiles do not matter.)
     let gemm = match pass {
@@ -303,7 +316,7 @@ fn entry_key(gpu: &Gpu, pass: Pass, s: &Conv2dShape) -> String {
         i.driver,
         i.driver_info,
         i.backend,
-        pass.name(),
+        pass_name(pass),
         s.n,
         s.c_in,
         s.h,
@@ -471,6 +484,12 @@ mod tests {
         assert_eq!(cached, Some(t), "the choice is on disk");
         assert_eq!(tiles(&gpu, pass, &s), t);
         assert_eq!(CACHE.lock().unwrap().spent, spent, "a cached choice is not timed again");
+        // The tuning phase's table holds the same choice (and the heuristic for other shapes).
+        let table = table(&gpu, [(pass, s)]);
+        assert_eq!((table.len(), table.get(pass, &s)), (1, t));
+        let other = Conv2dShape { c_out: 20, ..s };
+        assert_eq!(table.get(pass, &other), heuristic(pass, &other));
+        assert_eq!(CACHE.lock().unwrap().spent, spent);
         let _ = std::fs::remove_dir_all(path.parent().and_then(|p| p.parent()).unwrap());
     }
 

@@ -788,3 +788,98 @@ fn pointwise_backward_weight_sweep() {
     let (wall, cpu) = time(&d);
     println!("conv backward_weight: wall {wall:5.1}  cpu×2 {cpu:5.1} GFLOP/s");
 }
+
+/// The executor lowers with exactly the tiles of the table it is given, and consults the tuner
+/// for nothing while building (tuning is a phase of its own, before lowering): a training step
+/// of two convolutions (a 3×3 same, a 3×3 stride 2) on 5 images under an 8 KiB binding limit,
+/// so that the forward and backward data run in batch chunks of their own shapes. Every conv
+/// kernel gets a named tile that is not the heuristic's; the step computes the same loss and
+/// gradients, bit for bit, as with the heuristic tiles. `Executable::new` asks the tuner once
+/// per (pass, shape) and, tuning off (as in every kernel test), gets the heuristic.
+#[test]
+fn lowering_takes_the_tile_table_and_tunes_nothing() {
+    use tailor::graph::exec::{conv_passes, Executable};
+    use tailor::graph::store::Store;
+    use tailor::graph::{autodiff::autodiff, Graph, LossKind};
+    use tailor::ops::conv::{Pass, TileTable};
+    use tailor::ops::tune;
+
+    let _ = gpu(); // tuning off
+    let g = limited_gpu(8 << 10);
+    let gpu: std::sync::Arc<tailor::gpu::Gpu> = (*g).clone();
+    let (n, classes) = (5, 8);
+    let mut graph = Graph::new();
+    let x = graph.input("x", &[n, 16, 8, 8]);
+    let w1 = graph.param("w1", &[12, 16, 3, 3]);
+    let w2 = graph.param("w2", &[classes, 12, 3, 3]);
+    let y1 = graph.conv2d("conv1", x, w1, None, 1, 1, None).unwrap();
+    let y2 = graph.conv2d("conv2", y1, w2, None, 2, 1, None).unwrap();
+    let logits = graph.global_avg_pool("pool", y2).unwrap();
+    let loss = graph.loss("loss", logits, LossKind::Softmax { gamma: 0.0 }).unwrap();
+    autodiff(&mut graph).unwrap();
+    let grads = [w1, w2].map(|w| graph.grads[&w]);
+
+    let passes = conv_passes(&gpu, &graph).unwrap();
+    let kinds = |p: Pass| passes.iter().filter(|q| q.0 == p).count();
+    // Chunked forward and backward data: more than one shape each (the last chunk's n differs).
+    assert!(
+        kinds(Pass::Forward) > 2 && kinds(Pass::BackwardData) > 1 && kinds(Pass::BackwardWeight) == 2,
+        "{passes:?}"
+    );
+    let mut table = TileTable::new();
+    for &(pass, s) in &passes {
+        let h = tune::heuristic(pass, &s);
+        let other = tune::candidates(pass, &s).into_iter().find(|&t| t != h);
+        let other = other.unwrap_or_else(|| panic!("no other candidate for {pass:?} {s:?}"));
+        table.insert(pass, &s, other).unwrap();
+    }
+    assert_eq!(table.len(), passes.len());
+    // Tiles the kernels refuse are refused by name.
+    let s0 = passes[0].1;
+    assert!(table.clone().insert(Pass::Forward, &s0, Tiles { wg: 12, tm: 17, tn: 2 }).is_err());
+
+    let mut store = Store::new(gpu.clone());
+    let mut rng = Rng::new(77);
+    for (name, w) in [("w1", w1), ("w2", w2)] {
+        let shape = graph.tensors[w].shape.clone();
+        let v = f32s(&rng.vec(shape.iter().product(), -0.3, 0.3));
+        store.insert(name, &shape, &v).unwrap();
+    }
+    let images = f32s(&rng.vec(n * 16 * 64, -1.0, 1.0));
+    let targets: Vec<u32> = (0..n as u32).map(|i| i * 3 % classes as u32).collect();
+    let weights = vec![1.0f32; classes];
+    let run = |exe: &Executable| {
+        exe.write(x, &images).unwrap();
+        exe.write(loss.target, &targets).unwrap();
+        exe.write(loss.weights.unwrap(), &weights).unwrap();
+        exe.run().unwrap();
+        let mut out = vec![exe.read(loss.loss).unwrap()];
+        out.extend(grads.map(|t| exe.read(t).unwrap()));
+        out
+    };
+
+    let asked = tune::lookups();
+    let named = Executable::with_tiles(gpu.clone(), graph.clone(), &store, table.clone()).unwrap();
+    assert_eq!(tune::lookups(), asked, "building from a table consulted the tuner");
+    assert_eq!(named.tiles, table);
+    // Every conv kernel dispatch (those with a WG constant) runs a named, non-heuristic tile.
+    let tile_of = |d: &tailor::gpu::Dispatch| {
+        let c = |k: &str| d.spec.constants.iter().find(|(n, _)| n == k).map(|(_, v)| *v as u32);
+        Some(Tiles { wg: c("WG")?, tm: c("TM")?, tn: c("TN")? })
+    };
+    let used: Vec<Tiles> = named.dispatches.iter().filter_map(tile_of).collect();
+    let heuristic: Vec<Tiles> = passes.iter().map(|&(p, s)| tune::heuristic(p, &s)).collect();
+    let chosen: Vec<Tiles> = passes.iter().map(|&(p, s)| table.get(p, &s)).collect();
+    assert!(used.len() >= passes.len(), "{used:?}");
+    for t in &used {
+        assert!(chosen.contains(t) && !heuristic.contains(t), "{t:?} is not a named tile: {chosen:?} / {heuristic:?}");
+    }
+
+    let asked = tune::lookups();
+    let plain = Executable::new(gpu.clone(), graph, &store).unwrap();
+    assert_eq!(tune::lookups(), asked + passes.len() as u64, "one question per (pass, shape)");
+    assert!(passes.iter().all(|&(p, s)| plain.tiles.get(p, &s) == tune::heuristic(p, &s)));
+    let used: Vec<Tiles> = plain.dispatches.iter().filter_map(tile_of).collect();
+    assert!(used.iter().all(|t| heuristic.contains(t)), "{used:?}");
+    assert_eq!(run(&named), run(&plain), "the tiles changed the results");
+}

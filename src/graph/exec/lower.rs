@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{BufRange, Dispatch};
 use crate::graph::plan::{batched, image_bytes, storage};
 use crate::graph::{Graph, LossKernel, Node, Op, TensorId};
+use crate::ops::conv::Pass;
 use crate::ops::{batchnorm, conv, elementwise, embed, linear, loss, pool, Act};
 
 /// The device limits batch chunks must respect, in bytes.
@@ -32,6 +33,34 @@ fn conv_shape(g: &Graph, x: usize, w: usize, stride: usize, pad: usize) -> conv:
     let [n, c, h, wd] = dims(g, x);
     let ws = &g.tensors[w].shape;
     conv::Conv2dShape { n, c_in: c, h, w: wd, c_out: ws[0], kh: ws[2], kw: ws[3], stride, pad }
+}
+
+/// The kernel pass of a convolution node and its whole-batch shape (None for other ops).
+fn conv_pass(g: &Graph, n: &Node) -> Option<(Pass, conv::Conv2dShape)> {
+    let (i, o) = (&n.ins, &n.outs);
+    match n.op {
+        Op::Conv2d { stride, pad, .. } => Some((Pass::Forward, conv_shape(g, i[0], i[1], stride, pad))),
+        // ins [dy, w], outs [dx]
+        Op::Conv2dBackwardData { stride, pad } => Some((Pass::BackwardData, conv_shape(g, o[0], i[1], stride, pad))),
+        // ins [x, dy], outs [dw, (db)]
+        Op::Conv2dBackwardWeight { stride, pad, .. } => {
+            Some((Pass::BackwardWeight, conv_shape(g, i[0], o[0], stride, pad)))
+        }
+        _ => None,
+    }
+}
+
+/// The (pass, shape) keys [`lower`] looks node `n`'s tiles up by: each batch chunk's shape for
+/// the forward and backward data (one kernel per chunk), the whole batch's for the backward
+/// weight (one set of tiles for all its chunks). Empty for other ops.
+pub fn conv_passes(g: &Graph, n: &Node, limits: Limits) -> Result<Vec<(Pass, conv::Conv2dShape)>> {
+    Ok(match conv_pass(g, n) {
+        None => Vec::new(),
+        Some((Pass::BackwardWeight, s)) => vec![(Pass::BackwardWeight, s)],
+        Some((pass, s)) => {
+            chunks(g, n, limits)?.iter().map(|r| (pass, conv::Conv2dShape { n: r.len(), ..s })).collect()
+        }
+    })
 }
 
 /// x [b, in] and w [out, in] as a 1×1 convolution.
@@ -172,21 +201,27 @@ pub fn lower(e: &Executable, n: &Node, scratch: &wgpu::Buffer, limits: Limits) -
     let acc = n.accumulate;
     let chunks = chunks(g, n, limits)?;
     let each = |f: &dyn Fn(&Chunk) -> Result<Vec<Dispatch>>| per_chunk(e, &chunks, f);
+    // Convolutions: the shapes and tile keys of `conv_passes`, the tiles from the table.
+    let conv = || conv_pass(g, n).ok_or_else(|| Error::Invalid(format!("node '{}' is not a convolution", n.name)));
     match n.op {
-        Op::Conv2d { stride, pad, bias } => each(&|c| {
-            let s = conv::Conv2dShape { n: c.len(), ..conv_shape(g, i[0], i[1], stride, pad) };
-            conv::forward(gpu, &s, c.act(i[0]), e.range(i[1]), bias.then(|| e.range(i[2])), c.act(o[0]))
+        Op::Conv2d { bias, .. } => each(&|c| {
+            let (pass, s) = conv()?;
+            let s = conv::Conv2dShape { n: c.len(), ..s };
+            let (x, w, b, y) = (c.act(i[0]), e.range(i[1]), bias.then(|| e.range(i[2])), c.act(o[0]));
+            conv::forward_tiled(gpu, &s, x, w, b, y, e.tiles.get(pass, &s))
         }),
-        Op::Conv2dBackwardData { stride, pad } => each(&|c| {
+        Op::Conv2dBackwardData { .. } => each(&|c| {
             // ins [dy, w], outs [dx]
-            let s = conv::Conv2dShape { n: c.len(), ..conv_shape(g, o[0], i[1], stride, pad) };
-            conv::backward_data(gpu, &s, c.act(i[0]), e.range(i[1]), c.act(o[0]), acc)
+            let (pass, s) = conv()?;
+            let s = conv::Conv2dShape { n: c.len(), ..s };
+            conv::backward_data_tiled(gpu, &s, c.act(i[0]), e.range(i[1]), c.act(o[0]), acc, e.tiles.get(pass, &s))
         }),
-        Op::Conv2dBackwardWeight { stride, pad, bias } => {
+        Op::Conv2dBackwardWeight { bias, .. } => {
             // ins [x, dy], outs [dw, (db)]
-            let s = conv_shape(g, i[0], o[0], stride, pad);
+            let (pass, s) = conv()?;
             let db = bias.then(|| e.range(o[1]));
-            conv::backward_weight_chunks(gpu, &s, &chunks, e.act(i[0]), e.act(i[1]), e.range(o[0]), db, scratch)
+            let (x, dy, t) = (e.act(i[0]), e.act(i[1]), e.tiles.get(pass, &s));
+            conv::backward_weight_chunks_tiled(gpu, &s, &chunks, x, dy, e.range(o[0]), db, scratch, t)
         }
         Op::BatchNormTrain { eps, momentum, relu, .. } => {
             let s = bn_shape(g, i[0], eps, momentum, relu);
