@@ -83,7 +83,7 @@ fn main() {
     let (rank, size) = (mpi.rank(), mpi.size());
     if size != 2 {
         eprintln!("run with 2 ranks (mpirun -np 2), not {size}");
-        mpi.abort(2);
+        mpi.abort(2)
     }
     let (f, a) = (fixture("densenet_tiny"), fixture("densenet_tiny_accum2"));
     let gpu = Gpu::new().expect("no GPU adapter: run scripts/install-lavapipe.sh");
@@ -153,7 +153,7 @@ fn main() {
         for f in &failures {
             eprintln!("rank {rank}: {f}");
         }
-        mpi.abort(1);
+        mpi.abort(1)
     }
     if rank == 0 {
         println!("2 ranks match the accumulation fixture and --accumulate 2 on one device");

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command README.md gives and CI runs: installs lavapipe where no Vulkan driver is
-# present, then checks formatting and lints and runs every test on the GPU wgpu finds.
+# present, then checks formatting and lints and runs every test on the GPU wgpu finds; then the
+# MPI tests (scripts/test-mpi.sh, which installs OpenMPI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,3 +22,5 @@ cargo clippy --all-targets --locked -- -D warnings
 cargo test --all-targets --locked
 # The library example that trains, resumes and evaluates a run folder without the CLI.
 cargo run --locked --example train_run
+# Training across processes over MPI (installs OpenMPI; builds with --features mpi).
+bash scripts/test-mpi.sh

@@ -45,15 +45,6 @@ impl Mpi {
         }
         Ok(())
     }
-
-    /// Stops every rank of the job with exit code `code` (after this rank said why). From
-    /// another thread than MPI's, only this process exits.
-    pub fn abort(&self, code: i32) -> ! {
-        if self.on_owner().is_err() {
-            std::process::exit(code);
-        }
-        self.world.abort(code)
-    }
 }
 
 impl Collective for Mpi {
@@ -91,5 +82,14 @@ impl Collective for Mpi {
         let mut v = flag as u8;
         self.world.process_at_rank(0).broadcast_into(&mut v);
         Ok(v != 0)
+    }
+
+    /// Stops every rank of the job (after this rank said why). From another thread than MPI's,
+    /// only this process exits.
+    fn abort(&self, code: i32) -> ! {
+        if self.on_owner().is_err() {
+            std::process::exit(code);
+        }
+        self.world.abort(code)
     }
 }

@@ -71,7 +71,7 @@ pub fn peak_rss() -> Option<u64> {
 /// Bytes of the largest tensor of the training graph.
 fn largest_tensor(model: &Model, cfg: &TrainConfig) -> Result<u64> {
     let mut g = crate::graph::Graph::new();
-    let built = model.net.build(&mut g, cfg.batch, cfg.height, cfg.width, true)?;
+    let built = model.net.build(&mut g, cfg.micro_batch()?, cfg.height, cfg.width, true)?;
     let _ = built;
     Ok(g.tensors.iter().filter(|t| t.view.is_none()).map(|t| t.numel() as u64 * 4).max().unwrap_or(0))
 }

@@ -85,6 +85,11 @@ pub struct TrainArgs {
     /// devices of one model, else shares by each device's measured speed].
     #[arg(long, value_delimiter = ',')]
     pub device_shares: Option<Vec<usize>>,
+    /// Train across processes and machines: `mpi` under mpirun/srun (`mpirun -np 2 tailor train …
+    /// --distributed mpi`): each rank trains its part of every batch on its own --devices, rank 0
+    /// writes the run. Needs a tailor built with `--features mpi`. May differ when resuming.
+    #[arg(long, value_enum)]
+    pub distributed: Option<Distributed>,
     /// Epochs in all [default: 10] (with --resume: train on to this many; default: the run's).
     #[arg(long)]
     pub epochs: Option<usize>,
@@ -233,17 +238,58 @@ pub fn run(cli: &super::Cli, a: &TrainArgs) -> Result<()> {
             Setting::Devices
         )));
     }
-    let gpus = match &selection {
-        Some(sel) => {
-            let gpus = crate::gpu::open_devices(&cli.gpu_options(), sel)?;
-            gpus.iter().for_each(|g| super::common::show_precompile(g));
-            gpus
-        }
-        None => vec![cli.open_gpu()?],
+    // MPI first: only rank 0 shows the devices' pipeline compilation.
+    let collective = match a.distributed {
+        None => None,
+        Some(Distributed::Mpi) => Some(mpi_world()?),
     };
-    let devices = run::Devices { gpus, shares: a.device_shares.clone() };
+    let rank = collective.as_ref().map_or(0, |c| c.rank());
+    let gpus = match &selection {
+        Some(sel) => crate::gpu::open_devices(&cli.gpu_options(), sel)?,
+        None => vec![crate::Gpu::with_options(&cli.gpu_options())?],
+    };
+    if rank == 0 {
+        gpus.iter().for_each(|g| super::common::show_precompile(g));
+    }
+    let devices = run::Devices { gpus, shares: a.device_shares.clone(), collective: collective.clone() };
     let mut printer = Printer::default();
-    run::train_on_devices(&devices, &start, None, &mut |e| printer.event(e)).map(|_| ())
+    // Rank 0 reports; the other ranks say nothing unless they fail.
+    let res = run::train_on_devices(&devices, &start, None, &mut |e| {
+        if rank == 0 {
+            printer.event(e)
+        }
+    });
+    match (res, collective) {
+        (Ok(_), _) => Ok(()),
+        (Err(e), None) => Err(e),
+        (Err(e), Some(c)) => {
+            // A failed rank stops the others, which would otherwise wait in the next exchange.
+            eprintln!("error on rank {rank} of {}: {e}", c.size());
+            c.abort(1)
+        }
+    }
+}
+
+/// How processes train together (`--distributed`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Distributed {
+    /// MPI ranks (mpirun, srun).
+    Mpi,
+}
+
+#[cfg(feature = "mpi")]
+fn mpi_world() -> Result<std::sync::Arc<dyn crate::nn::train::Collective>> {
+    Ok(std::sync::Arc::new(crate::mpi::Mpi::init()?))
+}
+
+#[cfg(not(feature = "mpi"))]
+fn mpi_world() -> Result<std::sync::Arc<dyn crate::nn::train::Collective>> {
+    Err(Error::Invalid(
+        "--distributed mpi: this tailor was built without MPI; build it with `cargo build --release --features mpi` \
+         (Debian: apt-get install libopenmpi-dev openmpi-bin libclang-dev) and start it with mpirun"
+            .into(),
+    ))
 }
 
 /// `--resume` continues a run with the settings it was started with (only `--epochs` may
@@ -261,7 +307,7 @@ fn check_resume_flags(a: &TrainArgs, dir: &Path) -> Result<()> {
     let mut given = Vec::new();
     changed_fields(&json(a)?, &json(&defaults)?, &mut given);
     // Devices are where the run trains, not what it trains: they may change on resume.
-    let free = ["epochs", "data", "image_dir", "resume", "overwrite", "devices", "device_shares"];
+    let free = ["epochs", "data", "image_dir", "resume", "overwrite", "devices", "device_shares", "distributed"];
     given.retain(|f| !free.contains(&f.as_str()));
     if a.out.as_ref().is_some_and(|o| o != dir) && !given.iter().any(|f| f == "out") {
         given.push("out".into());

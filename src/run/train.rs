@@ -21,7 +21,7 @@ use crate::nn::checkpoint::StateDict;
 use crate::nn::densenet::DenseNetConfig;
 use crate::nn::model::Model;
 use crate::nn::predict::Predictor;
-use crate::nn::train::{measure_speeds, shares_from_speeds, Targets, TrainConfig, Trainer};
+use crate::nn::train::{measure_speeds, shares_from_speeds, Collective, Targets, TrainConfig, Trainer};
 use crate::nn::weights::{class_weights_report, renormalise_to_classes};
 use crate::setting::Setting;
 use crate::Gpu;
@@ -48,14 +48,29 @@ pub struct Outcome {
 #[derive(Clone)]
 pub struct Devices {
     pub gpus: Vec<Arc<Gpu>>,
-    /// Images of each batch per device, summing to the batch size. `None`: equal shares on
-    /// devices of one model, else shares in proportion to each device's measured speed.
+    /// Images of each batch per device, summing to this process's part of the batch. `None`:
+    /// equal shares on devices of one model, else shares in proportion to each device's
+    /// measured speed.
     pub shares: Option<Vec<usize>>,
+    /// Other processes training the same run (MPI ranks, see [`crate::nn::train::Collective`]):
+    /// each trains its rank's part of every batch on its devices; rank 0 validates and writes
+    /// the checkpoints, reports and metrics.
+    pub collective: Option<Arc<dyn Collective>>,
 }
 
 impl Devices {
     pub fn one(gpu: Arc<Gpu>) -> Devices {
-        Devices { gpus: vec![gpu], shares: None }
+        Devices { gpus: vec![gpu], shares: None, collective: None }
+    }
+
+    /// Whether this process writes the run's files (the only one, or rank 0).
+    fn writes(&self) -> bool {
+        self.collective.as_ref().is_none_or(|c| c.rank() == 0)
+    }
+
+    /// Processes training the run together.
+    fn processes(&self) -> usize {
+        self.collective.as_ref().map_or(1, |c| c.size())
     }
 
     /// The cheap checks: as many shares as devices, none zero.
@@ -133,10 +148,15 @@ pub fn train_on_devices(
     }
     // The folder is made first, so that one that cannot be is said at once; a new run that
     // fails before its first checkpoint leaves none behind.
+    if devices.processes() > 1 && !settings.teachers.is_empty() {
+        return Err(Error::Invalid(
+            "distillation trains in one process: give its devices with --devices instead of several processes".into(),
+        ));
+    }
     let created = !dir.exists();
     folder::make_dir(&dir)?;
     let res = train_in(devices, start, &settings, resumed, &dir, data, on);
-    if res.is_err() && created {
+    if res.is_err() && created && devices.writes() {
         let _ = std::fs::remove_dir(&dir);
     }
     res
@@ -277,17 +297,24 @@ fn train_in(
         }
         _ => None,
     };
-    // A batch larger than the training set shrinks to it, rounded down to whole micro-batches.
+    // A batch larger than the training set shrinks to it, rounded down to whole micro-batches
+    // of every process.
     let acc = settings.accumulate;
+    let ranks = devices.processes();
+    let unit = acc * ranks;
     let batch = match &pk {
         Some(s) => s.batch_size(),
-        None => settings.batch_size.min(p.split.train.len() / acc * acc),
+        None => settings.batch_size.min(p.split.train.len() / unit * unit),
     };
-    if batch == 0 {
+    if batch == 0 || batch % unit != 0 {
         return Err(Error::setting(
             Setting::Accumulate,
             acc,
-            format!("is more than the {} training samples: give fewer micro-batches", p.split.train.len()),
+            format!(
+                "a batch of {batch} ({} training samples) cannot be cut into {acc} micro-batches on each of {ranks} \
+                 process(es): give a batch size that is a multiple of {unit}",
+                p.split.train.len()
+            ),
         ));
     }
     if pk.is_none() && batch < settings.batch_size {
@@ -328,8 +355,9 @@ fn train_in(
         let r = model.load_state_dict(&sd)?;
         on(Event::Init { tensors: r.loaded, from: &path, reinit_classifier: r.reinit_classifier });
     }
+    // Each process trains its rank's part of every batch.
     let config = TrainConfig {
-        batch,
+        batch: batch / ranks,
         height: p.image.height,
         width: p.image.width,
         loss,
@@ -352,6 +380,10 @@ fn train_in(
         Trainer::new_data_parallel(model, config, &devices.gpus[1..], &shares)
     }
     .map_err(Error::fit_hint)?;
+    if let Some(c) = &devices.collective {
+        trainer.join(c.clone())?;
+    }
+    let writes = devices.writes();
     let start_epoch = match resume_from {
         Some((opt, epoch)) => {
             trainer.load_optimizer_dict(&opt, &dir.join("optimizer.safetensors"))?;
@@ -373,11 +405,11 @@ fn train_in(
         }
     }
     // Validation batches as large as a micro-batch: accumulation is there to bound the memory.
-    let pred_batch = (batch / acc).min(p.split.val.len().max(1));
+    let pred_batch = (batch / unit).min(p.split.val.len().max(1));
     let predictor =
         Predictor::new(&trainer.model, pred_batch, p.image.height, p.image.width).map_err(Error::fit_hint)?;
     on(Event::Memory { training: &trainer.memory(), validation: predictor.memory().total() });
-    if resumed.is_none() && folder::holds_run(&dir) {
+    if writes && resumed.is_none() && folder::holds_run(&dir) {
         on(Event::Replacing { dir: &dir });
         folder::clear_run(&dir)?;
     }
@@ -487,6 +519,10 @@ fn train_in(
             )));
             exchanged = trainer.exchange_seconds();
         }
+        // Rank 0 alone validates and writes; the others only train.
+        if !writes {
+            return Ok(false);
+        }
         let mut record = EpochRecord {
             epoch: epoch + 1,
             step: trainer.step,
@@ -543,7 +579,13 @@ fn train_in(
         Ok(false)
     };
     for epoch in start_epoch..epochs {
-        if run_epoch(epoch)? {
+        let stop = run_epoch(epoch)?;
+        // Every process stops when rank 0 does (early stopping is decided by its validation).
+        let stop = match &devices.collective {
+            Some(c) => c.broadcast_flag(stop)?,
+            None => stop,
+        };
+        if stop {
             break;
         }
     }

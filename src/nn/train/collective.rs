@@ -20,6 +20,9 @@ pub trait Collective: Send + Sync {
     fn gather_u64(&self, value: u64) -> Result<Vec<u64>>;
     /// Rank 0's `flag`, on every process.
     fn broadcast_flag(&self, flag: bool) -> Result<bool>;
+    /// Stops every process with exit code `code`: what a process that fails does, so that the
+    /// others do not wait for it in the next collective.
+    fn abort(&self, code: i32) -> !;
 }
 
 /// One process alone: the identity, for tests and for code written once for both cases.
@@ -43,5 +46,8 @@ impl Collective for Alone {
     }
     fn broadcast_flag(&self, flag: bool) -> Result<bool> {
         Ok(flag)
+    }
+    fn abort(&self, code: i32) -> ! {
+        std::process::exit(code)
     }
 }

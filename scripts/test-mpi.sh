@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The MPI part of the tests (scripts/test.sh runs it): builds tailor with `--features mpi`, then
+# under `mpirun -np 2` checks that two ranks match the gradient-accumulation fixture and
+# `--accumulate 2` on one device bit for bit (examples/mpi_parity.rs), that a 2-rank
+# `tailor train --distributed mpi` writes one run identical to `--devices X,X` in one process,
+# and that the run resumes in a single process.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-mpi.sh
+
+# OpenMPI refuses root unless told, and wants as many cores as ranks unless told.
+MPIRUN=(mpirun -np 2 --oversubscribe)
+if [ "$(id -u)" -eq 0 ]; then MPIRUN+=(--allow-run-as-root); fi
+
+cargo clippy --all-targets --locked --features mpi -- -D warnings
+cargo build --locked --features mpi --bin tailor --example mpi_parity
+"${MPIRUN[@]}" target/debug/examples/mpi_parity
+
+out="$(mktemp -d)"
+trap 'rm -rf "$out"' EXIT
+adapter="$(target/debug/tailor devices --json | python3 -c 'import json,sys; print(next(d["name"] for d in json.load(sys.stdin) if d["usable"]).split()[0].rstrip(","))')"
+common=(--data assets/fashion-mnist-lt/labels.csv --growth-rate 4 --blocks 1,1 --batch-size 32 --epochs 1)
+"${MPIRUN[@]}" target/debug/tailor train "${common[@]}" --out "$out/ranks" --distributed mpi
+target/debug/tailor train "${common[@]}" --out "$out/devices" --devices "$adapter,$adapter"
+cmp "$out/ranks/model.safetensors" "$out/devices/model.safetensors"
+target/debug/tailor train --resume "$out/ranks" --epochs 2
+echo "mpi: 2 ranks match the fixture and one process with two devices; the run resumes in one process"
