@@ -114,6 +114,7 @@ fn parity_holds_with_batches_bound_in_chunks() {
     eval_parity(&g, &f);
     train_parity(&g, &f);
     adam_parity(&g, &f);
+    accumulation_parity(&g, &f);
 }
 
 /// The same parity with kernels planned as for a GPU (`Gpu::set_gpu_plans`): batch norms in
@@ -133,6 +134,7 @@ fn parity_holds_with_kernels_planned_for_a_gpu() {
     eval_parity(&g, &f);
     train_parity(&g, &f);
     adam_parity(&g, &f);
+    accumulation_parity(&g, &f);
 }
 
 fn eval_parity(g: &Arc<Gpu>, f: &Fixture) {
@@ -181,33 +183,9 @@ fn adam_parity(g: &Arc<Gpu>, f: &Fixture) {
             let steps: Vec<u64> = done.iter().map(|(s, _)| *s).collect();
             assert_eq!(steps, [1, 2, 3], "every step's loss is reported once, in order");
             let losses: Vec<f32> = done.into_iter().map(|(_, l)| l).collect();
-            let want = f.get(&format!("losses.{case}"));
-            for (s, (&a, &b)) in losses.iter().zip(want).enumerate() {
-                assert!(
-                    ((a - b) as f64).abs() <= 1e-4 * (b as f64).abs(),
-                    "{case} loss at step {}: {a} vs PyTorch {b}",
-                    s + 1
-                );
-            }
-            let sd = t.model.state_dict().unwrap();
-            for p in &t.model.net.params {
-                let want = f.get(&format!("after.{case}.{}", p.name));
-                let got = &sd.tensors[&p.name].1;
-                if !p.trainable {
-                    assert_close(&format!("{} after {case}", p.name), got, want, 2e-4);
-                    continue;
-                }
-                // Adam turns rounding noise in near-zero gradients into updates of up to lr per
-                // step (see the fixtures' README), so elements whose reference gradient is below
-                // 1e-6 in magnitude are skipped here.
-                let grad = f.get(&format!("grad.{kind}.iew.{}", p.name));
-                for (i, ((&a, &b), &gr)) in got.iter().zip(want).zip(grad).enumerate() {
-                    if gr.abs() < 1e-6 {
-                        continue;
-                    }
-                    assert!(((a - b) as f64).abs() <= 1e-3, "{}[{i}] after {case}: {a} vs PyTorch {b}", p.name);
-                }
-            }
+            let after = |name: &str| f.get(&format!("after.{case}.{name}"));
+            let grad = |name: &str| f.get(&format!("grad.{kind}.iew.{name}"));
+            assert_three_steps(&t, &case, (&losses, f.get(&format!("losses.{case}"))), &after, &grad, 2e-4);
             assert_eq!(t.model.batches_tracked, 3);
         }
     }
@@ -221,11 +199,28 @@ fn adam_parity(g: &Arc<Gpu>, f: &Fixture) {
 /// (its gradients differ from the whole batch's), and a batch not divisible is refused.
 #[test]
 fn accumulating_two_micro_batches_matches_pytorch() {
-    let (g, f, a) = (gpu(), load("densenet_tiny"), load("densenet_tiny_accum2"));
+    let (g, f) = (gpu(), load("densenet_tiny"));
+    accumulation_parity(&g, &f);
+    let model = model(&g, &f, true);
+    let cfg = TrainConfig {
+        batch: 4,
+        height: 32,
+        width: 32,
+        loss: tailor::graph::LossKind::Softmax { gamma: 0.0 },
+        class_weights: vec![1.0; 5],
+        optimizer: OptimizerConfig::default(),
+        accumulate: 3,
+    };
+    let err = Trainer::new(model, cfg).err().expect("4 images cannot be cut into 3 equal micro-batches");
+    assert!(matches!(err, tailor::Error::Shape { .. }), "{err}");
+}
+
+fn accumulation_parity(g: &Arc<Gpu>, f: &Fixture) {
+    let a = load("densenet_tiny_accum2");
     for kind in ["sigmoid", "softmax"] {
         let case = format!("{kind}.iew (2 micro-batches)");
-        let mut t = accumulating_trainer(&g, &f, kind, "iew", OptimizerKind::Adam, true, 2);
-        let mut done = step(&mut t, &f, kind);
+        let mut t = accumulating_trainer(g, f, kind, "iew", OptimizerKind::Adam, true, 2);
+        let mut done = step(&mut t, f, kind);
         done.extend(t.finish().unwrap());
         for p in t.model.net.params.clone().iter().filter(|p| p.trainable) {
             let want = a.get(&format!("accum2.grad.{kind}.iew.{}", p.name));
@@ -239,53 +234,21 @@ fn accumulating_two_micro_batches_matches_pytorch() {
             "the fixture tells the two apart"
         );
         for _ in 0..2 {
-            done.extend(step(&mut t, &f, kind));
+            done.extend(step(&mut t, f, kind));
         }
         done.extend(t.finish().unwrap());
+        let losses: Vec<f32> = done.iter().map(|(_, l)| *l).collect();
         let want = a.get(&format!("accum2.losses.{kind}.iew.adam"));
-        assert_eq!(done.len(), 3);
-        for (s, ((_, l), &b)) in done.iter().zip(want).enumerate() {
-            assert!(
-                ((l - b) as f64).abs() <= 1e-4 * (b as f64).abs(),
-                "{case} loss at step {}: {l} vs PyTorch {b}",
-                s + 1
-            );
-        }
-        let sd = t.model.state_dict().unwrap();
-        for p in &t.model.net.params {
-            let want = a.get(&format!("accum2.after.{kind}.iew.adam.{}", p.name));
-            let got = &sd.tensors[&p.name].1;
-            if !p.trainable {
-                // 3e-4, not adam_parity's 2e-4: the softmax case's norm0.bias[15] has a reference
-                // gradient of −2.1e-17 (rounding noise), which Adam turns into a ±lr step, and
-                // six running-statistics updates instead of three carry it into the running
-                // means of the stem's channel 15 (2.1e-4 from PyTorch on lavapipe; every other
-                // statistic within 6.1e-5).
-                assert_close(&format!("{} after {case}", p.name), got, want, 3e-4);
-                continue;
-            }
-            // As in adam_parity: elements whose reference gradient is below 1e-6 are skipped.
-            let grad = a.get(&format!("accum2.grad.{kind}.iew.{}", p.name));
-            for (i, ((&x, &y), &gr)) in got.iter().zip(want).zip(grad).enumerate() {
-                if gr.abs() >= 1e-6 {
-                    assert!(((x - y) as f64).abs() <= 1e-3, "{}[{i}] after {case}: {x} vs PyTorch {y}", p.name);
-                }
-            }
-        }
+        let after = |name: &str| a.get(&format!("accum2.after.{kind}.iew.adam.{name}"));
+        let grad = |name: &str| a.get(&format!("accum2.grad.{kind}.iew.{name}"));
+        // Running statistics within 3e-4, not adam_parity's 2e-4: the softmax case's
+        // norm0.bias[15] has a reference gradient of −2.1e-17 (rounding noise), which Adam turns
+        // into a ±lr step, and six running-statistics updates instead of three carry it into the
+        // running means of the stem's channel 15 (2.1e-4 from PyTorch on lavapipe; every other
+        // statistic within 6.1e-5).
+        assert_three_steps(&t, &case, (&losses, want), &after, &grad, 3e-4);
         assert_eq!(t.model.batches_tracked, 6, "running statistics updated once per micro-batch");
     }
-    let model = model(&g, &f, true);
-    let cfg = TrainConfig {
-        batch: 4,
-        height: 32,
-        width: 32,
-        loss: tailor::graph::LossKind::Softmax { gamma: 0.0 },
-        class_weights: vec![1.0; 5],
-        optimizer: OptimizerConfig::default(),
-        accumulate: 3,
-    };
-    let err = Trainer::new(model, cfg).err().expect("4 images cannot be cut into 3 equal micro-batches");
-    assert!(matches!(err, tailor::Error::Shape { .. }), "{err}");
 }
 
 /// Two replicas on two devices (here the same adapter opened twice) compute what two
@@ -331,6 +294,39 @@ fn two_devices_compute_what_two_micro_batches_compute() {
     uneven.check_replicas().unwrap();
     let err = Trainer::new_data_parallel(model(&g, &f, true), cfg, &[peer], &[3, 2]).err().expect("shares must sum");
     assert!(err.to_string().contains("sum to the batch of 4"), "{err}");
+}
+
+/// Three optimiser steps against PyTorch's: the losses (ours, the fixture's) within 1e-4
+/// relative; the state after them (`after(name)`) with running statistics within `stats_tol` and
+/// parameters within 1e-3. `grad(name)` is the first step's reference gradient: Adam turns
+/// rounding noise in near-zero gradients into updates of up to lr per step (see the fixtures'
+/// README), so elements whose reference gradient is below 1e-6 in magnitude are skipped.
+fn assert_three_steps<'f>(
+    t: &Trainer,
+    case: &str,
+    (losses, want): (&[f32], &[f32]),
+    after: &dyn Fn(&str) -> &'f [f32],
+    grad: &dyn Fn(&str) -> &'f [f32],
+    stats_tol: f64,
+) {
+    assert_eq!(losses.len(), 3, "{case}: a loss per step");
+    for (s, (&a, &b)) in losses.iter().zip(want).enumerate() {
+        assert!(((a - b) as f64).abs() <= 1e-4 * (b as f64).abs(), "{case} loss at step {}: {a} vs PyTorch {b}", s + 1);
+    }
+    let sd = t.model.state_dict().unwrap();
+    for p in &t.model.net.params {
+        let reference = after(&p.name);
+        let got = &sd.tensors[&p.name].1;
+        if !p.trainable {
+            assert_close(&format!("{} after {case}", p.name), got, reference, stats_tol);
+            continue;
+        }
+        for (i, ((&a, &b), &gr)) in got.iter().zip(reference).zip(grad(&p.name)).enumerate() {
+            if gr.abs() >= 1e-6 {
+                assert!(((a - b) as f64).abs() <= 1e-3, "{}[{i}] after {case}: {a} vs PyTorch {b}", p.name);
+            }
+        }
+    }
 }
 
 #[test]

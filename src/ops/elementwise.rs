@@ -68,7 +68,8 @@ pub fn relu_backward<'a>(
 
 /// y = alpha·x, or y += alpha·x with `accumulate`, over `n` elements. (With alpha a power of
 /// two the products are exact: summing gradients of micro-batches scaled by 1/N this way equals
-/// backpropagating each micro-batch's loss divided by N.)
+/// backpropagating each micro-batch's loss divided by N.) Ranges larger than one binding are
+/// done in pieces that each fit one.
 pub fn scale_add<'a>(
     gpu: &Gpu,
     x: impl Into<BufRange<'a>>,
@@ -82,7 +83,22 @@ pub fn scale_add<'a>(
     }
     let (x, y) = (x.into(), y.into());
     super::check_distinct("scale_add", &[x, y])?;
-    launch_scaled(gpu, "scale_add", n, accumulate, alpha, &[x, y])
+    for b in [x, y] {
+        super::check_len("scale_add", "buffer", b, n)?;
+    }
+    // Pieces start at multiples of the binding alignment from x's and y's offsets (which are
+    // aligned, as every range the executor and the arena hand out).
+    let align = (gpu.binding_alignment() / 4).max(1) as usize;
+    let piece = ((gpu.max_binding() / 4) as usize / align * align).max(align);
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < n {
+        let len = piece.min(n - start);
+        let at = |r: BufRange<'a>| r.sub(start as u64 * 4, len as u64 * 4);
+        out.extend(launch_scaled(gpu, "scale_add", len, accumulate, alpha, &[at(x), at(y)])?);
+        start += piece;
+    }
+    Ok(out)
 }
 
 #[repr(C)]

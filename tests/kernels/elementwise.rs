@@ -81,6 +81,16 @@ fn scale_add_matches_reference() {
             }
         }
     }
+    // Larger than one binding (1 KiB: 256 elements): in pieces, with the same results.
+    let lim = limited_gpu(1024);
+    let (x, old) = (rng.vec(1000, -1.0, 1.0), rng.vec(1000, -1.0, 1.0));
+    let (bx, by) = (up(&lim, &x), up(&lim, &old));
+    let d = ew::scale_add(&lim, &bx, &by, 1000, 0.5, true).unwrap();
+    assert!(d.len() > 1, "{} dispatches", d.len());
+    let got = run_read(&lim, &d, &by, 1000);
+    let want = ew::scale_add_ref(&f64s(&f32s(&x)), &f64s(&f32s(&old)), 0.5, true);
+    assert_close("scale_add in pieces", &got, &want, 0.0, 6e-8);
+    drop(lim);
     let b = up(&g, &[1.0; 8]);
     assert!(ew::scale_add(&g, &b, &b, 8, 1.0, true).is_err());
     let other = up(&g, &[0.0; 8]);
