@@ -292,6 +292,11 @@ fn two_devices_compute_what_two_micro_batches_compute() {
     losses.extend(uneven.finish().unwrap());
     assert!(losses.iter().all(|(_, l)| l.is_finite()) && losses.len() == 2, "{losses:?}");
     uneven.check_replicas().unwrap();
+    // Shares by measured speed: every device gets whole micro-batches, together the batch.
+    let speeds = tailor::nn::train::measure_speeds(&config(), &cfg, &[g.clone(), peer.clone()]).unwrap();
+    assert!(speeds.iter().all(|s| s.is_finite() && *s > 0.0), "{speeds:?}");
+    let shares = tailor::nn::train::shares_from_speeds(4, 1, &speeds).unwrap();
+    assert_eq!(shares.iter().sum::<usize>(), 4, "{shares:?} from {speeds:?}");
     let err = Trainer::new_data_parallel(model(&g, &f, true), cfg, &[peer], &[3, 2]).err().expect("shares must sum");
     assert!(err.to_string().contains("sum to the batch of 4"), "{err}");
 }
