@@ -779,7 +779,10 @@ fn pointwise_backward_weight_sweep() {
             let scratch = g.zeros("scratch", gemm::gemm_scratch_len(&gs, sp).max(1)).unwrap();
             let d = gemm::gemm_split(&g, &gs, &bdy, &bx, &bdw, false, 1.0, &cfg, sp, &scratch).unwrap();
             let (wall, cpu) = time(&d);
-            println!("{} {cfg:?} splits {sp:3}: wall {wall:5.1}  cpu×2 {cpu:5.1} GFLOP/s", gemm::entry(&gs, &cfg));
+            println!(
+                "{} {cfg:?} splits {sp:3}: wall {wall:5.1}  cpu×2 {cpu:5.1} GFLOP/s",
+                gemm::entry(&gs, &cfg).name()
+            );
         }
     }
     let scratch = g.zeros("scratch", conv::backward_weight_scratch_len(&s)).unwrap();
