@@ -75,7 +75,7 @@ fn transposed_layouts() {
 }
 
 #[test]
-fn every_operand_layout_path() {
+pub(crate) fn every_operand_layout_path() {
     let mut rng = Rng::new(17);
     let (m, n, k, batch) = (20, 36, 22, 2);
     // A read along k (padded rows), along m (stored transposed), or with scalar loads.

@@ -75,7 +75,7 @@ fn precompile_builds_each_distinct_pipeline_once() {
 /// `Gpu::on_precompile` hears each batch begin, each pipeline dealt with (compiled or not) and
 /// the end, and nothing when there is nothing to compile.
 #[test]
-fn precompile_reports_progress() {
+pub(crate) fn precompile_reports_progress() {
     use std::sync::{Arc, Mutex};
     use tailor::ops::pool::{self, PoolShape};
     use tailor::ops::Act;
