@@ -3,6 +3,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::shaders::Shader;
+use super::Kernel;
 use crate::error::{Error, Result};
 
 /// How to pick an adapter. `Default` reads `TAILOR_ADAPTER` and `TAILOR_BACKEND`.
@@ -280,14 +281,10 @@ impl Gpu {
         Ok(m)
     }
 
-    /// The compute pipeline for `entry` in `shader` with the given pipeline constants (tile and
+    /// The compute pipeline for `kernel` with the given pipeline constants (tile and
     /// workgroup sizes), created on first use and cached for the life of the device.
-    pub fn pipeline(
-        &self,
-        shader: Shader,
-        entry: &str,
-        constants: &[(&str, f64)],
-    ) -> Result<Arc<wgpu::ComputePipeline>> {
+    pub fn pipeline(&self, kernel: Kernel, constants: &[(&str, f64)]) -> Result<Arc<wgpu::ComputePipeline>> {
+        let (shader, entry) = (kernel.shader(), kernel.entry().name());
         let mut sorted: Vec<(String, u64)> = constants.iter().map(|(k, v)| (k.to_string(), v.to_bits())).collect();
         sorted.sort();
         let key = (shader.name, entry.to_string(), sorted);
@@ -297,7 +294,7 @@ impl Gpu {
             return Ok(p.clone());
         }
         let module = self.module(shader)?;
-        let label = format!("{}::{entry}", shader.name);
+        let label = kernel.label();
         let pipeline = self.scoped(&label, || {
             self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(&label),

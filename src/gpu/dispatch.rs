@@ -1,6 +1,9 @@
+use std::cell::RefCell;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use super::shaders::Shader;
+use super::entries::{BatchnormEntry, EntryPoint};
+use super::shaders::{self, Shader};
 use super::{Gpu, PipelineSpec};
 use crate::error::{Error, Result};
 
@@ -74,11 +77,82 @@ impl<'a> From<&'a wgpu::Buffer> for BufRange<'a> {
     }
 }
 
+/// The code a launch runs: an entry point of the typed table (so a launch cannot name a
+/// misspelt entry, or one of another shader) and the module compiled for it, which is the entry
+/// point's own shader or a variant of it with the same entry points (batch norm without
+/// subgroups). Made from any entry enum with `.into()`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Kernel {
+    entry: EntryPoint,
+    shader: Shader,
+}
+
+impl Kernel {
+    /// A batch norm entry point in [`shaders::batchnorm_without_subgroups`].
+    pub fn batchnorm_without_subgroups(entry: BatchnormEntry) -> Kernel {
+        Kernel { entry: entry.into(), shader: shaders::batchnorm_without_subgroups() }
+    }
+
+    pub fn entry(self) -> EntryPoint {
+        self.entry
+    }
+
+    /// The module the pipeline is compiled from.
+    pub fn shader(self) -> Shader {
+        self.shader
+    }
+
+    /// `shader::entry`, as pipelines and dispatches are labelled.
+    pub fn label(self) -> String {
+        format!("{}::{}", self.shader.name, self.entry.name())
+    }
+}
+
+impl<E: Into<EntryPoint>> From<E> for Kernel {
+    fn from(entry: E) -> Kernel {
+        let entry = entry.into();
+        Kernel { entry, shader: entry.shader() }
+    }
+}
+
+thread_local! {
+    /// Where [`record_entries`] collects the entry points dispatched on this thread.
+    static RECORDING: RefCell<Option<BTreeSet<EntryPoint>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` and returns, with its result, the entry points of every [`Gpu::dispatch`] built on
+/// this thread meanwhile (whatever the device): for the test that every entry point is run by
+/// some kernel test. Outside it a dispatch pays one thread-local check.
+pub fn record_entries<R>(f: impl FnOnce() -> R) -> (R, BTreeSet<EntryPoint>) {
+    let outer = RECORDING.with(|r| r.borrow_mut().replace(BTreeSet::new()));
+    // Puts back an enclosing recording, with what this one saw added, even if `f` panics.
+    struct Restore(Option<BTreeSet<EntryPoint>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let outer = self.0.take();
+            RECORDING.with(|r| {
+                let mut r = r.borrow_mut();
+                *r = match (outer, r.take()) {
+                    (Some(mut o), Some(inner)) => {
+                        o.extend(inner);
+                        Some(o)
+                    }
+                    (o, _) => o,
+                };
+            });
+        }
+    }
+    let restore = Restore(outer);
+    let out = f();
+    let seen = RECORDING.with(|r| r.borrow().clone().unwrap_or_default());
+    drop(restore);
+    (out, seen)
+}
+
 /// What a kernel launch needs: the shader entry point, its pipeline constants, its parameter
 /// block (bound at 0) and its storage buffer ranges (bound at 1, 2, … in order).
 pub struct Launch<'a> {
-    pub shader: Shader,
-    pub entry: &'a str,
+    pub entry: Kernel,
     pub constants: &'a [(&'a str, f64)],
     pub params: &'a [u8],
     pub buffers: &'a [BufRange<'a>],
@@ -89,7 +163,7 @@ impl Gpu {
     /// Builds a [`Dispatch`]: the cached pipeline, a uniform buffer with the parameters and the
     /// bind group, all validated inside an error scope.
     pub fn dispatch(&self, l: Launch<'_>) -> Result<Dispatch> {
-        let label = format!("{}::{}", l.shader.name, l.entry);
+        let label = l.entry.label();
         // The one place every binding passes: callers split their work so that none exceeds the
         // limit (which tests may lower, see `Gpu::set_binding_limit`); this catches any that does not.
         let limit = self.max_binding();
@@ -100,7 +174,7 @@ impl Gpu {
             let tensor = format!("a buffer bound by {label}");
             return Err(Error::TooLarge { tensor, bytes: b.size, limit });
         }
-        let pipeline = self.pipeline(l.shader, l.entry, l.constants)?;
+        let pipeline = self.pipeline(l.entry, l.constants)?;
         let bind_group = self.scoped(&label, || {
             let params = (!l.params.is_empty()).then(|| {
                 use wgpu::util::DeviceExt;
@@ -124,11 +198,15 @@ impl Gpu {
             })
         })?;
         let spec = Arc::new(PipelineSpec {
-            shader: l.shader,
-            entry: l.entry.to_string(),
+            kernel: l.entry,
             constants: l.constants.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             params_len: l.params.len(),
             storage: l.buffers.len(),
+        });
+        RECORDING.with(|r| {
+            if let Some(seen) = r.borrow_mut().as_mut() {
+                seen.insert(l.entry.entry());
+            }
         });
         Ok(Dispatch { label, pipeline, bind_group, workgroups: l.workgroups, spec, owned_bytes: 0 })
     }

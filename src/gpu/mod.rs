@@ -5,6 +5,9 @@ mod buffer;
 mod device;
 mod devices;
 mod dispatch;
+/// Generated: see its module docs and `gpu::template`.
+#[rustfmt::skip]
+mod entries;
 #[cfg(test)]
 mod mirror;
 mod needs;
@@ -16,5 +19,6 @@ pub use buffer::host_available;
 pub use device::*;
 pub use devices::{open_devices, select_adapters, DeviceSelection};
 pub use dispatch::*;
+pub use entries::*;
 pub use needs::{kernel_needs, limits_shortfall, KernelNeeds};
 pub use precompile::{PipelineSpec, PrecompileHook, PrecompileProgress};

@@ -19,8 +19,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use super::shaders::Shader;
-use super::{Dispatch, Gpu};
+use super::{Dispatch, EntryPoint, Gpu, Kernel};
 
 /// How far a [`Gpu::precompile`] has got, for a progress display (see [`Gpu::on_precompile`]).
 /// Reported once before the first pipeline (`done` 0), after each one, and once more at the end
@@ -45,8 +44,7 @@ pub type PrecompileHook = Arc<dyn Fn(&PrecompileProgress) + Send + Sync>;
 /// then `storage` storage buffers at 1, 2, …).
 #[derive(Clone, Debug, PartialEq)]
 pub struct PipelineSpec {
-    pub shader: Shader,
-    pub entry: String,
+    pub kernel: Kernel,
     pub constants: Vec<(String, f64)>,
     pub params_len: usize,
     pub storage: usize,
@@ -56,7 +54,7 @@ impl PipelineSpec {
     /// `shader::entry NAME=value …`
     pub fn label(&self) -> String {
         let c: Vec<String> = self.constants.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        format!("{}::{} {}", self.shader.name, self.entry, c.join(" ")).trim_end().to_string()
+        format!("{} {}", self.kernel.label(), c.join(" ")).trim_end().to_string()
     }
 
     /// A rough relative compile time: LLVM's time grows with the register tile (TM × TN
@@ -68,7 +66,7 @@ impl PipelineSpec {
     pub fn compile_cost(&self) -> f64 {
         let get = |k: &str| self.constants.iter().find(|(n, _)| n == k).map(|c| c.1);
         match (get("TM"), get("TN")) {
-            (Some(_), Some(_)) if self.shader.name == super::shaders::GEMM.name => 1.0,
+            (Some(_), Some(_)) if matches!(self.kernel.entry(), EntryPoint::Gemm(_)) => 1.0,
             (Some(m), Some(n)) => 1.0 + m * n / 8.0,
             _ => 1.0,
         }
@@ -233,21 +231,21 @@ impl Worker {
         }
         let module = self
             .modules
-            .entry(spec.shader.name)
+            .entry(spec.kernel.shader().name)
             .or_insert_with(|| {
                 self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(spec.shader.name),
-                    source: wgpu::ShaderSource::Wgsl(spec.shader.source.into()),
+                    label: Some(spec.kernel.shader().name),
+                    source: wgpu::ShaderSource::Wgsl(spec.kernel.shader().source.into()),
                 })
             })
             .clone();
         let constants: Vec<(&str, f64)> = spec.constants.iter().map(|(k, v)| (k.as_str(), *v)).collect();
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(&spec.entry),
+            label: Some(spec.kernel.entry().name()),
             layout: None,
             module: &module,
-            entry_point: Some(&spec.entry),
+            entry_point: Some(spec.kernel.entry().name()),
             compilation_options: wgpu::PipelineCompilationOptions {
                 constants: &constants,
                 zero_initialize_workgroup_memory: false,
@@ -286,19 +284,19 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::shaders;
+    use crate::gpu::{ConvEntry, GemmEntry};
 
-    fn spec(shader: Shader, tiles: &[(&str, f64)]) -> PipelineSpec {
+    fn spec(entry: impl Into<Kernel>, tiles: &[(&str, f64)]) -> PipelineSpec {
         let constants = tiles.iter().map(|(k, v)| (k.to_string(), *v)).collect();
-        PipelineSpec { shader, entry: "e".into(), constants, params_len: 16, storage: 2 }
+        PipelineSpec { kernel: entry.into(), constants, params_len: 16, storage: 2 }
     }
 
     #[test]
     fn large_convolution_tiles_compile_first() {
-        let big = spec(shaders::CONV, &[("TM", 16.0), ("TN", 8.0)]);
-        let mid = spec(shaders::CONV, &[("TM", 8.0), ("TN", 4.0)]);
-        let gemm = spec(shaders::GEMM, &[("TM", 16.0), ("TN", 4.0)]);
-        let small = spec(shaders::CONV, &[("RWG", 256.0)]);
+        let big = spec(ConvEntry::Forward, &[("TM", 16.0), ("TN", 8.0)]);
+        let mid = spec(ConvEntry::Forward, &[("TM", 8.0), ("TN", 4.0)]);
+        let gemm = spec(GemmEntry::GemmGg, &[("TM", 16.0), ("TN", 4.0)]);
+        let small = spec(ConvEntry::ReduceSplits, &[("RWG", 256.0)]);
         assert!(big.compile_cost() > mid.compile_cost());
         assert!(mid.compile_cost() > gemm.compile_cost());
         assert_eq!(gemm.compile_cost(), small.compile_cost());

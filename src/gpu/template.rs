@@ -4,7 +4,8 @@
 //! register tiles unrolled by hand). The template in `shaders/templates/` is the one home of such
 //! code; the expanded `.wgsl` is checked in beside it (so `include_str!` and naga see plain WGSL) and
 //! a test regenerates every template and compares it byte for byte, so the two cannot drift.
-//! `TAILOR_REGEN=1 cargo test --lib gpu::template` rewrites the checked-in files instead.
+//! `TAILOR_REGEN=1 cargo test --lib gpu::template` rewrites the checked-in files instead, and with
+//! them `src/gpu/entries.rs`, the typed table of the shaders' entry points.
 //!
 //! Syntax (directives are whole lines whose first non-blank text starts with `#`):
 //! - `#for i in 0..N` … `#end`: repeat the body with `{{i}}` = 0, 1, …, N-1.
@@ -274,6 +275,161 @@ mod tests {
         assert_eq!(yes.matches("subgroupAdd(").count(), 1);
         assert_eq!(no.matches("subgroupAdd(").count(), 0);
         assert_eq!(yes.replace("return subgroupAdd(v);", "return v;"), no);
+    }
+
+    /// `forward_3x3_v8` → `Forward3x3V8`.
+    fn camel(snake: &str) -> String {
+        snake
+            .split('_')
+            .map(|w| {
+                let mut c = w.chars();
+                c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
+            })
+            .collect()
+    }
+
+    /// The Rust source of `src/gpu/entries.rs`: one enum per kernel shader of [`shaders::ALL`]
+    /// with a variant per `@compute` entry point (as naga lists them, in source order), and
+    /// [`EntryPoint`](crate::gpu::EntryPoint), the enum of those enums.
+    fn entries_source() -> String {
+        use std::fmt::Write;
+        let mut out = String::from(
+            "//! The entry points of the kernel shaders, generated from `shaders/` by\n\
+             //! `TAILOR_REGEN=1 cargo test --lib gpu::template` (do not edit by hand): one enum per shader of\n\
+             //! [`shaders::ALL`], a variant per `@compute` entry point in source order. A test\n\
+             //! (`gpu::template::tests::generated_entry_table_matches_the_shaders`) parses every shader with\n\
+             //! naga and fails when this file is out of date, so a launch names an entry point that exists,\n\
+             //! of the shader it names, or does not compile.\n\
+             \n\
+             use super::shaders::{self, Shader};\n",
+        );
+        /// One shader: its constant in `gpu::shaders`, its enum's name and (variant, entry name)s.
+        struct Table {
+            constant: String,
+            name: String,
+            entries: Vec<(String, String)>,
+        }
+        let mut tables: Vec<Table> = Vec::new();
+        for shader in crate::gpu::shaders::ALL {
+            let module = naga::front::wgsl::parse_str(shader.source).unwrap_or_else(|e| panic!("{}: {e}", shader.name));
+            let stem = shader.name.strip_suffix(".wgsl").expect("shaders are .wgsl files");
+            let entries: Vec<(String, String)> = module
+                .entry_points
+                .iter()
+                .filter(|ep| ep.stage == naga::ShaderStage::Compute)
+                .map(|ep| (camel(&ep.name), ep.name.clone()))
+                .collect();
+            tables.push(Table { constant: stem.to_ascii_uppercase(), name: format!("{}Entry", camel(stem)), entries });
+        }
+        for Table { constant, name, entries } in &tables {
+            let file = format!("{}.wgsl", constant.to_ascii_lowercase());
+            let _ = write!(
+                out,
+                "\n/// The entry points of `shaders/{file}`.\n\
+                 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]\n\
+                 pub enum {name} {{\n"
+            );
+            for (variant, entry) in entries {
+                let _ = writeln!(out, "    /// `{entry}`\n    {variant},");
+            }
+            let _ = write!(
+                out,
+                "}}\n\n\
+                 impl {name} {{\n    \
+                 /// Every entry point of the shader, in source order.\n    \
+                 pub const ALL: &'static [{name}] = &[\n"
+            );
+            for (variant, _) in entries {
+                let _ = writeln!(out, "        {name}::{variant},");
+            }
+            let _ = write!(
+                out,
+                "    ];\n\n    \
+                 /// The shader that holds these entry points.\n    \
+                 pub const SHADER: Shader = shaders::{constant};\n\n    \
+                 /// The entry point's name in WGSL.\n    \
+                 pub const fn name(self) -> &'static str {{\n        \
+                 match self {{\n"
+            );
+            for (variant, entry) in entries {
+                let _ = writeln!(out, "            {name}::{variant} => \"{entry}\",");
+            }
+            let _ = write!(
+                out,
+                "        }}\n    }}\n}}\n\n\
+                 impl From<{name}> for EntryPoint {{\n    \
+                 fn from(e: {name}) -> Self {{\n        \
+                 EntryPoint::{}(e)\n    }}\n}}\n",
+                name.trim_end_matches("Entry")
+            );
+        }
+        out.push_str(
+            "\n/// An entry point of one of the kernel shaders.\n\
+             #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]\n\
+             pub enum EntryPoint {\n",
+        );
+        for Table { name, .. } in &tables {
+            let _ = writeln!(out, "    {}({name}),", name.trim_end_matches("Entry"));
+        }
+        out.push_str(
+            "}\n\n\
+             impl EntryPoint {\n    \
+             /// Every entry point of every kernel shader, shader by shader in the order of [`shaders::ALL`].\n    \
+             pub const ALL: &'static [EntryPoint] = &[\n",
+        );
+        for Table { name, entries, .. } in &tables {
+            for (variant, _) in entries {
+                let _ = writeln!(out, "        EntryPoint::{}({name}::{variant}),", name.trim_end_matches("Entry"));
+            }
+        }
+        out.push_str(
+            "    ];\n\n    \
+             /// The entry point's name in WGSL.\n    \
+             pub const fn name(self) -> &'static str {\n        \
+             match self {\n",
+        );
+        for Table { name, .. } in &tables {
+            let _ = writeln!(out, "            EntryPoint::{}(e) => e.name(),", name.trim_end_matches("Entry"));
+        }
+        out.push_str(
+            "        }\n    }\n\n    \
+             /// The shader that holds the entry point.\n    \
+             pub const fn shader(self) -> Shader {\n        \
+             match self {\n",
+        );
+        for Table { name, .. } in &tables {
+            let _ = writeln!(out, "            EntryPoint::{}(_) => {name}::SHADER,", name.trim_end_matches("Entry"));
+        }
+        out.push_str("        }\n    }\n}\n");
+        out
+    }
+
+    /// `src/gpu/entries.rs` lists exactly the `@compute` entry points of the kernel shaders (the
+    /// generated WGSL included, so regenerate the shaders first); with `TAILOR_REGEN=1` it is
+    /// rewritten instead.
+    #[test]
+    fn generated_entry_table_matches_the_shaders() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/gpu/entries.rs");
+        let source = entries_source();
+        if std::env::var_os("TAILOR_REGEN").is_some() {
+            std::fs::write(&path, &source).unwrap();
+        } else {
+            let checked_in = std::fs::read_to_string(&path).unwrap();
+            assert!(source == checked_in, "src/gpu/entries.rs is out of date with the entry points of shaders/: run `TAILOR_REGEN=1 cargo test --lib gpu::template` and commit it");
+        }
+        // And the compiled table agrees with the shaders it was generated from.
+        for shader in crate::gpu::shaders::ALL {
+            let module = naga::front::wgsl::parse_str(shader.source).unwrap();
+            let want: Vec<&str> = module
+                .entry_points
+                .iter()
+                .filter(|ep| ep.stage == naga::ShaderStage::Compute)
+                .map(|ep| ep.name.as_str())
+                .collect();
+            let have: Vec<&str> =
+                crate::gpu::EntryPoint::ALL.iter().filter(|e| e.shader() == *shader).map(|e| e.name()).collect();
+            assert_eq!(have, want, "{}", shader.name);
+        }
     }
 
     /// Every checked-in generated shader is what its template expands to today; with

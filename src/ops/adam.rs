@@ -9,7 +9,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::error::{Error, Result};
-use crate::gpu::{ceil_div, grid, shaders, BufRange, Dispatch, Gpu, Launch};
+use crate::gpu::{ceil_div, grid, AdamEntry, BufRange, Dispatch, Gpu, Launch};
 
 const WG: u32 = 256;
 
@@ -194,8 +194,7 @@ fn launch(gpu: &Gpu, b: AdamBuffers, base: usize, start: usize, len: usize, boun
     let p = Params { offset: (start - base) as u32, len: len as u32, _pad: [0; 2] };
     let [param, grad, m, v] = bound;
     gpu.dispatch(Launch {
-        shader: shaders::ADAM,
-        entry: "adam_step",
+        entry: AdamEntry::AdamStep.into(),
         constants: &[("WG", WG as f64)],
         params: bytemuck::bytes_of(&p),
         buffers: &[b.hyper.into(), param, grad, m, v],

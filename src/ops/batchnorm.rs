@@ -21,7 +21,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::Act;
 use crate::error::{Error, Result};
-use crate::gpu::{shaders, BufRange, Dispatch, Gpu, Launch};
+use crate::gpu::{BatchnormEntry, BufRange, Dispatch, Gpu, Kernel, Launch};
 
 /// Threads per workgroup and units of 4 elements per thread and batch. Small workgroups win on
 /// llvmpipe: a workgroup's invocations run as WG/8 SIMD fibers that every barrier switches, and
@@ -253,25 +253,43 @@ fn subgroup_size(gpu: &Gpu, wg: usize) -> usize {
     }
 }
 
-/// batchnorm.wgsl without its one subgroup operation, for devices without subgroups (SG = 1 never
-/// reaches it, but a module that names it does not compile there): the template's variant
-/// `subgroups = no`.
-pub fn shader_without_subgroups() -> shaders::Shader {
-    static SOURCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let source = SOURCE.get_or_init(|| {
-        // The template is checked by gpu::template's tests, which expand it on every run.
-        crate::gpu::template::expand_with(crate::gpu::template::BATCHNORM_TEMPLATE, &[("subgroups", "no")])
-            .expect("shaders/templates/batchnorm.wgsl.tmpl expands (tested in gpu::template)")
-    });
-    shaders::Shader { name: "batchnorm.wgsl (no subgroups)", source }
+/// The batch norm kernels, each as a scalar and a vec4 entry point (`_s`, `_v`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    FwdFused,
+    FwdPartial,
+    FwdApply,
+    Normalize,
+    BwdFused,
+    BwdPartial,
+    BwdApply,
 }
 
-fn launch(gpu: &Gpu, s: &BnShape, plan: Plan, entry: &str, p: &Params, buffers: &[BufRange]) -> Result<Dispatch> {
-    let entry = format!("{entry}_{}", if s.vec4() { "v" } else { "s" });
+impl Step {
+    fn entry(self, vec4: bool) -> BatchnormEntry {
+        use BatchnormEntry::*;
+        let (v, s) = match self {
+            Step::FwdFused => (FwdFusedV, FwdFusedS),
+            Step::FwdPartial => (FwdPartialV, FwdPartialS),
+            Step::FwdApply => (FwdApplyV, FwdApplyS),
+            Step::Normalize => (NormalizeV, NormalizeS),
+            Step::BwdFused => (BwdFusedV, BwdFusedS),
+            Step::BwdPartial => (BwdPartialV, BwdPartialS),
+            Step::BwdApply => (BwdApplyV, BwdApplyS),
+        };
+        if vec4 {
+            v
+        } else {
+            s
+        }
+    }
+}
+
+fn launch(gpu: &Gpu, s: &BnShape, plan: Plan, step: Step, p: &Params, buffers: &[BufRange]) -> Result<Dispatch> {
+    let entry = step.entry(s.vec4());
     let sg = subgroup_size(gpu, plan.wg);
     gpu.dispatch(Launch {
-        shader: if sg > 1 { shaders::BATCHNORM } else { shader_without_subgroups() },
-        entry: &entry,
+        entry: if sg > 1 { entry.into() } else { Kernel::batchnorm_without_subgroups(entry) },
         constants: &[("WG", plan.wg as f64), ("ITEMS", plan.items as f64), ("LANES", LANES as f64), ("SG", sg as f64)],
         params: bytemuck::bytes_of(p),
         buffers,
@@ -329,17 +347,17 @@ pub fn forward_train_chunks<'a>(
         let plan = s.plan(gpu);
         let bufs = [&[x.buf, y.buf][..], &stats].concat();
         check_distinct(&bufs)?;
-        return Ok(vec![launch(gpu, s, plan, "fwd_fused", &params(s, plan, x, y), &bufs)?]);
+        return Ok(vec![launch(gpu, s, plan, Step::FwdFused, &params(s, plan, x, y), &bufs)?]);
     }
     let scratch = scratch_range(s, chunks, scratch)?;
     check_distinct(&[&[x.buf, y.buf][..], &stats, &[scratch]].concat())?;
     let passes = two_pass(s, chunks, x, y);
     let mut out = Vec::with_capacity(2 * passes.len());
     for (sc, plan, p, x, _) in &passes {
-        out.push(launch(gpu, sc, *plan, "fwd_partial", p, &[x.buf, scratch])?);
+        out.push(launch(gpu, sc, *plan, Step::FwdPartial, p, &[x.buf, scratch])?);
     }
     for (sc, plan, p, x, y) in &passes {
-        out.push(launch(gpu, sc, *plan, "fwd_apply", p, &[&[x.buf, y.buf][..], &stats, &[scratch]].concat())?);
+        out.push(launch(gpu, sc, *plan, Step::FwdApply, p, &[&[x.buf, y.buf][..], &stats, &[scratch]].concat())?);
     }
     Ok(out)
 }
@@ -421,7 +439,7 @@ fn apply_stats(gpu: &Gpu, s: &BnShape, x: Act, stats: [BufRange; 4], y: Act, use
     let p = Params { use_var: use_var as u32, ..params(s, plan, x, y) };
     let bufs = [&[x.buf, y.buf][..], &stats].concat();
     check_distinct(&bufs)?;
-    Ok(vec![launch(gpu, s, plan, "normalize", &p, &bufs)?])
+    Ok(vec![launch(gpu, s, plan, Step::Normalize, &p, &bufs)?])
 }
 
 /// Training backward. With dy' = dy masked by the ReLU (mask recomputed from x and the saved
@@ -488,7 +506,7 @@ pub fn backward_chunks<'a>(
         let plan = s.plan(gpu);
         let bufs = common(x, dy, dx);
         check_distinct(&bufs)?;
-        return Ok(vec![launch(gpu, s, plan, "bwd_fused", &with_dy(params(s, plan, x, dx), dy), &bufs)?]);
+        return Ok(vec![launch(gpu, s, plan, Step::BwdFused, &with_dy(params(s, plan, x, dx), dy), &bufs)?]);
     }
     let scratch = scratch_range(s, chunks, scratch)?;
     check_distinct(&[&common(x, dy, dx)[..], &[scratch]].concat())?;
@@ -497,11 +515,11 @@ pub fn backward_chunks<'a>(
     let mut out = Vec::with_capacity(2 * passes.len());
     for ((sc, plan, p, x, _), dy) in passes.iter().zip(&dys) {
         let bufs = [&[x.buf, scratch][..], &stats, &[dy.buf]].concat();
-        out.push(launch(gpu, sc, *plan, "bwd_partial", &with_dy(*p, *dy), &bufs)?);
+        out.push(launch(gpu, sc, *plan, Step::BwdPartial, &with_dy(*p, *dy), &bufs)?);
     }
     for ((sc, plan, p, x, dx), dy) in passes.iter().zip(&dys) {
         let bufs = [&common(*x, *dy, *dx)[..], &[scratch]].concat();
-        out.push(launch(gpu, sc, *plan, "bwd_apply", &with_dy(*p, *dy), &bufs)?);
+        out.push(launch(gpu, sc, *plan, Step::BwdApply, &with_dy(*p, *dy), &bufs)?);
     }
     Ok(out)
 }

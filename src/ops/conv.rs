@@ -33,7 +33,7 @@ use bytemuck::{Pod, Zeroable};
 use super::gemm::{self, GemmConfig, GemmShape, MatrixLayout};
 use super::Act;
 use crate::error::{Error, Result};
-use crate::gpu::{ceil_div, grid, shaders, BufRange, Dispatch, Gpu, Launch, MAX_GROUPS_PER_DIM};
+use crate::gpu::{ceil_div, grid, BufRange, ConvEntry, Dispatch, Gpu, Launch, MAX_GROUPS_PER_DIM};
 
 /// Shape of a convolution: input `n × c_in × h × w`, weight `c_out × c_in × kh × kw`, the same
 /// stride and zero padding along both axes.
@@ -366,15 +366,14 @@ fn check_buf(name: &str, buf: BufRange, len: usize) -> Result<()> {
 
 fn launch(
     gpu: &Gpu,
-    entry: &str,
+    entry: ConvEntry,
     constants: &[(&str, f64)],
     p: &Params,
     buffers: &[BufRange],
     groups: usize,
 ) -> Result<Dispatch> {
     gpu.dispatch(Launch {
-        shader: shaders::CONV,
-        entry,
+        entry: entry.into(),
         constants,
         params: bytemuck::bytes_of(p),
         buffers,
@@ -568,23 +567,23 @@ pub fn forward_tiled<'a>(
         // Rows of whole vec4s: the window's middle pixels as vec4 loads (the same sums). With
         // 16-row tiles, 8 pixels per lane measured faster reading the OIHW weights.
         if t.tn == 8 && s.w % 4 == 0 && t.tm > 12 {
-            "forward_3x3_v8_oihw"
+            ConvEntry::Forward3x3V8Oihw
         } else if t.tn == 8 && s.w % 4 == 0 {
-            "forward_3x3_v8"
+            ConvEntry::Forward3x3V8
         } else if t.tn == 4 && s.w % 4 == 0 {
-            "forward_3x3_v4"
+            ConvEntry::Forward3x3V4
         } else {
-            "forward_3x3"
+            ConvEntry::Forward3x3
         }
     } else if s.is_pointwise() && vec4_columns(s, &t) {
-        "forward_1x1_v4"
+        ConvEntry::Forward1x1V4
     } else if s.is_pointwise() {
-        "forward_1x1"
+        ConvEntry::Forward1x1
     } else if s.c_in < 8 {
         // Blocks of 8 channels per tap would be mostly empty: walk (channel, tap) as one index.
-        "forward_flat"
+        ConvEntry::ForwardFlat
     } else {
-        "forward"
+        ConvEntry::Forward
     };
     // One entry point per kind, always with a bias: zeros stand in for a missing one.
     let zeros;
@@ -598,7 +597,7 @@ pub fn forward_tiled<'a>(
             (BufRange::from(&zeros), zeros.size())
         }
     };
-    let transposed = row_window_forward(s) && entry != "forward_3x3_v8_oihw";
+    let transposed = row_window_forward(s) && entry != ConvEntry::Forward3x3V8Oihw;
     if !transposed {
         let mut d = launch(gpu, entry, &t.constants(), &p, &[x.buf, y.buf, weight, bias], groups)?;
         d.owned_bytes = bias_bytes;
@@ -611,7 +610,8 @@ pub fn forward_tiled<'a>(
     let wt = gpu.zeros("conv2d 3x3 weights", len)?;
     let c = [("TM", t.tm as f64), ("RWG", RWG as f64)];
     let tp = Params { len: len as u32, ..p };
-    let mut transpose = launch(gpu, "weights_3x3_t", &c, &tp, &[weight, (&wt).into()], len.div_ceil(RWG as usize))?;
+    let mut transpose =
+        launch(gpu, ConvEntry::Weights3x3T, &c, &tp, &[weight, (&wt).into()], len.div_ceil(RWG as usize))?;
     transpose.owned_bytes = wt.size();
     let mut d = launch(gpu, entry, &t.constants(), &p, &[x.buf, y.buf, (&wt).into(), bias], groups)?;
     d.owned_bytes = bias_bytes;
@@ -663,26 +663,27 @@ pub fn backward_data_tiled<'a>(
         groups = t.groups(s.c_in, t.row_columns(s));
         // Rows of whole vec4s: the window's middle pixels as vec4 loads (the same sums).
         if v8 {
-            "backward_data_3x3_v8"
+            ConvEntry::BackwardData3x3V8
         } else if t.tn == 4 && s.w % 4 == 0 {
-            "backward_data_3x3_v4"
+            ConvEntry::BackwardData3x3V4
         } else {
-            "backward_data_3x3"
+            ConvEntry::BackwardData3x3
         }
     } else if s.is_pointwise() && vec4_columns(s, &t) {
-        "backward_data_1x1_v4"
+        ConvEntry::BackwardData1x1V4
     } else if s.is_pointwise() {
-        "backward_data_1x1"
+        ConvEntry::BackwardData1x1
     } else if s.stride == 1 && s.c_out % 8 != 0 && s.kh * s.kw <= 32 {
         // Blocks of 8 output channels per tap would be partly empty: walk (tap, channel) as one
         // index (a tap mask per column, 32 bits).
-        "backward_data_flat"
+        ConvEntry::BackwardDataFlat
     } else {
-        "backward_data"
+        ConvEntry::BackwardData
     };
     let mut c = t.constants();
     c.push(("STRIDED", (s.stride > 1) as u8 as f64));
-    if entry.starts_with("backward_data_3x3") {
+    // Only the row-window kernels of backward data read SHORT_K.
+    if matches!(entry, ConvEntry::BackwardData3x3 | ConvEntry::BackwardData3x3V4 | ConvEntry::BackwardData3x3V8) {
         c.push(("SHORT_K", (1..=4).contains(&(s.c_out % 8)) as u8 as f64));
     }
     Ok(vec![launch(gpu, entry, &c, &p, &[dy.buf, dx.buf, weight], groups)?])
@@ -817,13 +818,13 @@ pub fn backward_weight_chunks_tiled<'a>(
     }
     let row_window = row_window_backward_weight(s);
     let entry = if row_window && s.w % 4 == 0 {
-        "backward_weight_3x3_v4"
+        ConvEntry::BackwardWeight3x3V4
     } else if row_window {
-        "backward_weight_3x3"
+        ConvEntry::BackwardWeight3x3
     } else if s.is_pointwise() {
-        "backward_weight_1x1"
+        ConvEntry::BackwardWeight1x1
     } else {
-        "backward_weight"
+        ConvEntry::BackwardWeight
     };
     // backward_weight_3x3 stores 3 taps per vec4: TN = 4 whatever the tiles.
     let consts = if row_window { Tiles { tn: 4, ..t }.constants() } else { t.constants() };
@@ -849,7 +850,7 @@ pub fn backward_weight_chunks_tiled<'a>(
         };
         out.push(launch(gpu, entry, &consts, &p, &[x.buf, scratch, dy.buf], groups)?);
         let reduce = [scratch, dweight];
-        out.push(launch(gpu, "reduce_splits", &[("RWG", RWG as f64)], &p, &reduce, reduce_groups)?);
+        out.push(launch(gpu, ConvEntry::ReduceSplits, &[("RWG", RWG as f64)], &p, &reduce, reduce_groups)?);
         if let Some(db) = dbias {
             check_buf("dbias", db, s.c_out)?;
             out.push(launch_bias_grad(gpu, &p, dy, db)?);
@@ -861,8 +862,7 @@ pub fn backward_weight_chunks_tiled<'a>(
 /// dbias (+)= the per-channel sum of one batch chunk of dy.
 fn launch_bias_grad(gpu: &Gpu, p: &Params, dy: Act, db: BufRange) -> Result<Dispatch> {
     gpu.dispatch(Launch {
-        shader: shaders::CONV,
-        entry: "bias_grad",
+        entry: ConvEntry::BiasGrad.into(),
         constants: &[("RWG", RWG as f64)],
         params: bytemuck::bytes_of(p),
         buffers: &[dy.buf, db],

@@ -5,7 +5,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::Act;
 use crate::error::Result;
-use crate::gpu::{ceil_div, grid, shaders, BufRange, Dispatch, Gpu, Launch};
+use crate::gpu::{ceil_div, grid, BufRange, Dispatch, ElementwiseEntry, FillEntry, Gpu, Launch};
 
 const WG: u32 = 256;
 
@@ -18,25 +18,30 @@ pub(crate) struct Params {
     pub(crate) _pad: u32,
 }
 
-fn launch(gpu: &Gpu, entry: &str, n: usize, accumulate: bool, buffers: &[BufRange]) -> Result<Vec<Dispatch>> {
+fn launch(
+    gpu: &Gpu,
+    entry: ElementwiseEntry,
+    n: usize,
+    accumulate: bool,
+    buffers: &[BufRange],
+) -> Result<Vec<Dispatch>> {
     launch_scaled(gpu, entry, n, accumulate, 1.0, buffers)
 }
 
 fn launch_scaled(
     gpu: &Gpu,
-    entry: &str,
+    entry: ElementwiseEntry,
     n: usize,
     accumulate: bool,
     alpha: f32,
     buffers: &[BufRange],
 ) -> Result<Vec<Dispatch>> {
     for b in buffers {
-        super::check_len(entry, "buffer", *b, n)?;
+        super::check_len(entry.name(), "buffer", *b, n)?;
     }
     let params = Params { n: n as u32, accumulate: accumulate as u32, alpha, _pad: 0 };
     Ok(vec![gpu.dispatch(Launch {
-        shader: shaders::ELEMENTWISE,
-        entry,
+        entry: entry.into(),
         constants: &[("WG", WG as f64)],
         params: bytemuck::bytes_of(&params),
         buffers,
@@ -51,7 +56,7 @@ pub fn relu_forward<'a>(
     y: impl Into<BufRange<'a>>,
     n: usize,
 ) -> Result<Vec<Dispatch>> {
-    launch(gpu, "relu_forward", n, false, &[x.into(), y.into()])
+    launch(gpu, ElementwiseEntry::ReluForward, n, false, &[x.into(), y.into()])
 }
 
 /// dx (+)= dy · [x > 0] over `n` elements.
@@ -63,7 +68,7 @@ pub fn relu_backward<'a>(
     n: usize,
     accumulate: bool,
 ) -> Result<Vec<Dispatch>> {
-    launch(gpu, "relu_backward", n, accumulate, &[x.into(), dx.into(), dy.into()])
+    launch(gpu, ElementwiseEntry::ReluBackward, n, accumulate, &[x.into(), dx.into(), dy.into()])
 }
 
 /// y = alpha·x, or y += alpha·x with `accumulate`, over `n` elements. (With alpha a power of
@@ -95,7 +100,7 @@ pub fn scale_add<'a>(
     while start < n {
         let len = piece.min(n - start);
         let at = |r: BufRange<'a>| r.sub(start as u64 * 4, len as u64 * 4);
-        out.extend(launch_scaled(gpu, "scale_add", len, accumulate, alpha, &[at(x), at(y)])?);
+        out.extend(launch_scaled(gpu, ElementwiseEntry::ScaleAdd, len, accumulate, alpha, &[at(x), at(y)])?);
         start += piece;
     }
     Ok(out)
@@ -117,8 +122,7 @@ pub fn fill_zero(gpu: &Gpu, n: usize, c: usize, hw: usize, x: Act) -> Result<Vec
     let params =
         FillParams { n: n as u32, c: c as u32, hw: hw as u32, c_off: x.c_off, c_total: x.c_total, _pad: [0; 3] };
     Ok(vec![gpu.dispatch(Launch {
-        shader: shaders::FILL,
-        entry: "fill_zero",
+        entry: FillEntry::FillZero.into(),
         constants: &[("WG", WG as f64)],
         params: bytemuck::bytes_of(&params),
         buffers: &[x.buf],

@@ -26,7 +26,7 @@ use bytemuck::{Pod, Zeroable};
 use super::gemm::{self, GemmShape, MatrixLayout as L};
 use super::{check_distinct, check_len};
 use crate::error::{Error, Result};
-use crate::gpu::{ceil_div, grid, shaders, BufRange, Dispatch, Gpu, Launch};
+use crate::gpu::{ceil_div, grid, BufRange, Dispatch, EmbedEntry, Gpu, Launch};
 
 const WG: u32 = 256;
 /// Elements of a row each thread handles before rows get more threads.
@@ -184,15 +184,14 @@ fn threads_per_row(dim: usize) -> u32 {
 
 fn launch(
     gpu: &Gpu,
-    entry: &str,
+    entry: EmbedEntry,
     tpr: u32,
     p: &Params,
     buffers: &[BufRange],
     workgroups: [u32; 3],
 ) -> Result<Dispatch> {
     gpu.dispatch(Launch {
-        shader: shaders::EMBED,
-        entry,
+        entry: entry.into(),
         constants: &[("WG", WG as f64), ("TPR", tpr as f64)],
         params: bytemuck::bytes_of(p),
         buffers,
@@ -217,7 +216,7 @@ pub fn normalize_forward<'a>(
     check_len("l2 normalize", "e", e, s.len())?;
     check_distinct("l2 normalize", &[z, e])?;
     let tpr = threads_per_row(s.dim);
-    Ok(vec![launch(gpu, "l2n_forward", tpr, &Params::new(s, None), &[e, z], row_grid(s, tpr))?])
+    Ok(vec![launch(gpu, EmbedEntry::L2nForward, tpr, &Params::new(s, None), &[e, z], row_grid(s, tpr))?])
 }
 
 /// `dz (+)= d e / d z · de` for `e = z / max(‖z‖, 1e-12)`: with `n = ‖z‖`, `m = max(n, eps)`,
@@ -238,7 +237,7 @@ pub fn normalize_backward<'a>(
     check_distinct("l2 normalize backward", &[z, de, dz])?;
     let tpr = threads_per_row(s.dim);
     let p = Params { accumulate: accumulate as u32, ..Params::new(s, None) };
-    Ok(vec![launch(gpu, "l2n_backward", tpr, &p, &[dz, z, de], row_grid(s, tpr))?])
+    Ok(vec![launch(gpu, EmbedEntry::L2nBackward, tpr, &p, &[dz, z, de], row_grid(s, tpr))?])
 }
 
 fn check_buffers(gpu: &Gpu, kind: EmbedLoss, s: EmbedShape, b: &EmbedLossBuffers) -> Result<()> {
@@ -271,8 +270,15 @@ pub fn embed_loss(gpu: &Gpu, kind: EmbedLoss, s: EmbedShape, b: EmbedLossBuffers
             let p = Params::new(s, Some(lay));
             let fin = Params { count: s.batch as u32, first: 0, divisor: s.batch as f32, ..p };
             return Ok(vec![
-                launch(gpu, "distill_rows", tpr, &p, &[b.grad, b.embeddings, b.targets, scratch], row_grid(s, tpr))?,
-                launch(gpu, "loss_sum", 1, &fin, &[b.loss, scratch], [1, 1, 1])?,
+                launch(
+                    gpu,
+                    EmbedEntry::DistillRows,
+                    tpr,
+                    &p,
+                    &[b.grad, b.embeddings, b.targets, scratch],
+                    row_grid(s, tpr),
+                )?,
+                launch(gpu, EmbedEntry::LossSum, 1, &fin, &[b.loss, scratch], [1, 1, 1])?,
             ]);
         }
     };
@@ -280,26 +286,28 @@ pub fn embed_loss(gpu: &Gpu, kind: EmbedLoss, s: EmbedShape, b: EmbedLossBuffers
     let p = Params { margin, ..Params::new(s, Some(lay)) };
     let cells = grid(ceil_div(n * n, WG as usize));
     let anchors = grid(ceil_div(n, WG as usize));
-    let cell = |entry: &str, bufs: &[BufRange], groups: [u32; 3]| launch(gpu, entry, 1, &p, bufs, groups);
+    let cell = |entry: EmbedEntry, bufs: &[BufRange], groups: [u32; 3]| launch(gpu, entry, 1, &p, bufs, groups);
     // G = E·Eᵀ: A = E, B = Eᵀ (E read transposed), C = G.
     let gram =
         GemmShape::new(n, n, d, 1, L::row_major(n, d), L::transposed(d, n), L::row_major(n, n).with_offset(lay.g))?;
     let mut out = gemm::gemm(gpu, &gram, b.embeddings, b.embeddings, scratch, false, 1.0)?;
-    out.push(cell("pair_dist", &[scratch], cells)?);
+    out.push(cell(EmbedEntry::PairDist, &[scratch], cells)?);
     let (mine, finish, coef) = match kind {
-        EmbedLoss::TripletBatchHard { .. } => (("hard_mine", anchors), "hard_finish", "hard_coef"),
-        _ => (("all_count", cells), "all_finish", "all_coef"),
+        EmbedLoss::TripletBatchHard { .. } => {
+            ((EmbedEntry::HardMine, anchors), EmbedEntry::HardFinish, EmbedEntry::HardCoef)
+        }
+        _ => ((EmbedEntry::AllCount, cells), EmbedEntry::AllFinish, EmbedEntry::AllCoef),
     };
     out.push(cell(mine.0, &[scratch, b.targets], mine.1)?);
     out.push(cell(finish, &[scratch], [1, 1, 1])?);
     out.push(cell(coef, &[scratch], cells)?);
-    out.push(cell("pair_mat", &[scratch], anchors)?);
+    out.push(cell(EmbedEntry::PairMat, &[scratch], anchors)?);
     // dE = M·E: A = M [B, B], B = E, C = dE.
     let grad =
         GemmShape::new(n, d, n, 1, L::row_major(n, n).with_offset(lay.m), L::row_major(n, d), L::row_major(n, d))?;
     out.extend(gemm::gemm(gpu, &grad, scratch, b.embeddings, b.grad, false, 1.0)?);
     let fin = Params { count: 1, first: lay.tail as u32 + 2, divisor: 1.0, ..p };
-    out.push(launch(gpu, "loss_sum", 1, &fin, &[b.loss, scratch], [1, 1, 1])?);
+    out.push(launch(gpu, EmbedEntry::LossSum, 1, &fin, &[b.loss, scratch], [1, 1, 1])?);
     Ok(out)
 }
 

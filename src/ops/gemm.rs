@@ -15,7 +15,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::error::{Error, Result};
-use crate::gpu::{ceil_div, grid, shaders, BufRange, Dispatch, Gpu, Launch, MAX_GROUPS_PER_DIM};
+use crate::gpu::{ceil_div, grid, BufRange, Dispatch, GemmEntry, Gpu, Launch, MAX_GROUPS_PER_DIM};
 
 const OP: &str = "gemm";
 const WG_REDUCE: u32 = 256;
@@ -379,7 +379,7 @@ fn params(shape: &GemmShape, plan: Plan, c: MatrixLayout, accumulate: bool, alph
 /// The entry point [`gemm`] uses for these layouts (for tests and reports): `gemm_<a><b>`, with A read as `k` (vec4 along
 /// k), `m` (vec4 along m) or `g` (scalar loads, any strides), and B as `n`, `k` or `g`; `_c4` when
 /// C is written as aligned vec4s (see [`c_vec4_ok`]).
-pub fn entry(shape: &GemmShape, cfg: &GemmConfig) -> &'static str {
+pub fn entry(shape: &GemmShape, cfg: &GemmConfig) -> GemmEntry {
     entry_for(shape, &shape.c, shape.out_count(), cfg)
 }
 
@@ -390,7 +390,7 @@ pub fn c_vec4_ok(shape: &GemmShape, c: &MatrixLayout, outputs: usize, cfg: &Gemm
     cfg.vec4 && cfg.tn % 4 == 0 && shape.n % 4 == 0 && c.vec4_ok(outputs, true)
 }
 
-fn entry_for(shape: &GemmShape, c: &MatrixLayout, outputs: usize, cfg: &GemmConfig) -> &'static str {
+fn entry_for(shape: &GemmShape, c: &MatrixLayout, outputs: usize, cfg: &GemmConfig) -> GemmEntry {
     let (a, b, n) = (&shape.a, &shape.b, shape.batch);
     let a_mode = match () {
         _ if cfg.vec4 && a.vec4_ok(n, true) => 0,
@@ -402,13 +402,10 @@ fn entry_for(shape: &GemmShape, c: &MatrixLayout, outputs: usize, cfg: &GemmConf
         _ if cfg.vec4 && b.vec4_ok(n, false) => 1,
         _ => 2,
     };
-    const ENTRIES: [[[&str; 3]; 3]; 2] = [
-        [["gemm_kn", "gemm_kk", "gemm_kg"], ["gemm_mn", "gemm_mk", "gemm_mg"], ["gemm_gn", "gemm_gk", "gemm_gg"]],
-        [
-            ["gemm_kn_c4", "gemm_kk_c4", "gemm_kg_c4"],
-            ["gemm_mn_c4", "gemm_mk_c4", "gemm_mg_c4"],
-            ["gemm_gn_c4", "gemm_gk_c4", "gemm_gg_c4"],
-        ],
+    use GemmEntry::*;
+    const ENTRIES: [[[GemmEntry; 3]; 3]; 2] = [
+        [[GemmKn, GemmKk, GemmKg], [GemmMn, GemmMk, GemmMg], [GemmGn, GemmGk, GemmGg]],
+        [[GemmKnC4, GemmKkC4, GemmKgC4], [GemmMnC4, GemmMkC4, GemmMgC4], [GemmGnC4, GemmGkC4, GemmGgC4]],
     ];
     ENTRIES[c_vec4_ok(shape, c, outputs, cfg) as usize][a_mode][b_mode]
 }
@@ -430,8 +427,7 @@ fn product<'a>(
     }
     let p = params(shape, plan, c_layout, accumulate, alpha);
     gpu.dispatch(Launch {
-        shader: shaders::GEMM,
-        entry: entry_for(shape, &c_layout, plan.slices, cfg),
+        entry: entry_for(shape, &c_layout, plan.slices, cfg).into(),
         constants: &[("WG", cfg.wg as f64), ("TM", cfg.tm as f64), ("TN", cfg.tn as f64)],
         params: bytemuck::bytes_of(&p),
         buffers: &[c, a, b],
@@ -451,8 +447,7 @@ fn reduce<'a>(
     let p = params(shape, plan, shape.c, accumulate, alpha);
     let outputs = shape.out_count() * shape.m * shape.n;
     gpu.dispatch(Launch {
-        shader: shaders::GEMM,
-        entry: "gemm_reduce",
+        entry: GemmEntry::GemmReduce.into(),
         constants: &[("WG_REDUCE", WG_REDUCE as f64)],
         params: bytemuck::bytes_of(&p),
         buffers: &[c, scratch],
@@ -475,8 +470,7 @@ pub fn add_bias(
     check_buffer("C", c.0, shape.c_len())?;
     let p = params(&shape, plan(&shape, 1), c.1, true, 1.0);
     gpu.dispatch(Launch {
-        shader: shaders::GEMM,
-        entry: "add_bias",
+        entry: GemmEntry::AddBias.into(),
         constants: &[("WG_REDUCE", WG_REDUCE as f64)],
         params: bytemuck::bytes_of(&p),
         buffers: &[c.0, bias.0],
@@ -500,8 +494,7 @@ pub fn col_sum(
     check_buffer("out", out.0, out.1.last(1, 1, n) + 1)?;
     let p = params(&shape, plan(&shape, 1), out.1, accumulate, alpha);
     gpu.dispatch(Launch {
-        shader: shaders::GEMM,
-        entry: "col_sum",
+        entry: GemmEntry::ColSum.into(),
         constants: &[("WG_REDUCE", WG_REDUCE as f64)],
         params: bytemuck::bytes_of(&p),
         buffers: &[out.0, a.0],

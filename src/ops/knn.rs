@@ -28,7 +28,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::gemm::{self, GemmShape, MatrixLayout};
 use crate::error::{Error, Result};
-use crate::gpu::{ceil_div, grid, shaders, BufRange, Dispatch, Gpu, Launch};
+use crate::gpu::{ceil_div, grid, BufRange, Dispatch, Gpu, KnnEntry, Launch};
 
 const OP: &str = "knn";
 /// The key of a non-candidate and the index of an empty slot, on the GPU.
@@ -297,8 +297,7 @@ fn sq_norms(
     let p = NormParams { rows: rows as u32, dim: dim as u32, x_off: x_off as u32, out_off: out_off as u32 };
     let wg = wg(gpu);
     gpu.dispatch(Launch {
-        shader: shaders::KNN,
-        entry: "sq_norms",
+        entry: KnnEntry::SqNorms.into(),
         constants: &[("WG", wg as f64)],
         params: bytemuck::bytes_of(&p),
         buffers: &[out, x],
@@ -464,8 +463,7 @@ impl GpuGallery {
             let own = BufRange::prefix(&bufs.own, nb as u64 * 4);
             let qg = BufRange::prefix(&bufs.qgroups, nb as u64 * 4);
             d.push(gpu.dispatch(Launch {
-                shader: shaders::KNN,
-                entry: "knn_keys",
+                entry: KnnEntry::KnnKeys.into(),
                 constants: &[("WG", 256.0)],
                 params: bytemuck::bytes_of(&kp),
                 buffers: &[keys, qn, gn, own, qg, gg],
@@ -482,8 +480,7 @@ impl GpuGallery {
                 _pad: [0; 2],
             };
             d.push(gpu.dispatch(Launch {
-                shader: shaders::KNN,
-                entry: "knn_select",
+                entry: KnnEntry::KnnSelect.into(),
                 constants: &[("WG", wg as f64)],
                 params: bytemuck::bytes_of(&sp),
                 buffers: &[
@@ -498,8 +495,7 @@ impl GpuGallery {
             let list = &bufs.lists[(plan.chunks - 1) % 2];
             let p = SortParams { stride: plan.stride as u32, _pad: [0; 3] };
             d.push(gpu.dispatch(Launch {
-                shader: shaders::KNN,
-                entry: "knn_sort",
+                entry: KnnEntry::KnnSort.into(),
                 constants: &[("WG", wg as f64)],
                 params: bytemuck::bytes_of(&p),
                 buffers: &[BufRange::prefix(list, (nb * plan.stride * 8) as u64)],

@@ -12,7 +12,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::error::{Error, Result};
-use crate::gpu::{ceil_div, grid, shaders, BufRange, Dispatch, Gpu, Launch};
+use crate::gpu::{ceil_div, grid, BufRange, Dispatch, Gpu, Launch, LossEntry};
 
 const WG: u32 = 256;
 /// Elements of a row each thread handles before rows get more threads.
@@ -135,10 +135,9 @@ fn threads_per_row(classes: usize) -> u32 {
     (classes.div_ceil(PER_THREAD).next_power_of_two() as u32).min(WG)
 }
 
-fn launch(gpu: &Gpu, entry: &str, tpr: u32, p: &Params, buffers: &[BufRange], groups: u32) -> Result<Dispatch> {
+fn launch(gpu: &Gpu, entry: LossEntry, tpr: u32, p: &Params, buffers: &[BufRange], groups: u32) -> Result<Dispatch> {
     gpu.dispatch(Launch {
-        shader: shaders::LOSS,
-        entry,
+        entry: entry.into(),
         constants: &[("WG", WG as f64), ("TPR", tpr as f64)],
         params: bytemuck::bytes_of(p),
         buffers,
@@ -155,13 +154,13 @@ fn build(gpu: &Gpu, kind: LossKind, s: LossShape, o: LossOpts, b: LossBuffers) -
     let mut out = Vec::with_capacity(3);
     let entry = match kind {
         LossKind::Softmax => {
-            out.push(launch(gpu, "softmax_norm", 1, &p, &[b.weights, b.scratch, b.targets], 1)?);
-            "softmax_rows"
+            out.push(launch(gpu, LossEntry::SoftmaxNorm, 1, &p, &[b.weights, b.scratch, b.targets], 1)?);
+            LossEntry::SoftmaxRows
         }
-        LossKind::Sigmoid => "sigmoid_rows",
+        LossKind::Sigmoid => LossEntry::SigmoidRows,
     };
     out.push(launch(gpu, entry, tpr, &p, &rows, row_groups)?);
-    out.push(launch(gpu, "loss_finish", 1, &p, &[b.scratch, b.loss], 1)?);
+    out.push(launch(gpu, LossEntry::LossFinish, 1, &p, &[b.scratch, b.loss], 1)?);
     Ok(out)
 }
 

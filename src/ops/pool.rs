@@ -9,7 +9,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::Act;
 use crate::error::{Error, Result};
-use crate::gpu::{ceil_div, grid, shaders, BufRange, Dispatch, Gpu, Launch};
+use crate::gpu::{ceil_div, grid, BufRange, Dispatch, Gpu, Launch, PoolEntry};
 
 const WG: u32 = 256;
 /// Windows of one max-pool backward tile held in workgroup memory (mirrors pool.wgsl).
@@ -136,7 +136,7 @@ impl Params {
 }
 
 struct Kernel<'a> {
-    entry: &'a str,
+    entry: PoolEntry,
     constants: &'a [(&'a str, f64)],
     params: Params,
     views: &'a [Act<'a>],
@@ -145,10 +145,9 @@ struct Kernel<'a> {
 
 fn launch(gpu: &Gpu, k: Kernel) -> Result<Vec<Dispatch>> {
     let buffers: Vec<BufRange> = k.views.iter().map(|a| a.buf).collect();
-    check_distinct(k.entry, &buffers)?;
+    check_distinct(k.entry.name(), &buffers)?;
     Ok(vec![gpu.dispatch(Launch {
-        shader: shaders::POOL,
-        entry: k.entry,
+        entry: k.entry.into(),
         constants: k.constants,
         params: bytemuck::bytes_of(&k.params),
         buffers: &buffers,
@@ -164,18 +163,18 @@ fn check_pool(op: &str, s: &PoolShape, input: (&str, &Act), output: (&str, &Act)
 
 /// y = max over each window of x (padding never wins).
 pub fn max_forward(gpu: &Gpu, s: &PoolShape, x: Act, y: Act) -> Result<Vec<Dispatch>> {
-    pooled_forward(gpu, "max_forward", s, x, y)
+    pooled_forward(gpu, PoolEntry::MaxForward, s, x, y)
 }
 
 /// y = mean over each window of x, padding counted as zeros in a window of k² elements.
 pub fn avg_forward(gpu: &Gpu, s: &PoolShape, x: Act, y: Act) -> Result<Vec<Dispatch>> {
-    pooled_forward(gpu, "avg_forward", s, x, y)
+    pooled_forward(gpu, PoolEntry::AvgForward, s, x, y)
 }
 
-fn pooled_forward(gpu: &Gpu, entry: &str, s: &PoolShape, x: Act, y: Act) -> Result<Vec<Dispatch>> {
-    check_pool(entry, s, ("x", &x), ("y", &y))?;
-    if entry == "avg_forward" && s.is_2x2_even() {
-        return per_block(gpu, "avg_forward_2x2", s, &[x, y], false, (s.out_w(), s.out_h()));
+fn pooled_forward(gpu: &Gpu, entry: PoolEntry, s: &PoolShape, x: Act, y: Act) -> Result<Vec<Dispatch>> {
+    check_pool(entry.name(), s, ("x", &x), ("y", &y))?;
+    if entry == PoolEntry::AvgForward && s.is_2x2_even() {
+        return per_block(gpu, PoolEntry::AvgForward2x2, s, &[x, y], false, (s.out_w(), s.out_h()));
     }
     launch(
         gpu,
@@ -197,7 +196,7 @@ const WXY: [(&str, f64); 2] = [("WX", 8.0), ("WY", 8.0)];
 /// `block_at`).
 fn per_block(
     gpu: &Gpu,
-    entry: &str,
+    entry: PoolEntry,
     s: &PoolShape,
     views: &[Act],
     accumulate: bool,
@@ -232,14 +231,21 @@ pub fn max_backward(gpu: &Gpu, s: &PoolShape, x: Act, dy: Act, dx: Act, accumula
     check_pool("max_backward", s, ("x", &x), ("dy", &dy))?;
     check_view("max_backward", "dx", &dx, s.n, s.c, s.h * s.w)?;
     if s.k == 3 && s.stride == 2 && s.pad == 1 {
-        return per_block(gpu, "max_backward_3s2", s, &[x, dx, dy], accumulate, (s.w.div_ceil(2), s.h.div_ceil(2)));
+        return per_block(
+            gpu,
+            PoolEntry::MaxBackward3s2,
+            s,
+            &[x, dx, dy],
+            accumulate,
+            (s.w.div_ceil(2), s.h.div_ceil(2)),
+        );
     }
     let t = max_backward_tile(s)?;
     let tiles = s.h.div_ceil(t) * s.w.div_ceil(t);
     launch(
         gpu,
         Kernel {
-            entry: "max_backward",
+            entry: PoolEntry::MaxBackward,
             constants: &[("TX", t as f64), ("TY", t as f64)],
             params: Params::pool(s, &[x, dx, dy], accumulate),
             views: &[x, dx, dy],
@@ -252,12 +258,12 @@ pub fn max_backward(gpu: &Gpu, s: &PoolShape, x: Act, dy: Act, dx: Act, accumula
 pub fn avg_backward(gpu: &Gpu, s: &PoolShape, dy: Act, dx: Act, accumulate: bool) -> Result<Vec<Dispatch>> {
     check_pool("avg_backward", s, ("dx", &dx), ("dy", &dy))?;
     if s.is_2x2_even() {
-        return per_block(gpu, "avg_backward_2x2", s, &[dy, dx], accumulate, (s.out_w(), s.h.div_ceil(2)));
+        return per_block(gpu, PoolEntry::AvgBackward2x2, s, &[dy, dx], accumulate, (s.out_w(), s.h.div_ceil(2)));
     }
     launch(
         gpu,
         Kernel {
-            entry: "avg_backward",
+            entry: PoolEntry::AvgBackward,
             constants: &[("WG", WG as f64)],
             params: Params::pool(s, &[dy, dx], accumulate),
             views: &[dy, dx],
@@ -293,7 +299,7 @@ pub fn global_avg_forward(gpu: &Gpu, n: usize, c: usize, hw: usize, x: Act, y: A
     launch(
         gpu,
         Kernel {
-            entry: if vec4 { "global_avg_forward4" } else { "global_avg_forward" },
+            entry: if vec4 { PoolEntry::GlobalAvgForward4 } else { PoolEntry::GlobalAvgForward },
             constants: &[("WG", wg as f64)],
             params,
             views: &[x, y],
@@ -319,7 +325,7 @@ pub fn global_avg_backward(
     launch(
         gpu,
         Kernel {
-            entry: "global_avg_backward",
+            entry: PoolEntry::GlobalAvgBackward,
             constants: &[("WG", WG as f64)],
             params: plane_params(n, c, hw, &[dy, dx], accumulate),
             views: &[dy, dx],
@@ -343,7 +349,7 @@ pub fn copy_channels(
     check_view(op, "src", &src, n, c, hw)?;
     check_view(op, "dst", &dst, n, c, hw)?;
     // Whole planes of 4k pixels keep every view 16-byte aligned: copy vec4s.
-    let (entry, unit) = if hw % 4 == 0 { ("copy_channels4", hw / 4) } else { ("copy_channels", hw) };
+    let (entry, unit) = if hw % 4 == 0 { (PoolEntry::CopyChannels4, hw / 4) } else { (PoolEntry::CopyChannels, hw) };
     launch(
         gpu,
         Kernel {

@@ -41,7 +41,7 @@ fn check_steps_on(g: &tailor::gpu::Gpu, cfg: AdamConfig, seed: u64, split: bool)
 }
 
 #[test]
-fn adam_matches_reference_over_steps() {
+pub(crate) fn adam_matches_reference_over_steps() {
     check_steps(AdamConfig::adam(), 21);
 }
 

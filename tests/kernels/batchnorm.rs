@@ -108,7 +108,7 @@ fn widen(v: View, s: &BnShape, extra: usize) -> View {
 }
 
 #[test]
-fn forward_train_matches_reference() {
+pub(crate) fn forward_train_matches_reference() {
     forward_train_check(&gpu());
 }
 
@@ -190,7 +190,7 @@ fn eval_and_normalize_match_reference() {
 }
 
 #[test]
-fn normalize_reproduces_forward_train_exactly() {
+pub(crate) fn normalize_reproduces_forward_train_exactly() {
     let g = gpu();
     let mut rng = Rng::new(13);
     for s in [BnShape::new(2, 13, 9, 11, true), BnShape::new(2, 8, 68, 68, true)] {
@@ -219,7 +219,7 @@ fn upstream(s: &BnShape, inp: &Inputs, rng: &mut Rng, margin: f64) -> Vec<f64> {
 }
 
 #[test]
-fn backward_matches_reference() {
+pub(crate) fn backward_matches_reference() {
     backward_check(&gpu());
 }
 

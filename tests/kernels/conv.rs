@@ -139,7 +139,7 @@ fn pointwise_gemm_on_an_image_wider_than_a_grid_dimension() {
 }
 
 #[test]
-fn three_by_three_matches_reference() {
+pub(crate) fn three_by_three_matches_reference() {
     check(shape(1, 13, 15, 15, 13, 3, 1, 1), false, false, 4);
     check(shape(2, 3, 17, 9, 76, 3, 1, 1), true, true, 5);
     check(shape(1, 76, 7, 7, 3, 3, 1, 0), true, true, 6);
@@ -274,7 +274,7 @@ fn three_by_three_forward_v8_matches_reference() {
 /// pixels per lane, any channel tile: transposed weights padded to whole vec4s or OIHW ones, any
 /// workgroup size) gives bit-identical results, with bias, into a channel view.
 #[test]
-fn three_by_three_forward_tiles_are_bit_identical() {
+pub(crate) fn three_by_three_forward_tiles_are_bit_identical() {
     use tailor::ops::tune::{self, Pass};
     let g = gpu();
     let shapes = [shape(2, 13, 5, 12, 20, 3, 1, 1), shape(1, 48, 4, 8, 12, 3, 1, 1), shape(1, 9, 3, 7, 17, 3, 1, 1)];
@@ -403,7 +403,7 @@ fn three_by_three_backward_data_matches_reference() {
 /// pixels per lane, any channel tile, any workgroup size) gives bit-identical results, with
 /// accumulation into a channel view.
 #[test]
-fn three_by_three_backward_data_tiles_are_bit_identical() {
+pub(crate) fn three_by_three_backward_data_tiles_are_bit_identical() {
     use tailor::ops::tune::{self, Pass};
     let g = gpu();
     let shapes = [shape(2, 13, 5, 12, 13, 3, 1, 1), shape(1, 48, 4, 8, 12, 3, 1, 1), shape(1, 5, 3, 7, 9, 3, 1, 1)];
@@ -448,7 +448,7 @@ fn strided_convs_match_reference() {
 }
 
 #[test]
-fn densenet_shapes_match_reference() {
+pub(crate) fn densenet_shapes_match_reference() {
     check(shape(1, 128, 56, 56, 32, 3, 1, 1), false, true, 12); // dense layer's 3x3
     check(shape(1, 3, 224, 224, 64, 7, 2, 3), false, false, 13); // the stem
 }
@@ -596,7 +596,7 @@ fn cpu_seconds() -> f64 {
 /// with a binding limit of 8 KiB: x (4 KiB per image) is bound two images at a time, in chunks
 /// 0..2, 2..4, 4..5, and each chunk binds only its images.
 #[test]
-fn batch_chunks_match_reference() {
+pub(crate) fn batch_chunks_match_reference() {
     let s = shape(5, 16, 8, 8, 8, 3, 1, 1);
     let g = limited_gpu(8 << 10);
     let (hw, pq) = (s.h * s.w, s.p() * s.q());
@@ -652,7 +652,7 @@ fn batch_chunks_match_reference() {
 /// larger batches (it cuts the images), channel views (scalar and vec4 loads), dbias, images
 /// of 2×2 pixels, and the 1×1 images of a Linear layer that keep the conv kernel.
 #[test]
-fn pointwise_backward_weight_as_gemm_matches_reference() {
+pub(crate) fn pointwise_backward_weight_as_gemm_matches_reference() {
     let shapes = [
         (shape(1, 13, 32, 32, 19, 1, 1, 0), true, false), // batch 1: h·w split, vec4 loads
         (shape(7, 37, 8, 8, 17, 1, 1, 0), false, true),   // images split, views: scalar x loads
@@ -779,7 +779,10 @@ fn pointwise_backward_weight_sweep() {
             let scratch = g.zeros("scratch", gemm::gemm_scratch_len(&gs, sp).max(1)).unwrap();
             let d = gemm::gemm_split(&g, &gs, &bdy, &bx, &bdw, false, 1.0, &cfg, sp, &scratch).unwrap();
             let (wall, cpu) = time(&d);
-            println!("{} {cfg:?} splits {sp:3}: wall {wall:5.1}  cpu×2 {cpu:5.1} GFLOP/s", gemm::entry(&gs, &cfg));
+            println!(
+                "{} {cfg:?} splits {sp:3}: wall {wall:5.1}  cpu×2 {cpu:5.1} GFLOP/s",
+                gemm::entry(&gs, &cfg).name()
+            );
         }
     }
     let scratch = g.zeros("scratch", conv::backward_weight_scratch_len(&s)).unwrap();

@@ -2,7 +2,7 @@ use crate::common::*;
 use tailor::ops::elementwise as ew;
 
 #[test]
-fn relu_forward_and_backward_match_reference() {
+pub(crate) fn relu_forward_and_backward_match_reference() {
     let g = gpu();
     let mut rng = Rng::new(1);
     // 1, odd, not a multiple of the workgroup, and past the 65535-workgroup grid limit.
@@ -38,7 +38,7 @@ fn relu_backward_reference_matches_finite_differences() {
 }
 
 #[test]
-fn fill_zero_clears_only_its_channel_view() {
+pub(crate) fn fill_zero_clears_only_its_channel_view() {
     let g = gpu();
     let mut rng = Rng::new(3);
     let (n, c_total, hw, c_off, c) = (3usize, 13usize, 7 * 5, 4usize, 6usize);
@@ -60,7 +60,7 @@ fn fill_zero_clears_only_its_channel_view() {
 /// y = alpha·x and y += alpha·x at awkward lengths; a power-of-two alpha sums exactly, as the
 /// gradient accumulation over micro-batches relies on; the same buffer twice is refused.
 #[test]
-fn scale_add_matches_reference() {
+pub(crate) fn scale_add_matches_reference() {
     let g = gpu();
     let mut rng = Rng::new(4);
     for (n, alpha) in [(1usize, 0.5f64), (13, 1.0 / 3.0), (1000, 0.125), (256 * 65536 + 77, 0.25)] {

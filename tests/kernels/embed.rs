@@ -76,7 +76,7 @@ fn check_case(what: &str, kind: EmbedLoss, s: EmbedShape, e: &[f64], labels: &[u
 }
 
 #[test]
-fn normalize_matches_reference() {
+pub(crate) fn normalize_matches_reference() {
     let mut rng = Rng::new(40);
     for (batch, dim) in [(1, 1), (2, 3), (5, 17), (3, 130), (64, 128), (300, 8), (2, 1000)] {
         let s = EmbedShape::new(batch, dim).unwrap();
@@ -116,7 +116,7 @@ fn normalize_backward_reference_matches_finite_differences() {
 }
 
 #[test]
-fn embedding_losses_match_reference() {
+pub(crate) fn embedding_losses_match_reference() {
     let mut rng = Rng::new(42);
     for batch in [1, 2, 3, 8, 37, 64] {
         for dim in [1, 3, 17, 130] {
@@ -137,7 +137,7 @@ fn embedding_losses_match_reference() {
 
 /// Embeddings that are not unit length, a margin of 0 and a large margin.
 #[test]
-fn triplet_losses_match_reference_off_the_sphere_and_at_other_margins() {
+pub(crate) fn triplet_losses_match_reference_off_the_sphere_and_at_other_margins() {
     let mut rng = Rng::new(43);
     let s = EmbedShape::new(24, 17).unwrap();
     let e = rng.vec(s.len(), -2.0, 2.0);
@@ -225,7 +225,7 @@ fn embedding_loss_references_match_finite_differences() {
 }
 
 #[test]
-fn embedding_bad_shapes_and_options_are_errors() {
+pub(crate) fn embedding_bad_shapes_and_options_are_errors() {
     let g = gpu();
     assert!(matches!(EmbedShape::new(0, 3), Err(tailor::Error::Shape { .. })));
     assert!(matches!(EmbedShape::new(3, 0), Err(tailor::Error::Shape { .. })));

@@ -75,7 +75,7 @@ fn transposed_layouts() {
 }
 
 #[test]
-fn every_operand_layout_path() {
+pub(crate) fn every_operand_layout_path() {
     let mut rng = Rng::new(17);
     let (m, n, k, batch) = (20, 36, 22, 2);
     // A read along k (padded rows), along m (stored transposed), or with scalar loads.
@@ -107,7 +107,7 @@ fn every_operand_layout_path() {
         }
     }
     assert_eq!(seen.len(), 18, "entry points covered: {seen:?}");
-    assert!(seen.iter().filter(|e| e.ends_with("_c4")).count() == 9, "vec4 C entry points: {seen:?}");
+    assert!(seen.iter().filter(|e| e.name().ends_with("_c4")).count() == 9, "vec4 C entry points: {seen:?}");
 }
 
 #[test]
@@ -144,7 +144,7 @@ fn split_k_and_batch_sums() {
     check("split-k general", &s, &GENERAL, false, 1.0, 5, &mut rng);
     // n = 8: the partial sums written as vec4s.
     let s = dense(5, 8, 1001, 1);
-    assert!(gm::entry(&s, &GemmConfig::default()).ends_with("_c4"));
+    assert!(gm::entry(&s, &GemmConfig::default()).name().ends_with("_c4"));
     for splits in [1, 7] {
         check("split-k vec4 C", &s, &GemmConfig::default(), true, 0.75, splits, &mut rng);
     }

@@ -332,7 +332,7 @@ fn knn_bad_inputs_are_errors() {
 /// An index file searched on the GPU: hits name the rows' files and labels; an empty index, other
 /// query dimensions and another model's fingerprint are their own errors.
 #[test]
-fn index_search_and_its_errors() {
+pub(crate) fn index_search_and_its_errors() {
     use tailor::search::{Index, IndexError};
     let mut rng = Rng::new(50);
     let dim = 6;

@@ -82,7 +82,7 @@ fn linear_bad_shapes_are_errors() {
 }
 
 #[test]
-fn linear_on_channel_slices_matches_reference() {
+pub(crate) fn linear_on_channel_slices_matches_reference() {
     // x: features 3..3+in of a 2+in+3-feature buffer; y: outputs 1.. of a out+2-wide one.
     let g = gpu();
     let mut rng = Rng::new(22);

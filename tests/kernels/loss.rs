@@ -91,7 +91,7 @@ fn losses_match_reference() {
 }
 
 #[test]
-fn gamma_zero_is_plain_cross_entropy() {
+pub(crate) fn gamma_zero_is_plain_cross_entropy() {
     let mut rng = Rng::new(12);
     let s = LossShape::new(6, 7).unwrap();
     let z = rng.vec(s.len(), -3.0, 3.0);

@@ -5,6 +5,7 @@ mod adam;
 mod batchnorm;
 mod common;
 mod conv;
+mod coverage;
 mod elementwise;
 mod embed;
 mod gemm;

@@ -138,7 +138,7 @@ fn max_pool_ties_pick_the_first_maximum() {
 }
 
 #[test]
-fn max_pool_first_maximum_by_hand() {
+pub(crate) fn max_pool_first_maximum_by_hand() {
     // One 2×2 window holding three equal maxima: the first (top right) takes the gradient.
     let s = PoolShape::new(1, 1, 2, 2, 2, 2, 0).unwrap();
     let x = [0.0, 5.0, 5.0, 5.0];
@@ -155,7 +155,7 @@ fn max_pool_first_maximum_by_hand() {
 
 /// More than 65535 (plane, tile) workgroups: the flat workgroup index over a 2D grid.
 #[test]
-fn max_pool_backward_past_the_grid_limit() {
+pub(crate) fn max_pool_backward_past_the_grid_limit() {
     let mut rng = Rng::new(13);
     let cs = case(1, 66_000, 2, 3, 2, 1, 0, whole(66_000), whole(66_000));
     let x = rng.vec(cs.s.in_len(), -1.0, 1.0);
@@ -182,7 +182,7 @@ fn run_avg(rng: &mut Rng, cs: &Case) {
 }
 
 #[test]
-fn avg_pool_matches_reference() {
+pub(crate) fn avg_pool_matches_reference() {
     let mut rng = Rng::new(14);
     for cs in cases(false) {
         run_avg(&mut rng, &cs);
@@ -191,14 +191,14 @@ fn avg_pool_matches_reference() {
 
 /// The 2×2 entries with more than 65535 × 8 rows of blocks: rows continue along z.
 #[test]
-fn avg_pool_2x2_past_the_grid_limit() {
+pub(crate) fn avg_pool_2x2_past_the_grid_limit() {
     let mut rng = Rng::new(15);
     let c = 530_000;
     run_avg(&mut rng, &case(1, c, 3, 2, 2, 2, 0, whole(c), whole(c)));
 }
 
 #[test]
-fn global_avg_pool_matches_reference() {
+pub(crate) fn global_avg_pool_matches_reference() {
     let g = gpu();
     let mut rng = Rng::new(15);
     // Planes 7×7 to 56×56, odd and multiple-of-4 sizes (the vec4 path), and more planes than
@@ -231,7 +231,7 @@ fn global_avg_pool_matches_reference() {
 }
 
 #[test]
-fn copy_channels_matches_reference() {
+pub(crate) fn copy_channels_matches_reference() {
     let g = gpu();
     let mut rng = Rng::new(16);
     // Concatenation into a wider buffer and gradient slicing out of one; hw % 4 == 0 takes vec4s.

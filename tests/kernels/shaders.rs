@@ -28,7 +28,7 @@ fn every_shader_file_parses_and_validates() {
 /// The batch norm shader for devices without subgroups validates without the capability.
 #[test]
 fn batchnorm_without_subgroups_validates() {
-    let src = tailor::ops::batchnorm::shader_without_subgroups().source;
+    let src = shaders::batchnorm_without_subgroups().source;
     let module = naga::front::wgsl::parse_str(src).unwrap_or_else(|e| panic!("{}", e.emit_to_string(src)));
     let caps = naga::valid::Capabilities::all() - naga::valid::Capabilities::SUBGROUP;
     naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
@@ -41,6 +41,7 @@ fn batchnorm_without_subgroups_validates() {
 /// dispatches then run as before.
 #[test]
 fn precompile_builds_each_distinct_pipeline_once() {
+    use tailor::gpu::PoolEntry;
     use tailor::ops::pool::{self, PoolShape};
     use tailor::ops::Act;
     let g = crate::common::gpu();
@@ -52,7 +53,7 @@ fn precompile_builds_each_distinct_pipeline_once() {
     d.extend(pool::avg_backward(&g, &s, Act::whole(&y, 3), Act::whole(&dx, 3), false).unwrap());
     d.extend(pool::avg_forward(&g, &s, Act::whole(&x, 3), Act::whole(&y, 3)).unwrap());
     assert_eq!(d.len(), 3);
-    assert_eq!((d[0].spec.entry.as_str(), d[0].spec.storage), ("avg_forward_2x2", 2));
+    assert_eq!((d[0].spec.kernel, d[0].spec.storage), (PoolEntry::AvgForward2x2.into(), 2));
     assert_eq!(d[0].spec.params_len % 16, 0);
     assert!(d[0].spec.constants.iter().any(|(k, _)| k == "WX"));
     assert_eq!(d[0].spec, d[2].spec);
@@ -62,8 +63,7 @@ fn precompile_builds_each_distinct_pipeline_once() {
     assert_eq!(y[0], (0.0 + 1.0 + 8.0 + 9.0) / 4.0);
     // Batch norm's backward binds 9 storage buffers; a wrong binding count compiles nothing.
     let bn = |storage| tailor::gpu::PipelineSpec {
-        shader: tailor::gpu::shaders::BATCHNORM,
-        entry: "bwd_fused_v".into(),
+        kernel: tailor::gpu::BatchnormEntry::BwdFusedV.into(),
         constants: vec![("WG".into(), 32.0), ("ITEMS".into(), 4.0), ("LANES".into(), 8.0), ("SG".into(), 8.0)],
         params_len: 112,
         storage,
@@ -75,7 +75,7 @@ fn precompile_builds_each_distinct_pipeline_once() {
 /// `Gpu::on_precompile` hears each batch begin, each pipeline dealt with (compiled or not) and
 /// the end, and nothing when there is nothing to compile.
 #[test]
-fn precompile_reports_progress() {
+pub(crate) fn precompile_reports_progress() {
     use std::sync::{Arc, Mutex};
     use tailor::ops::pool::{self, PoolShape};
     use tailor::ops::Act;
