@@ -343,9 +343,14 @@ impl Trainer {
         r
     }
 
-    /// Number of dispatches in one step.
+    /// Number of dispatches in one step (on each device: with gradient accumulation, the
+    /// graph's once per micro-batch and the gradient sums).
     pub fn dispatch_count(&self) -> usize {
-        self.exe.dispatches.len() + self.optimizer.len()
+        let graph = match &self.accumulation {
+            None => self.exe.dispatches.len(),
+            Some(a) => a.n * self.exe.dispatches.len() + a.first.len() + (a.n - 1) * a.rest.len(),
+        };
+        graph + self.optimizer.len()
     }
 
     /// Queues one training step on `images` ([batch, c, h, w], normalised) and `targets`.
