@@ -554,12 +554,6 @@ fn forward_v4(f: u32, lid: u32, sid: u32, init: Acc) {
     gemm_v4(f, lid, sid, init, Gemm(p.cout, rows, p.cin, 1u, p.a_tot, p.a_off, p.b_tot, p.b_off, false));
 }
 
-fn backward_data_v4(f: u32, lid: u32, sid: u32) {
-    let rows = Rows(0u, p.cin - 1u, 1u);
-    let gm = Gemm(p.cin, rows, p.cout, p.cin, p.b_tot, p.b_off, p.a_tot, p.a_off, p.accumulate != 0u);
-    gemm_v4(f, lid, sid, Acc(), gm);
-}
-
 // ---------------------------------------------------------------------------------------------
 // Forward of a 3x3, stride 1, pad 1 convolution (p = h, q = w): out[n, m, y, x] = init[m] +
 // sum_{k, ky, kx} W(m, k, ky, kx) in[n, k, y + ky - 1, x + kx - 1]. An invocation owns TN
@@ -930,7 +924,7 @@ fn conv3_body_v8_oihw(f: u32, lid: u32, sid: u32, init: Acc, c: Conv3) {
 // over the taps with iy + pad - ky = oy * stride (and the same for x); the others are masked.
 // GEMM rows = input channels, columns = input pixels n*h*w (lanes), K = cout*kh*kw.
 
-fn backward_data_body(f: u32, lid: u32, sid: u32, pointwise: bool) {
+fn backward_data_body(f: u32, lid: u32, sid: u32) {
     let pq = p.p * p.q;
     let hw = p.h * p.w;
     let kk = p.kh * p.kw;
@@ -945,32 +939,26 @@ fn backward_data_body(f: u32, lid: u32, sid: u32, pointwise: bool) {
     let r = g % hw;
     let dybase = (img * p.b_tot + p.b_off) * pq;
     var acc: Acc;
-    if (pointwise) {
-        for (var k0 = 0u; k0 < p.cout; k0 += 8u) {
-            gemm_block(&acc, rows, l8, k0, p.cout, wstep, 0u, dybase + r, pq, vec4(true));
-        }
-    } else {
-        let iy = vec4<i32>(r / p.w) + i32(p.pad);
-        let ix = vec4<i32>(r % p.w) + i32(p.pad);
-        let s = vec4(i32(p.stride));
-        for (var ky = 0u; ky < p.kh; ky++) {
-            for (var kx = 0u; kx < p.kw; kx++) {
-                // The output pixel this tap reads from, if the tap lands on one.
-                let ty = iy - i32(ky);
-                let tx = ix - i32(kx);
-                var oy = ty;
-                var ox = tx;
-                var ok = (ty >= vec4(0)) & (tx >= vec4(0));
-                if (STRIDED) {
-                    oy = ty / s;
-                    ox = tx / s;
-                    ok &= (oy * s == ty) & (ox * s == tx);
-                }
-                ok &= (oy < vec4(i32(p.p))) & (ox < vec4(i32(p.q)));
-                let off = select(vec4(0u), dybase + vec4<u32>(oy) * p.q + vec4<u32>(ox), ok);
-                for (var k0 = 0u; k0 < p.cout; k0 += 8u) {
-                    gemm_block(&acc, rows, l8, k0, p.cout, wstep, ky * p.kw + kx, off, pq, ok);
-                }
+    let iy = vec4<i32>(r / p.w) + i32(p.pad);
+    let ix = vec4<i32>(r % p.w) + i32(p.pad);
+    let s = vec4(i32(p.stride));
+    for (var ky = 0u; ky < p.kh; ky++) {
+        for (var kx = 0u; kx < p.kw; kx++) {
+            // The output pixel this tap reads from, if the tap lands on one.
+            let ty = iy - i32(ky);
+            let tx = ix - i32(kx);
+            var oy = ty;
+            var ox = tx;
+            var ok = (ty >= vec4(0)) & (tx >= vec4(0));
+            if (STRIDED) {
+                oy = ty / s;
+                ox = tx / s;
+                ok &= (oy * s == ty) & (ox * s == tx);
+            }
+            ok &= (oy < vec4(i32(p.p))) & (ox < vec4(i32(p.q)));
+            let off = select(vec4(0u), dybase + vec4<u32>(oy) * p.q + vec4<u32>(ox), ok);
+            for (var k0 = 0u; k0 < p.cout; k0 += 8u) {
+                gemm_block(&acc, rows, l8, k0, p.cout, wstep, ky * p.kw + kx, off, pq, ok);
             }
         }
     }
@@ -1682,21 +1670,7 @@ fn forward_3x3_v8_oihw(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
 fn backward_data(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
     let f = flat(wid, nwg);
-    backward_data_body(f, lid, sid, false);
-}
-
-@compute @workgroup_size(WG)
-fn backward_data_1x1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-            @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
-    let f = flat(wid, nwg);
-    backward_data_body(f, lid, sid, true);
-}
-
-@compute @workgroup_size(WG)
-fn backward_data_1x1_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-            @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
-    let f = flat(wid, nwg);
-    backward_data_v4(f, lid, sid);
+    backward_data_body(f, lid, sid);
 }
 
 @compute @workgroup_size(WG)

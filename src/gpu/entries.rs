@@ -30,10 +30,6 @@ pub enum ConvEntry {
     Forward3x3V8Oihw,
     /// `backward_data`
     BackwardData,
-    /// `backward_data_1x1`
-    BackwardData1x1,
-    /// `backward_data_1x1_v4`
-    BackwardData1x1V4,
     /// `backward_data_flat`
     BackwardDataFlat,
     /// `backward_data_3x3`
@@ -69,8 +65,6 @@ impl ConvEntry {
         ConvEntry::Forward3x3V8,
         ConvEntry::Forward3x3V8Oihw,
         ConvEntry::BackwardData,
-        ConvEntry::BackwardData1x1,
-        ConvEntry::BackwardData1x1V4,
         ConvEntry::BackwardDataFlat,
         ConvEntry::BackwardData3x3,
         ConvEntry::BackwardData3x3V4,
@@ -99,8 +93,6 @@ impl ConvEntry {
             ConvEntry::Forward3x3V8 => "forward_3x3_v8",
             ConvEntry::Forward3x3V8Oihw => "forward_3x3_v8_oihw",
             ConvEntry::BackwardData => "backward_data",
-            ConvEntry::BackwardData1x1 => "backward_data_1x1",
-            ConvEntry::BackwardData1x1V4 => "backward_data_1x1_v4",
             ConvEntry::BackwardDataFlat => "backward_data_flat",
             ConvEntry::BackwardData3x3 => "backward_data_3x3",
             ConvEntry::BackwardData3x3V4 => "backward_data_3x3_v4",
@@ -671,8 +663,6 @@ impl EntryPoint {
         EntryPoint::Conv(ConvEntry::Forward3x3V8),
         EntryPoint::Conv(ConvEntry::Forward3x3V8Oihw),
         EntryPoint::Conv(ConvEntry::BackwardData),
-        EntryPoint::Conv(ConvEntry::BackwardData1x1),
-        EntryPoint::Conv(ConvEntry::BackwardData1x1V4),
         EntryPoint::Conv(ConvEntry::BackwardDataFlat),
         EntryPoint::Conv(ConvEntry::BackwardData3x3),
         EntryPoint::Conv(ConvEntry::BackwardData3x3V4),

@@ -669,10 +669,6 @@ pub fn backward_data_tiled<'a>(
         } else {
             ConvEntry::BackwardData3x3
         }
-    } else if s.is_pointwise() && vec4_columns(s, &t) {
-        ConvEntry::BackwardData1x1V4
-    } else if s.is_pointwise() {
-        ConvEntry::BackwardData1x1
     } else if s.stride == 1 && s.c_out % 8 != 0 && s.kh * s.kw <= 32 {
         // Blocks of 8 output channels per tap would be partly empty: walk (tap, channel) as one
         // index (a tap mask per column, 32 bits).

@@ -11,9 +11,9 @@
 //! chosen to cover every entry point with few, quick tests (a few seconds on lavapipe); each
 //! must still dispatch something, so the list cannot silently rot.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
-use tailor::gpu::{record_entries, ConvEntry, EntryPoint};
+use tailor::gpu::{record_entries, EntryPoint};
 
 use crate::{adam, batchnorm, conv, elementwise, embed, gemm, knn, linear, loss, pool, shaders};
 
@@ -55,16 +55,6 @@ const COVERING: &[(fn(), &str)] = tests![
     shaders::precompile_reports_progress,
 ];
 
-/// Entry points no public op chooses, with the reason. Kept in the shaders for now; listed so
-/// that this is a decision on record and not a gap: the test fails if one of them is run.
-const UNREACHABLE: &[(EntryPoint, &str)] = &[
-    (
-        EntryPoint::Conv(ConvEntry::BackwardData1x1),
-        "conv::backward_data lowers every 1×1 convolution to a GEMM (pointwise_gemm_config is Some for every pointwise shape)",
-    ),
-    (EntryPoint::Conv(ConvEntry::BackwardData1x1V4), "as backward_data_1x1"),
-];
-
 #[test]
 fn every_entry_point_is_run_by_some_test() {
     let mut by: BTreeMap<EntryPoint, Vec<&str>> = BTreeMap::new();
@@ -75,13 +65,9 @@ fn every_entry_point_is_run_by_some_test() {
             by.entry(e).or_default().push(name);
         }
     }
-    let unreachable: BTreeSet<EntryPoint> = UNREACHABLE.iter().map(|u| u.0).collect();
-    for e in &unreachable {
-        assert!(!by.contains_key(e), "{e:?} is run by {:?}: remove it from UNREACHABLE", by[e]);
-    }
     let missing: Vec<String> = EntryPoint::ALL
         .iter()
-        .filter(|e| !by.contains_key(e) && !unreachable.contains(e))
+        .filter(|e| !by.contains_key(e))
         .map(|e| format!("{}::{}", e.shader().name, e.name()))
         .collect();
     assert!(
