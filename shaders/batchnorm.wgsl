@@ -387,9 +387,45 @@ fn finish_stats(wid: vec3<u32>, t: u32, s: Stats) -> f32 {
     return invstd;
 }
 
+// Partial k of a channel over all batch chunks is at 3·(ch·parts + k).
+fn part_index(ch: u32, k: u32) -> u32 {
+    return 3u * (ch * p.parts + k);
+}
+
+fn put_partial(wid: vec3<u32>, t: u32, v: vec3<f32>) {
+    if (t == 0u) {
+        let i = part_index(wid.y, p.part_base + wid.x);
+        part_out[i] = v.x;
+        part_out[i + 1u] = v.y;
+        part_out[i + 2u] = v.z;
+    }
+}
+
+// The channel's affine map from its chunks' partials; saves the statistics (first chunk).
+fn fwd_combine(wid: vec3<u32>, t: u32) -> Affine {
+    var s = Stats(0.0, 0.0, 0.0);
+    for (var k = 0u; k < p.parts; k++) {
+        let i = part_index(wid.y, k);
+        s = chan(s, Stats(part9[i], part9[i + 1u], part9[i + 2u]));
+    }
+    return affine_of(wid.y, s.mean, finish_stats(wid, t, s));
+}
+
+// y from given statistics: saved mean/invstd (recompute) or running mean/variance (eval).
+fn given_affine(ch: u32) -> Affine {
+    var invstd = stat_b[ch];
+    if (p.use_var != 0u) {
+        invstd = 1.0 / sqrt(invstd + p.eps);
+    }
+    return affine_of(ch, stat_a[ch], invstd);
+}
+
+// The passes and entry points, over vec4 (`_v`) and scalar (`_s`) units (see the top): the
+// `_v` ones skip a unit past the end, the `_s` ones mask each element.
 // The thread's shifted sums over its units of the chunk.
 fn x_stats_v(c0: Cursor) -> Stats {
-    let zero = Shifted(x_v[addr(vec2<u32>(0u), p.x_off, p.x_tot, c0.ch) / 4u].x, 0.0, vec4<f32>(0.0), vec4<f32>(0.0));
+    let k = x_v[addr(vec2<u32>(0u), p.x_off, p.x_tot, c0.ch) / 4u].x;
+    let zero = Shifted(k, 0.0, vec4<f32>(0.0), vec4<f32>(0.0));
     var a = zero;
     var t = zero;
     var c = c0;
@@ -397,22 +433,6 @@ fn x_stats_v(c0: Cursor) -> Stats {
         if (c.e < p.m) {
             a = shifted_add(a, ld_x_v(c), vec4<f32>(1.0));
         }
-        if (block_end(j)) {
-            t = shifted_merge(t, a);
-            a = zero;
-        }
-        c = step(c);
-    }
-    return shifted_stats(shifted_merge(t, a));
-}
-
-fn x_stats_s(c0: Cursor) -> Stats {
-    let zero = Shifted(x_s[addr(vec2<u32>(0u), p.x_off, p.x_tot, c0.ch)], 0.0, vec4<f32>(0.0), vec4<f32>(0.0));
-    var a = zero;
-    var t = zero;
-    var c = c0;
-    for (var j = 0u; j < steps(); j++) {
-        a = shifted_add(a, ld_x_s(c), unit_mask(c.e));
         if (block_end(j)) {
             t = shifted_merge(t, a);
             a = zero;
@@ -432,6 +452,48 @@ fn y_pass_v(c0: Cursor, a: Affine) {
     }
 }
 
+// One workgroup per channel: statistics, then y (x is read twice).
+@compute @workgroup_size(WG)
+fn fwd_fused_v(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let c = start(wid, lid);
+    let s = reduce_stats(lid.x, x_stats_v(c));
+    y_pass_v(c, affine_of(c.ch, s.mean, finish_stats(wid, lid.x, s)));
+}
+
+@compute @workgroup_size(WG)
+fn fwd_partial_v(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let s = reduce_stats(lid.x, x_stats_v(start(wid, lid)));
+    put_partial(wid, lid.x, vec3<f32>(s.n, s.mean, s.m2));
+}
+
+@compute @workgroup_size(WG)
+fn fwd_apply_v(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    y_pass_v(start(wid, lid), fwd_combine(wid, lid.x));
+}
+
+@compute @workgroup_size(WG)
+fn normalize_v(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    y_pass_v(start(wid, lid), given_affine(wid.y));
+}
+
+// The thread's shifted sums over its units of the chunk.
+fn x_stats_s(c0: Cursor) -> Stats {
+    let k = x_s[addr(vec2<u32>(0u), p.x_off, p.x_tot, c0.ch)];
+    let zero = Shifted(k, 0.0, vec4<f32>(0.0), vec4<f32>(0.0));
+    var a = zero;
+    var t = zero;
+    var c = c0;
+    for (var j = 0u; j < steps(); j++) {
+        a = shifted_add(a, ld_x_s(c), unit_mask(c.e));
+        if (block_end(j)) {
+            t = shifted_merge(t, a);
+            a = zero;
+        }
+        c = step(c);
+    }
+    return shifted_stats(shifted_merge(t, a));
+}
+
 fn y_pass_s(c0: Cursor, a: Affine) {
     var c = c0;
     for (var j = 0u; j < steps(); j++) {
@@ -442,37 +504,10 @@ fn y_pass_s(c0: Cursor, a: Affine) {
 
 // One workgroup per channel: statistics, then y (x is read twice).
 @compute @workgroup_size(WG)
-fn fwd_fused_v(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let c = start(wid, lid);
-    let s = reduce_stats(lid.x, x_stats_v(c));
-    y_pass_v(c, affine_of(c.ch, s.mean, finish_stats(wid, lid.x, s)));
-}
-
-@compute @workgroup_size(WG)
 fn fwd_fused_s(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let c = start(wid, lid);
     let s = reduce_stats(lid.x, x_stats_s(c));
     y_pass_s(c, affine_of(c.ch, s.mean, finish_stats(wid, lid.x, s)));
-}
-
-// Partial k of a channel over all batch chunks is at 3·(ch·parts + k).
-fn part_index(ch: u32, k: u32) -> u32 {
-    return 3u * (ch * p.parts + k);
-}
-
-fn put_partial(wid: vec3<u32>, t: u32, v: vec3<f32>) {
-    if (t == 0u) {
-        let i = part_index(wid.y, p.part_base + wid.x);
-        part_out[i] = v.x;
-        part_out[i + 1u] = v.y;
-        part_out[i + 2u] = v.z;
-    }
-}
-
-@compute @workgroup_size(WG)
-fn fwd_partial_v(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let s = reduce_stats(lid.x, x_stats_v(start(wid, lid)));
-    put_partial(wid, lid.x, vec3<f32>(s.n, s.mean, s.m2));
 }
 
 @compute @workgroup_size(WG)
@@ -481,38 +516,9 @@ fn fwd_partial_s(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
     put_partial(wid, lid.x, vec3<f32>(s.n, s.mean, s.m2));
 }
 
-// The channel's affine map from its chunks' partials; saves the statistics (first chunk).
-fn fwd_combine(wid: vec3<u32>, t: u32) -> Affine {
-    var s = Stats(0.0, 0.0, 0.0);
-    for (var k = 0u; k < p.parts; k++) {
-        let i = part_index(wid.y, k);
-        s = chan(s, Stats(part9[i], part9[i + 1u], part9[i + 2u]));
-    }
-    return affine_of(wid.y, s.mean, finish_stats(wid, t, s));
-}
-
-@compute @workgroup_size(WG)
-fn fwd_apply_v(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    y_pass_v(start(wid, lid), fwd_combine(wid, lid.x));
-}
-
 @compute @workgroup_size(WG)
 fn fwd_apply_s(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     y_pass_s(start(wid, lid), fwd_combine(wid, lid.x));
-}
-
-// y from given statistics: saved mean/invstd (recompute) or running mean/variance (eval).
-fn given_affine(ch: u32) -> Affine {
-    var invstd = stat_b[ch];
-    if (p.use_var != 0u) {
-        invstd = 1.0 / sqrt(invstd + p.eps);
-    }
-    return affine_of(ch, stat_a[ch], invstd);
-}
-
-@compute @workgroup_size(WG)
-fn normalize_v(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    y_pass_v(start(wid, lid), given_affine(wid.y));
 }
 
 @compute @workgroup_size(WG)
@@ -563,28 +569,6 @@ fn bwd_reduce(t: u32, s: Sums, sv: Saved) -> vec2<f32> {
     return vec2<f32>(r.x, r.y * sv.invstd);
 }
 
-fn bwd_sums_v(t: u32, c0: Cursor, sv: Saved) -> vec2<f32> {
-    var s = sums_zero();
-    var c = c0;
-    for (var j = 0u; j < steps(); j++) {
-        if (c.e < p.m) {
-            s = sums_add(s, sv, ld_x_v(c), ld_dy_v(c));
-        }
-        c = step(c);
-    }
-    return bwd_reduce(t, s, sv);
-}
-
-fn bwd_sums_s(t: u32, c0: Cursor, sv: Saved) -> vec2<f32> {
-    var s = sums_zero();
-    var c = c0;
-    for (var j = 0u; j < steps(); j++) {
-        s = sums_add(s, sv, ld_x_s(c), ld_dy_s(c));
-        c = step(c);
-    }
-    return bwd_reduce(t, s, sv);
-}
-
 // dx = γ·invstd·(dy' − dβ/m − x̂·dγ/m), from masked dy' and the channel's (dβ, dγ).
 struct Dx {
     kb: f32,
@@ -600,6 +584,36 @@ fn dx_unit(sv: Saved, k: Dx, x: vec4<f32>, dy: vec4<f32>) -> vec4<f32> {
     return sv.a.scale * (masked(sv, x, dy) - k.kb - (x - sv.a.mean) * k.kg);
 }
 
+fn put_dparams(wid: vec3<u32>, t: u32, sums: vec2<f32>) {
+    if (t == 0u && wid.x == 0u && p.save != 0u) {
+        dbeta[wid.y] = sums.x;
+        dgamma[wid.y] = sums.y;
+    }
+}
+
+// The channel's (dβ, dγ) from its chunks' partials, saved by the first chunk.
+fn bwd_combine(wid: vec3<u32>, t: u32) -> vec2<f32> {
+    var s = vec2<f32>(0.0);
+    for (var k = 0u; k < p.parts; k++) {
+        let i = part_index(wid.y, k);
+        s += vec2<f32>(part10[i], part10[i + 1u]);
+    }
+    put_dparams(wid, t, s);
+    return s;
+}
+
+fn bwd_sums_v(t: u32, c0: Cursor, sv: Saved) -> vec2<f32> {
+    var s = sums_zero();
+    var c = c0;
+    for (var j = 0u; j < steps(); j++) {
+        if (c.e < p.m) {
+            s = sums_add(s, sv, ld_x_v(c), ld_dy_v(c));
+        }
+        c = step(c);
+    }
+    return bwd_reduce(t, s, sv);
+}
+
 fn dx_pass_v(c0: Cursor, sv: Saved, k: Dx) {
     var c = c0;
     for (var j = 0u; j < steps(); j++) {
@@ -607,21 +621,6 @@ fn dx_pass_v(c0: Cursor, sv: Saved, k: Dx) {
             st_v(c, dx_unit(sv, k, ld_x_v(c), ld_dy_v(c)));
         }
         c = step(c);
-    }
-}
-
-fn dx_pass_s(c0: Cursor, sv: Saved, k: Dx) {
-    var c = c0;
-    for (var j = 0u; j < steps(); j++) {
-        st_s(c, dx_unit(sv, k, ld_x_s(c), ld_dy_s(c)));
-        c = step(c);
-    }
-}
-
-fn put_dparams(wid: vec3<u32>, t: u32, sums: vec2<f32>) {
-    if (t == 0u && wid.x == 0u && p.save != 0u) {
-        dbeta[wid.y] = sums.x;
-        dgamma[wid.y] = sums.y;
     }
 }
 
@@ -636,35 +635,9 @@ fn bwd_fused_v(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
 }
 
 @compute @workgroup_size(WG)
-fn bwd_fused_s(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let c = start(wid, lid);
-    let sv = saved(c.ch);
-    let sums = bwd_sums_s(lid.x, c, sv);
-    put_dparams(wid, lid.x, sums);
-    dx_pass_s(c, sv, dx_of(sv, sums));
-}
-
-@compute @workgroup_size(WG)
 fn bwd_partial_v(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let c = start(wid, lid);
     put_partial(wid, lid.x, vec3<f32>(bwd_sums_v(lid.x, c, saved(c.ch)), 0.0));
-}
-
-@compute @workgroup_size(WG)
-fn bwd_partial_s(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let c = start(wid, lid);
-    put_partial(wid, lid.x, vec3<f32>(bwd_sums_s(lid.x, c, saved(c.ch)), 0.0));
-}
-
-// The channel's (dβ, dγ) from its chunks' partials, saved by the first chunk.
-fn bwd_combine(wid: vec3<u32>, t: u32) -> vec2<f32> {
-    var s = vec2<f32>(0.0);
-    for (var k = 0u; k < p.parts; k++) {
-        let i = part_index(wid.y, k);
-        s += vec2<f32>(part10[i], part10[i + 1u]);
-    }
-    put_dparams(wid, t, s);
-    return s;
 }
 
 @compute @workgroup_size(WG)
@@ -674,9 +647,44 @@ fn bwd_apply_v(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     dx_pass_v(c, sv, dx_of(sv, bwd_combine(wid, lid.x)));
 }
 
+fn bwd_sums_s(t: u32, c0: Cursor, sv: Saved) -> vec2<f32> {
+    var s = sums_zero();
+    var c = c0;
+    for (var j = 0u; j < steps(); j++) {
+        s = sums_add(s, sv, ld_x_s(c), ld_dy_s(c));
+        c = step(c);
+    }
+    return bwd_reduce(t, s, sv);
+}
+
+fn dx_pass_s(c0: Cursor, sv: Saved, k: Dx) {
+    var c = c0;
+    for (var j = 0u; j < steps(); j++) {
+        st_s(c, dx_unit(sv, k, ld_x_s(c), ld_dy_s(c)));
+        c = step(c);
+    }
+}
+
+// One workgroup per channel: the sums, then dx (x and dy are read twice).
+@compute @workgroup_size(WG)
+fn bwd_fused_s(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let c = start(wid, lid);
+    let sv = saved(c.ch);
+    let sums = bwd_sums_s(lid.x, c, sv);
+    put_dparams(wid, lid.x, sums);
+    dx_pass_s(c, sv, dx_of(sv, sums));
+}
+
+@compute @workgroup_size(WG)
+fn bwd_partial_s(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let c = start(wid, lid);
+    put_partial(wid, lid.x, vec3<f32>(bwd_sums_s(lid.x, c, saved(c.ch)), 0.0));
+}
+
 @compute @workgroup_size(WG)
 fn bwd_apply_s(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let c = start(wid, lid);
     let sv = saved(c.ch);
     dx_pass_s(c, sv, dx_of(sv, bwd_combine(wid, lid.x)));
 }
+

@@ -60,7 +60,7 @@ const LANE4 = vec4<u32>(0u, 1u, 2u, 3u);
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>; // y, dx, partials, dweight, dbias
 @group(0) @binding(3) var<storage, read> wt: array<f32>; // weight, or dy (backward weight)
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
-// The same buffer as `src` seen as vec4s, for the 1x1 entry points whose columns come four
+// The same buffer as `src` seen as vec4s, for the row-window entry points that load four
 // consecutive pixels at a time (one per-lane load instead of four). No entry point uses both.
 @group(0) @binding(1) var<storage, read> src4: array<vec4<f32>>;
 // `dst` as vec4s, for the entry points whose tiles store four consecutive pixels (store_tile4).
@@ -389,7 +389,7 @@ fn store_tile(acc: ptr<function, Acc>, o: Out) {
 // tap by tap (outside) and channel by channel (inside) so the im2col index math and padding
 // test happen once per tap.
 
-fn forward_body(f: u32, lid: u32, sid: u32, init: Acc, pointwise: bool) {
+fn forward_body(f: u32, lid: u32, sid: u32, init: Acc) {
     let pq = p.p * p.q;
     let hw = p.h * p.w;
     let kk = p.kh * p.kw;
@@ -404,23 +404,16 @@ fn forward_body(f: u32, lid: u32, sid: u32, init: Acc, pointwise: bool) {
     let xbase = (img * p.a_tot + p.a_off) * hw;
 
     var acc = init;
-    if (pointwise) {
-        // 1x1, stride 1, pad 0: x is already the column matrix.
-        for (var k0 = 0u; k0 < p.cin; k0 += 8u) {
-            gemm_block(&acc, rows, l8, k0, p.cin, 1u, 0u, xbase + r, hw, vec4(true));
-        }
-    } else {
-        let oy = vec4<i32>((r / p.q) * p.stride) - i32(p.pad);
-        let ox = vec4<i32>((r % p.q) * p.stride) - i32(p.pad);
-        for (var ky = 0u; ky < p.kh; ky++) {
-            for (var kx = 0u; kx < p.kw; kx++) {
-                let iy = oy + i32(ky);
-                let ix = ox + i32(kx);
-                let ok = (iy >= vec4(0)) & (iy < vec4(i32(p.h))) & (ix >= vec4(0)) & (ix < vec4(i32(p.w)));
-                let off = select(vec4(0u), xbase + vec4<u32>(iy) * p.w + vec4<u32>(ix), ok);
-                for (var k0 = 0u; k0 < p.cin; k0 += 8u) {
-                    gemm_block(&acc, rows, l8, k0, p.cin, kk, ky * p.kw + kx, off, hw, ok);
-                }
+    let oy = vec4<i32>((r / p.q) * p.stride) - i32(p.pad);
+    let ox = vec4<i32>((r % p.q) * p.stride) - i32(p.pad);
+    for (var ky = 0u; ky < p.kh; ky++) {
+        for (var kx = 0u; kx < p.kw; kx++) {
+            let iy = oy + i32(ky);
+            let ix = ox + i32(kx);
+            let ok = (iy >= vec4(0)) & (iy < vec4(i32(p.h))) & (ix >= vec4(0)) & (ix < vec4(i32(p.w)));
+            let off = select(vec4(0u), xbase + vec4<u32>(iy) * p.w + vec4<u32>(ix), ok);
+            for (var k0 = 0u; k0 < p.cin; k0 += 8u) {
+                gemm_block(&acc, rows, l8, k0, p.cin, kk, ky * p.kw + kx, off, hw, ok);
             }
         }
     }
@@ -502,56 +495,6 @@ fn bias_init(f: u32, ncols: u32) -> Acc {
         b[m] = vec4(bias[min(m0 + m, p.cout - 1u)]);
     }
     return b;
-}
-
-// The 1x1 GEMM of forward and backward data with 4-aligned images (h*w % 4 == 0, TN = 4):
-// out[m, col] (+)= init[m] + sum_k wt[k * kstride + row m] * x[k, col], where column col is
-// pixel r of image img, x[k, col] = src[(img * x_tot + x_off + k) * hw + r] and out[m, col] =
-// dst[(img * o_tot + o_off + m) * hw + r].
-struct Gemm {
-    nrows: u32,
-    rows: Rows,
-    kend: u32,
-    kstride: u32,
-    x_tot: u32,
-    x_off: u32,
-    o_tot: u32,
-    o_off: u32,
-    add: bool,
-}
-
-fn col4_at(off4: u32, stride4: u32, k: u32, kend: u32) -> vec4<f32> {
-    return select(vec4(0.0), src4[off4 + min(k, kend - 1u) * stride4], vec4(k < kend));
-}
-
-fn gemm_v4(f: u32, lid: u32, sid: u32, init: Acc, gm: Gemm) {
-    let hw = p.h * p.w;
-    let npix = p.n * hw;
-    let tl = tile(f, lid, gm.nrows, npix, 1u);
-    let r = Rows(tl.m0, gm.rows.last, gm.rows.stride);
-    let l8 = sid & 7u;
-    let g = min(tl.cols.x, npix - 4u);
-    let img = g / hw;
-    let px = g % hw;
-    let off4 = ((img * gm.x_tot + gm.x_off) * hw + px) / 4u;
-    let s4 = hw / 4u;
-    var acc = init;
-    for (var k0 = 0u; k0 < gm.kend; k0 += 8u) {
-        let kl = k0 + l8;
-        let w = load_rows(r, min(kl, gm.kend - 1u) * gm.kstride, kl < gm.kend);
-        let xs = X8(col4_at(off4, s4, k0, gm.kend), col4_at(off4, s4, k0 + 1u, gm.kend),
-                    col4_at(off4, s4, k0 + 2u, gm.kend), col4_at(off4, s4, k0 + 3u, gm.kend),
-                    col4_at(off4, s4, k0 + 4u, gm.kend), col4_at(off4, s4, k0 + 5u, gm.kend),
-                    col4_at(off4, s4, k0 + 6u, gm.kend), col4_at(off4, s4, k0 + 7u, gm.kend));
-        block8(&acc, w, xs);
-    }
-    let ocol = vec4((img * gm.o_tot + gm.o_off) * hw + px) + LANE4;
-    store_tile4(&acc, Out(ocol, tl.cols < vec4(npix), tl.m0, gm.nrows, hw, gm.add));
-}
-
-fn forward_v4(f: u32, lid: u32, sid: u32, init: Acc) {
-    let rows = Rows(0u, p.cout - 1u, p.cin);
-    gemm_v4(f, lid, sid, init, Gemm(p.cout, rows, p.cin, 1u, p.a_tot, p.a_off, p.b_tot, p.b_off, false));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1614,21 +1557,7 @@ fn backward_weight_3x3_body_v4(f: u32, lid: u32, sid: u32) {
 fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
     let f = flat(wid, nwg);
-    forward_body(f, lid, sid, bias_init(f, p.n * p.p * p.q), false);
-}
-
-@compute @workgroup_size(WG)
-fn forward_1x1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-            @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
-    let f = flat(wid, nwg);
-    forward_body(f, lid, sid, bias_init(f, p.n * p.p * p.q), true);
-}
-
-@compute @workgroup_size(WG)
-fn forward_1x1_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-            @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
-    let f = flat(wid, nwg);
-    forward_v4(f, lid, sid, bias_init(f, p.n * p.p * p.q));
+    forward_body(f, lid, sid, bias_init(f, p.n * p.p * p.q));
 }
 
 @compute @workgroup_size(WG)

@@ -732,16 +732,18 @@ fn gemm_reduce(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     c[idx] = v;
 }
 
-// C[m, n] += bias[n] over one m × n matrix (bias read through binding 2 with A's layout:
-// element n at a.off + n·a.cs). One lane per element.
+// C[z, m, n] += bias[a.off + m·a.rs + n·a.cs] over `batch` m × n matrices: a stride of 0
+// broadcasts the bias (a Linear's along the rows, a convolution's along the pixels). The bias
+// is read through binding 2. One lane per element.
 @compute @workgroup_size(WG_REDUCE)
 fn add_bias(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let e = gid.x + gid.y * nwg.x * WG_REDUCE;
-    if (e >= p.m * p.n) { return; }
-    let m = e / p.n;
+    let mn = p.m * p.n;
+    if (e >= mn * p.batch) { return; }
+    let m = (e % mn) / p.n;
     let n = e % p.n;
-    let idx = p.c.off + m * p.c.rs + n * p.c.cs;
-    c[idx] = c[idx] + parts[p.a.off + n * p.a.cs];
+    let idx = p.c.off + (e / mn) * p.c.bs + m * p.c.rs + n * p.c.cs;
+    c[idx] = c[idx] + parts[p.a.off + m * p.a.rs + n * p.a.cs];
 }
 
 var<workgroup> red: array<f32, WG_REDUCE>;

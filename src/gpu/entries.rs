@@ -14,10 +14,6 @@ pub enum ConvEntry {
     Weights3x3T,
     /// `forward`
     Forward,
-    /// `forward_1x1`
-    Forward1x1,
-    /// `forward_1x1_v4`
-    Forward1x1V4,
     /// `forward_flat`
     ForwardFlat,
     /// `forward_3x3`
@@ -57,8 +53,6 @@ impl ConvEntry {
     pub const ALL: &'static [ConvEntry] = &[
         ConvEntry::Weights3x3T,
         ConvEntry::Forward,
-        ConvEntry::Forward1x1,
-        ConvEntry::Forward1x1V4,
         ConvEntry::ForwardFlat,
         ConvEntry::Forward3x3,
         ConvEntry::Forward3x3V4,
@@ -85,8 +79,6 @@ impl ConvEntry {
         match self {
             ConvEntry::Weights3x3T => "weights_3x3_t",
             ConvEntry::Forward => "forward",
-            ConvEntry::Forward1x1 => "forward_1x1",
-            ConvEntry::Forward1x1V4 => "forward_1x1_v4",
             ConvEntry::ForwardFlat => "forward_flat",
             ConvEntry::Forward3x3 => "forward_3x3",
             ConvEntry::Forward3x3V4 => "forward_3x3_v4",
@@ -118,30 +110,30 @@ impl From<ConvEntry> for EntryPoint {
 pub enum BatchnormEntry {
     /// `fwd_fused_v`
     FwdFusedV,
-    /// `fwd_fused_s`
-    FwdFusedS,
     /// `fwd_partial_v`
     FwdPartialV,
-    /// `fwd_partial_s`
-    FwdPartialS,
     /// `fwd_apply_v`
     FwdApplyV,
-    /// `fwd_apply_s`
-    FwdApplyS,
     /// `normalize_v`
     NormalizeV,
+    /// `fwd_fused_s`
+    FwdFusedS,
+    /// `fwd_partial_s`
+    FwdPartialS,
+    /// `fwd_apply_s`
+    FwdApplyS,
     /// `normalize_s`
     NormalizeS,
     /// `bwd_fused_v`
     BwdFusedV,
-    /// `bwd_fused_s`
-    BwdFusedS,
     /// `bwd_partial_v`
     BwdPartialV,
-    /// `bwd_partial_s`
-    BwdPartialS,
     /// `bwd_apply_v`
     BwdApplyV,
+    /// `bwd_fused_s`
+    BwdFusedS,
+    /// `bwd_partial_s`
+    BwdPartialS,
     /// `bwd_apply_s`
     BwdApplyS,
 }
@@ -150,18 +142,18 @@ impl BatchnormEntry {
     /// Every entry point of the shader, in source order.
     pub const ALL: &'static [BatchnormEntry] = &[
         BatchnormEntry::FwdFusedV,
-        BatchnormEntry::FwdFusedS,
         BatchnormEntry::FwdPartialV,
-        BatchnormEntry::FwdPartialS,
         BatchnormEntry::FwdApplyV,
-        BatchnormEntry::FwdApplyS,
         BatchnormEntry::NormalizeV,
+        BatchnormEntry::FwdFusedS,
+        BatchnormEntry::FwdPartialS,
+        BatchnormEntry::FwdApplyS,
         BatchnormEntry::NormalizeS,
         BatchnormEntry::BwdFusedV,
-        BatchnormEntry::BwdFusedS,
         BatchnormEntry::BwdPartialV,
-        BatchnormEntry::BwdPartialS,
         BatchnormEntry::BwdApplyV,
+        BatchnormEntry::BwdFusedS,
+        BatchnormEntry::BwdPartialS,
         BatchnormEntry::BwdApplyS,
     ];
 
@@ -172,18 +164,18 @@ impl BatchnormEntry {
     pub const fn name(self) -> &'static str {
         match self {
             BatchnormEntry::FwdFusedV => "fwd_fused_v",
-            BatchnormEntry::FwdFusedS => "fwd_fused_s",
             BatchnormEntry::FwdPartialV => "fwd_partial_v",
-            BatchnormEntry::FwdPartialS => "fwd_partial_s",
             BatchnormEntry::FwdApplyV => "fwd_apply_v",
-            BatchnormEntry::FwdApplyS => "fwd_apply_s",
             BatchnormEntry::NormalizeV => "normalize_v",
+            BatchnormEntry::FwdFusedS => "fwd_fused_s",
+            BatchnormEntry::FwdPartialS => "fwd_partial_s",
+            BatchnormEntry::FwdApplyS => "fwd_apply_s",
             BatchnormEntry::NormalizeS => "normalize_s",
             BatchnormEntry::BwdFusedV => "bwd_fused_v",
-            BatchnormEntry::BwdFusedS => "bwd_fused_s",
             BatchnormEntry::BwdPartialV => "bwd_partial_v",
-            BatchnormEntry::BwdPartialS => "bwd_partial_s",
             BatchnormEntry::BwdApplyV => "bwd_apply_v",
+            BatchnormEntry::BwdFusedS => "bwd_fused_s",
+            BatchnormEntry::BwdPartialS => "bwd_partial_s",
             BatchnormEntry::BwdApplyS => "bwd_apply_s",
         }
     }
@@ -655,8 +647,6 @@ impl EntryPoint {
     pub const ALL: &'static [EntryPoint] = &[
         EntryPoint::Conv(ConvEntry::Weights3x3T),
         EntryPoint::Conv(ConvEntry::Forward),
-        EntryPoint::Conv(ConvEntry::Forward1x1),
-        EntryPoint::Conv(ConvEntry::Forward1x1V4),
         EntryPoint::Conv(ConvEntry::ForwardFlat),
         EntryPoint::Conv(ConvEntry::Forward3x3),
         EntryPoint::Conv(ConvEntry::Forward3x3V4),
@@ -674,18 +664,18 @@ impl EntryPoint {
         EntryPoint::Conv(ConvEntry::ReduceSplits),
         EntryPoint::Conv(ConvEntry::BiasGrad),
         EntryPoint::Batchnorm(BatchnormEntry::FwdFusedV),
-        EntryPoint::Batchnorm(BatchnormEntry::FwdFusedS),
         EntryPoint::Batchnorm(BatchnormEntry::FwdPartialV),
-        EntryPoint::Batchnorm(BatchnormEntry::FwdPartialS),
         EntryPoint::Batchnorm(BatchnormEntry::FwdApplyV),
-        EntryPoint::Batchnorm(BatchnormEntry::FwdApplyS),
         EntryPoint::Batchnorm(BatchnormEntry::NormalizeV),
+        EntryPoint::Batchnorm(BatchnormEntry::FwdFusedS),
+        EntryPoint::Batchnorm(BatchnormEntry::FwdPartialS),
+        EntryPoint::Batchnorm(BatchnormEntry::FwdApplyS),
         EntryPoint::Batchnorm(BatchnormEntry::NormalizeS),
         EntryPoint::Batchnorm(BatchnormEntry::BwdFusedV),
-        EntryPoint::Batchnorm(BatchnormEntry::BwdFusedS),
         EntryPoint::Batchnorm(BatchnormEntry::BwdPartialV),
-        EntryPoint::Batchnorm(BatchnormEntry::BwdPartialS),
         EntryPoint::Batchnorm(BatchnormEntry::BwdApplyV),
+        EntryPoint::Batchnorm(BatchnormEntry::BwdFusedS),
+        EntryPoint::Batchnorm(BatchnormEntry::BwdPartialS),
         EntryPoint::Batchnorm(BatchnormEntry::BwdApplyS),
         EntryPoint::Elementwise(ElementwiseEntry::ReluForward),
         EntryPoint::Elementwise(ElementwiseEntry::ReluBackward),

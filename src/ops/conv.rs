@@ -8,9 +8,10 @@
 //!   stride-1 unpadded ones on images of 4 pixels or more run as `ops::gemm`'s split-K product
 //!   with the images summed instead ([`pointwise_gemm_weight`]).
 //!
-//! 1×1 stride-1 unpadded convolutions (most of DenseNet) use entry points without im2col index
-//! math (and vec4 column loads when h·w is a multiple of 4); without bias, their forward and
-//! backward data (and, on images of more than 3 pixels, backward weight) run as `ops::gemm`. The
+//! The forward and backward data of 1×1 stride-1 unpadded convolutions (most of DenseNet) run as
+//! `ops::gemm` ([`pointwise_gemm_config`]; a bias is added by a second dispatch), and so does
+//! their backward weight on images of 4 pixels or more; on smaller ones it takes the conv
+//! kernel's entry point without im2col index math (`backward_weight_1x1`). The
 //! forward of 3×3 stride-1 pad-1 convolutions loads each input row window once for the three
 //! horizontal taps, 8 pixels per lane on 4-aligned rows (`forward_3x3_v8`, see
 //! [`row_window_forward`]); their backward data does the same with dy's row windows
@@ -171,7 +172,7 @@ impl Tiles {
             // forward_3x3_v8: 8 pixels per lane.
             Tiles { wg: 32, tm: fit_tm(s.c_out, 8), tn: 8 }
         } else {
-            Tiles::pixel_columns(s, s.c_out, row_window_forward(s))
+            Tiles::pixel_columns(s.c_out, row_window_forward(s))
         }
     }
     /// Rows are input channels, columns input pixels (many).
@@ -183,7 +184,7 @@ impl Tiles {
             // runs, may still pick 16).
             Tiles { wg: 32, tm: fit_tm(s.c_in, 8).min(8), tn: 8 }
         } else {
-            Tiles::pixel_columns(s, s.c_in, row_window_backward_data(s))
+            Tiles::pixel_columns(s.c_in, row_window_backward_data(s))
         }
     }
     /// Rows are output channels, columns c_in·kh·kw: as few as 24 in a DenseNet-BC, so the tile
@@ -205,14 +206,12 @@ impl Tiles {
         let tn = 2;
         Tiles { wg: fit_wg(cols, tn), tm: fit_tm(s.c_out, tn), tn }
     }
-    /// 1×1 kernels over 4-aligned images read four pixels as one vec4 (TN = 4); elsewhere every
-    /// column is a gather of its own, and two per invocation measured faster on lavapipe.
-    /// The row-window 3×3 kernels (`window`) take four pixels of a row per invocation.
-    fn pixel_columns(s: &Conv2dShape, rows: usize, window: bool) -> Tiles {
+    /// Every column is a gather of its own, and two per invocation measured faster on lavapipe;
+    /// the row-window 3×3 kernels (`window`) take four pixels of a row per invocation. (1×1
+    /// convolutions run as the GEMM, whose tiles are its own.)
+    fn pixel_columns(rows: usize, window: bool) -> Tiles {
         if window {
             Tiles { wg: 32, tm: fit_tm(rows, 4), tn: 4 }
-        } else if s.is_pointwise() && (s.h * s.w) % 4 == 0 {
-            Tiles { wg: 64, tm: fit_tm(rows, 4), tn: 4 }
         } else {
             Tiles { wg: 32, tm: fit_tm(rows, 2), tn: 2 }
         }
@@ -392,12 +391,6 @@ fn check_subgroups(gpu: &Gpu) -> Result<()> {
     )))
 }
 
-/// Whether a 1×1 kernel can read its columns as vec4s: four consecutive pixels per invocation
-/// that never straddle two images or two channels.
-fn vec4_columns(s: &Conv2dShape, t: &Tiles) -> bool {
-    t.tn == 4 && (s.h * s.w) % 4 == 0
-}
-
 /// Whether the forward of `s` runs as `forward_3x3` (`forward_3x3_v4` / `_v8` with 4 / 8 pixels
 /// per lane on rows of a multiple of 4 pixels: the same sums in the same order): a 3×3 stride-1
 /// pad-1 convolution whose lanes load each input row window once for the three horizontal taps,
@@ -554,11 +547,18 @@ pub fn forward_tiled<'a>(
     check_act("x", &x, s.n, s.c_in, s.h * s.w)?;
     check_act("y", &y, s.n, s.c_out, s.p() * s.q())?;
     check_buf("weight", weight, s.weight_len())?;
-    if let (None, Some(cfg)) = (bias, pointwise_gemm_config(gpu, s)) {
+    if let Some(cfg) = pointwise_gemm_config(gpu, s) {
         let hw = s.h * s.w;
         let w = MatrixLayout::row_major(s.c_out, s.c_in).with_batch_stride(0);
         let g = GemmShape::new(s.c_out, hw, s.c_in, s.n, w, act_layout(&x, hw), act_layout(&y, hw))?;
-        return gemm::gemm_with(gpu, &g, weight, x.buf, y.buf, false, 1.0, &cfg);
+        let mut d = gemm::gemm_with(gpu, &g, weight, x.buf, y.buf, false, 1.0, &cfg)?;
+        if let Some(b) = bias {
+            check_buf("bias", b, s.c_out)?;
+            // One bias per channel: a row of each image's channels × pixels matrix.
+            let per_row = MatrixLayout { offset: 0, row_stride: 1, col_stride: 0, batch_stride: 0 };
+            d.push(gemm::add_bias(gpu, s.n, s.c_out, hw, (b, per_row), (y.buf, g.c))?);
+        }
+        return Ok(d);
     }
     let p = params(s, &x, &y);
     let mut groups = t.groups(s.c_out, s.n * s.p() * s.q());
@@ -575,10 +575,6 @@ pub fn forward_tiled<'a>(
         } else {
             ConvEntry::Forward3x3
         }
-    } else if s.is_pointwise() && vec4_columns(s, &t) {
-        ConvEntry::Forward1x1V4
-    } else if s.is_pointwise() {
-        ConvEntry::Forward1x1
     } else if s.c_in < 8 {
         // Blocks of 8 channels per tap would be mostly empty: walk (channel, tap) as one index.
         ConvEntry::ForwardFlat

@@ -455,18 +455,24 @@ fn reduce<'a>(
     })
 }
 
-/// `C[m, n] += bias[n]` for an `m × n` matrix `c` (bias element n at `bias.offset +
-/// n·bias.col_stride`).
+/// `C[z, i, j] += bias[i·row_stride + j·col_stride]` for the `batch` matrices `m × n` of `c`,
+/// the bias laid out by `bias.1` (its batch stride unused): a stride of 0 broadcasts it, so a
+/// Linear's bias (one per column) has row stride 0 and a convolution's (one per channel, the
+/// rows of an image's `channels × pixels` matrix) column stride 0.
 pub fn add_bias(
     gpu: &Gpu,
+    batch: usize,
     m: usize,
     n: usize,
     bias: (BufRange, MatrixLayout),
     c: (BufRange, MatrixLayout),
 ) -> Result<Dispatch> {
-    let shape =
-        GemmShape::new(m, n, 1, 1, MatrixLayout { row_stride: 0, ..bias.1 }, MatrixLayout::row_major(1, n), c.1)?;
-    check_buffer("bias", bias.0, bias.1.last(1, 1, n) + 1)?;
+    let b = MatrixLayout { batch_stride: 0, ..bias.1 };
+    let shape = GemmShape::new(m, n, 1, batch, b, MatrixLayout::row_major(1, n), c.1)?;
+    if shape.sums_batches() {
+        return Err(Error::shape(OP, "add_bias needs a C batch stride (each of the batch matrices gets the bias)"));
+    }
+    check_buffer("bias", bias.0, b.last(1, m, n) + 1)?;
     check_buffer("C", c.0, shape.c_len())?;
     let p = params(&shape, plan(&shape, 1), c.1, true, 1.0);
     gpu.dispatch(Launch {
@@ -474,7 +480,7 @@ pub fn add_bias(
         constants: &[("WG_REDUCE", WG_REDUCE as f64)],
         params: bytemuck::bytes_of(&p),
         buffers: &[c.0, bias.0],
-        workgroups: grid(ceil_div(m * n, WG_REDUCE as usize)),
+        workgroups: grid(ceil_div(batch * m * n, WG_REDUCE as usize)),
     })
 }
 

@@ -60,8 +60,9 @@ pub fn forward<'a>(
     y: Act<'a>,
 ) -> Result<Vec<Dispatch>> {
     let mut d = gemm::gemm(gpu, &s.forward_gemm(rows(&x), rows(&y))?, x.buf, w, y.buf, false, 1.0)?;
-    let row = L::row_major(1, s.out_features);
-    d.push(gemm::add_bias(gpu, s.batch, s.out_features, (b.into(), row), (y.buf, rows(&y)))?);
+    // One bias per column, the same in every row.
+    let bias = L { offset: 0, row_stride: 0, col_stride: 1, batch_stride: 0 };
+    d.push(gemm::add_bias(gpu, 1, s.batch, s.out_features, (b.into(), bias), (y.buf, rows(&y)))?);
     Ok(d)
 }
 

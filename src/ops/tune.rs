@@ -139,14 +139,8 @@ pub fn candidates(pass: Pass, s: &Conv2dShape) -> Vec<Tiles> {
             push(Tiles { wg: 32, tm: fit_tm(rows, 4), tn: 4 });
         }
         Pass::Forward | Pass::BackwardData => {
-            let vec4 = s.is_pointwise() && (s.h * s.w) % 4 == 0;
-            if vec4 {
-                push(Tiles { wg: 16, tm: h.tm, tn: 4 });
-                push(Tiles { wg: 32, tm: fit_tm(rows, 2), tn: 2 });
-            } else {
-                push(Tiles { wg: 16, tm: h.tm, tn: 2 });
-                push(Tiles { wg: 64, tm: fit_tm(rows, 4), tn: 4 });
-            }
+            push(Tiles { wg: 16, tm: h.tm, tn: 2 });
+            push(Tiles { wg: 64, tm: fit_tm(rows, 4), tn: 4 });
         }
         Pass::BackwardWeight if conv::row_window_backward_weight(s) => {
             // backward_weight_3x3: other workgroup widths and tile heights (TN is unused).

@@ -111,12 +111,12 @@ fn pointwise_matches_reference() {
     check(shape(1, 13, 9, 9, 76, 1, 1, 0), true, false, 1);
     check(shape(2, 76, 7, 7, 3, 1, 1, 0), false, true, 2);
     check(shape(3, 3, 17, 15, 13, 1, 1, 0), true, true, 3);
-    // h*w a multiple of 4: the vec4 column path.
+    // h*w a multiple of 4: the GEMM's vec4 loads along the pixels.
     check(shape(2, 13, 6, 10, 76, 1, 1, 0), true, true, 14);
     check(shape(1, 76, 4, 5, 13, 1, 1, 0), false, false, 15);
-    // Forward without bias and backward data run as GEMMs: on a GPU their workgroups fitted to
-    // the images (64 lanes, 16 lanes for 8×8, the fewest empty columns for 14×14 and 2×2), on a
-    // CPU device 8 lanes; and 1-pixel images.
+    // Forward (a bias added by a second dispatch) and backward data run as GEMMs: on a GPU
+    // their workgroups fitted to the images (64 lanes, 16 lanes for 8×8, the fewest empty
+    // columns for 14×14 and 2×2), on a CPU device 8 lanes; and 1-pixel images.
     check(shape(2, 13, 16, 16, 76, 1, 1, 0), false, true, 20);
     check(shape(1, 76, 32, 16, 13, 1, 1, 0), true, true, 21);
     check(shape(3, 5, 16, 16, 3, 1, 1, 0), false, false, 22);
@@ -698,8 +698,9 @@ fn pointwise_backward_weight_chunks_match_reference() {
     assert_close_scaled(&format!("backward bias {what}"), &got, &conv::backward_bias_ref(&s, &dy), TOL);
 }
 
-/// A 1x1 convolution as the batched strided GEMM (several tile configs) next to the conv
-/// kernels, in GFLOP per CPU-second ×2 (why `conv::pointwise_gemm` exists):
+/// A 1x1 convolution as the batched strided GEMM in several tile configs (the conv ops run
+/// [`conv::pointwise_gemm_config`]'s), next to the conv ops' rates, in GFLOP per CPU-second ×2
+/// (the conv kernel's own 1×1 forward, measured 1.5–2× slower here, is gone):
 /// `CONV_SHAPE=64,84,32,32,48,1,1,0 cargo test --release --test kernels conv::pointwise_as_gemm -- --ignored --nocapture`.
 #[test]
 #[ignore]
