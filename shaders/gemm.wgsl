@@ -454,6 +454,8 @@ fn tile_array() -> array<vec4<f32>, 32> {
     );
 }
 
+// The tile's stores, C one float at a time or (store_c4) as vec4s: two functions since one
+// entry point may name c or c4 but not both (store_c4's row bound: see Params.zero).
 fn store(t: Tile, z: u32) {
     var tile = tile_array();
     let rows = min(TM, p.m - t.m0);
@@ -463,10 +465,9 @@ fn store(t: Tile, z: u32) {
     }
 }
 
-// store with vec4 stores: a copy, since one entry point may name c or c4 but not both.
 fn store_c4(t: Tile, z: u32) {
     var tile = tile_array();
-    let rows = min(TM + p.zero, p.m - t.m0); // see Params.zero
+    let rows = min(TM + p.zero, p.m - t.m0);
     for (var i = 0u; i < rows; i++) {
         store4_c4(z, t.m0 + i, t.n0, tile[2u * i]);
         if (TN > 4u) { store4_c4(z, t.m0 + i, t.n0 + 4u, tile[2u * i + 1u]); }
@@ -498,7 +499,7 @@ fn gemm_gg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
 
 @compute @workgroup_size(WG)
 fn gemm_gg_c4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-              @builtin(local_invocation_id) lid: vec3<u32>, @builtin(subgroup_invocation_id) sid: u32) {
+           @builtin(local_invocation_id) lid: vec3<u32>, @builtin(subgroup_invocation_id) sid: u32) {
     let t = tile(wid, nwg, lid, sid);
     mul_gg(t, slice_range(wid.z));
     store_c4(t, wid.z);
@@ -524,7 +525,7 @@ fn gemm_gn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
 
 @compute @workgroup_size(WG)
 fn gemm_gn_c4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-              @builtin(local_invocation_id) lid: vec3<u32>, @builtin(subgroup_invocation_id) sid: u32) {
+           @builtin(local_invocation_id) lid: vec3<u32>, @builtin(subgroup_invocation_id) sid: u32) {
     let t = tile(wid, nwg, lid, sid);
     mul_gn(t, slice_range(wid.z));
     store_c4(t, wid.z);
@@ -550,7 +551,7 @@ fn gemm_gk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
 
 @compute @workgroup_size(WG)
 fn gemm_gk_c4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-              @builtin(local_invocation_id) lid: vec3<u32>, @builtin(subgroup_invocation_id) sid: u32) {
+           @builtin(local_invocation_id) lid: vec3<u32>, @builtin(subgroup_invocation_id) sid: u32) {
     let t = tile(wid, nwg, lid, sid);
     mul_gk(t, slice_range(wid.z));
     store_c4(t, wid.z);
@@ -576,7 +577,7 @@ fn gemm_kg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
 
 @compute @workgroup_size(WG)
 fn gemm_kg_c4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-              @builtin(local_invocation_id) lid: vec3<u32>, @builtin(subgroup_invocation_id) sid: u32) {
+           @builtin(local_invocation_id) lid: vec3<u32>, @builtin(subgroup_invocation_id) sid: u32) {
     let t = tile(wid, nwg, lid, sid);
     mul_kg(t, slice_range(wid.z));
     store_c4(t, wid.z);
@@ -602,7 +603,7 @@ fn gemm_kn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
 
 @compute @workgroup_size(WG)
 fn gemm_kn_c4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-              @builtin(local_invocation_id) lid: vec3<u32>, @builtin(subgroup_invocation_id) sid: u32) {
+           @builtin(local_invocation_id) lid: vec3<u32>, @builtin(subgroup_invocation_id) sid: u32) {
     let t = tile(wid, nwg, lid, sid);
     mul_kn(t, slice_range(wid.z));
     store_c4(t, wid.z);
@@ -628,7 +629,7 @@ fn gemm_kk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
 
 @compute @workgroup_size(WG)
 fn gemm_kk_c4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-              @builtin(local_invocation_id) lid: vec3<u32>, @builtin(subgroup_invocation_id) sid: u32) {
+           @builtin(local_invocation_id) lid: vec3<u32>, @builtin(subgroup_invocation_id) sid: u32) {
     let t = tile(wid, nwg, lid, sid);
     mul_kk(t, slice_range(wid.z));
     store_c4(t, wid.z);
@@ -654,7 +655,7 @@ fn gemm_mg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
 
 @compute @workgroup_size(WG)
 fn gemm_mg_c4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-              @builtin(local_invocation_id) lid: vec3<u32>, @builtin(subgroup_invocation_id) sid: u32) {
+           @builtin(local_invocation_id) lid: vec3<u32>, @builtin(subgroup_invocation_id) sid: u32) {
     let t = tile(wid, nwg, lid, sid);
     mul_mg(t, slice_range(wid.z));
     store_c4(t, wid.z);
@@ -680,7 +681,7 @@ fn gemm_mn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
 
 @compute @workgroup_size(WG)
 fn gemm_mn_c4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-              @builtin(local_invocation_id) lid: vec3<u32>, @builtin(subgroup_invocation_id) sid: u32) {
+           @builtin(local_invocation_id) lid: vec3<u32>, @builtin(subgroup_invocation_id) sid: u32) {
     let t = tile(wid, nwg, lid, sid);
     mul_mn(t, slice_range(wid.z));
     store_c4(t, wid.z);
@@ -706,7 +707,7 @@ fn gemm_mk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
 
 @compute @workgroup_size(WG)
 fn gemm_mk_c4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-              @builtin(local_invocation_id) lid: vec3<u32>, @builtin(subgroup_invocation_id) sid: u32) {
+           @builtin(local_invocation_id) lid: vec3<u32>, @builtin(subgroup_invocation_id) sid: u32) {
     let t = tile(wid, nwg, lid, sid);
     mul_mk(t, slice_range(wid.z));
     store_c4(t, wid.z);
