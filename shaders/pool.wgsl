@@ -65,6 +65,21 @@ fn base(img: u32, ch: u32, off: u32, tot: u32, plane: u32) -> u32 {
     return (img * tot + off + ch) * plane;
 }
 
+// The element a lane owns in a flat grid over n·c planes of `size` elements: its index `r` in
+// plane (img, ch); `ok` is false past the grid's end.
+struct Elem {
+    ok: bool,
+    r: u32,
+    img: u32,
+    ch: u32,
+}
+
+fn elem_at(gid: vec3<u32>, nwg: vec3<u32>, size: u32) -> Elem {
+    let i = flat(gid, nwg);
+    let plane = i / size;
+    return Elem(i < p.n * p.c * size, i % size, plane / p.c, plane % p.c);
+}
+
 // Average pooling 2×2 / stride 2 / no padding over even widths (DenseNet's transitions), one
 // lane per 2×2 block: the generic entries spend a dozen per-lane integer divisions on every
 // element, these two per block (`block_at`; rows past one grid dimension continue in z, see
@@ -92,12 +107,8 @@ fn avg_forward_2x2(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
     if (!b.ok) {
         return;
     }
-    let ox = b.bx;
-    let oy = b.by;
-    let img = b.img;
-    let ch = b.ch;
-    // vec2 index of input pixel (2·oy, 2·ox)
-    let i = base(img, ch, p.off1, p.tot1, p.h * p.w) / 2u + oy * p.w + ox;
+    // vec2 index of input pixel (2·by, 2·bx)
+    let i = base(b.img, b.ch, p.off1, p.tot1, p.h * p.w) / 2u + b.by * p.w + b.bx;
     let top = src2[i];
     let bottom = src2[i + p.w / 2u];
     var sum = 0.0;
@@ -105,7 +116,7 @@ fn avg_forward_2x2(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
     sum += top.y;
     sum += bottom.x;
     sum += bottom.y;
-    dst[base(img, ch, p.off2, p.tot2, p.oh * p.ow) + oy * p.ow + ox] = sum / 4.0;
+    dst[base(b.img, b.ch, p.off2, p.tot2, p.oh * p.ow) + b.by * p.ow + b.bx] = sum / 4.0;
 }
 
 fn store2(o: u32, v: vec2<f32>) {
@@ -123,17 +134,13 @@ fn avg_backward_2x2(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
     if (!b.ok) {
         return;
     }
-    let bx = b.bx;
-    let by = b.by;
-    let img = b.img;
-    let ch = b.ch;
     var g = 0.0;
-    if (by < p.oh) {
-        g += src[base(img, ch, p.off1, p.tot1, p.oh * p.ow) + by * p.ow + bx] / 4.0;
+    if (b.by < p.oh) {
+        g += src[base(b.img, b.ch, p.off1, p.tot1, p.oh * p.ow) + b.by * p.ow + b.bx] / 4.0;
     }
-    let o = base(img, ch, p.off2, p.tot2, p.h * p.w) / 2u + by * p.w + bx;
+    let o = base(b.img, b.ch, p.off2, p.tot2, p.h * p.w) / 2u + b.by * p.w + b.bx;
     store2(o, vec2(g));
-    if (2u * by + 1u < p.h) {
+    if (2u * b.by + 1u < p.h) {
         store2(o + p.w / 2u, vec2(g));
     }
 }
@@ -149,14 +156,10 @@ fn max_backward_3s2(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
     if (!b.ok) {
         return;
     }
-    let bx = b.bx;
-    let by = b.by;
-    let img = b.img;
-    let ch = b.ch;
-    let xb = base(img, ch, p.off1, p.tot1, p.h * p.w);
-    let gb = base(img, ch, p.off3, p.tot3, p.oh * p.ow);
-    let y0 = i32(2u * by) - 1;
-    let x0 = i32(2u * bx) - 1;
+    let xb = base(b.img, b.ch, p.off1, p.tot1, p.h * p.w);
+    let gb = base(b.img, b.ch, p.off3, p.tot3, p.oh * p.ow);
+    let y0 = i32(2u * b.by) - 1;
+    let x0 = i32(2u * b.bx) - 1;
     var v: array<f32, 25>;
     for (var r = 0; r < 5; r++) {
         for (var c = 0; c < 5; c++) {
@@ -175,8 +178,8 @@ fn max_backward_3s2(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
     var g: array<f32, 4>;
     for (var wy = 0; wy < 2; wy++) {
         for (var wx = 0; wx < 2; wx++) {
-            let oy = i32(by) + wy;
-            let ox = i32(bx) + wx;
+            let oy = i32(b.by) + wy;
+            let ox = i32(b.bx) + wx;
             var best = Best(0.0, -1);
             var gv = 0.0;
             if (oy < i32(p.oh) && ox < i32(p.ow)) {
@@ -198,7 +201,7 @@ fn max_backward_3s2(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
             g[wy * 2 + wx] = gv;
         }
     }
-    let ob = base(img, ch, p.off2, p.tot2, p.h * p.w);
+    let ob = base(b.img, b.ch, p.off2, p.tot2, p.h * p.w);
     for (var py = 1; py < 3; py++) {
         for (var px = 1; px < 3; px++) {
             let y = y0 + py;
@@ -279,17 +282,13 @@ fn store(o: u32, v: f32) {
 
 @compute @workgroup_size(WG)
 fn max_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = flat(gid, nwg);
     let ohw = p.oh * p.ow;
-    if (i >= p.n * p.c * ohw) {
+    let e = elem_at(gid, nwg, ohw);
+    if (!e.ok) {
         return;
     }
-    let plane = i / ohw;
-    let r = i % ohw;
-    let img = plane / p.c;
-    let ch = plane % p.c;
-    let b = window_max(base(img, ch, p.off1, p.tot1, p.h * p.w), r / p.ow, r % p.ow);
-    dst[base(img, ch, p.off2, p.tot2, ohw) + r] = b.v;
+    let b = window_max(base(e.img, e.ch, p.off1, p.tot1, p.h * p.w), e.r / p.ow, e.r % p.ow);
+    dst[base(e.img, e.ch, p.off2, p.tot2, ohw) + e.r] = b.v;
 }
 
 // One workgroup per (plane, input tile). The argmax and dy of every window touching the tile
@@ -350,18 +349,14 @@ fn max_backward(
 
 @compute @workgroup_size(WG)
 fn avg_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = flat(gid, nwg);
     let ohw = p.oh * p.ow;
-    if (i >= p.n * p.c * ohw) {
+    let e = elem_at(gid, nwg, ohw);
+    if (!e.ok) {
         return;
     }
-    let plane = i / ohw;
-    let r = i % ohw;
-    let img = plane / p.c;
-    let ch = plane % p.c;
-    let xb = base(img, ch, p.off1, p.tot1, p.h * p.w);
-    let oy = i32(r / p.ow);
-    let ox = i32(r % p.ow);
+    let xb = base(e.img, e.ch, p.off1, p.tot1, p.h * p.w);
+    let oy = i32(e.r / p.ow);
+    let ox = i32(e.r % p.ow);
     let y0 = oy * i32(p.s) - i32(p.pad);
     let x0 = ox * i32(p.s) - i32(p.pad);
     let y1 = min(y0 + i32(p.k), i32(p.h));
@@ -372,24 +367,20 @@ fn avg_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
             sum += src[xb + u32(y * i32(p.w) + x)];
         }
     }
-    dst[base(img, ch, p.off2, p.tot2, ohw) + r] = sum / avg_divisor(oy, ox);
+    dst[base(e.img, e.ch, p.off2, p.tot2, ohw) + e.r] = sum / avg_divisor(oy, ox);
 }
 
 // One invocation per input pixel, gathering dy / divisor over the windows that contain it.
 @compute @workgroup_size(WG)
 fn avg_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = flat(gid, nwg);
     let hw = p.h * p.w;
-    if (i >= p.n * p.c * hw) {
+    let e = elem_at(gid, nwg, hw);
+    if (!e.ok) {
         return;
     }
-    let plane = i / hw;
-    let r = i % hw;
-    let img = plane / p.c;
-    let ch = plane % p.c;
-    let gb = base(img, ch, p.off1, p.tot1, p.oh * p.ow);
-    let y = i32(r / p.w);
-    let x = i32(r % p.w);
+    let gb = base(e.img, e.ch, p.off1, p.tot1, p.oh * p.ow);
+    let y = i32(e.r / p.w);
+    let x = i32(e.r % p.w);
     var sum = 0.0;
     let ox0 = first_window(x);
     let ox1 = last_window(x, p.ow);
@@ -398,7 +389,7 @@ fn avg_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
             sum += src[gb + u32(oy * i32(p.ow) + ox)] / avg_divisor(oy, ox);
         }
     }
-    store(base(img, ch, p.off2, p.tot2, hw) + r, sum);
+    store(base(e.img, e.ch, p.off2, p.tot2, hw) + e.r, sum);
 }
 
 // Tree reduction of the partial sums in `part`; WG is a power of two.
@@ -469,16 +460,13 @@ fn global_avg_forward4(
 // dx (+)= dy / (h·w), broadcast over the plane; dy is [n, c] (a view with one pixel per channel).
 @compute @workgroup_size(WG)
 fn global_avg_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = flat(gid, nwg);
     let hw = p.h * p.w;
-    if (i >= p.n * p.c * hw) {
+    let e = elem_at(gid, nwg, hw);
+    if (!e.ok) {
         return;
     }
-    let plane = i / hw;
-    let img = plane / p.c;
-    let ch = plane % p.c;
-    let g = src[img * p.tot1 + p.off1 + ch] / f32(hw);
-    store(base(img, ch, p.off2, p.tot2, hw) + i % hw, g);
+    let g = src[e.img * p.tot1 + p.off1 + e.ch] / f32(hw);
+    store(base(e.img, e.ch, p.off2, p.tot2, hw) + e.r, g);
 }
 
 // dst view (+)= src view, c channels of h pixels (w = 1).
