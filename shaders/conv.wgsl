@@ -46,8 +46,8 @@ override WG: u32 = 64u; // invocations per workgroup
 override TM: u32 = 16u; // channels per invocation (workgroup-uniform), 1..=16
 override TN: u32 = 4u; // consecutive columns per invocation, 1..=4
 override STRIDED: bool = false; // backward data: stride > 1 (taps may miss the output grid)
-// Row-window backward data: the K loop ends in a block of at most 4 output channels (c_out % 8
-// in 1..=4), so the block4 path is compiled (a second copy of the loop body: seconds of LLVM).
+// Row-window kernels: the K loop ends in a block of at most 4 channels (K channels % 8 in
+// 1..=4), so the block4 path is compiled (a second copy of the loop body: seconds of LLVM).
 override SHORT_K: bool = true;
 override RWG: u32 = 256u; // reductions: invocations per workgroup, a power of two <= 256
 
@@ -506,8 +506,7 @@ fn bias_init(f: u32, ncols: u32) -> Acc {
 // for 3 K steps instead of 3 * TN (and with TN = 4 on rows of whole vec4s, 3 vec4 loads: see
 // x_win4; with 8 pixels per lane, conv3_body_v8). The weights are shared as elsewhere (block8,
 // lane l loading input channel k0 + l's), read from a transposed copy where a lane's TM rows are
-// TQ vec4s (w_rows). K is walked as ky, then blocks of 8 channels, then kx, then channel,
-// whatever the tiles, so results do not depend on them.
+// TQ vec4s (w_rows). The body, shared with the backward data, is below the latter's helpers.
 
 struct Conv3 {
     nrows: u32, // output channels of this convolution (GEMM rows)
@@ -645,222 +644,6 @@ fn x_win4(off: u32, edges: vec2<bool>, ok: bool) -> Win {
     let e5 = select(0.0, src4[select(0u, q + 1u, r)].x, r);
     return Win(vec4(e0, mid.xyz), vec2(mid.w, e5));
 }
-
-// The row-window forwards: conv3_body (any width), _v4 (TN = 4 on rows of a multiple of 4 pixels,
-// x_win4), _v8 and _v8_oihw (below): the same sums in the same order, in other tiles and loads.
-fn conv3_body(f: u32, lid: u32, sid: u32, init: Acc, c: Conv3) {
-    let segs = (p.w + TN - 1u) / TN; // per row
-    let nseg = p.n * p.h * segs;
-    let hw = p.h * p.w;
-    let tl = tile(f, lid, c.nrows, nseg * TN, 1u);
-    let l8 = sid & 7u;
-
-    let sg = tl.cols.x / TN;
-    let s = min(sg, nseg - 1u);
-    let img = s / (p.h * segs);
-    let y = (s / segs) % p.h;
-    let x0 = (s % segs) * TN;
-    let inbase = (img * c.in_tot + c.in_off) * hw;
-    let wc = win_cols(x0);
-
-    var acc = init;
-    for (var ky = 0u; ky < 3u; ky++) {
-        let iy = i32(y + ky) - 1;
-        let rowok = (iy >= 0) & (iy < i32(p.h));
-        let rowoff = inbase + select(0u, u32(iy), rowok) * p.w;
-        for (var k0 = 0u; k0 < c.kch; k0 += 8u) {
-            var v: array<Win, 8>;
-            v[0] = x_win(rowoff + min(k0 + 0u, c.kch - 1u) * hw, wc, rowok & (k0 + 0u < c.kch));
-            v[1] = x_win(rowoff + min(k0 + 1u, c.kch - 1u) * hw, wc, rowok & (k0 + 1u < c.kch));
-            v[2] = x_win(rowoff + min(k0 + 2u, c.kch - 1u) * hw, wc, rowok & (k0 + 2u < c.kch));
-            v[3] = x_win(rowoff + min(k0 + 3u, c.kch - 1u) * hw, wc, rowok & (k0 + 3u < c.kch));
-            v[4] = x_win(rowoff + min(k0 + 4u, c.kch - 1u) * hw, wc, rowok & (k0 + 4u < c.kch));
-            v[5] = x_win(rowoff + min(k0 + 5u, c.kch - 1u) * hw, wc, rowok & (k0 + 5u < c.kch));
-            v[6] = x_win(rowoff + min(k0 + 6u, c.kch - 1u) * hw, wc, rowok & (k0 + 6u < c.kch));
-            v[7] = x_win(rowoff + min(k0 + 7u, c.kch - 1u) * hw, wc, rowok & (k0 + 7u < c.kch));
-            // This lane's weights: channel k0 + l8, taps (ky, 0..3).
-            let kl = k0 + l8;
-            let ci = min(kl, c.kch - 1u);
-            let wok = kl < c.kch;
-            var w: Row;
-            w = w_rows(tl.m0, ci, ky * 3u + 0u, wok);
-            block8(&acc, w, X8(win_tap(v[0], 0u), win_tap(v[1], 0u), win_tap(v[2], 0u), win_tap(v[3], 0u), win_tap(v[4], 0u), win_tap(v[5], 0u), win_tap(v[6], 0u), win_tap(v[7], 0u)));
-            w = w_rows(tl.m0, ci, ky * 3u + 1u, wok);
-            block8(&acc, w, X8(win_tap(v[0], 1u), win_tap(v[1], 1u), win_tap(v[2], 1u), win_tap(v[3], 1u), win_tap(v[4], 1u), win_tap(v[5], 1u), win_tap(v[6], 1u), win_tap(v[7], 1u)));
-            w = w_rows(tl.m0, ci, ky * 3u + 2u, wok);
-            block8(&acc, w, X8(win_tap(v[0], 2u), win_tap(v[1], 2u), win_tap(v[2], 2u), win_tap(v[3], 2u), win_tap(v[4], 2u), win_tap(v[5], 2u), win_tap(v[6], 2u), win_tap(v[7], 2u)));
-        }
-    }
-    let col = (img * c.out_tot + c.out_off) * hw + y * p.w + x0 + LANE4;
-    let ok = (vec4(sg) < vec4(nseg)) & (vec4(x0) + LANE4 < vec4(p.w));
-    store_tile(&acc, Out(col, ok, tl.m0, c.nrows, hw, c.add));
-}
-
-fn conv3_body_v4(f: u32, lid: u32, sid: u32, init: Acc, c: Conv3) {
-    let segs = (p.w + TN - 1u) / TN; // per row
-    let nseg = p.n * p.h * segs;
-    let hw = p.h * p.w;
-    let tl = tile(f, lid, c.nrows, nseg * TN, 1u);
-    let l8 = sid & 7u;
-
-    let sg = tl.cols.x / TN;
-    let s = min(sg, nseg - 1u);
-    let img = s / (p.h * segs);
-    let y = (s / segs) % p.h;
-    let x0 = (s % segs) * TN;
-    let inbase = (img * c.in_tot + c.in_off) * hw;
-    let edges = vec2(x0 > 0u, x0 + 4u < p.w);
-
-    var acc = init;
-    for (var ky = 0u; ky < 3u; ky++) {
-        let iy = i32(y + ky) - 1;
-        let rowok = (iy >= 0) & (iy < i32(p.h));
-        let rowoff = inbase + select(0u, u32(iy), rowok) * p.w + x0;
-        for (var k0 = 0u; k0 < c.kch; k0 += 8u) {
-            var v: array<Win, 8>;
-            v[0] = x_win4(rowoff + min(k0 + 0u, c.kch - 1u) * hw, edges, rowok & (k0 + 0u < c.kch));
-            v[1] = x_win4(rowoff + min(k0 + 1u, c.kch - 1u) * hw, edges, rowok & (k0 + 1u < c.kch));
-            v[2] = x_win4(rowoff + min(k0 + 2u, c.kch - 1u) * hw, edges, rowok & (k0 + 2u < c.kch));
-            v[3] = x_win4(rowoff + min(k0 + 3u, c.kch - 1u) * hw, edges, rowok & (k0 + 3u < c.kch));
-            v[4] = x_win4(rowoff + min(k0 + 4u, c.kch - 1u) * hw, edges, rowok & (k0 + 4u < c.kch));
-            v[5] = x_win4(rowoff + min(k0 + 5u, c.kch - 1u) * hw, edges, rowok & (k0 + 5u < c.kch));
-            v[6] = x_win4(rowoff + min(k0 + 6u, c.kch - 1u) * hw, edges, rowok & (k0 + 6u < c.kch));
-            v[7] = x_win4(rowoff + min(k0 + 7u, c.kch - 1u) * hw, edges, rowok & (k0 + 7u < c.kch));
-            // This lane's weights: channel k0 + l8, taps (ky, 0..3).
-            let kl = k0 + l8;
-            let ci = min(kl, c.kch - 1u);
-            let wok = kl < c.kch;
-            var w: Row;
-            w = w_rows(tl.m0, ci, ky * 3u + 0u, wok);
-            block8(&acc, w, X8(win_tap(v[0], 0u), win_tap(v[1], 0u), win_tap(v[2], 0u), win_tap(v[3], 0u), win_tap(v[4], 0u), win_tap(v[5], 0u), win_tap(v[6], 0u), win_tap(v[7], 0u)));
-            w = w_rows(tl.m0, ci, ky * 3u + 1u, wok);
-            block8(&acc, w, X8(win_tap(v[0], 1u), win_tap(v[1], 1u), win_tap(v[2], 1u), win_tap(v[3], 1u), win_tap(v[4], 1u), win_tap(v[5], 1u), win_tap(v[6], 1u), win_tap(v[7], 1u)));
-            w = w_rows(tl.m0, ci, ky * 3u + 2u, wok);
-            block8(&acc, w, X8(win_tap(v[0], 2u), win_tap(v[1], 2u), win_tap(v[2], 2u), win_tap(v[3], 2u), win_tap(v[4], 2u), win_tap(v[5], 2u), win_tap(v[6], 2u), win_tap(v[7], 2u)));
-        }
-    }
-    let col = (img * c.out_tot + c.out_off) * hw + y * p.w + x0 + LANE4;
-    let ok = (vec4(sg) < vec4(nseg)) & (vec4(x0) + LANE4 < vec4(p.w));
-    store_tile4(&acc, Out(col, ok, tl.m0, c.nrows, hw, c.add));
-}
-
-// forward_3x3 with 8 pixels per invocation (TN = 8, rows of a multiple of 4 pixels): per (ky,
-// 8 input channels) a lane loads the windows x0 - 1 .. x0 + 9 of its 8 channels as two aligned
-// vec4s and two end pixels (dy_win10, below: 32 per-lane loads) and its channel's 3 * TM weights,
-// for 3 * 8 * TM * 8 FMAs, about twice conv3_body_v4's FMAs per load. Pixels 0..4 and 4..8 keep
-// an accumulator each (the window elements kx .. kx + 4 and 4 + kx .. 8 + kx: tap10_lo / _hi).
-// The same sums in the same order as forward_3x3. The second vec4 of a row's last segment may
-// lie past its end (w % 8 == 4): loaded as 0 and not stored.
-fn conv3_body_v8(f: u32, lid: u32, sid: u32, init: Acc, c: Conv3) {
-    let segs = (p.w + 8u - 1u) / 8u; // per row
-    let nseg = p.n * p.h * segs;
-    let hw = p.h * p.w;
-    let tl = tile(f, lid, c.nrows, nseg * 8u, 1u);
-    let l8 = sid & 7u;
-
-    let sg = tl.cols.x / 8u;
-    let s = min(sg, nseg - 1u);
-    let img = s / (p.h * segs);
-    let y = (s / segs) % p.h;
-    let x0 = (s % segs) * 8u;
-    let inbase = (img * c.in_tot + c.in_off) * hw;
-    let edges = vec3(x0 > 0u, x0 + 4u < p.w, x0 + 8u < p.w);
-
-    var acc = init;
-    var hi = init; // pixels 4..8
-    for (var ky = 0u; ky < 3u; ky++) {
-        let iy = i32(y + ky) - 1;
-        let rowok = (iy >= 0) & (iy < i32(p.h));
-        let rowoff = inbase + select(0u, u32(iy), rowok) * p.w + x0;
-        for (var k0 = 0u; k0 < c.kch; k0 += 8u) {
-            var v: array<Win10, 8>;
-            v[0] = dy_win10(rowoff + min(k0 + 0u, c.kch - 1u) * hw, edges, rowok & (k0 + 0u < c.kch));
-            v[1] = dy_win10(rowoff + min(k0 + 1u, c.kch - 1u) * hw, edges, rowok & (k0 + 1u < c.kch));
-            v[2] = dy_win10(rowoff + min(k0 + 2u, c.kch - 1u) * hw, edges, rowok & (k0 + 2u < c.kch));
-            v[3] = dy_win10(rowoff + min(k0 + 3u, c.kch - 1u) * hw, edges, rowok & (k0 + 3u < c.kch));
-            v[4] = dy_win10(rowoff + min(k0 + 4u, c.kch - 1u) * hw, edges, rowok & (k0 + 4u < c.kch));
-            v[5] = dy_win10(rowoff + min(k0 + 5u, c.kch - 1u) * hw, edges, rowok & (k0 + 5u < c.kch));
-            v[6] = dy_win10(rowoff + min(k0 + 6u, c.kch - 1u) * hw, edges, rowok & (k0 + 6u < c.kch));
-            v[7] = dy_win10(rowoff + min(k0 + 7u, c.kch - 1u) * hw, edges, rowok & (k0 + 7u < c.kch));
-            // This lane's weights: channel k0 + l8, taps (ky, 0..3).
-            let kl = k0 + l8;
-            let ci = min(kl, c.kch - 1u);
-            let wok = kl < c.kch;
-            var w: Row;
-            w = w_rows(tl.m0, ci, ky * 3u + 0u, wok);
-            block8(&acc, w, X8(tap10_lo(v[0], 0u), tap10_lo(v[1], 0u), tap10_lo(v[2], 0u), tap10_lo(v[3], 0u), tap10_lo(v[4], 0u), tap10_lo(v[5], 0u), tap10_lo(v[6], 0u), tap10_lo(v[7], 0u)));
-            block8(&hi, w, X8(tap10_hi(v[0], 0u), tap10_hi(v[1], 0u), tap10_hi(v[2], 0u), tap10_hi(v[3], 0u), tap10_hi(v[4], 0u), tap10_hi(v[5], 0u), tap10_hi(v[6], 0u), tap10_hi(v[7], 0u)));
-            w = w_rows(tl.m0, ci, ky * 3u + 1u, wok);
-            block8(&acc, w, X8(tap10_lo(v[0], 1u), tap10_lo(v[1], 1u), tap10_lo(v[2], 1u), tap10_lo(v[3], 1u), tap10_lo(v[4], 1u), tap10_lo(v[5], 1u), tap10_lo(v[6], 1u), tap10_lo(v[7], 1u)));
-            block8(&hi, w, X8(tap10_hi(v[0], 1u), tap10_hi(v[1], 1u), tap10_hi(v[2], 1u), tap10_hi(v[3], 1u), tap10_hi(v[4], 1u), tap10_hi(v[5], 1u), tap10_hi(v[6], 1u), tap10_hi(v[7], 1u)));
-            w = w_rows(tl.m0, ci, ky * 3u + 2u, wok);
-            block8(&acc, w, X8(tap10_lo(v[0], 2u), tap10_lo(v[1], 2u), tap10_lo(v[2], 2u), tap10_lo(v[3], 2u), tap10_lo(v[4], 2u), tap10_lo(v[5], 2u), tap10_lo(v[6], 2u), tap10_lo(v[7], 2u)));
-            block8(&hi, w, X8(tap10_hi(v[0], 2u), tap10_hi(v[1], 2u), tap10_hi(v[2], 2u), tap10_hi(v[3], 2u), tap10_hi(v[4], 2u), tap10_hi(v[5], 2u), tap10_hi(v[6], 2u), tap10_hi(v[7], 2u)));
-        }
-    }
-    let col = (img * c.out_tot + c.out_off) * hw + y * p.w + x0 + LANE4;
-    let ok = (vec4(sg) < vec4(nseg)) & (vec4(x0) + LANE4 < vec4(p.w));
-    store_tile4(&acc, Out(col, ok, tl.m0, c.nrows, hw, c.add));
-    let ok_hi = (vec4(sg) < vec4(nseg)) & (vec4(x0 + 4u) + LANE4 < vec4(p.w));
-    store_tile4(&hi, Out(col + vec4(4u), ok_hi, tl.m0, c.nrows, hw, c.add));
-}
-
-// conv3_body_v8 reading the weights straight from OIHW (wt): with 16-row tiles measured about 7%
-// faster than the transposed ones on lavapipe (with 12, 8% slower). The same sums in the same order.
-fn conv3_body_v8_oihw(f: u32, lid: u32, sid: u32, init: Acc, c: Conv3) {
-    let segs = (p.w + 8u - 1u) / 8u; // per row
-    let nseg = p.n * p.h * segs;
-    let hw = p.h * p.w;
-    let tl = tile(f, lid, c.nrows, nseg * 8u, 1u);
-    let l8 = sid & 7u;
-
-    let sg = tl.cols.x / 8u;
-    let s = min(sg, nseg - 1u);
-    let img = s / (p.h * segs);
-    let y = (s / segs) % p.h;
-    let x0 = (s % segs) * 8u;
-    let inbase = (img * c.in_tot + c.in_off) * hw;
-    let edges = vec3(x0 > 0u, x0 + 4u < p.w, x0 + 8u < p.w);
-
-    var acc = init;
-    var hi = init; // pixels 4..8
-    for (var ky = 0u; ky < 3u; ky++) {
-        let iy = i32(y + ky) - 1;
-        let rowok = (iy >= 0) & (iy < i32(p.h));
-        let rowoff = inbase + select(0u, u32(iy), rowok) * p.w + x0;
-        for (var k0 = 0u; k0 < c.kch; k0 += 8u) {
-            var v: array<Win10, 8>;
-            v[0] = dy_win10(rowoff + min(k0 + 0u, c.kch - 1u) * hw, edges, rowok & (k0 + 0u < c.kch));
-            v[1] = dy_win10(rowoff + min(k0 + 1u, c.kch - 1u) * hw, edges, rowok & (k0 + 1u < c.kch));
-            v[2] = dy_win10(rowoff + min(k0 + 2u, c.kch - 1u) * hw, edges, rowok & (k0 + 2u < c.kch));
-            v[3] = dy_win10(rowoff + min(k0 + 3u, c.kch - 1u) * hw, edges, rowok & (k0 + 3u < c.kch));
-            v[4] = dy_win10(rowoff + min(k0 + 4u, c.kch - 1u) * hw, edges, rowok & (k0 + 4u < c.kch));
-            v[5] = dy_win10(rowoff + min(k0 + 5u, c.kch - 1u) * hw, edges, rowok & (k0 + 5u < c.kch));
-            v[6] = dy_win10(rowoff + min(k0 + 6u, c.kch - 1u) * hw, edges, rowok & (k0 + 6u < c.kch));
-            v[7] = dy_win10(rowoff + min(k0 + 7u, c.kch - 1u) * hw, edges, rowok & (k0 + 7u < c.kch));
-            // This lane's weights: channel k0 + l8, taps (ky, 0..3).
-            let kl = k0 + l8;
-            let ci = min(kl, c.kch - 1u);
-            let wok = kl < c.kch;
-            var w: Row;
-            w = w_rows_oihw(tl.m0, ci, ky * 3u + 0u, wok);
-            block8(&acc, w, X8(tap10_lo(v[0], 0u), tap10_lo(v[1], 0u), tap10_lo(v[2], 0u), tap10_lo(v[3], 0u), tap10_lo(v[4], 0u), tap10_lo(v[5], 0u), tap10_lo(v[6], 0u), tap10_lo(v[7], 0u)));
-            block8(&hi, w, X8(tap10_hi(v[0], 0u), tap10_hi(v[1], 0u), tap10_hi(v[2], 0u), tap10_hi(v[3], 0u), tap10_hi(v[4], 0u), tap10_hi(v[5], 0u), tap10_hi(v[6], 0u), tap10_hi(v[7], 0u)));
-            w = w_rows_oihw(tl.m0, ci, ky * 3u + 1u, wok);
-            block8(&acc, w, X8(tap10_lo(v[0], 1u), tap10_lo(v[1], 1u), tap10_lo(v[2], 1u), tap10_lo(v[3], 1u), tap10_lo(v[4], 1u), tap10_lo(v[5], 1u), tap10_lo(v[6], 1u), tap10_lo(v[7], 1u)));
-            block8(&hi, w, X8(tap10_hi(v[0], 1u), tap10_hi(v[1], 1u), tap10_hi(v[2], 1u), tap10_hi(v[3], 1u), tap10_hi(v[4], 1u), tap10_hi(v[5], 1u), tap10_hi(v[6], 1u), tap10_hi(v[7], 1u)));
-            w = w_rows_oihw(tl.m0, ci, ky * 3u + 2u, wok);
-            block8(&acc, w, X8(tap10_lo(v[0], 2u), tap10_lo(v[1], 2u), tap10_lo(v[2], 2u), tap10_lo(v[3], 2u), tap10_lo(v[4], 2u), tap10_lo(v[5], 2u), tap10_lo(v[6], 2u), tap10_lo(v[7], 2u)));
-            block8(&hi, w, X8(tap10_hi(v[0], 2u), tap10_hi(v[1], 2u), tap10_hi(v[2], 2u), tap10_hi(v[3], 2u), tap10_hi(v[4], 2u), tap10_hi(v[5], 2u), tap10_hi(v[6], 2u), tap10_hi(v[7], 2u)));
-        }
-    }
-    let col = (img * c.out_tot + c.out_off) * hw + y * p.w + x0 + LANE4;
-    let ok = (vec4(sg) < vec4(nseg)) & (vec4(x0) + LANE4 < vec4(p.w));
-    store_tile4(&acc, Out(col, ok, tl.m0, c.nrows, hw, c.add));
-    let ok_hi = (vec4(sg) < vec4(nseg)) & (vec4(x0 + 4u) + LANE4 < vec4(p.w));
-    store_tile4(&hi, Out(col + vec4(4u), ok_hi, tl.m0, c.nrows, hw, c.add));
-}
-
 
 // ---------------------------------------------------------------------------------------------
 // Backward data: dx[n, ci, iy, ix] (+)= sum_{co, ky, kx} w[co, ci, ky, kx] dy[n, co, oy, ox]
@@ -1108,13 +891,32 @@ fn tap10_hi(v: Win10, t: u32) -> vec4<f32> {
     return select(select(vec4(v.b.yzw, v.e9), v.b, t == 1u), vec4(v.a.w, v.b.xyz), t == 0u);
 }
 
-fn backward_data_3x3_body(f: u32, lid: u32, sid: u32) {
+// The weights of output channel co, tap t for the TM input-channel rows of the tile at m0
+// (backward data reads the OIHW weights as their transpose).
+fn w_rows_bwd(m0: u32, co: u32, t: u32, valid: bool) -> Row {
+    return load_rows(Rows(m0, p.cin - 1u, 9u), co * p.cin * 9u + t, valid);
+}
+
+// The row-window bodies, written once for the forward (conv3_body: rows = output channels, K =
+// input channels, tap kx reads window element kx) and the backward data (backward_data_3x3_body:
+// rows = input channels, K = output channels, element 2 - kx). K is walked as ky, then blocks of
+// 8 channels (the last one as a block of 4 when at most 4 are left and the pipeline sets SHORT_K:
+// 12 = 8 + 4 output channels in DenseNet-BC's backward data, so no lane's broadcast is wasted),
+// then kx, then channel, whatever the tiles. Variants: any width; _v4, TN = 4 on rows of a multiple of 4 pixels (x_win4); _v8, 8
+// pixels per invocation (TN = 8, rows of a multiple of 4 pixels): per (ky, 8 channels) a lane
+// loads the windows x0 - 1 .. x0 + 9 of its 8 channels as two aligned vec4s and two end pixels
+// (dy_win10: 32 per-lane loads) and its channel's 3 * TM weights, for 3 * 8 * TM * 8 FMAs, about
+// twice _v4's FMAs per load; pixels 0..4 and 4..8 keep an accumulator each (window elements
+// e .. e + 4 and 4 + e .. 8 + e: tap10_lo / _hi), and the second vec4 of a row's last segment may
+// lie past its end (w % 8 == 4): loaded as 0 and not stored. _v8_oihw, forward only: _v8 reading
+// the weights straight from OIHW (w_rows_oihw), with 16-row tiles about 7% faster than the
+// transposed ones on lavapipe (with 12, 8% slower). Every variant of a pass sums the same terms
+// in the same order.
+fn conv3_body(f: u32, lid: u32, sid: u32, init: Acc, c: Conv3) {
     let segs = (p.w + TN - 1u) / TN; // per row
     let nseg = p.n * p.h * segs;
     let hw = p.h * p.w;
-    let tl = tile(f, lid, p.cin, nseg * TN, 1u);
-    let rows = Rows(tl.m0, p.cin - 1u, 9u);
-    let wco = p.cin * 9u; // from one output channel's weights to the next
+    let tl = tile(f, lid, c.nrows, nseg * TN, 1u);
     let l8 = sid & 7u;
 
     let sg = tl.cols.x / TN;
@@ -1122,65 +924,61 @@ fn backward_data_3x3_body(f: u32, lid: u32, sid: u32) {
     let img = s / (p.h * segs);
     let y = (s / segs) % p.h;
     let x0 = (s % segs) * TN;
-    let dybase = (img * p.b_tot + p.b_off) * hw;
+    let inbase = (img * c.in_tot + c.in_off) * hw;
     let wc = win_cols(x0);
 
-    var acc: Acc;
+    var acc = init;
     for (var ky = 0u; ky < 3u; ky++) {
-        // Tap ky reads dy row y + 1 - ky.
-        let oy = i32(y + 1u) - i32(ky);
-        let rowok = (oy >= 0) & (oy < i32(p.h));
-        let rowoff = dybase + select(0u, u32(oy), rowok) * p.w;
-        for (var k0 = 0u; k0 < p.cout; k0 += 8u) {
-            // This lane's weights: output channel k0 + l8, taps (ky, 0..3).
+        let iy = i32(y + ky) - 1;
+        let rowok = (iy >= 0) & (iy < i32(p.h));
+        let rowoff = inbase + select(0u, u32(iy), rowok) * p.w;
+        for (var k0 = 0u; k0 < c.kch; k0 += 8u) {
+            // This lane's weights: channel k0 + l8, taps (ky, 0..3).
             let kl = k0 + l8;
-            let wb = min(kl, p.cout - 1u) * wco + ky * 3u;
-            let wok = kl < p.cout;
+            let ci = min(kl, c.kch - 1u);
+            let wok = kl < c.kch;
             var w: Row;
-            if (SHORT_K && p.cout - k0 <= 4u) {
+            if (SHORT_K && c.kch - k0 <= 4u) {
                 var v: array<Win, 4>;
-                v[0] = x_win(rowoff + min(k0 + 0u, p.cout - 1u) * hw, wc, rowok & (k0 + 0u < p.cout));
-                v[1] = x_win(rowoff + min(k0 + 1u, p.cout - 1u) * hw, wc, rowok & (k0 + 1u < p.cout));
-                v[2] = x_win(rowoff + min(k0 + 2u, p.cout - 1u) * hw, wc, rowok & (k0 + 2u < p.cout));
-                v[3] = x_win(rowoff + min(k0 + 3u, p.cout - 1u) * hw, wc, rowok & (k0 + 3u < p.cout));
-                w = load_rows(rows, wb + 0u, wok); // kx = 0: window elements 2..
-                block4(&acc, w, X4(win_tap(v[0], 2u), win_tap(v[1], 2u), win_tap(v[2], 2u), win_tap(v[3], 2u)));
-                w = load_rows(rows, wb + 1u, wok); // kx = 1: window elements 1..
-                block4(&acc, w, X4(win_tap(v[0], 1u), win_tap(v[1], 1u), win_tap(v[2], 1u), win_tap(v[3], 1u)));
-                w = load_rows(rows, wb + 2u, wok); // kx = 2: window elements 0..
+                v[0] = x_win(rowoff + min(k0 + 0u, c.kch - 1u) * hw, wc, rowok & (k0 + 0u < c.kch));
+                v[1] = x_win(rowoff + min(k0 + 1u, c.kch - 1u) * hw, wc, rowok & (k0 + 1u < c.kch));
+                v[2] = x_win(rowoff + min(k0 + 2u, c.kch - 1u) * hw, wc, rowok & (k0 + 2u < c.kch));
+                v[3] = x_win(rowoff + min(k0 + 3u, c.kch - 1u) * hw, wc, rowok & (k0 + 3u < c.kch));
+                w = w_rows(tl.m0, ci, ky * 3u + 0u, wok); // kx = 0: window elements 0..
                 block4(&acc, w, X4(win_tap(v[0], 0u), win_tap(v[1], 0u), win_tap(v[2], 0u), win_tap(v[3], 0u)));
+                w = w_rows(tl.m0, ci, ky * 3u + 1u, wok); // kx = 1: window elements 1..
+                block4(&acc, w, X4(win_tap(v[0], 1u), win_tap(v[1], 1u), win_tap(v[2], 1u), win_tap(v[3], 1u)));
+                w = w_rows(tl.m0, ci, ky * 3u + 2u, wok); // kx = 2: window elements 2..
+                block4(&acc, w, X4(win_tap(v[0], 2u), win_tap(v[1], 2u), win_tap(v[2], 2u), win_tap(v[3], 2u)));
             } else {
                 var v: array<Win, 8>;
-                v[0] = x_win(rowoff + min(k0 + 0u, p.cout - 1u) * hw, wc, rowok & (k0 + 0u < p.cout));
-                v[1] = x_win(rowoff + min(k0 + 1u, p.cout - 1u) * hw, wc, rowok & (k0 + 1u < p.cout));
-                v[2] = x_win(rowoff + min(k0 + 2u, p.cout - 1u) * hw, wc, rowok & (k0 + 2u < p.cout));
-                v[3] = x_win(rowoff + min(k0 + 3u, p.cout - 1u) * hw, wc, rowok & (k0 + 3u < p.cout));
-                v[4] = x_win(rowoff + min(k0 + 4u, p.cout - 1u) * hw, wc, rowok & (k0 + 4u < p.cout));
-                v[5] = x_win(rowoff + min(k0 + 5u, p.cout - 1u) * hw, wc, rowok & (k0 + 5u < p.cout));
-                v[6] = x_win(rowoff + min(k0 + 6u, p.cout - 1u) * hw, wc, rowok & (k0 + 6u < p.cout));
-                v[7] = x_win(rowoff + min(k0 + 7u, p.cout - 1u) * hw, wc, rowok & (k0 + 7u < p.cout));
-                w = load_rows(rows, wb + 0u, wok); // kx = 0: window elements 2..
-                block8(&acc, w, X8(win_tap(v[0], 2u), win_tap(v[1], 2u), win_tap(v[2], 2u), win_tap(v[3], 2u), win_tap(v[4], 2u), win_tap(v[5], 2u), win_tap(v[6], 2u), win_tap(v[7], 2u)));
-                w = load_rows(rows, wb + 1u, wok); // kx = 1: window elements 1..
-                block8(&acc, w, X8(win_tap(v[0], 1u), win_tap(v[1], 1u), win_tap(v[2], 1u), win_tap(v[3], 1u), win_tap(v[4], 1u), win_tap(v[5], 1u), win_tap(v[6], 1u), win_tap(v[7], 1u)));
-                w = load_rows(rows, wb + 2u, wok); // kx = 2: window elements 0..
+                v[0] = x_win(rowoff + min(k0 + 0u, c.kch - 1u) * hw, wc, rowok & (k0 + 0u < c.kch));
+                v[1] = x_win(rowoff + min(k0 + 1u, c.kch - 1u) * hw, wc, rowok & (k0 + 1u < c.kch));
+                v[2] = x_win(rowoff + min(k0 + 2u, c.kch - 1u) * hw, wc, rowok & (k0 + 2u < c.kch));
+                v[3] = x_win(rowoff + min(k0 + 3u, c.kch - 1u) * hw, wc, rowok & (k0 + 3u < c.kch));
+                v[4] = x_win(rowoff + min(k0 + 4u, c.kch - 1u) * hw, wc, rowok & (k0 + 4u < c.kch));
+                v[5] = x_win(rowoff + min(k0 + 5u, c.kch - 1u) * hw, wc, rowok & (k0 + 5u < c.kch));
+                v[6] = x_win(rowoff + min(k0 + 6u, c.kch - 1u) * hw, wc, rowok & (k0 + 6u < c.kch));
+                v[7] = x_win(rowoff + min(k0 + 7u, c.kch - 1u) * hw, wc, rowok & (k0 + 7u < c.kch));
+                w = w_rows(tl.m0, ci, ky * 3u + 0u, wok); // kx = 0: window elements 0..
                 block8(&acc, w, X8(win_tap(v[0], 0u), win_tap(v[1], 0u), win_tap(v[2], 0u), win_tap(v[3], 0u), win_tap(v[4], 0u), win_tap(v[5], 0u), win_tap(v[6], 0u), win_tap(v[7], 0u)));
+                w = w_rows(tl.m0, ci, ky * 3u + 1u, wok); // kx = 1: window elements 1..
+                block8(&acc, w, X8(win_tap(v[0], 1u), win_tap(v[1], 1u), win_tap(v[2], 1u), win_tap(v[3], 1u), win_tap(v[4], 1u), win_tap(v[5], 1u), win_tap(v[6], 1u), win_tap(v[7], 1u)));
+                w = w_rows(tl.m0, ci, ky * 3u + 2u, wok); // kx = 2: window elements 2..
+                block8(&acc, w, X8(win_tap(v[0], 2u), win_tap(v[1], 2u), win_tap(v[2], 2u), win_tap(v[3], 2u), win_tap(v[4], 2u), win_tap(v[5], 2u), win_tap(v[6], 2u), win_tap(v[7], 2u)));
             }
         }
     }
-    let col = (img * p.a_tot + p.a_off) * hw + y * p.w + x0 + LANE4;
+    let col = (img * c.out_tot + c.out_off) * hw + y * p.w + x0 + LANE4;
     let ok = (vec4(sg) < vec4(nseg)) & (vec4(x0) + LANE4 < vec4(p.w));
-    store_tile(&acc, Out(col, ok, tl.m0, p.cin, hw, p.accumulate != 0u));
+    store_tile(&acc, Out(col, ok, tl.m0, c.nrows, hw, c.add));
 }
 
-// backward_data_3x3_body with x_win4 (TN = 4, rows of a multiple of 4 pixels).
-fn backward_data_3x3_body_v4(f: u32, lid: u32, sid: u32) {
+fn conv3_body_v4(f: u32, lid: u32, sid: u32, init: Acc, c: Conv3) {
     let segs = (p.w + TN - 1u) / TN; // per row
     let nseg = p.n * p.h * segs;
     let hw = p.h * p.w;
-    let tl = tile(f, lid, p.cin, nseg * TN, 1u);
-    let rows = Rows(tl.m0, p.cin - 1u, 9u);
-    let wco = p.cin * 9u; // from one output channel's weights to the next
+    let tl = tile(f, lid, c.nrows, nseg * TN, 1u);
     let l8 = sid & 7u;
 
     let sg = tl.cols.x / TN;
@@ -1188,66 +986,61 @@ fn backward_data_3x3_body_v4(f: u32, lid: u32, sid: u32) {
     let img = s / (p.h * segs);
     let y = (s / segs) % p.h;
     let x0 = (s % segs) * TN;
-    let dybase = (img * p.b_tot + p.b_off) * hw;
+    let inbase = (img * c.in_tot + c.in_off) * hw;
     let edges = vec2(x0 > 0u, x0 + 4u < p.w);
 
-    var acc: Acc;
+    var acc = init;
     for (var ky = 0u; ky < 3u; ky++) {
-        // Tap ky reads dy row y + 1 - ky.
-        let oy = i32(y + 1u) - i32(ky);
-        let rowok = (oy >= 0) & (oy < i32(p.h));
-        let rowoff = dybase + select(0u, u32(oy), rowok) * p.w + x0;
-        for (var k0 = 0u; k0 < p.cout; k0 += 8u) {
-            // This lane's weights: output channel k0 + l8, taps (ky, 0..3).
+        let iy = i32(y + ky) - 1;
+        let rowok = (iy >= 0) & (iy < i32(p.h));
+        let rowoff = inbase + select(0u, u32(iy), rowok) * p.w + x0;
+        for (var k0 = 0u; k0 < c.kch; k0 += 8u) {
+            // This lane's weights: channel k0 + l8, taps (ky, 0..3).
             let kl = k0 + l8;
-            let wb = min(kl, p.cout - 1u) * wco + ky * 3u;
-            let wok = kl < p.cout;
+            let ci = min(kl, c.kch - 1u);
+            let wok = kl < c.kch;
             var w: Row;
-            if (SHORT_K && p.cout - k0 <= 4u) {
+            if (SHORT_K && c.kch - k0 <= 4u) {
                 var v: array<Win, 4>;
-                v[0] = x_win4(rowoff + min(k0 + 0u, p.cout - 1u) * hw, edges, rowok & (k0 + 0u < p.cout));
-                v[1] = x_win4(rowoff + min(k0 + 1u, p.cout - 1u) * hw, edges, rowok & (k0 + 1u < p.cout));
-                v[2] = x_win4(rowoff + min(k0 + 2u, p.cout - 1u) * hw, edges, rowok & (k0 + 2u < p.cout));
-                v[3] = x_win4(rowoff + min(k0 + 3u, p.cout - 1u) * hw, edges, rowok & (k0 + 3u < p.cout));
-                w = load_rows(rows, wb + 0u, wok); // kx = 0: window elements 2..
-                block4(&acc, w, X4(win_tap(v[0], 2u), win_tap(v[1], 2u), win_tap(v[2], 2u), win_tap(v[3], 2u)));
-                w = load_rows(rows, wb + 1u, wok); // kx = 1: window elements 1..
-                block4(&acc, w, X4(win_tap(v[0], 1u), win_tap(v[1], 1u), win_tap(v[2], 1u), win_tap(v[3], 1u)));
-                w = load_rows(rows, wb + 2u, wok); // kx = 2: window elements 0..
+                v[0] = x_win4(rowoff + min(k0 + 0u, c.kch - 1u) * hw, edges, rowok & (k0 + 0u < c.kch));
+                v[1] = x_win4(rowoff + min(k0 + 1u, c.kch - 1u) * hw, edges, rowok & (k0 + 1u < c.kch));
+                v[2] = x_win4(rowoff + min(k0 + 2u, c.kch - 1u) * hw, edges, rowok & (k0 + 2u < c.kch));
+                v[3] = x_win4(rowoff + min(k0 + 3u, c.kch - 1u) * hw, edges, rowok & (k0 + 3u < c.kch));
+                w = w_rows(tl.m0, ci, ky * 3u + 0u, wok); // kx = 0: window elements 0..
                 block4(&acc, w, X4(win_tap(v[0], 0u), win_tap(v[1], 0u), win_tap(v[2], 0u), win_tap(v[3], 0u)));
+                w = w_rows(tl.m0, ci, ky * 3u + 1u, wok); // kx = 1: window elements 1..
+                block4(&acc, w, X4(win_tap(v[0], 1u), win_tap(v[1], 1u), win_tap(v[2], 1u), win_tap(v[3], 1u)));
+                w = w_rows(tl.m0, ci, ky * 3u + 2u, wok); // kx = 2: window elements 2..
+                block4(&acc, w, X4(win_tap(v[0], 2u), win_tap(v[1], 2u), win_tap(v[2], 2u), win_tap(v[3], 2u)));
             } else {
                 var v: array<Win, 8>;
-                v[0] = x_win4(rowoff + min(k0 + 0u, p.cout - 1u) * hw, edges, rowok & (k0 + 0u < p.cout));
-                v[1] = x_win4(rowoff + min(k0 + 1u, p.cout - 1u) * hw, edges, rowok & (k0 + 1u < p.cout));
-                v[2] = x_win4(rowoff + min(k0 + 2u, p.cout - 1u) * hw, edges, rowok & (k0 + 2u < p.cout));
-                v[3] = x_win4(rowoff + min(k0 + 3u, p.cout - 1u) * hw, edges, rowok & (k0 + 3u < p.cout));
-                v[4] = x_win4(rowoff + min(k0 + 4u, p.cout - 1u) * hw, edges, rowok & (k0 + 4u < p.cout));
-                v[5] = x_win4(rowoff + min(k0 + 5u, p.cout - 1u) * hw, edges, rowok & (k0 + 5u < p.cout));
-                v[6] = x_win4(rowoff + min(k0 + 6u, p.cout - 1u) * hw, edges, rowok & (k0 + 6u < p.cout));
-                v[7] = x_win4(rowoff + min(k0 + 7u, p.cout - 1u) * hw, edges, rowok & (k0 + 7u < p.cout));
-                w = load_rows(rows, wb + 0u, wok); // kx = 0: window elements 2..
-                block8(&acc, w, X8(win_tap(v[0], 2u), win_tap(v[1], 2u), win_tap(v[2], 2u), win_tap(v[3], 2u), win_tap(v[4], 2u), win_tap(v[5], 2u), win_tap(v[6], 2u), win_tap(v[7], 2u)));
-                w = load_rows(rows, wb + 1u, wok); // kx = 1: window elements 1..
-                block8(&acc, w, X8(win_tap(v[0], 1u), win_tap(v[1], 1u), win_tap(v[2], 1u), win_tap(v[3], 1u), win_tap(v[4], 1u), win_tap(v[5], 1u), win_tap(v[6], 1u), win_tap(v[7], 1u)));
-                w = load_rows(rows, wb + 2u, wok); // kx = 2: window elements 0..
+                v[0] = x_win4(rowoff + min(k0 + 0u, c.kch - 1u) * hw, edges, rowok & (k0 + 0u < c.kch));
+                v[1] = x_win4(rowoff + min(k0 + 1u, c.kch - 1u) * hw, edges, rowok & (k0 + 1u < c.kch));
+                v[2] = x_win4(rowoff + min(k0 + 2u, c.kch - 1u) * hw, edges, rowok & (k0 + 2u < c.kch));
+                v[3] = x_win4(rowoff + min(k0 + 3u, c.kch - 1u) * hw, edges, rowok & (k0 + 3u < c.kch));
+                v[4] = x_win4(rowoff + min(k0 + 4u, c.kch - 1u) * hw, edges, rowok & (k0 + 4u < c.kch));
+                v[5] = x_win4(rowoff + min(k0 + 5u, c.kch - 1u) * hw, edges, rowok & (k0 + 5u < c.kch));
+                v[6] = x_win4(rowoff + min(k0 + 6u, c.kch - 1u) * hw, edges, rowok & (k0 + 6u < c.kch));
+                v[7] = x_win4(rowoff + min(k0 + 7u, c.kch - 1u) * hw, edges, rowok & (k0 + 7u < c.kch));
+                w = w_rows(tl.m0, ci, ky * 3u + 0u, wok); // kx = 0: window elements 0..
                 block8(&acc, w, X8(win_tap(v[0], 0u), win_tap(v[1], 0u), win_tap(v[2], 0u), win_tap(v[3], 0u), win_tap(v[4], 0u), win_tap(v[5], 0u), win_tap(v[6], 0u), win_tap(v[7], 0u)));
+                w = w_rows(tl.m0, ci, ky * 3u + 1u, wok); // kx = 1: window elements 1..
+                block8(&acc, w, X8(win_tap(v[0], 1u), win_tap(v[1], 1u), win_tap(v[2], 1u), win_tap(v[3], 1u), win_tap(v[4], 1u), win_tap(v[5], 1u), win_tap(v[6], 1u), win_tap(v[7], 1u)));
+                w = w_rows(tl.m0, ci, ky * 3u + 2u, wok); // kx = 2: window elements 2..
+                block8(&acc, w, X8(win_tap(v[0], 2u), win_tap(v[1], 2u), win_tap(v[2], 2u), win_tap(v[3], 2u), win_tap(v[4], 2u), win_tap(v[5], 2u), win_tap(v[6], 2u), win_tap(v[7], 2u)));
             }
         }
     }
-    let col = (img * p.a_tot + p.a_off) * hw + y * p.w + x0 + LANE4;
+    let col = (img * c.out_tot + c.out_off) * hw + y * p.w + x0 + LANE4;
     let ok = (vec4(sg) < vec4(nseg)) & (vec4(x0) + LANE4 < vec4(p.w));
-    store_tile4(&acc, Out(col, ok, tl.m0, p.cin, hw, p.accumulate != 0u));
+    store_tile4(&acc, Out(col, ok, tl.m0, c.nrows, hw, c.add));
 }
 
-// backward_data_3x3_body with 8 pixels per invocation, TN = 8 (rows of a multiple of 4 pixels:
-// two vec4s and the two ends; the second vec4 of a row's last segment may lie past its end).
-fn backward_data_3x3_body_v8(f: u32, lid: u32, sid: u32) {
+fn conv3_body_v8(f: u32, lid: u32, sid: u32, init: Acc, c: Conv3) {
     let segs = (p.w + 8u - 1u) / 8u; // per row
     let nseg = p.n * p.h * segs;
     let hw = p.h * p.w;
-    let tl = tile(f, lid, p.cin, nseg * 8u, 1u);
-    let rows = Rows(tl.m0, p.cin - 1u, 9u);
-    let wco = p.cin * 9u; // from one output channel's weights to the next
+    let tl = tile(f, lid, c.nrows, nseg * 8u, 1u);
     let l8 = sid & 7u;
 
     let sg = tl.cols.x / 8u;
@@ -1255,64 +1048,329 @@ fn backward_data_3x3_body_v8(f: u32, lid: u32, sid: u32) {
     let img = s / (p.h * segs);
     let y = (s / segs) % p.h;
     let x0 = (s % segs) * 8u;
-    let dybase = (img * p.b_tot + p.b_off) * hw;
+    let inbase = (img * c.in_tot + c.in_off) * hw;
     let edges = vec3(x0 > 0u, x0 + 4u < p.w, x0 + 8u < p.w);
 
-    var acc: Acc;
-    var hi: Acc; // pixels 4..8
+    var acc = init;
+    var hi = init; // pixels 4..8
     for (var ky = 0u; ky < 3u; ky++) {
-        // Tap ky reads dy row y + 1 - ky.
-        let oy = i32(y + 1u) - i32(ky);
-        let rowok = (oy >= 0) & (oy < i32(p.h));
-        let rowoff = dybase + select(0u, u32(oy), rowok) * p.w + x0;
-        for (var k0 = 0u; k0 < p.cout; k0 += 8u) {
-            // This lane's weights: output channel k0 + l8, taps (ky, 0..3).
+        let iy = i32(y + ky) - 1;
+        let rowok = (iy >= 0) & (iy < i32(p.h));
+        let rowoff = inbase + select(0u, u32(iy), rowok) * p.w + x0;
+        for (var k0 = 0u; k0 < c.kch; k0 += 8u) {
+            // This lane's weights: channel k0 + l8, taps (ky, 0..3).
             let kl = k0 + l8;
-            let wb = min(kl, p.cout - 1u) * wco + ky * 3u;
-            let wok = kl < p.cout;
+            let ci = min(kl, c.kch - 1u);
+            let wok = kl < c.kch;
             var w: Row;
-            if (SHORT_K && p.cout - k0 <= 4u) {
+            if (SHORT_K && c.kch - k0 <= 4u) {
                 var v: array<Win10, 4>;
-                v[0] = dy_win10(rowoff + min(k0 + 0u, p.cout - 1u) * hw, edges, rowok & (k0 + 0u < p.cout));
-                v[1] = dy_win10(rowoff + min(k0 + 1u, p.cout - 1u) * hw, edges, rowok & (k0 + 1u < p.cout));
-                v[2] = dy_win10(rowoff + min(k0 + 2u, p.cout - 1u) * hw, edges, rowok & (k0 + 2u < p.cout));
-                v[3] = dy_win10(rowoff + min(k0 + 3u, p.cout - 1u) * hw, edges, rowok & (k0 + 3u < p.cout));
-                w = load_rows(rows, wb + 0u, wok); // kx = 0: window elements 2..
-                block4(&acc, w, X4(tap10_lo(v[0], 2u), tap10_lo(v[1], 2u), tap10_lo(v[2], 2u), tap10_lo(v[3], 2u)));
-                block4(&hi, w, X4(tap10_hi(v[0], 2u), tap10_hi(v[1], 2u), tap10_hi(v[2], 2u), tap10_hi(v[3], 2u)));
-                w = load_rows(rows, wb + 1u, wok); // kx = 1: window elements 1..
+                v[0] = dy_win10(rowoff + min(k0 + 0u, c.kch - 1u) * hw, edges, rowok & (k0 + 0u < c.kch));
+                v[1] = dy_win10(rowoff + min(k0 + 1u, c.kch - 1u) * hw, edges, rowok & (k0 + 1u < c.kch));
+                v[2] = dy_win10(rowoff + min(k0 + 2u, c.kch - 1u) * hw, edges, rowok & (k0 + 2u < c.kch));
+                v[3] = dy_win10(rowoff + min(k0 + 3u, c.kch - 1u) * hw, edges, rowok & (k0 + 3u < c.kch));
+                w = w_rows(tl.m0, ci, ky * 3u + 0u, wok); // kx = 0: window elements 0..
+                block4(&acc, w, X4(tap10_lo(v[0], 0u), tap10_lo(v[1], 0u), tap10_lo(v[2], 0u), tap10_lo(v[3], 0u)));
+                block4(&hi, w, X4(tap10_hi(v[0], 0u), tap10_hi(v[1], 0u), tap10_hi(v[2], 0u), tap10_hi(v[3], 0u)));
+                w = w_rows(tl.m0, ci, ky * 3u + 1u, wok); // kx = 1: window elements 1..
                 block4(&acc, w, X4(tap10_lo(v[0], 1u), tap10_lo(v[1], 1u), tap10_lo(v[2], 1u), tap10_lo(v[3], 1u)));
                 block4(&hi, w, X4(tap10_hi(v[0], 1u), tap10_hi(v[1], 1u), tap10_hi(v[2], 1u), tap10_hi(v[3], 1u)));
-                w = load_rows(rows, wb + 2u, wok); // kx = 2: window elements 0..
+                w = w_rows(tl.m0, ci, ky * 3u + 2u, wok); // kx = 2: window elements 2..
+                block4(&acc, w, X4(tap10_lo(v[0], 2u), tap10_lo(v[1], 2u), tap10_lo(v[2], 2u), tap10_lo(v[3], 2u)));
+                block4(&hi, w, X4(tap10_hi(v[0], 2u), tap10_hi(v[1], 2u), tap10_hi(v[2], 2u), tap10_hi(v[3], 2u)));
+            } else {
+                var v: array<Win10, 8>;
+                v[0] = dy_win10(rowoff + min(k0 + 0u, c.kch - 1u) * hw, edges, rowok & (k0 + 0u < c.kch));
+                v[1] = dy_win10(rowoff + min(k0 + 1u, c.kch - 1u) * hw, edges, rowok & (k0 + 1u < c.kch));
+                v[2] = dy_win10(rowoff + min(k0 + 2u, c.kch - 1u) * hw, edges, rowok & (k0 + 2u < c.kch));
+                v[3] = dy_win10(rowoff + min(k0 + 3u, c.kch - 1u) * hw, edges, rowok & (k0 + 3u < c.kch));
+                v[4] = dy_win10(rowoff + min(k0 + 4u, c.kch - 1u) * hw, edges, rowok & (k0 + 4u < c.kch));
+                v[5] = dy_win10(rowoff + min(k0 + 5u, c.kch - 1u) * hw, edges, rowok & (k0 + 5u < c.kch));
+                v[6] = dy_win10(rowoff + min(k0 + 6u, c.kch - 1u) * hw, edges, rowok & (k0 + 6u < c.kch));
+                v[7] = dy_win10(rowoff + min(k0 + 7u, c.kch - 1u) * hw, edges, rowok & (k0 + 7u < c.kch));
+                w = w_rows(tl.m0, ci, ky * 3u + 0u, wok); // kx = 0: window elements 0..
+                block8(&acc, w, X8(tap10_lo(v[0], 0u), tap10_lo(v[1], 0u), tap10_lo(v[2], 0u), tap10_lo(v[3], 0u), tap10_lo(v[4], 0u), tap10_lo(v[5], 0u), tap10_lo(v[6], 0u), tap10_lo(v[7], 0u)));
+                block8(&hi, w, X8(tap10_hi(v[0], 0u), tap10_hi(v[1], 0u), tap10_hi(v[2], 0u), tap10_hi(v[3], 0u), tap10_hi(v[4], 0u), tap10_hi(v[5], 0u), tap10_hi(v[6], 0u), tap10_hi(v[7], 0u)));
+                w = w_rows(tl.m0, ci, ky * 3u + 1u, wok); // kx = 1: window elements 1..
+                block8(&acc, w, X8(tap10_lo(v[0], 1u), tap10_lo(v[1], 1u), tap10_lo(v[2], 1u), tap10_lo(v[3], 1u), tap10_lo(v[4], 1u), tap10_lo(v[5], 1u), tap10_lo(v[6], 1u), tap10_lo(v[7], 1u)));
+                block8(&hi, w, X8(tap10_hi(v[0], 1u), tap10_hi(v[1], 1u), tap10_hi(v[2], 1u), tap10_hi(v[3], 1u), tap10_hi(v[4], 1u), tap10_hi(v[5], 1u), tap10_hi(v[6], 1u), tap10_hi(v[7], 1u)));
+                w = w_rows(tl.m0, ci, ky * 3u + 2u, wok); // kx = 2: window elements 2..
+                block8(&acc, w, X8(tap10_lo(v[0], 2u), tap10_lo(v[1], 2u), tap10_lo(v[2], 2u), tap10_lo(v[3], 2u), tap10_lo(v[4], 2u), tap10_lo(v[5], 2u), tap10_lo(v[6], 2u), tap10_lo(v[7], 2u)));
+                block8(&hi, w, X8(tap10_hi(v[0], 2u), tap10_hi(v[1], 2u), tap10_hi(v[2], 2u), tap10_hi(v[3], 2u), tap10_hi(v[4], 2u), tap10_hi(v[5], 2u), tap10_hi(v[6], 2u), tap10_hi(v[7], 2u)));
+            }
+        }
+    }
+    let col = (img * c.out_tot + c.out_off) * hw + y * p.w + x0 + LANE4;
+    let ok = (vec4(sg) < vec4(nseg)) & (vec4(x0) + LANE4 < vec4(p.w));
+    store_tile4(&acc, Out(col, ok, tl.m0, c.nrows, hw, c.add));
+    let ok_hi = (vec4(sg) < vec4(nseg)) & (vec4(x0 + 4u) + LANE4 < vec4(p.w));
+    store_tile4(&hi, Out(col + vec4(4u), ok_hi, tl.m0, c.nrows, hw, c.add));
+}
+
+fn conv3_body_v8_oihw(f: u32, lid: u32, sid: u32, init: Acc, c: Conv3) {
+    let segs = (p.w + 8u - 1u) / 8u; // per row
+    let nseg = p.n * p.h * segs;
+    let hw = p.h * p.w;
+    let tl = tile(f, lid, c.nrows, nseg * 8u, 1u);
+    let l8 = sid & 7u;
+
+    let sg = tl.cols.x / 8u;
+    let s = min(sg, nseg - 1u);
+    let img = s / (p.h * segs);
+    let y = (s / segs) % p.h;
+    let x0 = (s % segs) * 8u;
+    let inbase = (img * c.in_tot + c.in_off) * hw;
+    let edges = vec3(x0 > 0u, x0 + 4u < p.w, x0 + 8u < p.w);
+
+    var acc = init;
+    var hi = init; // pixels 4..8
+    for (var ky = 0u; ky < 3u; ky++) {
+        let iy = i32(y + ky) - 1;
+        let rowok = (iy >= 0) & (iy < i32(p.h));
+        let rowoff = inbase + select(0u, u32(iy), rowok) * p.w + x0;
+        for (var k0 = 0u; k0 < c.kch; k0 += 8u) {
+            // This lane's weights: channel k0 + l8, taps (ky, 0..3).
+            let kl = k0 + l8;
+            let ci = min(kl, c.kch - 1u);
+            let wok = kl < c.kch;
+            var w: Row;
+            if (SHORT_K && c.kch - k0 <= 4u) {
+                var v: array<Win10, 4>;
+                v[0] = dy_win10(rowoff + min(k0 + 0u, c.kch - 1u) * hw, edges, rowok & (k0 + 0u < c.kch));
+                v[1] = dy_win10(rowoff + min(k0 + 1u, c.kch - 1u) * hw, edges, rowok & (k0 + 1u < c.kch));
+                v[2] = dy_win10(rowoff + min(k0 + 2u, c.kch - 1u) * hw, edges, rowok & (k0 + 2u < c.kch));
+                v[3] = dy_win10(rowoff + min(k0 + 3u, c.kch - 1u) * hw, edges, rowok & (k0 + 3u < c.kch));
+                w = w_rows_oihw(tl.m0, ci, ky * 3u + 0u, wok); // kx = 0: window elements 0..
+                block4(&acc, w, X4(tap10_lo(v[0], 0u), tap10_lo(v[1], 0u), tap10_lo(v[2], 0u), tap10_lo(v[3], 0u)));
+                block4(&hi, w, X4(tap10_hi(v[0], 0u), tap10_hi(v[1], 0u), tap10_hi(v[2], 0u), tap10_hi(v[3], 0u)));
+                w = w_rows_oihw(tl.m0, ci, ky * 3u + 1u, wok); // kx = 1: window elements 1..
+                block4(&acc, w, X4(tap10_lo(v[0], 1u), tap10_lo(v[1], 1u), tap10_lo(v[2], 1u), tap10_lo(v[3], 1u)));
+                block4(&hi, w, X4(tap10_hi(v[0], 1u), tap10_hi(v[1], 1u), tap10_hi(v[2], 1u), tap10_hi(v[3], 1u)));
+                w = w_rows_oihw(tl.m0, ci, ky * 3u + 2u, wok); // kx = 2: window elements 2..
+                block4(&acc, w, X4(tap10_lo(v[0], 2u), tap10_lo(v[1], 2u), tap10_lo(v[2], 2u), tap10_lo(v[3], 2u)));
+                block4(&hi, w, X4(tap10_hi(v[0], 2u), tap10_hi(v[1], 2u), tap10_hi(v[2], 2u), tap10_hi(v[3], 2u)));
+            } else {
+                var v: array<Win10, 8>;
+                v[0] = dy_win10(rowoff + min(k0 + 0u, c.kch - 1u) * hw, edges, rowok & (k0 + 0u < c.kch));
+                v[1] = dy_win10(rowoff + min(k0 + 1u, c.kch - 1u) * hw, edges, rowok & (k0 + 1u < c.kch));
+                v[2] = dy_win10(rowoff + min(k0 + 2u, c.kch - 1u) * hw, edges, rowok & (k0 + 2u < c.kch));
+                v[3] = dy_win10(rowoff + min(k0 + 3u, c.kch - 1u) * hw, edges, rowok & (k0 + 3u < c.kch));
+                v[4] = dy_win10(rowoff + min(k0 + 4u, c.kch - 1u) * hw, edges, rowok & (k0 + 4u < c.kch));
+                v[5] = dy_win10(rowoff + min(k0 + 5u, c.kch - 1u) * hw, edges, rowok & (k0 + 5u < c.kch));
+                v[6] = dy_win10(rowoff + min(k0 + 6u, c.kch - 1u) * hw, edges, rowok & (k0 + 6u < c.kch));
+                v[7] = dy_win10(rowoff + min(k0 + 7u, c.kch - 1u) * hw, edges, rowok & (k0 + 7u < c.kch));
+                w = w_rows_oihw(tl.m0, ci, ky * 3u + 0u, wok); // kx = 0: window elements 0..
+                block8(&acc, w, X8(tap10_lo(v[0], 0u), tap10_lo(v[1], 0u), tap10_lo(v[2], 0u), tap10_lo(v[3], 0u), tap10_lo(v[4], 0u), tap10_lo(v[5], 0u), tap10_lo(v[6], 0u), tap10_lo(v[7], 0u)));
+                block8(&hi, w, X8(tap10_hi(v[0], 0u), tap10_hi(v[1], 0u), tap10_hi(v[2], 0u), tap10_hi(v[3], 0u), tap10_hi(v[4], 0u), tap10_hi(v[5], 0u), tap10_hi(v[6], 0u), tap10_hi(v[7], 0u)));
+                w = w_rows_oihw(tl.m0, ci, ky * 3u + 1u, wok); // kx = 1: window elements 1..
+                block8(&acc, w, X8(tap10_lo(v[0], 1u), tap10_lo(v[1], 1u), tap10_lo(v[2], 1u), tap10_lo(v[3], 1u), tap10_lo(v[4], 1u), tap10_lo(v[5], 1u), tap10_lo(v[6], 1u), tap10_lo(v[7], 1u)));
+                block8(&hi, w, X8(tap10_hi(v[0], 1u), tap10_hi(v[1], 1u), tap10_hi(v[2], 1u), tap10_hi(v[3], 1u), tap10_hi(v[4], 1u), tap10_hi(v[5], 1u), tap10_hi(v[6], 1u), tap10_hi(v[7], 1u)));
+                w = w_rows_oihw(tl.m0, ci, ky * 3u + 2u, wok); // kx = 2: window elements 2..
+                block8(&acc, w, X8(tap10_lo(v[0], 2u), tap10_lo(v[1], 2u), tap10_lo(v[2], 2u), tap10_lo(v[3], 2u), tap10_lo(v[4], 2u), tap10_lo(v[5], 2u), tap10_lo(v[6], 2u), tap10_lo(v[7], 2u)));
+                block8(&hi, w, X8(tap10_hi(v[0], 2u), tap10_hi(v[1], 2u), tap10_hi(v[2], 2u), tap10_hi(v[3], 2u), tap10_hi(v[4], 2u), tap10_hi(v[5], 2u), tap10_hi(v[6], 2u), tap10_hi(v[7], 2u)));
+            }
+        }
+    }
+    let col = (img * c.out_tot + c.out_off) * hw + y * p.w + x0 + LANE4;
+    let ok = (vec4(sg) < vec4(nseg)) & (vec4(x0) + LANE4 < vec4(p.w));
+    store_tile4(&acc, Out(col, ok, tl.m0, c.nrows, hw, c.add));
+    let ok_hi = (vec4(sg) < vec4(nseg)) & (vec4(x0 + 4u) + LANE4 < vec4(p.w));
+    store_tile4(&hi, Out(col + vec4(4u), ok_hi, tl.m0, c.nrows, hw, c.add));
+}
+
+fn backward_data_3x3_body(f: u32, lid: u32, sid: u32, init: Acc, c: Conv3) {
+    let segs = (p.w + TN - 1u) / TN; // per row
+    let nseg = p.n * p.h * segs;
+    let hw = p.h * p.w;
+    let tl = tile(f, lid, c.nrows, nseg * TN, 1u);
+    let l8 = sid & 7u;
+
+    let sg = tl.cols.x / TN;
+    let s = min(sg, nseg - 1u);
+    let img = s / (p.h * segs);
+    let y = (s / segs) % p.h;
+    let x0 = (s % segs) * TN;
+    let inbase = (img * c.in_tot + c.in_off) * hw;
+    let wc = win_cols(x0);
+
+    var acc = init;
+    for (var ky = 0u; ky < 3u; ky++) {
+        let iy = i32(y + 1u) - i32(ky); // tap ky reads dy row y + 1 - ky
+        let rowok = (iy >= 0) & (iy < i32(p.h));
+        let rowoff = inbase + select(0u, u32(iy), rowok) * p.w;
+        for (var k0 = 0u; k0 < c.kch; k0 += 8u) {
+            // This lane's weights: channel k0 + l8, taps (ky, 0..3).
+            let kl = k0 + l8;
+            let ci = min(kl, c.kch - 1u);
+            let wok = kl < c.kch;
+            var w: Row;
+            if (SHORT_K && c.kch - k0 <= 4u) {
+                var v: array<Win, 4>;
+                v[0] = x_win(rowoff + min(k0 + 0u, c.kch - 1u) * hw, wc, rowok & (k0 + 0u < c.kch));
+                v[1] = x_win(rowoff + min(k0 + 1u, c.kch - 1u) * hw, wc, rowok & (k0 + 1u < c.kch));
+                v[2] = x_win(rowoff + min(k0 + 2u, c.kch - 1u) * hw, wc, rowok & (k0 + 2u < c.kch));
+                v[3] = x_win(rowoff + min(k0 + 3u, c.kch - 1u) * hw, wc, rowok & (k0 + 3u < c.kch));
+                w = w_rows_bwd(tl.m0, ci, ky * 3u + 0u, wok); // kx = 0: window elements 2..
+                block4(&acc, w, X4(win_tap(v[0], 2u), win_tap(v[1], 2u), win_tap(v[2], 2u), win_tap(v[3], 2u)));
+                w = w_rows_bwd(tl.m0, ci, ky * 3u + 1u, wok); // kx = 1: window elements 1..
+                block4(&acc, w, X4(win_tap(v[0], 1u), win_tap(v[1], 1u), win_tap(v[2], 1u), win_tap(v[3], 1u)));
+                w = w_rows_bwd(tl.m0, ci, ky * 3u + 2u, wok); // kx = 2: window elements 0..
+                block4(&acc, w, X4(win_tap(v[0], 0u), win_tap(v[1], 0u), win_tap(v[2], 0u), win_tap(v[3], 0u)));
+            } else {
+                var v: array<Win, 8>;
+                v[0] = x_win(rowoff + min(k0 + 0u, c.kch - 1u) * hw, wc, rowok & (k0 + 0u < c.kch));
+                v[1] = x_win(rowoff + min(k0 + 1u, c.kch - 1u) * hw, wc, rowok & (k0 + 1u < c.kch));
+                v[2] = x_win(rowoff + min(k0 + 2u, c.kch - 1u) * hw, wc, rowok & (k0 + 2u < c.kch));
+                v[3] = x_win(rowoff + min(k0 + 3u, c.kch - 1u) * hw, wc, rowok & (k0 + 3u < c.kch));
+                v[4] = x_win(rowoff + min(k0 + 4u, c.kch - 1u) * hw, wc, rowok & (k0 + 4u < c.kch));
+                v[5] = x_win(rowoff + min(k0 + 5u, c.kch - 1u) * hw, wc, rowok & (k0 + 5u < c.kch));
+                v[6] = x_win(rowoff + min(k0 + 6u, c.kch - 1u) * hw, wc, rowok & (k0 + 6u < c.kch));
+                v[7] = x_win(rowoff + min(k0 + 7u, c.kch - 1u) * hw, wc, rowok & (k0 + 7u < c.kch));
+                w = w_rows_bwd(tl.m0, ci, ky * 3u + 0u, wok); // kx = 0: window elements 2..
+                block8(&acc, w, X8(win_tap(v[0], 2u), win_tap(v[1], 2u), win_tap(v[2], 2u), win_tap(v[3], 2u), win_tap(v[4], 2u), win_tap(v[5], 2u), win_tap(v[6], 2u), win_tap(v[7], 2u)));
+                w = w_rows_bwd(tl.m0, ci, ky * 3u + 1u, wok); // kx = 1: window elements 1..
+                block8(&acc, w, X8(win_tap(v[0], 1u), win_tap(v[1], 1u), win_tap(v[2], 1u), win_tap(v[3], 1u), win_tap(v[4], 1u), win_tap(v[5], 1u), win_tap(v[6], 1u), win_tap(v[7], 1u)));
+                w = w_rows_bwd(tl.m0, ci, ky * 3u + 2u, wok); // kx = 2: window elements 0..
+                block8(&acc, w, X8(win_tap(v[0], 0u), win_tap(v[1], 0u), win_tap(v[2], 0u), win_tap(v[3], 0u), win_tap(v[4], 0u), win_tap(v[5], 0u), win_tap(v[6], 0u), win_tap(v[7], 0u)));
+            }
+        }
+    }
+    let col = (img * c.out_tot + c.out_off) * hw + y * p.w + x0 + LANE4;
+    let ok = (vec4(sg) < vec4(nseg)) & (vec4(x0) + LANE4 < vec4(p.w));
+    store_tile(&acc, Out(col, ok, tl.m0, c.nrows, hw, c.add));
+}
+
+fn backward_data_3x3_body_v4(f: u32, lid: u32, sid: u32, init: Acc, c: Conv3) {
+    let segs = (p.w + TN - 1u) / TN; // per row
+    let nseg = p.n * p.h * segs;
+    let hw = p.h * p.w;
+    let tl = tile(f, lid, c.nrows, nseg * TN, 1u);
+    let l8 = sid & 7u;
+
+    let sg = tl.cols.x / TN;
+    let s = min(sg, nseg - 1u);
+    let img = s / (p.h * segs);
+    let y = (s / segs) % p.h;
+    let x0 = (s % segs) * TN;
+    let inbase = (img * c.in_tot + c.in_off) * hw;
+    let edges = vec2(x0 > 0u, x0 + 4u < p.w);
+
+    var acc = init;
+    for (var ky = 0u; ky < 3u; ky++) {
+        let iy = i32(y + 1u) - i32(ky); // tap ky reads dy row y + 1 - ky
+        let rowok = (iy >= 0) & (iy < i32(p.h));
+        let rowoff = inbase + select(0u, u32(iy), rowok) * p.w + x0;
+        for (var k0 = 0u; k0 < c.kch; k0 += 8u) {
+            // This lane's weights: channel k0 + l8, taps (ky, 0..3).
+            let kl = k0 + l8;
+            let ci = min(kl, c.kch - 1u);
+            let wok = kl < c.kch;
+            var w: Row;
+            if (SHORT_K && c.kch - k0 <= 4u) {
+                var v: array<Win, 4>;
+                v[0] = x_win4(rowoff + min(k0 + 0u, c.kch - 1u) * hw, edges, rowok & (k0 + 0u < c.kch));
+                v[1] = x_win4(rowoff + min(k0 + 1u, c.kch - 1u) * hw, edges, rowok & (k0 + 1u < c.kch));
+                v[2] = x_win4(rowoff + min(k0 + 2u, c.kch - 1u) * hw, edges, rowok & (k0 + 2u < c.kch));
+                v[3] = x_win4(rowoff + min(k0 + 3u, c.kch - 1u) * hw, edges, rowok & (k0 + 3u < c.kch));
+                w = w_rows_bwd(tl.m0, ci, ky * 3u + 0u, wok); // kx = 0: window elements 2..
+                block4(&acc, w, X4(win_tap(v[0], 2u), win_tap(v[1], 2u), win_tap(v[2], 2u), win_tap(v[3], 2u)));
+                w = w_rows_bwd(tl.m0, ci, ky * 3u + 1u, wok); // kx = 1: window elements 1..
+                block4(&acc, w, X4(win_tap(v[0], 1u), win_tap(v[1], 1u), win_tap(v[2], 1u), win_tap(v[3], 1u)));
+                w = w_rows_bwd(tl.m0, ci, ky * 3u + 2u, wok); // kx = 2: window elements 0..
+                block4(&acc, w, X4(win_tap(v[0], 0u), win_tap(v[1], 0u), win_tap(v[2], 0u), win_tap(v[3], 0u)));
+            } else {
+                var v: array<Win, 8>;
+                v[0] = x_win4(rowoff + min(k0 + 0u, c.kch - 1u) * hw, edges, rowok & (k0 + 0u < c.kch));
+                v[1] = x_win4(rowoff + min(k0 + 1u, c.kch - 1u) * hw, edges, rowok & (k0 + 1u < c.kch));
+                v[2] = x_win4(rowoff + min(k0 + 2u, c.kch - 1u) * hw, edges, rowok & (k0 + 2u < c.kch));
+                v[3] = x_win4(rowoff + min(k0 + 3u, c.kch - 1u) * hw, edges, rowok & (k0 + 3u < c.kch));
+                v[4] = x_win4(rowoff + min(k0 + 4u, c.kch - 1u) * hw, edges, rowok & (k0 + 4u < c.kch));
+                v[5] = x_win4(rowoff + min(k0 + 5u, c.kch - 1u) * hw, edges, rowok & (k0 + 5u < c.kch));
+                v[6] = x_win4(rowoff + min(k0 + 6u, c.kch - 1u) * hw, edges, rowok & (k0 + 6u < c.kch));
+                v[7] = x_win4(rowoff + min(k0 + 7u, c.kch - 1u) * hw, edges, rowok & (k0 + 7u < c.kch));
+                w = w_rows_bwd(tl.m0, ci, ky * 3u + 0u, wok); // kx = 0: window elements 2..
+                block8(&acc, w, X8(win_tap(v[0], 2u), win_tap(v[1], 2u), win_tap(v[2], 2u), win_tap(v[3], 2u), win_tap(v[4], 2u), win_tap(v[5], 2u), win_tap(v[6], 2u), win_tap(v[7], 2u)));
+                w = w_rows_bwd(tl.m0, ci, ky * 3u + 1u, wok); // kx = 1: window elements 1..
+                block8(&acc, w, X8(win_tap(v[0], 1u), win_tap(v[1], 1u), win_tap(v[2], 1u), win_tap(v[3], 1u), win_tap(v[4], 1u), win_tap(v[5], 1u), win_tap(v[6], 1u), win_tap(v[7], 1u)));
+                w = w_rows_bwd(tl.m0, ci, ky * 3u + 2u, wok); // kx = 2: window elements 0..
+                block8(&acc, w, X8(win_tap(v[0], 0u), win_tap(v[1], 0u), win_tap(v[2], 0u), win_tap(v[3], 0u), win_tap(v[4], 0u), win_tap(v[5], 0u), win_tap(v[6], 0u), win_tap(v[7], 0u)));
+            }
+        }
+    }
+    let col = (img * c.out_tot + c.out_off) * hw + y * p.w + x0 + LANE4;
+    let ok = (vec4(sg) < vec4(nseg)) & (vec4(x0) + LANE4 < vec4(p.w));
+    store_tile4(&acc, Out(col, ok, tl.m0, c.nrows, hw, c.add));
+}
+
+fn backward_data_3x3_body_v8(f: u32, lid: u32, sid: u32, init: Acc, c: Conv3) {
+    let segs = (p.w + 8u - 1u) / 8u; // per row
+    let nseg = p.n * p.h * segs;
+    let hw = p.h * p.w;
+    let tl = tile(f, lid, c.nrows, nseg * 8u, 1u);
+    let l8 = sid & 7u;
+
+    let sg = tl.cols.x / 8u;
+    let s = min(sg, nseg - 1u);
+    let img = s / (p.h * segs);
+    let y = (s / segs) % p.h;
+    let x0 = (s % segs) * 8u;
+    let inbase = (img * c.in_tot + c.in_off) * hw;
+    let edges = vec3(x0 > 0u, x0 + 4u < p.w, x0 + 8u < p.w);
+
+    var acc = init;
+    var hi = init; // pixels 4..8
+    for (var ky = 0u; ky < 3u; ky++) {
+        let iy = i32(y + 1u) - i32(ky); // tap ky reads dy row y + 1 - ky
+        let rowok = (iy >= 0) & (iy < i32(p.h));
+        let rowoff = inbase + select(0u, u32(iy), rowok) * p.w + x0;
+        for (var k0 = 0u; k0 < c.kch; k0 += 8u) {
+            // This lane's weights: channel k0 + l8, taps (ky, 0..3).
+            let kl = k0 + l8;
+            let ci = min(kl, c.kch - 1u);
+            let wok = kl < c.kch;
+            var w: Row;
+            if (SHORT_K && c.kch - k0 <= 4u) {
+                var v: array<Win10, 4>;
+                v[0] = dy_win10(rowoff + min(k0 + 0u, c.kch - 1u) * hw, edges, rowok & (k0 + 0u < c.kch));
+                v[1] = dy_win10(rowoff + min(k0 + 1u, c.kch - 1u) * hw, edges, rowok & (k0 + 1u < c.kch));
+                v[2] = dy_win10(rowoff + min(k0 + 2u, c.kch - 1u) * hw, edges, rowok & (k0 + 2u < c.kch));
+                v[3] = dy_win10(rowoff + min(k0 + 3u, c.kch - 1u) * hw, edges, rowok & (k0 + 3u < c.kch));
+                w = w_rows_bwd(tl.m0, ci, ky * 3u + 0u, wok); // kx = 0: window elements 2..
+                block4(&acc, w, X4(tap10_lo(v[0], 2u), tap10_lo(v[1], 2u), tap10_lo(v[2], 2u), tap10_lo(v[3], 2u)));
+                block4(&hi, w, X4(tap10_hi(v[0], 2u), tap10_hi(v[1], 2u), tap10_hi(v[2], 2u), tap10_hi(v[3], 2u)));
+                w = w_rows_bwd(tl.m0, ci, ky * 3u + 1u, wok); // kx = 1: window elements 1..
+                block4(&acc, w, X4(tap10_lo(v[0], 1u), tap10_lo(v[1], 1u), tap10_lo(v[2], 1u), tap10_lo(v[3], 1u)));
+                block4(&hi, w, X4(tap10_hi(v[0], 1u), tap10_hi(v[1], 1u), tap10_hi(v[2], 1u), tap10_hi(v[3], 1u)));
+                w = w_rows_bwd(tl.m0, ci, ky * 3u + 2u, wok); // kx = 2: window elements 0..
                 block4(&acc, w, X4(tap10_lo(v[0], 0u), tap10_lo(v[1], 0u), tap10_lo(v[2], 0u), tap10_lo(v[3], 0u)));
                 block4(&hi, w, X4(tap10_hi(v[0], 0u), tap10_hi(v[1], 0u), tap10_hi(v[2], 0u), tap10_hi(v[3], 0u)));
             } else {
                 var v: array<Win10, 8>;
-                v[0] = dy_win10(rowoff + min(k0 + 0u, p.cout - 1u) * hw, edges, rowok & (k0 + 0u < p.cout));
-                v[1] = dy_win10(rowoff + min(k0 + 1u, p.cout - 1u) * hw, edges, rowok & (k0 + 1u < p.cout));
-                v[2] = dy_win10(rowoff + min(k0 + 2u, p.cout - 1u) * hw, edges, rowok & (k0 + 2u < p.cout));
-                v[3] = dy_win10(rowoff + min(k0 + 3u, p.cout - 1u) * hw, edges, rowok & (k0 + 3u < p.cout));
-                v[4] = dy_win10(rowoff + min(k0 + 4u, p.cout - 1u) * hw, edges, rowok & (k0 + 4u < p.cout));
-                v[5] = dy_win10(rowoff + min(k0 + 5u, p.cout - 1u) * hw, edges, rowok & (k0 + 5u < p.cout));
-                v[6] = dy_win10(rowoff + min(k0 + 6u, p.cout - 1u) * hw, edges, rowok & (k0 + 6u < p.cout));
-                v[7] = dy_win10(rowoff + min(k0 + 7u, p.cout - 1u) * hw, edges, rowok & (k0 + 7u < p.cout));
-                w = load_rows(rows, wb + 0u, wok); // kx = 0: window elements 2..
+                v[0] = dy_win10(rowoff + min(k0 + 0u, c.kch - 1u) * hw, edges, rowok & (k0 + 0u < c.kch));
+                v[1] = dy_win10(rowoff + min(k0 + 1u, c.kch - 1u) * hw, edges, rowok & (k0 + 1u < c.kch));
+                v[2] = dy_win10(rowoff + min(k0 + 2u, c.kch - 1u) * hw, edges, rowok & (k0 + 2u < c.kch));
+                v[3] = dy_win10(rowoff + min(k0 + 3u, c.kch - 1u) * hw, edges, rowok & (k0 + 3u < c.kch));
+                v[4] = dy_win10(rowoff + min(k0 + 4u, c.kch - 1u) * hw, edges, rowok & (k0 + 4u < c.kch));
+                v[5] = dy_win10(rowoff + min(k0 + 5u, c.kch - 1u) * hw, edges, rowok & (k0 + 5u < c.kch));
+                v[6] = dy_win10(rowoff + min(k0 + 6u, c.kch - 1u) * hw, edges, rowok & (k0 + 6u < c.kch));
+                v[7] = dy_win10(rowoff + min(k0 + 7u, c.kch - 1u) * hw, edges, rowok & (k0 + 7u < c.kch));
+                w = w_rows_bwd(tl.m0, ci, ky * 3u + 0u, wok); // kx = 0: window elements 2..
                 block8(&acc, w, X8(tap10_lo(v[0], 2u), tap10_lo(v[1], 2u), tap10_lo(v[2], 2u), tap10_lo(v[3], 2u), tap10_lo(v[4], 2u), tap10_lo(v[5], 2u), tap10_lo(v[6], 2u), tap10_lo(v[7], 2u)));
                 block8(&hi, w, X8(tap10_hi(v[0], 2u), tap10_hi(v[1], 2u), tap10_hi(v[2], 2u), tap10_hi(v[3], 2u), tap10_hi(v[4], 2u), tap10_hi(v[5], 2u), tap10_hi(v[6], 2u), tap10_hi(v[7], 2u)));
-                w = load_rows(rows, wb + 1u, wok); // kx = 1: window elements 1..
+                w = w_rows_bwd(tl.m0, ci, ky * 3u + 1u, wok); // kx = 1: window elements 1..
                 block8(&acc, w, X8(tap10_lo(v[0], 1u), tap10_lo(v[1], 1u), tap10_lo(v[2], 1u), tap10_lo(v[3], 1u), tap10_lo(v[4], 1u), tap10_lo(v[5], 1u), tap10_lo(v[6], 1u), tap10_lo(v[7], 1u)));
                 block8(&hi, w, X8(tap10_hi(v[0], 1u), tap10_hi(v[1], 1u), tap10_hi(v[2], 1u), tap10_hi(v[3], 1u), tap10_hi(v[4], 1u), tap10_hi(v[5], 1u), tap10_hi(v[6], 1u), tap10_hi(v[7], 1u)));
-                w = load_rows(rows, wb + 2u, wok); // kx = 2: window elements 0..
+                w = w_rows_bwd(tl.m0, ci, ky * 3u + 2u, wok); // kx = 2: window elements 0..
                 block8(&acc, w, X8(tap10_lo(v[0], 0u), tap10_lo(v[1], 0u), tap10_lo(v[2], 0u), tap10_lo(v[3], 0u), tap10_lo(v[4], 0u), tap10_lo(v[5], 0u), tap10_lo(v[6], 0u), tap10_lo(v[7], 0u)));
                 block8(&hi, w, X8(tap10_hi(v[0], 0u), tap10_hi(v[1], 0u), tap10_hi(v[2], 0u), tap10_hi(v[3], 0u), tap10_hi(v[4], 0u), tap10_hi(v[5], 0u), tap10_hi(v[6], 0u), tap10_hi(v[7], 0u)));
             }
         }
     }
-    let col = (img * p.a_tot + p.a_off) * hw + y * p.w + x0 + LANE4;
+    let col = (img * c.out_tot + c.out_off) * hw + y * p.w + x0 + LANE4;
     let ok = (vec4(sg) < vec4(nseg)) & (vec4(x0) + LANE4 < vec4(p.w));
-    store_tile4(&acc, Out(col, ok, tl.m0, p.cin, hw, p.accumulate != 0u));
+    store_tile4(&acc, Out(col, ok, tl.m0, c.nrows, hw, c.add));
     let ok_hi = (vec4(sg) < vec4(nseg)) & (vec4(x0 + 4u) + LANE4 < vec4(p.w));
-    store_tile4(&hi, Out(col + vec4(4u), ok_hi, tl.m0, p.cin, hw, p.accumulate != 0u));
+    store_tile4(&hi, Out(col + vec4(4u), ok_hi, tl.m0, c.nrows, hw, c.add));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1613,21 +1671,21 @@ fn backward_data_flat(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
 fn backward_data_3x3(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
     let f = flat(wid, nwg);
-    backward_data_3x3_body(f, lid, sid);
+    backward_data_3x3_body(f, lid, sid, Acc(), Conv3(p.cin, p.cout, p.b_off, p.b_tot, p.a_off, p.a_tot, p.accumulate != 0u));
 }
 
 @compute @workgroup_size(WG)
 fn backward_data_3x3_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
     let f = flat(wid, nwg);
-    backward_data_3x3_body_v4(f, lid, sid);
+    backward_data_3x3_body_v4(f, lid, sid, Acc(), Conv3(p.cin, p.cout, p.b_off, p.b_tot, p.a_off, p.a_tot, p.accumulate != 0u));
 }
 
 @compute @workgroup_size(WG)
 fn backward_data_3x3_v8(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
     let f = flat(wid, nwg);
-    backward_data_3x3_body_v8(f, lid, sid);
+    backward_data_3x3_body_v8(f, lid, sid, Acc(), Conv3(p.cin, p.cout, p.b_off, p.b_tot, p.a_off, p.a_tot, p.accumulate != 0u));
 }
 
 @compute @workgroup_size(WG)

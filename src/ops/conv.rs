@@ -391,6 +391,13 @@ fn check_subgroups(gpu: &Gpu) -> Result<()> {
     )))
 }
 
+/// The row-window kernels' SHORT_K: whether their K loop over `k_channels` channels ends in a
+/// block of at most 4 (then walked as one, instead of a block of 8 half empty: DenseNet-BC's
+/// 12-channel dy in backward data is 8 + 4). Elsewhere the pipeline leaves that path out.
+fn short_k(k_channels: usize) -> (&'static str, f64) {
+    ("SHORT_K", (1..=4).contains(&(k_channels % 8)) as u8 as f64)
+}
+
 /// Whether the forward of `s` runs as `forward_3x3` (`forward_3x3_v4` / `_v8` with 4 / 8 pixels
 /// per lane on rows of a multiple of 4 pixels: the same sums in the same order): a 3×3 stride-1
 /// pad-1 convolution whose lanes load each input row window once for the three horizontal taps,
@@ -593,9 +600,13 @@ pub fn forward_tiled<'a>(
             (BufRange::from(&zeros), zeros.size())
         }
     };
+    let mut c = t.constants();
+    if row_window_forward(s) {
+        c.push(short_k(s.c_in));
+    }
     let transposed = row_window_forward(s) && entry != ConvEntry::Forward3x3V8Oihw;
     if !transposed {
-        let mut d = launch(gpu, entry, &t.constants(), &p, &[x.buf, y.buf, weight, bias], groups)?;
+        let mut d = launch(gpu, entry, &c, &p, &[x.buf, y.buf, weight, bias], groups)?;
         d.owned_bytes = bias_bytes;
         return Ok(vec![d]);
     }
@@ -604,12 +615,12 @@ pub fn forward_tiled<'a>(
     // rewritten at every run (the weights change between runs).
     let len = s.c_out.div_ceil(t.tm as usize) * s.c_in * 9 * t.tm.next_multiple_of(4) as usize;
     let wt = gpu.zeros("conv2d 3x3 weights", len)?;
-    let c = [("TM", t.tm as f64), ("RWG", RWG as f64)];
+    let tc = [("TM", t.tm as f64), ("RWG", RWG as f64)];
     let tp = Params { len: len as u32, ..p };
     let mut transpose =
-        launch(gpu, ConvEntry::Weights3x3T, &c, &tp, &[weight, (&wt).into()], len.div_ceil(RWG as usize))?;
+        launch(gpu, ConvEntry::Weights3x3T, &tc, &tp, &[weight, (&wt).into()], len.div_ceil(RWG as usize))?;
     transpose.owned_bytes = wt.size();
-    let mut d = launch(gpu, entry, &t.constants(), &p, &[x.buf, y.buf, (&wt).into(), bias], groups)?;
+    let mut d = launch(gpu, entry, &c, &p, &[x.buf, y.buf, (&wt).into(), bias], groups)?;
     d.owned_bytes = bias_bytes;
     Ok(vec![transpose, d])
 }
@@ -674,9 +685,8 @@ pub fn backward_data_tiled<'a>(
     };
     let mut c = t.constants();
     c.push(("STRIDED", (s.stride > 1) as u8 as f64));
-    // Only the row-window kernels of backward data read SHORT_K.
     if matches!(entry, ConvEntry::BackwardData3x3 | ConvEntry::BackwardData3x3V4 | ConvEntry::BackwardData3x3V8) {
-        c.push(("SHORT_K", (1..=4).contains(&(s.c_out % 8)) as u8 as f64));
+        c.push(short_k(s.c_out));
     }
     Ok(vec![launch(gpu, entry, &c, &p, &[dy.buf, dx.buf, weight], groups)?])
 }
