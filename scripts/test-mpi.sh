@@ -2,8 +2,8 @@
 # The MPI part of the tests (scripts/test.sh runs it): builds tailor with `--features mpi`, then
 # under `mpirun -np 2` checks that two ranks match the gradient-accumulation fixture and
 # `--accumulate 2` on one device bit for bit (examples/mpi_parity.rs), that a 2-rank
-# `tailor train --distributed mpi` writes one run identical to `--devices X,X` in one process,
-# and that the run resumes in a single process.
+# `tailor train --distributed mpi` (each rank decoding its half of every batch) writes one run
+# identical to `--devices X,X` in one process, and that the run resumes in a single process.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-mpi.sh
@@ -20,7 +20,9 @@ out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 adapter="$(target/debug/tailor devices --json | python3 -c 'import json,sys; print(next(d["name"] for d in json.load(sys.stdin) if d["usable"]).split()[0].rstrip(","))')"
 small=(--data assets/fashion-mnist-lt/labels.csv --growth-rate 4 --blocks 1,1 --batch-size 32)
-common=("${small[@]}" --epochs 1)
+# Augmented, so that the ranks' shards of each batch (each rank decodes only its rows) must draw
+# the crops and flips the whole batch draws in one process.
+common=("${small[@]}" --epochs 1 --augment)
 "${MPIRUN[@]}" target/debug/tailor train "${common[@]}" --out "$out/ranks" --distributed mpi
 target/debug/tailor train "${common[@]}" --out "$out/devices" --devices "$adapter,$adapter"
 cmp "$out/ranks/model.safetensors" "$out/devices/model.safetensors"

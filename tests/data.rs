@@ -775,3 +775,52 @@ fn images_too_large_for_host_memory_are_refused_before_decoding() {
     assert!(err.contains("1000 images of 100000×100000×3") && err.contains("--image-size"), "{err}");
     assert!(tailor::data::image::check_fits_in_memory(1000, &rgb4()).is_ok());
 }
+
+/// Shards of a batch (what each MPI rank decodes) put together are the unsharded batch, with
+/// the same augmentation per row, for shuffled and P×K batches; shards that cannot share a
+/// batch equally are refused before any decoding.
+#[test]
+fn loader_shards_put_together_are_the_batch() {
+    let ds = Arc::new(synthetic(&[20, 13]));
+    let mut opts = LoaderOptions::new(6, 1, 4);
+    opts.augment = Augment { crop_padding: 1, hflip: true };
+    opts.drop_last = true;
+    let sampler = PkSampler::new(&ds, &(0..33).collect::<Vec<_>>(), 2, 3).unwrap();
+    let loaders = |shard: Shard| {
+        let o = LoaderOptions { shard, ..opts.clone() };
+        [
+            Loader::new(ds.clone(), (0..33).collect(), o.clone()).unwrap(),
+            Loader::with_pk(ds.clone(), sampler.clone(), o).unwrap(),
+        ]
+    };
+    let whole = loaders(Shard::default());
+    for count in [2, 3] {
+        let parts: Vec<_> = (0..count).map(|index| loaders(Shard { index, count })).collect();
+        for (k, l) in whole.iter().enumerate() {
+            let want: Vec<Batch> = l.epoch(2).collect();
+            let got: Vec<Vec<Batch>> = parts.iter().map(|p| p[k].epoch(2).collect()).collect();
+            assert!(!want.is_empty() && (k == 1 || want.len() == 5), "batches per epoch");
+            for (b, w) in want.iter().enumerate() {
+                let rows: Vec<&Batch> = got.iter().map(|g| &g[b]).collect();
+                assert!(rows.iter().all(|r| r.len() == 6 / count), "each shard gets its share");
+                let cat = |f: fn(&Batch) -> Vec<f32>| rows.iter().flat_map(|r| f(r)).collect::<Vec<f32>>();
+                assert_eq!(cat(|r| r.images.clone()), w.images, "images of batch {b}, {count} shards");
+                assert_eq!(rows.iter().flat_map(|r| r.indices.clone()).collect::<Vec<_>>(), w.indices);
+                let single = |t: &BatchTargets| match t {
+                    BatchTargets::Single(v) => v.clone(),
+                    BatchTargets::Multi(_) => panic!("single-label targets"),
+                };
+                assert_eq!(rows.iter().flat_map(|r| single(&r.targets)).collect::<Vec<_>>(), single(&w.targets));
+            }
+        }
+    }
+    let refused = |shard: Shard, drop_last: bool| {
+        let o = LoaderOptions { shard, drop_last, ..opts.clone() };
+        matches!(Loader::new(ds.clone(), (0..33).collect(), o), Err(tailor::Error::Invalid(_)))
+    };
+    assert!(refused(Shard { index: 0, count: 4 }, true), "6 rows into 4 shards");
+    assert!(refused(Shard { index: 2, count: 2 }, true), "no shard 2 of 2");
+    assert!(refused(Shard { index: 0, count: 0 }, true), "no shards");
+    assert!(refused(Shard { index: 0, count: 2 }, false), "a partial last batch");
+    assert!(!refused(Shard { index: 1, count: 2 }, true));
+}

@@ -28,6 +28,27 @@ pub struct LoaderOptions {
     /// Finished batches each worker may hold ahead of the consumer.
     pub prefetch: usize,
     pub seed: u64,
+    /// The part of every batch this loader serves (all of it unless several processes train
+    /// one model: see [`Shard`]).
+    pub shard: Shard,
+}
+
+/// Part `index` of `count` equal parts of every batch: rows `index·b/count ..` of a batch of
+/// `b`, the rows a process trains when `count` processes share each batch (MPI rank `index`).
+/// A sharded loader decodes only its rows, with the augmentation each row gets unsharded, so
+/// the shards of a batch put together are the whole batch. Batches must be full (`drop_last`,
+/// or P×K batches) and their size a multiple of `count`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Default for Shard {
+    /// The whole batch.
+    fn default() -> Self {
+        Shard { index: 0, count: 1 }
+    }
 }
 
 impl LoaderOptions {
@@ -42,6 +63,7 @@ impl LoaderOptions {
             workers: 2,
             prefetch: 2,
             seed,
+            shard: Shard::default(),
         }
     }
 }
@@ -92,6 +114,21 @@ impl Loader {
             return Err(Error::Invalid("batch size 0; give a positive batch size".into()));
         }
         opts.normalize.check(ds.channels)?;
+        let Shard { index, count } = opts.shard;
+        if count == 0 || index >= count {
+            return Err(Error::Invalid(format!("shard {index} of {count}: give an index below a positive count")));
+        }
+        if opts.batch_size % count != 0 {
+            return Err(Error::Invalid(format!(
+                "a batch of {} cannot be shared equally by {count} shards: give a batch size that is a multiple of {count}",
+                opts.batch_size
+            )));
+        }
+        if count > 1 && !opts.drop_last {
+            return Err(Error::Invalid(format!(
+                "{count} shards need drop_last: a last, partial batch could not be shared equally"
+            )));
+        }
         if let Some(&i) = indices.iter().find(|&&i| i >= ds.len()) {
             return Err(Error::Invalid(format!("sample index {i} is outside the dataset of {} samples", ds.len())));
         }
@@ -103,7 +140,7 @@ impl Loader {
     /// `shuffle` and `drop_last` are not used), an epoch is [`PkSampler::batches`] batches, and
     /// the batches are a function of `opts.seed` and the epoch.
     pub fn with_pk(ds: Arc<Dataset>, sampler: PkSampler, opts: LoaderOptions) -> Result<Self> {
-        let opts = LoaderOptions { batch_size: sampler.batch_size(), ..opts };
+        let opts = LoaderOptions { batch_size: sampler.batch_size(), drop_last: true, ..opts };
         let mut l = Loader::new(ds, sampler.usable_images(), opts)?;
         l.pk = Some(Arc::new(sampler));
         Ok(l)
@@ -225,7 +262,11 @@ pub(crate) fn stream(seed: u64, epoch: u64, pos: u64) -> u64 {
 
 fn make_batch(ds: &Dataset, opts: &LoaderOptions, order: &[usize], epoch: u64, b: usize) -> Batch {
     let bs = opts.batch_size;
-    let indices: Vec<usize> = order[b * bs..((b + 1) * bs).min(order.len())].to_vec();
+    let rows = &order[b * bs..((b + 1) * bs).min(order.len())];
+    // This shard's rows (every batch of a sharded loader is full: `Loader::new` checks it).
+    let per = rows.len() / opts.shard.count;
+    let first = b * bs + opts.shard.index * per;
+    let indices: Vec<usize> = rows[first - b * bs..][..per].to_vec();
     let spec = ImageSpec { width: ds.width, height: ds.height, channels: ds.channels, fill: 0 };
     let n = spec.len();
     let mut images = vec![0f32; indices.len() * n];
@@ -233,7 +274,7 @@ fn make_batch(ds: &Dataset, opts: &LoaderOptions, order: &[usize], epoch: u64, b
         let place = if opts.augment.is_none() {
             Placement::default()
         } else {
-            opts.augment.draw(&mut Rng::new(stream(opts.seed, epoch, (b * bs + k) as u64)))
+            opts.augment.draw(&mut Rng::new(stream(opts.seed, epoch, (first + k) as u64)))
         };
         to_chw(ds.image(i), &spec, &opts.normalize, place, out);
     }

@@ -20,7 +20,7 @@ use std::sync::Arc;
 pub use self::csv::{load_csv, CsvSpec, LabelSource};
 pub use self::idx::{load_idx, read_idx, Idx, IdxSpec, FASHION_MNIST_CLASSES};
 pub use self::image::{Augment, FitCounts, ImageSpec, Normalize, Preprocess};
-pub use self::loader::{Batch, BatchTargets, Epoch, Loader, LoaderOptions};
+pub use self::loader::{Batch, BatchTargets, Epoch, Loader, LoaderOptions, Shard};
 pub use self::pk::PkSampler;
 pub use self::split::{split, Split, SplitSpec};
 pub use self::table::{read_table, ColumnSummary, Table};

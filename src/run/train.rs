@@ -466,6 +466,10 @@ fn train_in(
 
     let mut opts = data::LoaderOptions::new(batch, p.image.channels, settings.seed);
     opts.drop_last = true;
+    // Each process decodes only the rows it trains.
+    if let Some(c) = &devices.collective {
+        opts.shard = data::Shard { index: c.rank(), count: c.size() };
+    }
     opts.normalize = norm.clone();
     if settings.augment {
         let pad = if p.image.width.min(p.image.height) < 32 { 2 } else { 4 };
@@ -691,9 +695,11 @@ fn train_epoch(
             (BatchTargets::Multi(m), _) => Targets::Multi(m),
         };
         let res = trainer.step(&b.images, targets);
-        pending.push_back(b.len());
+        // A sharded loader serves this process's rows; the rate counts every process's.
+        let rows = b.len() * trainer.global_batch() / trainer.shares().iter().sum::<usize>();
+        pending.push_back(rows);
         let done = record(res?, &mut last, &mut pending);
-        images += b.len();
+        images += rows;
         let ips = (done > 0).then(|| done as f64 / t0.elapsed().as_secs_f64().max(1e-9));
         on(Event::Step { loss: last, images_per_s: ips });
     }

@@ -150,10 +150,12 @@ impl Trainer {
     }
 
     /// Joins processes that train the same model (`c`, e.g. MPI ranks): from now on every step
-    /// takes a batch `c.size()` times this trainer's, of which this process trains its rank's
+    /// trains a batch `c.size()` times this trainer's, of which this process trains its rank's
     /// rows (rank r: rows r·b to (r+1)·b − 1 for a local batch of b), and the gradients and
-    /// losses are summed over the processes before the optimiser step. Every process must start
-    /// from the same weights and optimiser state.
+    /// losses are summed over the processes before the optimiser step. A step takes the whole
+    /// batch, or just this process's rows of it (what a loader sharded by rank serves:
+    /// `data::Shard`, which saves decoding the others'). Every process must start from the
+    /// same weights and optimiser state.
     pub fn join(&mut self, c: Arc<dyn Collective>) -> Result<()> {
         if self.parallel.is_none() {
             let acc = self.config.accumulate.max(1);
@@ -276,19 +278,26 @@ fn step_replicas(primary: &mut Trainer, p: &mut Parallel, images: &[f32], target
         Targets::Embeddings(e) => e.len(),
     };
     let global = batch * ranks;
-    if images.len() != global * per_image || target_len != global * per_target {
+    // The whole batch, or this process's rows of it.
+    let given = if images.len() == global * per_image && target_len == global * per_target {
+        global
+    } else if images.len() == batch * per_image && target_len == batch * per_target {
+        batch
+    } else {
         return Err(Error::shape(
             "training batch",
             format!(
-                "{} image values and {target_len} target values, a batch of {global} needs {} and {}",
+                "{} image values and {target_len} target values: a batch of {global} needs {} and {} (this \
+                 process's {batch} rows of it: {} and {})",
                 images.len(),
                 global * per_image,
-                global * per_target
+                global * per_target,
+                batch * per_image,
+                batch * per_target
             ),
         ));
-    }
-    // This process's rows of the batch.
-    let mine = rank * batch..(rank + 1) * batch;
+    };
+    let mine = if given == global { rank * batch..(rank + 1) * batch } else { 0..batch };
     let images = &images[mine.start * per_image..mine.end * per_image];
     let targets = target_rows(targets, mine, per_target)?;
     let acc = primary.config.accumulate.max(1) as u64;
