@@ -256,6 +256,8 @@ pub const TEMPLATES: &[Template] = &[
     Template { template: "batchnorm.wgsl.tmpl", generated: "batchnorm.wgsl", vars: &[("subgroups", "yes")] },
     Template { template: "conv.wgsl.tmpl", generated: "conv.wgsl", vars: &[] },
     Template { template: "pool.wgsl.tmpl", generated: "pool.wgsl", vars: &[] },
+    Template { template: "knn.wgsl.tmpl", generated: "knn.wgsl", vars: &[] },
+    Template { template: "loss.wgsl.tmpl", generated: "loss.wgsl", vars: &[] },
 ];
 
 /// The files of `shaders/templates/` that `#include` may name, embedded (see the module docs).
