@@ -257,6 +257,7 @@ pub const TEMPLATES: &[Template] = &[
     Template { template: "conv.wgsl.tmpl", generated: "conv.wgsl", vars: &[] },
     Template { template: "pool.wgsl.tmpl", generated: "pool.wgsl", vars: &[] },
     Template { template: "knn.wgsl.tmpl", generated: "knn.wgsl", vars: &[] },
+    Template { template: "embed.wgsl.tmpl", generated: "embed.wgsl", vars: &[] },
     Template { template: "loss.wgsl.tmpl", generated: "loss.wgsl", vars: &[] },
 ];
 
