@@ -56,7 +56,14 @@ var<workgroup> win_idx: array<i32, MAX_WINDOWS>;
 var<workgroup> win_dy: array<f32, MAX_WINDOWS>;
 var<workgroup> part: array<f32, MAX_WG>;
 
-fn flat(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+
+// Flat workgroup index: grids wider than 65535 workgroups wrap into y (see gpu::grid).
+fn group_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return wid.x + wid.y * nwg.x;
+}
+
+// Flat invocation index of a grid with one invocation per element, wrapped the same way.
+fn global_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * WG;
 }
 
@@ -75,7 +82,7 @@ struct Elem {
 }
 
 fn elem_at(gid: vec3<u32>, nwg: vec3<u32>, size: u32) -> Elem {
-    let i = flat(gid, nwg);
+    let i = global_index(gid, nwg);
     let plane = i / size;
     return Elem(i < p.n * p.c * size, i % size, plane / p.c, plane % p.c);
 }
@@ -301,7 +308,7 @@ fn max_backward(
     @builtin(local_invocation_id) lid: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
-    let g = wid.x + wid.y * nwg.x;
+    let g = group_index(wid, nwg);
     let tiles_x = (p.w + TX - 1u) / TX;
     let tiles = tiles_x * ((p.h + TY - 1u) / TY);
     if (g >= p.n * p.c * tiles) {
@@ -410,7 +417,7 @@ fn global_avg_forward(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
-    let plane = wid.x + wid.y * nwg.x;
+    let plane = group_index(wid, nwg);
     if (plane >= p.n * p.c) {
         return;
     }
@@ -437,7 +444,7 @@ fn global_avg_forward4(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
-    let plane = wid.x + wid.y * nwg.x;
+    let plane = group_index(wid, nwg);
     if (plane >= p.n * p.c) {
         return;
     }
@@ -472,7 +479,7 @@ fn global_avg_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(n
 // dst view (+)= src view, c channels of h pixels (w = 1).
 @compute @workgroup_size(WG)
 fn copy_channels(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = flat(gid, nwg);
+    let i = global_index(gid, nwg);
     let per_image = p.c * p.h;
     if (i >= p.n * per_image) {
         return;
@@ -485,7 +492,7 @@ fn copy_channels(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
 // As copy_channels with h counted in vec4s (planes of a multiple of 4 pixels).
 @compute @workgroup_size(WG)
 fn copy_channels4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = flat(gid, nwg);
+    let i = global_index(gid, nwg);
     let per_image = p.c * p.h;
     if (i >= p.n * per_image) {
         return;

@@ -259,6 +259,8 @@ pub const TEMPLATES: &[Template] = &[
     Template { template: "knn.wgsl.tmpl", generated: "knn.wgsl", vars: &[] },
     Template { template: "embed.wgsl.tmpl", generated: "embed.wgsl", vars: &[] },
     Template { template: "loss.wgsl.tmpl", generated: "loss.wgsl", vars: &[] },
+    Template { template: "elementwise.wgsl.tmpl", generated: "elementwise.wgsl", vars: &[] },
+    Template { template: "fill.wgsl.tmpl", generated: "fill.wgsl", vars: &[] },
 ];
 
 /// The files of `shaders/templates/` that `#include` may name, embedded (see the module docs).
