@@ -75,19 +75,7 @@ fn global_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
 var<workgroup> red_f: array<f32, WG>;
 var<workgroup> red_u: array<u32, WG>;
 
-// Sum of v over the TPR lanes of each row group (lane = li % TPR); every lane gets its row's total.
-fn row_sum(li: u32, lane: u32, v: f32) -> f32 {
-    workgroupBarrier(); // earlier readers of red_f are done
-    red_f[li] = v;
-    workgroupBarrier();
-    for (var k = TPR / 2u; k > 0u; k = k / 2u) {
-        if (lane < k) { red_f[li] += red_f[li + k]; }
-        workgroupBarrier();
-    }
-    return red_f[li - lane];
-}
-
-// Sum of v over the whole workgroup, in the same tree order as row_sum.
+// Sum of v over the whole workgroup: a tree, halving the live threads each step.
 fn group_sum(li: u32, v: f32) -> f32 {
     workgroupBarrier();
     red_f[li] = v;
@@ -109,6 +97,18 @@ fn group_sum_u(li: u32, v: u32) -> u32 {
         workgroupBarrier();
     }
     return red_u[0];
+}
+
+// Sum of v over the TPR lanes of each row group (lane = li % TPR); every lane gets its row's total.
+fn row_sum(li: u32, lane: u32, v: f32) -> f32 {
+    workgroupBarrier(); // earlier readers of red_f are done
+    red_f[li] = v;
+    workgroupBarrier();
+    for (var k = TPR / 2u; k > 0u; k = k / 2u) {
+        if (lane < k) { red_f[li] += red_f[li + k]; }
+        workgroupBarrier();
+    }
+    return red_f[li - lane];
 }
 
 @compute @workgroup_size(WG)

@@ -37,7 +37,6 @@ override TY: u32 = 16;
 
 // Mirrors MAX_WINDOWS in src/ops/pool.rs, which picks a tile whose windows fit.
 const MAX_WINDOWS: u32 = 1024u;
-const MAX_WG: u32 = 256u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
@@ -54,7 +53,6 @@ const MAX_WG: u32 = 256u;
 
 var<workgroup> win_idx: array<i32, MAX_WINDOWS>;
 var<workgroup> win_dy: array<f32, MAX_WINDOWS>;
-var<workgroup> part: array<f32, MAX_WG>;
 
 
 // Flat workgroup index: grids wider than 65535 workgroups wrap into y (see gpu::grid).
@@ -65,6 +63,34 @@ fn group_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
 // Flat invocation index of a grid with one invocation per element, wrapped the same way.
 fn global_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * WG;
+}
+
+// The scratch of the sums (a kernel that needs more declares its own).
+var<workgroup> red_f: array<f32, WG>;
+var<workgroup> red_u: array<u32, WG>;
+
+// Sum of v over the whole workgroup: a tree, halving the live threads each step.
+fn group_sum(li: u32, v: f32) -> f32 {
+    workgroupBarrier();
+    red_f[li] = v;
+    workgroupBarrier();
+    for (var k = WG / 2u; k > 0u; k = k / 2u) {
+        if (li < k) { red_f[li] += red_f[li + k]; }
+        workgroupBarrier();
+    }
+    return red_f[0];
+}
+
+// group_sum of counts.
+fn group_sum_u(li: u32, v: u32) -> u32 {
+    workgroupBarrier();
+    red_u[li] = v;
+    workgroupBarrier();
+    for (var k = WG / 2u; k > 0u; k = k / 2u) {
+        if (li < k) { red_u[li] += red_u[li + k]; }
+        workgroupBarrier();
+    }
+    return red_u[0];
 }
 
 // Start of plane (img, ch) of a view with `plane` elements per channel.
@@ -399,17 +425,6 @@ fn avg_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     store(base(e.img, e.ch, p.off2, p.tot2, hw) + e.r, sum);
 }
 
-// Tree reduction of the partial sums in `part`; WG is a power of two.
-fn reduce_part(li: u32) -> f32 {
-    for (var half = WG / 2u; half > 0u; half >>= 1u) {
-        if (li < half) {
-            part[li] += part[li + half];
-        }
-        workgroupBarrier();
-    }
-    return part[0];
-}
-
 // One workgroup per (image, channel) plane.
 @compute @workgroup_size(WG)
 fn global_avg_forward(
@@ -429,9 +444,7 @@ fn global_avg_forward(
     for (var i = li; i < hw; i += WG) {
         s += src[xb + i];
     }
-    part[li] = s;
-    workgroupBarrier();
-    let total = reduce_part(li);
+    let total = group_sum(li, s);
     if (li == 0u) {
         dst[img * p.tot2 + p.off2 + ch] = total / f32(hw);
     }
@@ -456,9 +469,7 @@ fn global_avg_forward4(
     for (var i = li; i < hw / 4u; i += WG) {
         s += src4[xb + i];
     }
-    part[li] = (s.x + s.y) + (s.z + s.w);
-    workgroupBarrier();
-    let total = reduce_part(li);
+    let total = group_sum(li, (s.x + s.y) + (s.z + s.w));
     if (li == 0u) {
         dst[img * p.tot2 + p.off2 + ch] = total / f32(hw);
     }

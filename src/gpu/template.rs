@@ -20,9 +20,10 @@
 //! - A directive line ending in `\` continues on the next line (long `#for` lists, one item a line).
 //! - `#include NAME`: the line is replaced by the expansion of `shaders/templates/NAME`, one of
 //!   [`INCLUDES`], with the names bound at that line visible inside (its directives work, and it
-//!   may include another file, but not itself). The shared helpers of the kernels live there once
-//!   (`common.wgsl.inc`, `reduce.wgsl.inc`); the table embeds them, so that a template expands the
-//!   same way in the regeneration test and at run time (batch norm without subgroups).
+//!   may include another file, but not itself). The shared helpers of the kernels live there once:
+//!   grid indices (`common.wgsl.inc`), workgroup sums (`reduce.wgsl.inc`) and row sums
+//!   (`rows.wgsl.inc`). The table embeds them, so that a template expands the same way in the
+//!   regeneration test and at run time (batch norm without subgroups).
 //!
 //! Lines without directives are copied with `{{name}}` replaced by the bound value.
 
@@ -267,6 +268,7 @@ pub const TEMPLATES: &[Template] = &[
 pub const INCLUDES: &[(&str, &str)] = &[
     ("common.wgsl.inc", include_str!("../../shaders/templates/common.wgsl.inc")),
     ("reduce.wgsl.inc", include_str!("../../shaders/templates/reduce.wgsl.inc")),
+    ("rows.wgsl.inc", include_str!("../../shaders/templates/rows.wgsl.inc")),
 ];
 
 /// The batch norm template, for its variant without subgroups.
@@ -349,6 +351,8 @@ mod tests {
         assert_eq!(expand_among("#if v == w\n#include nope.inc\n#end\n", &[("v", "x")], &files).unwrap_err().line, 2);
         let common = expand("#include common.wgsl.inc\n").unwrap();
         assert!(common.contains("fn group_index(") && common.contains("fn global_index("), "{common}");
+        let rows = expand("#include rows.wgsl.inc\n").unwrap();
+        assert!(rows.contains("fn row_sum(") && rows.contains("fn group_sum("), "{rows}");
     }
 
     #[test]
