@@ -72,7 +72,6 @@ alias Acc = array<vec4<f32>, MAX_TM>;
 alias Row = array<f32, MAX_TM>;
 alias X8 = array<vec4<f32>, 8>;
 
-
 // Flat workgroup index: grids wider than 65535 workgroups wrap into y (see gpu::grid).
 fn group_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wid.x + wid.y * nwg.x;

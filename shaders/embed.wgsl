@@ -60,7 +60,6 @@ const DIST_EPS: f32 = 1e-12;
 // Binding 4 is written: distill_rows' per-row partial losses.
 @group(0) @binding(4) var<storage, read_write> partials: array<f32>;
 
-
 // Flat workgroup index: grids wider than 65535 workgroups wrap into y (see gpu::grid).
 fn group_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wid.x + wid.y * nwg.x;

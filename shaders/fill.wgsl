@@ -2,7 +2,6 @@
 
 override WG: u32 = 256;
 
-
 // Flat workgroup index: grids wider than 65535 workgroups wrap into y (see gpu::grid).
 fn group_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wid.x + wid.y * nwg.x;

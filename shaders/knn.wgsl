@@ -31,7 +31,6 @@ const NONE: u32 = 0xffffffffu;
 
 override WG: u32 = 64;
 
-
 // Flat workgroup index: grids wider than 65535 workgroups wrap into y (see gpu::grid).
 fn group_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wid.x + wid.y * nwg.x;

@@ -54,7 +54,6 @@ const MAX_WINDOWS: u32 = 1024u;
 var<workgroup> win_idx: array<i32, MAX_WINDOWS>;
 var<workgroup> win_dy: array<f32, MAX_WINDOWS>;
 
-
 // Flat workgroup index: grids wider than 65535 workgroups wrap into y (see gpu::grid).
 fn group_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wid.x + wid.y * nwg.x;
