@@ -72,8 +72,14 @@ alias Acc = array<vec4<f32>, MAX_TM>;
 alias Row = array<f32, MAX_TM>;
 alias X8 = array<vec4<f32>, 8>;
 
-fn flat(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+// Flat workgroup index: grids wider than 65535 workgroups wrap into y (see gpu::grid).
+fn group_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wid.x + wid.y * nwg.x;
+}
+
+// Flat invocation index of a grid with one invocation per element, wrapped the same way.
+fn global_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return gid.x + gid.y * nwg.x * WG;
 }
 
 // The tile a workgroup owns: channel block fastest, so consecutive workgroups (run back to back
@@ -1607,112 +1613,112 @@ fn backward_weight_3x3_body_v4(f: u32, lid: u32, sid: u32) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The GEMM entry points: workgroup f = flat(wid, nwg) owns one tile of its body. Every forward
+// The GEMM entry points: workgroup f = group_index(wid, nwg) owns one tile of its body. Every forward
 // adds a bias (the builder binds zeros when there is none), for the rows of the tile as its body
 // cuts the columns. Variants of one op sum the same terms in the same order, in other tiles.
 
 @compute @workgroup_size(WG)
 fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
-    let f = flat(wid, nwg);
+    let f = group_index(wid, nwg);
     forward_body(f, lid, sid, bias_init(f, p.n * p.p * p.q));
 }
 
 @compute @workgroup_size(WG)
 fn forward_flat(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
-    let f = flat(wid, nwg);
+    let f = group_index(wid, nwg);
     forward_flat_body(f, lid, sid, bias_init(f, p.n * p.p * p.q));
 }
 
 @compute @workgroup_size(WG)
 fn forward_3x3(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
-    let f = flat(wid, nwg);
+    let f = group_index(wid, nwg);
     conv3_body(f, lid, sid, bias_init(f, p.n * p.h * ((p.w + TN - 1u) / TN) * TN), Conv3(p.cout, p.cin, p.a_off, p.a_tot, p.b_off, p.b_tot, false));
 }
 
 @compute @workgroup_size(WG)
 fn forward_3x3_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
-    let f = flat(wid, nwg);
+    let f = group_index(wid, nwg);
     conv3_body_v4(f, lid, sid, bias_init(f, p.n * p.h * ((p.w + TN - 1u) / TN) * TN), Conv3(p.cout, p.cin, p.a_off, p.a_tot, p.b_off, p.b_tot, false));
 }
 
 @compute @workgroup_size(WG)
 fn forward_3x3_v8(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
-    let f = flat(wid, nwg);
+    let f = group_index(wid, nwg);
     conv3_body_v8(f, lid, sid, bias_init(f, p.n * p.h * ((p.w + 7u) / 8u) * 8u), Conv3(p.cout, p.cin, p.a_off, p.a_tot, p.b_off, p.b_tot, false));
 }
 
 @compute @workgroup_size(WG)
 fn forward_3x3_v8_oihw(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
-    let f = flat(wid, nwg);
+    let f = group_index(wid, nwg);
     conv3_body_v8_oihw(f, lid, sid, bias_init(f, p.n * p.h * ((p.w + 7u) / 8u) * 8u), Conv3(p.cout, p.cin, p.a_off, p.a_tot, p.b_off, p.b_tot, false));
 }
 
 @compute @workgroup_size(WG)
 fn backward_data(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
-    let f = flat(wid, nwg);
+    let f = group_index(wid, nwg);
     backward_data_body(f, lid, sid);
 }
 
 @compute @workgroup_size(WG)
 fn backward_data_flat(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
-    let f = flat(wid, nwg);
+    let f = group_index(wid, nwg);
     backward_data_flat_body(f, lid, sid);
 }
 
 @compute @workgroup_size(WG)
 fn backward_data_3x3(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
-    let f = flat(wid, nwg);
+    let f = group_index(wid, nwg);
     backward_data_3x3_body(f, lid, sid, Acc(), Conv3(p.cin, p.cout, p.b_off, p.b_tot, p.a_off, p.a_tot, p.accumulate != 0u));
 }
 
 @compute @workgroup_size(WG)
 fn backward_data_3x3_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
-    let f = flat(wid, nwg);
+    let f = group_index(wid, nwg);
     backward_data_3x3_body_v4(f, lid, sid, Acc(), Conv3(p.cin, p.cout, p.b_off, p.b_tot, p.a_off, p.a_tot, p.accumulate != 0u));
 }
 
 @compute @workgroup_size(WG)
 fn backward_data_3x3_v8(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
-    let f = flat(wid, nwg);
+    let f = group_index(wid, nwg);
     backward_data_3x3_body_v8(f, lid, sid, Acc(), Conv3(p.cin, p.cout, p.b_off, p.b_tot, p.a_off, p.a_tot, p.accumulate != 0u));
 }
 
 @compute @workgroup_size(WG)
 fn backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
-    let f = flat(wid, nwg);
+    let f = group_index(wid, nwg);
     backward_weight_body(f, lid, sid, false);
 }
 
 @compute @workgroup_size(WG)
 fn backward_weight_1x1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
-    let f = flat(wid, nwg);
+    let f = group_index(wid, nwg);
     backward_weight_body(f, lid, sid, true);
 }
 
 @compute @workgroup_size(WG)
 fn backward_weight_3x3(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
-    let f = flat(wid, nwg);
+    let f = group_index(wid, nwg);
     backward_weight_3x3_body(f, lid, sid);
 }
 
 @compute @workgroup_size(WG)
 fn backward_weight_3x3_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
-    let f = flat(wid, nwg);
+    let f = group_index(wid, nwg);
     backward_weight_3x3_body_v4(f, lid, sid);
 }
 

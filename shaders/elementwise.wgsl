@@ -17,13 +17,19 @@ override WG: u32 = 256;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 @group(0) @binding(3) var<storage, read> dy: array<f32>;
 
-fn flat(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+// Flat workgroup index: grids wider than 65535 workgroups wrap into y (see gpu::grid).
+fn group_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return wid.x + wid.y * nwg.x;
+}
+
+// Flat invocation index of a grid with one invocation per element, wrapped the same way.
+fn global_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * WG;
 }
 
 @compute @workgroup_size(WG)
 fn relu_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = flat(gid, nwg);
+    let i = global_index(gid, nwg);
     if (i >= p.n) { return; }
     out[i] = max(x[i], 0.0);
 }
@@ -31,7 +37,7 @@ fn relu_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
 // dx = dy where x > 0 (PyTorch's convention: the gradient at exactly 0 is 0).
 @compute @workgroup_size(WG)
 fn relu_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = flat(gid, nwg);
+    let i = global_index(gid, nwg);
     if (i >= p.n) { return; }
     var g = select(0.0, dy[i], x[i] > 0.0);
     if (p.accumulate != 0u) { g += out[i]; }
@@ -42,7 +48,7 @@ fn relu_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
 // out = alpha·x, or out += alpha·x with accumulate.
 @compute @workgroup_size(WG)
 fn scale_add(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = flat(gid, nwg);
+    let i = global_index(gid, nwg);
     if (i >= p.n) { return; }
     var v = p.alpha * x[i];
     if (p.accumulate != 0u) { v += out[i]; }

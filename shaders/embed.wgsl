@@ -60,51 +60,54 @@ const DIST_EPS: f32 = 1e-12;
 // Binding 4 is written: distill_rows' per-row partial losses.
 @group(0) @binding(4) var<storage, read_write> partials: array<f32>;
 
-var<workgroup> sh: array<f32, WG>;
-var<workgroup> sh_u: array<u32, WG>;
-
-// Flat workgroup index (grids wider than 65535 wrap into y, see gpu::grid).
+// Flat workgroup index: grids wider than 65535 workgroups wrap into y (see gpu::grid).
 fn group_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wid.x + wid.y * nwg.x;
 }
 
-fn flat(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+// Flat invocation index of a grid with one invocation per element, wrapped the same way.
+fn global_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * WG;
 }
 
-// Sum of v over the TPR lanes of each row group; every lane gets its row's total.
-fn row_sum(li: u32, lane: u32, v: f32) -> f32 {
-    workgroupBarrier(); // earlier readers of sh are done
-    sh[li] = v;
-    workgroupBarrier();
-    for (var k = TPR / 2u; k > 0u; k = k / 2u) {
-        if (lane < k) { sh[li] += sh[li + k]; }
-        workgroupBarrier();
-    }
-    return sh[li - lane];
-}
+// The scratch of the sums (a kernel that needs more declares its own).
+var<workgroup> red_f: array<f32, WG>;
+var<workgroup> red_u: array<u32, WG>;
 
-// Sums over the whole workgroup (WG a power of two); every thread gets the totals.
+// Sum of v over the whole workgroup: a tree, halving the live threads each step.
 fn group_sum(li: u32, v: f32) -> f32 {
     workgroupBarrier();
-    sh[li] = v;
+    red_f[li] = v;
     workgroupBarrier();
     for (var k = WG / 2u; k > 0u; k = k / 2u) {
-        if (li < k) { sh[li] += sh[li + k]; }
+        if (li < k) { red_f[li] += red_f[li + k]; }
         workgroupBarrier();
     }
-    return sh[0];
+    return red_f[0];
 }
 
+// group_sum of counts.
 fn group_sum_u(li: u32, v: u32) -> u32 {
     workgroupBarrier();
-    sh_u[li] = v;
+    red_u[li] = v;
     workgroupBarrier();
     for (var k = WG / 2u; k > 0u; k = k / 2u) {
-        if (li < k) { sh_u[li] += sh_u[li + k]; }
+        if (li < k) { red_u[li] += red_u[li + k]; }
         workgroupBarrier();
     }
-    return sh_u[0];
+    return red_u[0];
+}
+
+// Sum of v over the TPR lanes of each row group (lane = li % TPR); every lane gets its row's total.
+fn row_sum(li: u32, lane: u32, v: f32) -> f32 {
+    workgroupBarrier(); // earlier readers of red_f are done
+    red_f[li] = v;
+    workgroupBarrier();
+    for (var k = TPR / 2u; k > 0u; k = k / 2u) {
+        if (lane < k) { red_f[li] += red_f[li + k]; }
+        workgroupBarrier();
+    }
+    return red_f[li - lane];
 }
 
 @compute @workgroup_size(WG)
@@ -163,6 +166,30 @@ fn l2n_backward(
     }
 }
 
+// Σ_k (e_bk − t_bk)² per row into partials[b], and the gradient 2·(e − t)/B (overwritten).
+@compute @workgroup_size(WG)
+fn distill_rows(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let row = group_index(wid, nwg) * (WG / TPR) + li / TPR;
+    let lane = li % TPR;
+    let live = row < p.batch;
+    let base = row * p.dim;
+    let gs = 2.0 / f32(p.batch);
+    var acc = 0.0;
+    if (live) {
+        for (var k = lane; k < p.dim; k += TPR) {
+            let diff = xin[base + k] - yin[base + k];
+            acc += diff * diff;
+            out[base + k] = gs * diff;
+        }
+    }
+    let total = row_sum(li, lane, acc);
+    if (live && lane == 0u) { partials[row] = total; }
+}
+
 // ‖e_i‖² + ‖e_j‖² − 2·e_i·e_j from the Gram matrix.
 fn sq_dist(i: u32, j: u32) -> f32 {
     let b = p.batch;
@@ -171,7 +198,7 @@ fn sq_dist(i: u32, j: u32) -> f32 {
 
 @compute @workgroup_size(WG)
 fn pair_dist(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let idx = flat(gid, nwg);
+    let idx = global_index(gid, nwg);
     if (idx >= p.batch * p.batch) { return; }
     sc[p.d + idx] = sqrt(max(sq_dist(idx / p.batch, idx % p.batch), DIST_EPS));
 }
@@ -197,7 +224,7 @@ fn write_tail(n: u32, total: f32) {
 // negative.
 @compute @workgroup_size(WG)
 fn hard_mine(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let a = flat(gid, nwg);
+    let a = global_index(gid, nwg);
     let b = p.batch;
     if (a >= b) { return; }
     let la = labels[a];
@@ -225,28 +252,11 @@ fn hard_mine(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
     sc[r + 3u] = f32(in_);
 }
 
-// The mean of relu(d_ap − d_an + margin) over the valid anchors. One workgroup.
-@compute @workgroup_size(WG)
-fn hard_finish(@builtin(local_invocation_index) li: u32) {
-    var n = 0u;
-    var s = 0.0;
-    for (var a = li; a < p.batch; a += WG) {
-        let r = p.work + 4u * a;
-        if (sc[r + 1u] > 0.0) {
-            n += 1u;
-            s += max(sc[r], 0.0);
-        }
-    }
-    let total = group_sum(li, s);
-    let count = group_sum_u(li, n);
-    if (li == 0u) { write_tail(count, total); }
-}
-
 // A_ij: anchor i's loss term, when above 0, pulls on d(i, p_i) with 1/count and on d(i, n_i)
 // with −1/count (relu passes the gradient where its input is > 0).
 @compute @workgroup_size(WG)
 fn hard_coef(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let idx = flat(gid, nwg);
+    let idx = global_index(gid, nwg);
     if (idx >= p.batch * p.batch) { return; }
     let i = idx / p.batch;
     let j = idx % p.batch;
@@ -266,7 +276,7 @@ fn hard_coef(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
 // > 0. Both sides evaluate each h with the same operations, so they count the same triplets.
 @compute @workgroup_size(WG)
 fn all_count(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let idx = flat(gid, nwg);
+    let idx = global_index(gid, nwg);
     let b = p.batch;
     if (idx >= b * b) { return; }
     let a = idx / b;
@@ -301,16 +311,34 @@ fn all_count(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
     sc[p.work + idx] = s;
 }
 
-// Σ h over the triplets with h > 0, divided by their number. One workgroup.
+// The loss and its normaliser into the tail, one workgroup: hard_finish, the mean of
+// relu(d_ap − d_an + margin) over the valid anchors (flag c = valid); all_finish, Σ h over the
+// triplets with h > 0 divided by their number (c = the signed count of (a, j)).
+@compute @workgroup_size(WG)
+fn hard_finish(@builtin(local_invocation_index) li: u32) {
+    var n = 0u;
+    var s = 0.0;
+    for (var t = li; t < p.batch; t += WG) {
+        let c = sc[p.work + 4u * t + 1u];
+        if (c > 0.0) {
+            n += 1u;
+            s += max(sc[p.work + 4u * t], 0.0);
+        }
+    }
+    let total = group_sum(li, s);
+    let count = group_sum_u(li, n);
+    if (li == 0u) { write_tail(count, total); }
+}
+
 @compute @workgroup_size(WG)
 fn all_finish(@builtin(local_invocation_index) li: u32) {
     var n = 0u;
     var s = 0.0;
-    for (var idx = li; idx < p.batch * p.batch; idx += WG) {
-        let c = sc[p.a + idx];
+    for (var t = li; t < p.batch * p.batch; t += WG) {
+        let c = sc[p.a + t];
         if (c > 0.0) {
             n += u32(c);
-            s += sc[p.work + idx];
+            s += sc[p.work + t];
         }
     }
     let total = group_sum(li, s);
@@ -322,7 +350,7 @@ fn all_finish(@builtin(local_invocation_index) li: u32) {
 // −count_ij / N for a negative one.
 @compute @workgroup_size(WG)
 fn all_coef(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let idx = flat(gid, nwg);
+    let idx = global_index(gid, nwg);
     if (idx >= p.batch * p.batch) { return; }
     sc[p.a + idx] = coef(idx, sc[p.a + idx] * sc[p.tail + 1u]);
 }
@@ -330,7 +358,7 @@ fn all_coef(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
 // M = 2·(diag(rowsum S) − S) with S = A + Aᵀ, one thread per row: then dE = M·E.
 @compute @workgroup_size(WG)
 fn pair_mat(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = flat(gid, nwg);
+    let i = global_index(gid, nwg);
     let b = p.batch;
     if (i >= b) { return; }
     var r = 0.0;
@@ -339,30 +367,6 @@ fn pair_mat(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
         let s = sc[p.a + i * b + j] + sc[p.a + j * b + i];
         sc[p.m + i * b + j] = 2.0 * (select(0.0, r, i == j) - s);
     }
-}
-
-// Σ_k (e_bk − t_bk)² per row into partials[b], and the gradient 2·(e − t)/B (overwritten).
-@compute @workgroup_size(WG)
-fn distill_rows(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) li: u32,
-) {
-    let row = group_index(wid, nwg) * (WG / TPR) + li / TPR;
-    let lane = li % TPR;
-    let live = row < p.batch;
-    let base = row * p.dim;
-    let gs = 2.0 / f32(p.batch);
-    var acc = 0.0;
-    if (live) {
-        for (var k = lane; k < p.dim; k += TPR) {
-            let diff = xin[base + k] - yin[base + k];
-            acc += diff * diff;
-            out[base + k] = gs * diff;
-        }
-    }
-    let total = row_sum(li, lane, acc);
-    if (live && lane == 0u) { partials[row] = total; }
 }
 
 // loss[0] = Σ_{i < count} sread[first + i] / divisor. One workgroup.

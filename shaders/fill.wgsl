@@ -2,7 +2,13 @@
 
 override WG: u32 = 256;
 
-fn flat(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+// Flat workgroup index: grids wider than 65535 workgroups wrap into y (see gpu::grid).
+fn group_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return wid.x + wid.y * nwg.x;
+}
+
+// Flat invocation index of a grid with one invocation per element, wrapped the same way.
+fn global_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * WG;
 }
 
@@ -23,7 +29,7 @@ struct FillParams {
 
 @compute @workgroup_size(WG)
 fn fill_zero(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = flat(gid, nwg);
+    let i = global_index(gid, nwg);
     let per_image = fp.c * fp.hw;
     if (i >= fp.n * per_image) { return; }
     let img = i / per_image;

@@ -31,9 +31,14 @@ const NONE: u32 = 0xffffffffu;
 
 override WG: u32 = 64;
 
-// Flat workgroup index (grids wider than 65535 wrap into y, see gpu::grid).
+// Flat workgroup index: grids wider than 65535 workgroups wrap into y (see gpu::grid).
 fn group_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wid.x + wid.y * nwg.x;
+}
+
+// Flat invocation index of a grid with one invocation per element, wrapped the same way.
+fn global_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return gid.x + gid.y * nwg.x * WG;
 }
 
 // ---- sq_norms ----------------------------------------------------------------------------
@@ -51,7 +56,7 @@ struct NormParams {
 
 @compute @workgroup_size(WG)
 fn sq_norms(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let r = gid.x + gid.y * nwg.x * WG;
+    let r = global_index(gid, nwg);
     if (r >= np.rows) { return; }
     let base = np.x_off + r * np.dim;
     var s = 0.0;

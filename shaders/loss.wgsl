@@ -32,8 +32,58 @@ const NEG_BIG: f32 = -3.4028235e38;
 @group(0) @binding(1) var<storage, read> partials: array<f32>;
 @group(0) @binding(2) var<storage, read_write> loss_out: array<f32>;
 
-var<workgroup> sh_a: array<f32, WG>;
-var<workgroup> sh_b: array<f32, WG>;
+// Flat workgroup index: grids wider than 65535 workgroups wrap into y (see gpu::grid).
+fn group_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return wid.x + wid.y * nwg.x;
+}
+
+// Flat invocation index of a grid with one invocation per element, wrapped the same way.
+fn global_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return gid.x + gid.y * nwg.x * WG;
+}
+
+// The scratch of the sums (a kernel that needs more declares its own).
+var<workgroup> red_f: array<f32, WG>;
+var<workgroup> red_u: array<u32, WG>;
+
+// Sum of v over the whole workgroup: a tree, halving the live threads each step.
+fn group_sum(li: u32, v: f32) -> f32 {
+    workgroupBarrier();
+    red_f[li] = v;
+    workgroupBarrier();
+    for (var k = WG / 2u; k > 0u; k = k / 2u) {
+        if (li < k) { red_f[li] += red_f[li + k]; }
+        workgroupBarrier();
+    }
+    return red_f[0];
+}
+
+// group_sum of counts.
+fn group_sum_u(li: u32, v: u32) -> u32 {
+    workgroupBarrier();
+    red_u[li] = v;
+    workgroupBarrier();
+    for (var k = WG / 2u; k > 0u; k = k / 2u) {
+        if (li < k) { red_u[li] += red_u[li + k]; }
+        workgroupBarrier();
+    }
+    return red_u[0];
+}
+
+// Sum of v over the TPR lanes of each row group (lane = li % TPR); every lane gets its row's total.
+fn row_sum(li: u32, lane: u32, v: f32) -> f32 {
+    workgroupBarrier(); // earlier readers of red_f are done
+    red_f[li] = v;
+    workgroupBarrier();
+    for (var k = TPR / 2u; k > 0u; k = k / 2u) {
+        if (lane < k) { red_f[li] += red_f[li + k]; }
+        workgroupBarrier();
+    }
+    return red_f[li - lane];
+}
+
+// row_lse reduces (max, r) pairs: the maxima in red_f, the r here.
+var<workgroup> sh_r: array<f32, WG>;
 
 // log(1 + r). Vulkan's log() only promises an absolute error of 2^-21 for arguments in
 // [0.5, 2] (lavapipe uses that), too coarse when the result is small, so there we sum
@@ -90,23 +140,6 @@ fn powg(x: f32, g: f32) -> f32 {
     return exp(g * log_unit(x));
 }
 
-// Flat workgroup index (grids wider than 65535 wrap into y, see gpu::grid).
-fn group_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return wid.x + wid.y * nwg.x;
-}
-
-// Sum of v over the TPR lanes of each row group; every lane gets its row's total.
-fn row_sum(li: u32, lane: u32, v: f32) -> f32 {
-    workgroupBarrier(); // earlier readers of sh_a are done
-    sh_a[li] = v;
-    workgroupBarrier();
-    for (var k = TPR / 2u; k > 0u; k = k / 2u) {
-        if (lane < k) { sh_a[li] += sh_a[li + k]; }
-        workgroupBarrier();
-    }
-    return sh_a[li - lane];
-}
-
 // Softmax rows are summarised as (m, r): the max and r = Σ_{c ≠ argmax} exp(z_c − m), so that
 // log Σ exp(z − m) = log1p(r) keeps its digits when one class dominates (p_y near 1), and
 // z − m − log1p(r) loses nothing to the magnitude of m (log-softmax as torch computes it).
@@ -123,29 +156,18 @@ fn lse_merge(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
 // The row group's (max, log Σ exp(z − max)) from each lane's (m, r).
 fn row_lse(li: u32, lane: u32, mr: vec2<f32>) -> vec2<f32> {
     workgroupBarrier();
-    sh_a[li] = mr.x;
-    sh_b[li] = mr.y;
+    red_f[li] = mr.x;
+    sh_r[li] = mr.y;
     workgroupBarrier();
     for (var k = TPR / 2u; k > 0u; k = k / 2u) {
         if (lane < k) {
-            let c = lse_merge(vec2(sh_a[li], sh_b[li]), vec2(sh_a[li + k], sh_b[li + k]));
-            sh_a[li] = c.x;
-            sh_b[li] = c.y;
+            let c = lse_merge(vec2(red_f[li], sh_r[li]), vec2(red_f[li + k], sh_r[li + k]));
+            red_f[li] = c.x;
+            sh_r[li] = c.y;
         }
         workgroupBarrier();
     }
-    return vec2(sh_a[li - lane], log1p(sh_b[li - lane]));
-}
-
-// Sum of v over the whole workgroup (WG a power of two); thread 0 gets the total.
-fn group_sum(li: u32, v: f32) -> f32 {
-    sh_a[li] = v;
-    workgroupBarrier();
-    for (var k = WG / 2u; k > 0u; k = k / 2u) {
-        if (li < k) { sh_a[li] += sh_a[li + k]; }
-        workgroupBarrier();
-    }
-    return sh_a[0];
+    return vec2(red_f[li - lane], log1p(sh_r[li - lane]));
 }
 
 // scratch[0] = Σ_b w[y_b] over the labelled rows. One workgroup.

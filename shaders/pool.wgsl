@@ -37,7 +37,6 @@ override TY: u32 = 16;
 
 // Mirrors MAX_WINDOWS in src/ops/pool.rs, which picks a tile whose windows fit.
 const MAX_WINDOWS: u32 = 1024u;
-const MAX_WG: u32 = 256u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
@@ -54,10 +53,43 @@ const MAX_WG: u32 = 256u;
 
 var<workgroup> win_idx: array<i32, MAX_WINDOWS>;
 var<workgroup> win_dy: array<f32, MAX_WINDOWS>;
-var<workgroup> part: array<f32, MAX_WG>;
 
-fn flat(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+// Flat workgroup index: grids wider than 65535 workgroups wrap into y (see gpu::grid).
+fn group_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return wid.x + wid.y * nwg.x;
+}
+
+// Flat invocation index of a grid with one invocation per element, wrapped the same way.
+fn global_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * WG;
+}
+
+// The scratch of the sums (a kernel that needs more declares its own).
+var<workgroup> red_f: array<f32, WG>;
+var<workgroup> red_u: array<u32, WG>;
+
+// Sum of v over the whole workgroup: a tree, halving the live threads each step.
+fn group_sum(li: u32, v: f32) -> f32 {
+    workgroupBarrier();
+    red_f[li] = v;
+    workgroupBarrier();
+    for (var k = WG / 2u; k > 0u; k = k / 2u) {
+        if (li < k) { red_f[li] += red_f[li + k]; }
+        workgroupBarrier();
+    }
+    return red_f[0];
+}
+
+// group_sum of counts.
+fn group_sum_u(li: u32, v: u32) -> u32 {
+    workgroupBarrier();
+    red_u[li] = v;
+    workgroupBarrier();
+    for (var k = WG / 2u; k > 0u; k = k / 2u) {
+        if (li < k) { red_u[li] += red_u[li + k]; }
+        workgroupBarrier();
+    }
+    return red_u[0];
 }
 
 // Start of plane (img, ch) of a view with `plane` elements per channel.
@@ -75,7 +107,7 @@ struct Elem {
 }
 
 fn elem_at(gid: vec3<u32>, nwg: vec3<u32>, size: u32) -> Elem {
-    let i = flat(gid, nwg);
+    let i = global_index(gid, nwg);
     let plane = i / size;
     return Elem(i < p.n * p.c * size, i % size, plane / p.c, plane % p.c);
 }
@@ -301,7 +333,7 @@ fn max_backward(
     @builtin(local_invocation_id) lid: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
-    let g = wid.x + wid.y * nwg.x;
+    let g = group_index(wid, nwg);
     let tiles_x = (p.w + TX - 1u) / TX;
     let tiles = tiles_x * ((p.h + TY - 1u) / TY);
     if (g >= p.n * p.c * tiles) {
@@ -392,17 +424,6 @@ fn avg_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     store(base(e.img, e.ch, p.off2, p.tot2, hw) + e.r, sum);
 }
 
-// Tree reduction of the partial sums in `part`; WG is a power of two.
-fn reduce_part(li: u32) -> f32 {
-    for (var half = WG / 2u; half > 0u; half >>= 1u) {
-        if (li < half) {
-            part[li] += part[li + half];
-        }
-        workgroupBarrier();
-    }
-    return part[0];
-}
-
 // One workgroup per (image, channel) plane.
 @compute @workgroup_size(WG)
 fn global_avg_forward(
@@ -410,7 +431,7 @@ fn global_avg_forward(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
-    let plane = wid.x + wid.y * nwg.x;
+    let plane = group_index(wid, nwg);
     if (plane >= p.n * p.c) {
         return;
     }
@@ -422,9 +443,7 @@ fn global_avg_forward(
     for (var i = li; i < hw; i += WG) {
         s += src[xb + i];
     }
-    part[li] = s;
-    workgroupBarrier();
-    let total = reduce_part(li);
+    let total = group_sum(li, s);
     if (li == 0u) {
         dst[img * p.tot2 + p.off2 + ch] = total / f32(hw);
     }
@@ -437,7 +456,7 @@ fn global_avg_forward4(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
-    let plane = wid.x + wid.y * nwg.x;
+    let plane = group_index(wid, nwg);
     if (plane >= p.n * p.c) {
         return;
     }
@@ -449,9 +468,7 @@ fn global_avg_forward4(
     for (var i = li; i < hw / 4u; i += WG) {
         s += src4[xb + i];
     }
-    part[li] = (s.x + s.y) + (s.z + s.w);
-    workgroupBarrier();
-    let total = reduce_part(li);
+    let total = group_sum(li, (s.x + s.y) + (s.z + s.w));
     if (li == 0u) {
         dst[img * p.tot2 + p.off2 + ch] = total / f32(hw);
     }
@@ -472,7 +489,7 @@ fn global_avg_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(n
 // dst view (+)= src view, c channels of h pixels (w = 1).
 @compute @workgroup_size(WG)
 fn copy_channels(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = flat(gid, nwg);
+    let i = global_index(gid, nwg);
     let per_image = p.c * p.h;
     if (i >= p.n * per_image) {
         return;
@@ -485,7 +502,7 @@ fn copy_channels(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
 // As copy_channels with h counted in vec4s (planes of a multiple of 4 pixels).
 @compute @workgroup_size(WG)
 fn copy_channels4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = flat(gid, nwg);
+    let i = global_index(gid, nwg);
     let per_image = p.c * p.h;
     if (i >= p.n * per_image) {
         return;

@@ -518,24 +518,24 @@ pub enum EmbedEntry {
     L2nForward,
     /// `l2n_backward`
     L2nBackward,
+    /// `distill_rows`
+    DistillRows,
     /// `pair_dist`
     PairDist,
     /// `hard_mine`
     HardMine,
-    /// `hard_finish`
-    HardFinish,
     /// `hard_coef`
     HardCoef,
     /// `all_count`
     AllCount,
+    /// `hard_finish`
+    HardFinish,
     /// `all_finish`
     AllFinish,
     /// `all_coef`
     AllCoef,
     /// `pair_mat`
     PairMat,
-    /// `distill_rows`
-    DistillRows,
     /// `loss_sum`
     LossSum,
 }
@@ -545,15 +545,15 @@ impl EmbedEntry {
     pub const ALL: &'static [EmbedEntry] = &[
         EmbedEntry::L2nForward,
         EmbedEntry::L2nBackward,
+        EmbedEntry::DistillRows,
         EmbedEntry::PairDist,
         EmbedEntry::HardMine,
-        EmbedEntry::HardFinish,
         EmbedEntry::HardCoef,
         EmbedEntry::AllCount,
+        EmbedEntry::HardFinish,
         EmbedEntry::AllFinish,
         EmbedEntry::AllCoef,
         EmbedEntry::PairMat,
-        EmbedEntry::DistillRows,
         EmbedEntry::LossSum,
     ];
 
@@ -565,15 +565,15 @@ impl EmbedEntry {
         match self {
             EmbedEntry::L2nForward => "l2n_forward",
             EmbedEntry::L2nBackward => "l2n_backward",
+            EmbedEntry::DistillRows => "distill_rows",
             EmbedEntry::PairDist => "pair_dist",
             EmbedEntry::HardMine => "hard_mine",
-            EmbedEntry::HardFinish => "hard_finish",
             EmbedEntry::HardCoef => "hard_coef",
             EmbedEntry::AllCount => "all_count",
+            EmbedEntry::HardFinish => "hard_finish",
             EmbedEntry::AllFinish => "all_finish",
             EmbedEntry::AllCoef => "all_coef",
             EmbedEntry::PairMat => "pair_mat",
-            EmbedEntry::DistillRows => "distill_rows",
             EmbedEntry::LossSum => "loss_sum",
         }
     }
@@ -721,15 +721,15 @@ impl EntryPoint {
         EntryPoint::Adam(AdamEntry::AdamStep),
         EntryPoint::Embed(EmbedEntry::L2nForward),
         EntryPoint::Embed(EmbedEntry::L2nBackward),
+        EntryPoint::Embed(EmbedEntry::DistillRows),
         EntryPoint::Embed(EmbedEntry::PairDist),
         EntryPoint::Embed(EmbedEntry::HardMine),
-        EntryPoint::Embed(EmbedEntry::HardFinish),
         EntryPoint::Embed(EmbedEntry::HardCoef),
         EntryPoint::Embed(EmbedEntry::AllCount),
+        EntryPoint::Embed(EmbedEntry::HardFinish),
         EntryPoint::Embed(EmbedEntry::AllFinish),
         EntryPoint::Embed(EmbedEntry::AllCoef),
         EntryPoint::Embed(EmbedEntry::PairMat),
-        EntryPoint::Embed(EmbedEntry::DistillRows),
         EntryPoint::Embed(EmbedEntry::LossSum),
         EntryPoint::Knn(KnnEntry::SqNorms),
         EntryPoint::Knn(KnnEntry::KnnKeys),

@@ -18,6 +18,12 @@
 //!   enclosing `#for` or by the variant being expanded ([`expand_with`]).
 //! - `##` at the start of a line: a template comment, dropped.
 //! - A directive line ending in `\` continues on the next line (long `#for` lists, one item a line).
+//! - `#include NAME`: the line is replaced by the expansion of `shaders/templates/NAME`, one of
+//!   [`INCLUDES`], with the names bound at that line visible inside (its directives work, and it
+//!   may include another file, but not itself). The shared helpers of the kernels live there once:
+//!   grid indices (`common.wgsl.inc`), workgroup sums (`reduce.wgsl.inc`) and row sums
+//!   (`rows.wgsl.inc`). The table embeds them, so that a template expands the same way in the
+//!   regeneration test and at run time (batch norm without subgroups).
 //!
 //! Lines without directives are copied with `{{name}}` replaced by the bound value.
 
@@ -43,6 +49,18 @@ pub fn expand(source: &str) -> Result<String, TemplateError> {
 
 /// Expands `source` with `vars` bound at the top (the variant of a template, e.g. without subgroups).
 pub fn expand_with(source: &str, vars: &[(&str, &str)]) -> Result<String, TemplateError> {
+    let vars: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    expand_in(source, &vars, &Includes { files: INCLUDES, chain: &[] })
+}
+
+/// The files `#include` may name, and the chain of those being expanded around the current one
+/// (a file that includes itself, directly or not, would never end).
+struct Includes<'a> {
+    files: &'a [(&'a str, &'a str)],
+    chain: &'a [&'a str],
+}
+
+fn expand_in(source: &str, vars: &HashMap<String, String>, includes: &Includes) -> Result<String, TemplateError> {
     // A directive line ending in `\` goes on in the next line: the two are joined in the first and
     // the next is dropped like a `##` comment, so that errors still name the lines of the source.
     let mut joined: Vec<String> = source.split_inclusive('\n').map(String::from).collect();
@@ -58,9 +76,8 @@ pub fn expand_with(source: &str, vars: &[(&str, &str)]) -> Result<String, Templa
         i += 1;
     }
     let lines: Vec<&str> = joined.iter().map(String::as_str).collect();
-    let vars: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     let mut out = String::new();
-    let end = block(&lines, 0, &vars, &mut out, true)?;
+    let end = block(&lines, 0, vars, &mut out, true, includes)?;
     if end != lines.len() {
         return Err(TemplateError {
             line: end + 1,
@@ -83,6 +100,7 @@ fn block(
     vars: &HashMap<String, String>,
     out: &mut String,
     emit: bool,
+    includes: &Includes,
 ) -> Result<usize, TemplateError> {
     let mut i = start;
     while i < lines.len() {
@@ -112,14 +130,14 @@ fn block(
             };
             let mut close = i + 1;
             if items.is_empty() {
-                close = block(lines, i + 1, vars, &mut String::new(), false)?;
+                close = block(lines, i + 1, vars, &mut String::new(), false, includes)?;
             }
             for item in &items {
                 let mut inner = vars.clone();
                 for (n, v) in names.iter().zip(item) {
                     inner.insert(n.to_string(), v.clone());
                 }
-                close = block(lines, i + 1, &inner, out, emit)?;
+                close = block(lines, i + 1, &inner, out, emit, includes)?;
             }
             if close >= lines.len() || directive(lines[close]) != Some("end") {
                 return Err(err("`#for` without its `#end`".into()));
@@ -141,9 +159,9 @@ fn block(
                 None if !emit => false,
                 None => return Err(err(format!("`{}` is not bound here", name.trim()))),
             };
-            let mid = block(lines, i + 1, vars, out, emit && taken)?;
+            let mid = block(lines, i + 1, vars, out, emit && taken, includes)?;
             let close = if mid < lines.len() && directive(lines[mid]) == Some("else") {
-                block(lines, mid + 1, vars, out, emit && !taken)?
+                block(lines, mid + 1, vars, out, emit && !taken, includes)?
             } else {
                 mid
             };
@@ -151,6 +169,27 @@ fn block(
                 return Err(err("`#if` without its `#end`".into()));
             }
             i = close + 1;
+        } else if let Some(name) = d.strip_prefix("include ") {
+            let name = name.trim();
+            let Some(&(file, text)) = includes.files.iter().find(|(file, _)| *file == name) else {
+                return Err(err(format!(
+                    "`#include {name}`: shaders/templates/{name} is not in gpu::template::INCLUDES (add it there)"
+                )));
+            };
+            if includes.chain.contains(&file) {
+                return Err(err(format!("`#include {name}` would expand shaders/templates/{name} inside itself")));
+            }
+            // In a branch only walked, the file is not expanded (the names it uses may not be bound).
+            if emit {
+                let chain: Vec<&str> = includes.chain.iter().copied().chain([file]).collect();
+                let inner = expand_in(text, vars, &Includes { files: includes.files, chain: &chain })
+                    .map_err(|e| err(format!("in shaders/templates/{name} line {}: {}", e.line, e.message)))?;
+                out.push_str(&inner);
+                if !inner.is_empty() && !inner.ends_with('\n') {
+                    out.push('\n');
+                }
+            }
+            i += 1;
         } else {
             // Not a directive of ours (WGSL has no `#` lines, so this is a typo in a template).
             return Err(err(format!("unknown directive `#{d}`")));
@@ -218,6 +257,18 @@ pub const TEMPLATES: &[Template] = &[
     Template { template: "batchnorm.wgsl.tmpl", generated: "batchnorm.wgsl", vars: &[("subgroups", "yes")] },
     Template { template: "conv.wgsl.tmpl", generated: "conv.wgsl", vars: &[] },
     Template { template: "pool.wgsl.tmpl", generated: "pool.wgsl", vars: &[] },
+    Template { template: "knn.wgsl.tmpl", generated: "knn.wgsl", vars: &[] },
+    Template { template: "embed.wgsl.tmpl", generated: "embed.wgsl", vars: &[] },
+    Template { template: "loss.wgsl.tmpl", generated: "loss.wgsl", vars: &[] },
+    Template { template: "elementwise.wgsl.tmpl", generated: "elementwise.wgsl", vars: &[] },
+    Template { template: "fill.wgsl.tmpl", generated: "fill.wgsl", vars: &[] },
+];
+
+/// The files of `shaders/templates/` that `#include` may name, embedded (see the module docs).
+pub const INCLUDES: &[(&str, &str)] = &[
+    ("common.wgsl.inc", include_str!("../../shaders/templates/common.wgsl.inc")),
+    ("reduce.wgsl.inc", include_str!("../../shaders/templates/reduce.wgsl.inc")),
+    ("rows.wgsl.inc", include_str!("../../shaders/templates/rows.wgsl.inc")),
 ];
 
 /// The batch norm template, for its variant without subgroups.
@@ -266,6 +317,42 @@ mod tests {
         let nested = "#if s == no\n#for i in 0..2\n#if i == 0\nx\n#end\n#end\n#end\ny\n";
         assert_eq!(expand_with(nested, &[("s", "yes")]).unwrap(), "y\n");
         assert_eq!(expand_with(nested, &[("s", "no")]).unwrap(), "x\ny\n");
+    }
+
+    fn expand_among(source: &str, vars: &[(&str, &str)], files: &[(&str, &str)]) -> Result<String, TemplateError> {
+        let vars: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        expand_in(source, &vars, &Includes { files, chain: &[] })
+    }
+
+    #[test]
+    fn includes_expand_in_place_with_the_names_bound_at_the_line() {
+        let files = [
+            ("a.inc", "## gone\n#for i in 0..{{n}}\na{{i}}{{s}}\n#end\n#include b.inc\n"),
+            ("b.inc", "#if s == !\nb\n#end\n"),
+            ("loop.inc", "x\n#include loop.inc\n"),
+            ("bad.inc", "x\n{{nope}}\n"),
+            ("unended.inc", "u"),
+        ];
+        let t = "top\n#for s in ! ?\n#include a.inc\n#end\nend\n";
+        assert_eq!(expand_among(t, &[("n", "2")], &files).unwrap(), "top\na0!\na1!\nb\na0?\na1?\nend\n");
+        assert_eq!(expand_among("#include unended.inc\nv\n", &[], &files).unwrap(), "u\nv\n");
+        // An unknown file, one that includes itself, and an error inside an included file: each
+        // names the line of the `#include` and the file.
+        let unknown = expand_among("x\n#include nope.inc\n", &[], &files).unwrap_err();
+        assert_eq!(unknown.line, 2);
+        assert!(unknown.message.contains("shaders/templates/nope.inc"), "{unknown}");
+        let looped = expand_among("#include loop.inc\n", &[], &files).unwrap_err();
+        assert_eq!(looped.line, 1);
+        assert!(looped.message.contains("loop.inc line 2"), "{looped}");
+        let inner = expand_among("x\ny\n#include bad.inc\n", &[], &files).unwrap_err();
+        assert_eq!(inner.line, 3);
+        assert!(inner.message.contains("shaders/templates/bad.inc line 2"), "{inner}");
+        // An unknown file is an error in a branch not taken too; the real table resolves.
+        assert_eq!(expand_among("#if v == w\n#include nope.inc\n#end\n", &[("v", "x")], &files).unwrap_err().line, 2);
+        let common = expand("#include common.wgsl.inc\n").unwrap();
+        assert!(common.contains("fn group_index(") && common.contains("fn global_index("), "{common}");
+        let rows = expand("#include rows.wgsl.inc\n").unwrap();
+        assert!(rows.contains("fn row_sum(") && rows.contains("fn group_sum("), "{rows}");
     }
 
     #[test]
