@@ -265,8 +265,10 @@ fn make_batch(ds: &Dataset, opts: &LoaderOptions, order: &[usize], epoch: u64, b
     let rows = &order[b * bs..((b + 1) * bs).min(order.len())];
     // This shard's rows (every batch of a sharded loader is full: `Loader::new` checks it).
     let per = rows.len() / opts.shard.count;
-    let first = b * bs + opts.shard.index * per;
-    let indices: Vec<usize> = rows[first - b * bs..][..per].to_vec();
+    let lo = opts.shard.index * per;
+    let indices: Vec<usize> = rows[lo..lo + per].to_vec();
+    // Row k's position in the whole batch keys its augmentation, the same whatever the shards.
+    let first = b * bs + lo;
     let spec = ImageSpec { width: ds.width, height: ds.height, channels: ds.channels, fill: 0 };
     let n = spec.len();
     let mut images = vec![0f32; indices.len() * n];

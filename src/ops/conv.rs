@@ -554,13 +554,15 @@ pub fn forward_tiled<'a>(
     check_act("x", &x, s.n, s.c_in, s.h * s.w)?;
     check_act("y", &y, s.n, s.c_out, s.p() * s.q())?;
     check_buf("weight", weight, s.weight_len())?;
+    if let Some(b) = bias {
+        check_buf("bias", b, s.c_out)?;
+    }
     if let Some(cfg) = pointwise_gemm_config(gpu, s) {
         let hw = s.h * s.w;
         let w = MatrixLayout::row_major(s.c_out, s.c_in).with_batch_stride(0);
         let g = GemmShape::new(s.c_out, hw, s.c_in, s.n, w, act_layout(&x, hw), act_layout(&y, hw))?;
         let mut d = gemm::gemm_with(gpu, &g, weight, x.buf, y.buf, false, 1.0, &cfg)?;
         if let Some(b) = bias {
-            check_buf("bias", b, s.c_out)?;
             // One bias per channel: a row of each image's channels × pixels matrix.
             let per_row = MatrixLayout { offset: 0, row_stride: 1, col_stride: 0, batch_stride: 0 };
             d.push(gemm::add_bias(gpu, s.n, s.c_out, hw, (b, per_row), (y.buf, g.c))?);
@@ -591,10 +593,7 @@ pub fn forward_tiled<'a>(
     // One entry point per kind, always with a bias: zeros stand in for a missing one.
     let zeros;
     let (bias, bias_bytes) = match bias {
-        Some(b) => {
-            check_buf("bias", b, s.c_out)?;
-            (b, 0)
-        }
+        Some(b) => (b, 0),
         None => {
             zeros = gpu.zeros("conv2d zero bias", s.c_out)?;
             (BufRange::from(&zeros), zeros.size())

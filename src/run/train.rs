@@ -696,7 +696,7 @@ fn train_epoch(
         };
         let res = trainer.step(&b.images, targets);
         // A sharded loader serves this process's rows; the rate counts every process's.
-        let rows = b.len() * trainer.global_batch() / trainer.shares().iter().sum::<usize>();
+        let rows = b.len() * trainer.collective().map_or(1, |c| c.size());
         pending.push_back(rows);
         let done = record(res?, &mut last, &mut pending);
         images += rows;

@@ -470,6 +470,13 @@ fn bad_shapes_are_errors() {
     assert!(conv::forward(&g, &s, Act::whole(&small, 3), &w, None, Act::whole(&y, 4)).is_err());
     let x = g.zeros("x", s.x_len()).unwrap();
     assert!(conv::forward(&g, &s, Act::slice(&x, 1, 3), &w, None, Act::whole(&y, 4)).is_err());
+    // A bias shorter than c_out, for a 3×3 and for a 1×1 (which runs as the GEMM).
+    let short = g.zeros("bias", 3).unwrap();
+    let b = Some(BufRange::from(&short));
+    assert!(conv::forward(&g, &s, Act::whole(&x, 3), &w, b, Act::whole(&y, 4)).is_err());
+    let s1 = shape(2, 3, 8, 8, 4, 1, 1, 0);
+    let w1 = g.zeros("w1", s1.weight_len()).unwrap();
+    assert!(conv::forward(&g, &s1, Act::whole(&x, 3), &w1, b, Act::whole(&y, 4)).is_err());
 }
 
 fn fd_check(s: Conv2dShape, seed: u64) {
